@@ -78,10 +78,12 @@ void
 util_iso8601(time_t t, long usec, char out[32])
 {
     struct tm tm;
+    char buf[96];
     gmtime_r(&t, &tm);
-    snprintf(out, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ",
+    snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ",
              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-             tm.tm_min, tm.tm_sec, usec % 1000000);
+             tm.tm_min, tm.tm_sec, labs(usec) % 1000000);
+    snprintf(out, 32, "%.31s", buf);
 }
 
 void

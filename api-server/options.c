@@ -1,0 +1,96 @@
+#include "options.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "util.h"
+
+const struct conf_option api_options[] = {
+    /* [api] */
+    { "api", "host", CONF_STR, "127.0.0.1", 0, 0,
+      "Address the API listeners bind to (IPv4 or IPv6 literal)." },
+    { "api", "public_host", CONF_STR, "", 0, 0,
+      "Host name or address used in the URLs the API hands out (version "
+      "documents, service catalog, links).  Empty: the value of 'host', or "
+      "the request's Host header for version documents." },
+    { "api", "identity_port", CONF_INT, "5000", 1, 65535,
+      "Port of the Identity (Keystone v3 compatible) API." },
+    { "api", "compute_port", CONF_INT, "8774", 1, 65535,
+      "Port of the Compute (Nova v2.1 compatible) API." },
+    { "api", "network_port", CONF_INT, "9696", 1, 65535,
+      "Port of the Network (Neutron v2.0 compatible) API." },
+    { "api", "workers", CONF_INT, "1", 1, 64,
+      "Number of API processes sharing the ports (SO_REUSEPORT).  Each has "
+      "its own event loop and database connections." },
+    { "api", "max_connections", CONF_INT, "10000", 1, 1000000,
+      "Open client connections per process and listener; more are refused." },
+    { "api", "max_header_bytes", CONF_INT, "16384", 1024, 1048576,
+      "Largest request line plus headers; larger requests get 431." },
+    { "api", "max_body_bytes", CONF_INT, "1048576", 1024, 1073741824,
+      "Largest JSON request body; larger requests get 413." },
+    { "api", "header_timeout", CONF_INT, "10", 1, 3600,
+      "Seconds a client has to send a complete request head." },
+    { "api", "idle_timeout", CONF_INT, "60", 1, 86400,
+      "Seconds an idle keep-alive connection is kept open." },
+    /* [database] */
+    { "database", "connection", CONF_STR,
+      "host=/var/run/postgresql dbname=nimbus user=nimbus", 0, 0,
+      "libpq connection string of the Nimbus database." },
+    { "database", "pool_size", CONF_INT, "4", 1, 256,
+      "Database connections per process for queries (one more is used for "
+      "LISTEN/NOTIFY)." },
+    { "database", "query_timeout", CONF_INT, "30", 1, 3600,
+      "Seconds after which a database query is abandoned." },
+    /* [identity] */
+    { "identity", "key_dir", CONF_STR, "/etc/nimbus/keys", 0, 0,
+      "Directory of the token signing keys (nimbus-manage keys setup and "
+      "keys rotate manage it)." },
+    { "identity", "token_expiration", CONF_INT, "3600", 60, 604800,
+      "Lifetime of issued tokens in seconds." },
+    { "identity", "region", CONF_STR, "RegionOne", 0, 0,
+      "Region name used in the service catalog." },
+    { "identity", "password_opslimit", CONF_INT, "2", 1, 64,
+      "Argon2id passes for new password hashes (libsodium opslimit; 2 is "
+      "libsodium's interactive level)." },
+    { "identity", "password_memlimit_kib", CONF_INT, "65536", 8, 4194304,
+      "Argon2id memory for new password hashes in KiB (65536 = 64 MiB, "
+      "libsodium's interactive level)." },
+    { "identity", "max_failed_logins_per_user", CONF_INT, "5", 1, 100000,
+      "Failed logins allowed per user name within 'failed_login_window'." },
+    { "identity", "max_failed_logins_per_address", CONF_INT, "20", 1, 1000000,
+      "Failed logins allowed per client address within "
+      "'failed_login_window'." },
+    { "identity", "failed_login_window", CONF_INT, "60", 1, 86400,
+      "Window in seconds for the failed-login limits." },
+    /* [log] */
+    { "log", "level", CONF_STR, "info", 0, 0,
+      "Minimum level logged to stderr: debug, info, warn or error." },
+};
+
+const size_t api_options_count = ARRAY_SIZE(api_options);
+
+struct conf *
+api_config_load(const char *path)
+{
+    char err[512];
+    struct conf *c = conf_new(api_options, api_options_count);
+    const char *p = path ? path : API_DEFAULT_CONFIG;
+    if (!path && access(p, F_OK) < 0 && errno == ENOENT)
+        return c;
+    if (conf_load(c, p, err, sizeof err) < 0) {
+        fprintf(stderr, "configuration error: %s\n", err);
+        conf_free(c);
+        return NULL;
+    }
+    enum log_level lvl;
+    if (log_level_parse(conf_str(c, "log", "level"), &lvl) < 0) {
+        fprintf(stderr, "configuration error: %s: option [log] level: '%s' "
+                "is not one of debug, info, warn, error\n", p,
+                conf_str(c, "log", "level"));
+        conf_free(c);
+        return NULL;
+    }
+    return c;
+}

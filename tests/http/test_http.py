@@ -1,0 +1,609 @@
+#!/usr/bin/python3
+"""Integration tests of lib/http through tests/http/http_test_server.
+
+Usage: test_http.py PATH_TO_http_test_server [TEST_NAME...]
+
+Every test talks to a real server over real sockets.  The server is started
+with a 1 s header timeout and a 1 s body timeout so that the timeout tests
+run quickly.  The run fails if any test fails or if the server does not exit
+0 after SIGTERM (under AddressSanitizer that also covers leaks)."""
+
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+SERVER = None
+TIMEOUT = 10
+
+
+class Failure(Exception):
+    pass
+
+
+def check(cond, what):
+    if not cond:
+        raise Failure(what)
+
+
+class Server:
+    def __init__(self, binary, *args):
+        self.proc = subprocess.Popen([binary, *args], stdout=subprocess.PIPE)
+        line = self.proc.stdout.readline()
+        if not line:
+            raise Failure("server did not start")
+        self.port = int(line)
+
+    def connect(self):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return s
+
+    def stop(self):
+        """SIGTERM, then wait; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return -1
+
+
+class Reader:
+    """Reads HTTP responses from a socket, keeping leftover bytes."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+
+    def _fill(self):
+        data = self.sock.recv(65536)
+        if not data:
+            raise EOFError("connection closed")
+        self.buf += data
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            self._fill()
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _exact(self, n):
+        while len(self.buf) < n:
+            self._fill()
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def response(self, head=False):
+        """Returns (status, headers dict with lower-case names, body)."""
+        status_line = self._line()
+        parts = status_line.split(b" ", 2)
+        check(parts[0] == b"HTTP/1.1", "bad status line %r" % status_line)
+        status = int(parts[1])
+        headers = {}
+        while True:
+            line = self._line()
+            if not line:
+                break
+            name, value = line.split(b":", 1)
+            headers[name.decode().lower()] = value.strip().decode()
+        if head or status in (100, 204, 304):
+            return status, headers, b""
+        if headers.get("transfer-encoding") == "chunked":
+            body = b""
+            while True:
+                size = int(self._line().split(b";")[0], 16)
+                if size == 0:
+                    self._line()
+                    break
+                body += self._exact(size)
+                check(self._exact(2) == b"\r\n", "bad chunk end")
+            return status, headers, body
+        n = int(headers.get("content-length", "0"))
+        return status, headers, self._exact(n)
+
+    def closed(self, timeout=TIMEOUT):
+        """True when the peer closes (EOF or reset) within 'timeout'."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return True
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+
+
+def request(method, path, headers=(), body=b"", version="HTTP/1.1"):
+    lines = ["%s %s %s" % (method, path, version), "Host: test"]
+    lines += ["%s: %s" % h for h in headers]
+    if body and not any(h[0].lower() in ("content-length", "transfer-encoding")
+                        for h in headers):
+        lines.append("Content-Length: %d" % len(body))
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def roundtrip(data, head=False):
+    with SERVER.connect() as s:
+        s.sendall(data)
+        return Reader(s).response(head=head)
+
+
+def get_json(path):
+    status, _, body = roundtrip(request("GET", path))
+    check(status == 200, "GET %s: %d" % (path, status))
+    return json.loads(body)
+
+
+def rss():
+    status, _, body = roundtrip(request("GET", "/rss"))
+    check(status == 200, "rss status %d" % status)
+    return int(body)
+
+
+# ---- Tests.
+
+def test_hello():
+    status, headers, body = roundtrip(request("GET", "/hello"))
+    check(status == 200, "status %d" % status)
+    check(body == b"Hello, world!\n", "body %r" % body)
+    check(headers["content-length"] == "14", "content-length")
+    check(headers.get("content-type") == "text/plain", "content-type")
+    check("date" in headers, "no Date header")
+    check("connection" not in headers, "keep-alive answer says Connection")
+
+
+def test_keep_alive_and_pipelining():
+    """Several requests in one send (a slow one first) are answered in
+    order on the same connection."""
+    with SERVER.connect() as s:
+        data = (request("GET", "/slow") +
+                request("GET", "/hello") +
+                request("POST", "/echo", body=b"first body") +
+                request("GET", "/v2.1/servers/abc/action") +
+                request("PUT", "/upload", [("Transfer-Encoding", "chunked")],
+                        b"5\r\nhello\r\n0\r\n\r\n") +
+                request("HEAD", "/hello") +
+                request("GET", "/stream") +
+                request("GET", "/hello"))
+        s.sendall(data)
+        r = Reader(s)
+        st, _, body = r.response()
+        check((st, body) == (200, b"slow\n"), "1st: %d %r" % (st, body))
+        st, _, body = r.response()
+        check((st, body) == (200, b"Hello, world!\n"), "2nd: %r" % body)
+        st, _, body = r.response()
+        check((st, body) == (200, b"first body"), "3rd: %r" % body)
+        st, _, body = r.response()
+        check(json.loads(body) == {"route": "action-get", "id": "abc"}, "4th: %r" % body)
+        st, _, body = r.response()
+        check(json.loads(body)["bytes"] == 5, "5th: %r" % body)
+        st, h, body = r.response(head=True)
+        check(st == 200 and h["content-length"] == "14", "6th (HEAD): %r" % h)
+        st, h, body = r.response()
+        check(body.startswith(b"start\npiece 0\n"), "7th: %r" % body)
+        st, _, body = r.response()
+        check(body == b"Hello, world!\n", "8th: %r" % body)
+        # The connection is still usable afterwards.
+        s.sendall(request("GET", "/hello"))
+        check(r.response()[0] == 200, "after pipeline")
+
+
+def test_pipeline_read_ahead_limit():
+    """More pipelined bytes than max_pipeline_bytes while a request is in
+    flight: the server stops reading but answers everything in order."""
+    with SERVER.connect() as s:
+        n = 600
+        data = request("GET", "/slow") + request("GET", "/hello") * n
+        sender = threading.Thread(target=s.sendall, args=(data,))
+        sender.start()
+        r = Reader(s)
+        check(r.response()[2] == b"slow\n", "slow first")
+        for i in range(n):
+            st, _, body = r.response()
+            check(body == b"Hello, world!\n", "pipelined %d" % i)
+        sender.join()
+
+
+def test_http10():
+    with SERVER.connect() as s:
+        s.sendall(request("GET", "/hello", version="HTTP/1.0"))
+        r = Reader(s)
+        st, h, body = r.response()
+        check(st == 200 and h.get("connection") == "close", "1.0: %r" % h)
+        check(r.closed(), "HTTP/1.0 connection not closed")
+    with SERVER.connect() as s:
+        s.sendall(request("GET", "/hello", [("Connection", "keep-alive")], version="HTTP/1.0"))
+        r = Reader(s)
+        st, h, body = r.response()
+        check(h.get("connection") == "keep-alive", "1.0 keep-alive: %r" % h)
+        s.sendall(request("GET", "/hello", [("Connection", "keep-alive")], version="HTTP/1.0"))
+        check(r.response()[0] == 200, "second 1.0 request")
+
+
+def test_connection_close():
+    with SERVER.connect() as s:
+        s.sendall(request("GET", "/hello", [("Connection", "close")]) + request("GET", "/hello"))
+        r = Reader(s)
+        st, h, body = r.response()
+        check(st == 200 and h.get("connection") == "close", "close: %r" % h)
+        check(r.buf == b"", "data after the close answer")
+        check(r.closed(), "not closed")
+
+
+def test_head():
+    st, h, body = roundtrip(request("HEAD", "/hello"), head=True)
+    check(st == 200 and h["content-length"] == "14", "HEAD: %d %r" % (st, h))
+    # No body bytes follow: the next answer on the connection parses.
+    with SERVER.connect() as s:
+        s.sendall(request("HEAD", "/v2.1/servers/x") + request("GET", "/hello"))
+        r = Reader(s)
+        r.response(head=True)
+        check(r.response()[2] == b"Hello, world!\n", "after HEAD")
+
+
+def test_404_405():
+    st, h, body = roundtrip(request("GET", "/nope"))
+    check(st == 404, "404: %d" % st)
+    check(json.loads(body)["error"]["code"] == 404, "404 body %r" % body)
+    check(h.get("x-error-handler") == "json", "custom error handler not used")
+    st, h, body = roundtrip(request("DELETE", "/hello"))
+    check(st == 405, "405: %d" % st)
+    check(h.get("allow") == "GET, HEAD", "Allow: %r" % h.get("allow"))
+    st, h, body = roundtrip(request("PUT", "/v2.1/servers/x/action", body=b"abc"))
+    check(st == 405 and h.get("allow") == "GET, POST, HEAD", "405 action %r" % h)
+    # An error answer without a body keeps the connection alive.
+    with SERVER.connect() as s:
+        s.sendall(request("GET", "/nope") + request("GET", "/hello"))
+        r = Reader(s)
+        check(r.response()[0] == 404, "pipelined 404")
+        check(r.response()[0] == 200, "after 404")
+
+
+def test_router():
+    check(get_json("/v2.1/servers/detail") == {"route": "detail"}, "literal over capture")
+    check(get_json("/v2.1/servers/detail/") == {"route": "detail"}, "trailing slash")
+    check(get_json("/v2.1/servers/a%20b") == {"route": "show", "id": "a b"}, "decoding")
+    st, _, body = roundtrip(request("POST", "/v2.1/servers/s1/action", body=b"{}"))
+    check(json.loads(body) == {"route": "action-post", "id": "s1"}, "post action %r" % body)
+    q = get_json("/query?x=1+2&flag&y=%41%42#frag")
+    check(q["x"] == "1 2" and q["items"] == {"x": "1 2", "flag": "", "y": "AB"}, "query %r" % q)
+    check(q["id"].startswith("req-") and len(q["id"]) == 40, "request id %r" % q["id"])
+
+
+def test_stream_response():
+    st, h, body = roundtrip(request("GET", "/stream"))
+    check(h.get("transfer-encoding") == "chunked", "not chunked: %r" % h)
+    check(body == b"start\n" + b"".join(b"piece %d\n" % i for i in range(5)),
+          "body %r" % body)
+
+
+def test_echo_body():
+    payload = os.urandom(60000)
+    st, h, body = roundtrip(request("POST", "/echo", body=payload))
+    check(st == 200 and body == payload, "echo length %d" % len(body))
+    # Chunked request body, buffered route.
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in (b"abc", b"", b"defg")[::2])
+    st, h, body = roundtrip(request("POST", "/echo", [("Transfer-Encoding", "chunked")],
+                                    chunked + b"0\r\n\r\n"))
+    check(body == b"abcdefg", "chunked echo %r" % body)
+
+
+def test_header_too_large():
+    with SERVER.connect() as s:
+        s.sendall(request("GET", "/hello", [("X-Big", "a" * 20000)]))
+        r = Reader(s)
+        st, h, body = r.response()
+        check(st == 431, "431: %d" % st)
+        check(json.loads(body)["error"]["code"] == 431, "431 body %r" % body)
+        check(h.get("connection") == "close", "431 without Connection: close")
+        check(r.closed(), "not closed after 431")
+
+
+def test_body_too_large():
+    # Declared length over the route's 64 KiB: refused before the body.
+    with SERVER.connect() as s:
+        s.sendall(request("POST", "/echo", [("Content-Length", "100000")]))
+        r = Reader(s)
+        st, h, body = r.response()
+        check(st == 413 and h.get("connection") == "close", "413: %d %r" % (st, h))
+        check(r.closed(), "not closed after 413")
+    # Chunked body growing over the limit.
+    with SERVER.connect() as s:
+        chunk = b"a" * 16384
+        data = request("POST", "/echo", [("Transfer-Encoding", "chunked")],
+                       b"".join(b"4000\r\n" + chunk + b"\r\n" for _ in range(5)))
+        try:
+            s.sendall(data)
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+        r = Reader(s)
+        st, h, body = r.response()
+        check(st == 413, "chunked 413: %d" % st)
+    # Streamed route: declared length over its cap, and chunked over it.
+    st, h, body = roundtrip(request("PUT", "/upload-capped", [("Content-Length", "2000000")]))
+    check(st == 413, "capped declared: %d" % st)
+    with SERVER.connect() as s:
+        s.settimeout(TIMEOUT)
+        s.sendall(request("PUT", "/upload-capped", [("Transfer-Encoding", "chunked")]))
+        chunk = b"%x\r\n%s\r\n" % (65536, b"z" * 65536)
+        try:
+            for _ in range(20):
+                s.sendall(chunk)
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+        st, h, body = Reader(s).response()
+        check(st == 413 and json.loads(body)["error"]["code"] == 413, "capped chunked: %d" % st)
+
+
+def test_malformed():
+    other = SERVER.connect()
+    with SERVER.connect() as s:
+        s.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n")
+        r = Reader(s)
+        st, h, body = r.response()
+        check(st == 400, "400: %d" % st)
+        check(json.loads(body)["error"]["code"] == 400, "400 body %r" % body)
+        check(r.closed(), "not closed after 400")
+    with SERVER.connect() as s:
+        s.sendall(b"\x00\x01garbage\r\n\r\n")
+        r = Reader(s)
+        check(r.response()[0] == 400, "binary garbage")
+        check(r.closed(), "not closed after garbage")
+    with SERVER.connect() as s:
+        s.sendall(request("POST", "/echo", [("Transfer-Encoding", "chunked")], b"zz\r\n"))
+        r = Reader(s)
+        check(r.response()[0] == 400, "bad chunk size")
+    with other:
+        other.sendall(request("GET", "/hello"))
+        check(Reader(other).response()[0] == 200, "other client affected")
+
+
+def test_expect_continue():
+    with SERVER.connect() as s:
+        body = b"x" * 1000
+        s.sendall(request("POST", "/echo", [("Expect", "100-continue"),
+                                            ("Content-Length", str(len(body)))]))
+        r = Reader(s)
+        st, h, _ = r.response()
+        check(st == 100, "expected 100 Continue, got %d" % st)
+        s.sendall(body)
+        st, h, got = r.response()
+        check(st == 200 and got == body, "after 100: %d" % st)
+        # Streamed route: 100 when the handler starts reading.
+        s.sendall(request("PUT", "/upload", [("Expect", "100-continue"),
+                                             ("Content-Length", "3")]))
+        check(r.response()[0] == 100, "no 100 for streamed route")
+        s.sendall(b"abc")
+        st, h, got = r.response()
+        check(json.loads(got)["bytes"] == 3, "streamed after 100: %r" % got)
+    # Too large: 413 and no 100.
+    with SERVER.connect() as s:
+        s.sendall(request("POST", "/echo", [("Expect", "100-continue"),
+                                            ("Content-Length", "1000000")]))
+        check(Reader(s).response()[0] == 413, "413 instead of 100")
+
+
+def test_upload_1gib_flat_rss():
+    total = 1 << 30
+    block = bytes(range(256)) * 4096      # 1 MiB
+    chunk = b"%x\r\n" % len(block) + block + b"\r\n"
+    before = rss()
+    peak = [before]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss())
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    t0 = time.time()
+    try:
+        with SERVER.connect() as s:
+            s.settimeout(60)
+            s.sendall(request("PUT", "/upload", [("Transfer-Encoding", "chunked")]))
+            for _ in range(total // len(block)):
+                s.sendall(chunk)
+            s.sendall(b"0\r\n\r\n")
+            st, h, body = Reader(s).response()
+    finally:
+        done.set()
+        sampler.join()
+    elapsed = time.time() - t0
+    check(st == 200, "upload status %d" % st)
+    got = json.loads(body)
+    check(got["bytes"] == total, "bytes %d" % got["bytes"])
+    check(got["sum"] == sum(block) * (total // len(block)), "checksum")
+    check(got["pauses"] >= 30, "pauses %d" % got["pauses"])
+    growth = peak[0] - before
+    print("    1 GiB chunked upload: %.2f s, RSS before %.1f MB, peak %.1f MB, growth %.2f MB, "
+          "%d pauses" % (elapsed, before / 1e6, peak[0] / 1e6, growth / 1e6, got["pauses"]))
+    check(growth < 20e6, "RSS grew by %d bytes" % growth)
+
+
+def test_client_disconnects():
+    """Clients that go away mid-body, mid-response and during a handler;
+    the server must stay healthy (and clean under the sanitizers)."""
+    for _ in range(5):
+        with SERVER.connect() as s:
+            s.sendall(request("PUT", "/upload", [("Transfer-Encoding", "chunked")],
+                              b"10000\r\n" + b"q" * 30000))
+        with SERVER.connect() as s:
+            s.sendall(request("POST", "/echo", [("Content-Length", "1000")], b"a" * 10))
+        with SERVER.connect() as s:
+            s.sendall(request("GET", "/slow"))
+        s = SERVER.connect()
+        s.sendall(request("GET", "/stream"))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        s.close()
+        with SERVER.connect() as s:
+            s.sendall(request("PUT", "/upload", [("Content-Length", "100000")], b"x" * 1000))
+    time.sleep(0.4)
+    check(roundtrip(request("GET", "/hello"))[0] == 200, "server unhealthy")
+
+
+def test_header_timeout():
+    with SERVER.connect() as s:
+        s.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n")
+        t0 = time.time()
+        closed = Reader(s).closed(timeout=5)
+        elapsed = time.time() - t0
+        check(closed, "slow client not cut off")
+        check(0.7 < elapsed < 3, "cut off after %.2f s" % elapsed)
+    # A connection that sends nothing at all is cut off as well.
+    with SERVER.connect() as s:
+        t0 = time.time()
+        check(Reader(s).closed(timeout=5), "silent client not cut off")
+        check(time.time() - t0 < 3, "silent client cut off late")
+    # A body that stops arriving is cut off at the body timeout.
+    with SERVER.connect() as s:
+        s.sendall(request("POST", "/echo", [("Content-Length", "100")], b"a" * 10))
+        t0 = time.time()
+        check(Reader(s).closed(timeout=5), "stalled body not cut off")
+        check(time.time() - t0 < 3, "stalled body cut off late")
+    check(get_json("/stats")["timeouts"] >= 3, "timeouts not counted")
+
+
+def test_many_idle_connections():
+    n = 5000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n + 200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 1000), hard))
+    socks = []
+    try:
+        t0 = time.time()
+        for _ in range(n):
+            socks.append(SERVER.connect())
+        req = request("GET", "/hello")
+        for s in socks:
+            s.sendall(req)
+        for s in socks:
+            check(Reader(s).response()[0] == 200, "idle conn request")
+        open_now = get_json("/stats")["connections_open"]
+        check(open_now >= n, "only %d connections open" % open_now)
+        time.sleep(1.5)
+        # All of them are still open and usable.
+        for s in socks:
+            s.sendall(req)
+        for s in socks:
+            check(Reader(s).response()[0] == 200, "idle conn reused")
+        check(roundtrip(request("GET", "/hello"))[0] == 200, "new connection")
+        print("    %d keep-alive connections held (%.1f s), server RSS %.1f MB"
+              % (n, time.time() - t0, rss() / 1e6))
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_max_connections(binary):
+    srv = Server(binary, "--max-connections", "10")
+    try:
+        socks = [socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT)
+                 for _ in range(12)]
+        refused = 0
+        for s in socks:
+            try:
+                s.sendall(request("GET", "/hello"))
+                Reader(s).response()
+            except (EOFError, ConnectionResetError, BrokenPipeError):
+                refused += 1
+        check(refused == 2, "%d refused" % refused)
+        for s in socks:
+            s.close()
+        # The server notices the closes asynchronously: retry until a slot
+        # is free again.
+        st = None
+        for _ in range(50):
+            try:
+                with socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) as s:
+                    s.sendall(request("GET", "/stats"))
+                    st = json.loads(Reader(s).response()[2])
+                    break
+            except (EOFError, ConnectionResetError, BrokenPipeError):
+                time.sleep(0.1)
+        check(st is not None and st["connections_refused"] >= 2, "stats %r" % st)
+    finally:
+        check(srv.stop() == 0, "server exit")
+
+
+def test_sigterm_graceful(binary):
+    srv = Server(binary)
+    idle = socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT)
+    idle.sendall(request("GET", "/hello"))
+    Reader(idle).response()
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) as s:
+        s.sendall(request("GET", "/slow"))
+        time.sleep(0.05)
+        srv.proc.send_signal(signal.SIGTERM)
+        r = Reader(s)
+        st, h, body = r.response()
+        check(st == 200 and body == b"slow\n", "in-flight answer: %d %r" % (st, body))
+        check(h.get("connection") == "close", "no Connection: close during shutdown")
+        check(r.closed(), "not closed after the in-flight answer")
+    check(Reader(idle).closed(timeout=2), "idle connection not closed")
+    try:
+        rc = srv.proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        rc = srv.stop()
+    check(rc == 0, "exit code %d" % rc)
+    try:
+        socket.create_connection(("127.0.0.1", srv.port), timeout=1).close()
+        check(False, "still accepting after shutdown")
+    except OSError:
+        pass
+
+
+TESTS = [
+    test_hello, test_keep_alive_and_pipelining, test_pipeline_read_ahead_limit, test_http10,
+    test_connection_close, test_head, test_404_405, test_router, test_stream_response,
+    test_echo_body, test_header_too_large, test_body_too_large, test_malformed,
+    test_expect_continue, test_upload_1gib_flat_rss, test_client_disconnects,
+    test_header_timeout, test_many_idle_connections,
+]
+SEPARATE = [test_max_connections, test_sigterm_graceful]
+
+
+def main():
+    global SERVER
+    binary = sys.argv[1]
+    only = set(sys.argv[2:])
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    failures = 0
+    t_start = time.time()
+    SERVER = Server(binary, "--header-timeout-ms", "1000", "--body-timeout-ms", "1000")
+    for t in TESTS + SEPARATE:
+        if only and t.__name__ not in only:
+            continue
+        t0 = time.time()
+        try:
+            if t in SEPARATE:
+                t(binary)
+            else:
+                t()
+            print("PASS %s (%.2f s)" % (t.__name__, time.time() - t0))
+        except Exception as e:  # Any exception is a failure of that test.
+            failures += 1
+            print("FAIL %s: %s: %s" % (t.__name__, type(e).__name__, e))
+        sys.stdout.flush()
+    rc = SERVER.stop()
+    if rc != 0:
+        failures += 1
+        print("FAIL server exit code %d" % rc)
+    print("%d failure(s), %.1f s" % (failures, time.time() - t_start))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
