@@ -438,6 +438,7 @@ api_start(struct api *a)
     if (rc < 0)
         return rc;
     identity_register(a);
+    api_modules_register(a);
 
     bool reuse = conf_int(a->conf, "api", "workers") > 1;
     const char *host = conf_str(a->conf, "api", "host");

@@ -125,6 +125,11 @@ void api_route_opts(struct api *a, enum api_service svc, const char *method,
 /* Module entry points: each registers its routes. */
 void versions_register(struct api *a);
 void identity_register(struct api *a);
+/* The compute (api-server/compute/) and network (api-server/network/)
+ * modules, when built. */
+void compute_register(struct api *a);
+void network_register(struct api *a);
+void api_modules_register(struct api *a);
 int identity_init(struct api *a) __attribute__((warn_unused_result));
 void identity_stop(struct api *a);
 /* True once the catalog and the revocation list are loaded. */

@@ -25,19 +25,31 @@ MANAGE=$BUILD/api-server/nimbus-manage
 # Each calls run_wrk with a label, a URL and optionally a wrk Lua script
 # (for headers such as X-Auth-Token, or for POST bodies).
 
-BENCHMARKS=(identity_discovery)
+BENCHMARKS=(identity_discovery token_validate)
 
 bench_identity_discovery() {
     run_wrk "GET /v3 (identity discovery)" "http://127.0.0.1:$IDENTITY_PORT/v3"
 }
 
-# Later, for example:
-# bench_token_validate() {
-#     local token; token=$(issue_token)
-#     printf 'wrk.headers["X-Auth-Token"] = "%s"\nwrk.headers["X-Subject-Token"] = "%s"\n' \
-#         "$token" "$token" > "$TMP/token.lua"
-#     run_wrk "GET /v3/auth/tokens (validate)" "http://127.0.0.1:$IDENTITY_PORT/v3/auth/tokens" "$TMP/token.lua"
-# }
+# GET /v3/auth/tokens with the token validating itself: signature check,
+# revocation check, role lookup.
+bench_token_validate() {
+    local token
+    token=$(issue_token) || { log "no token (identity not available); token_validate skipped"; return 0; }
+    printf 'wrk.headers["X-Auth-Token"] = "%s"\nwrk.headers["X-Subject-Token"] = "%s"\n' \
+        "$token" "$token" > "$TMP/token.lua"
+    run_wrk "GET /v3/auth/tokens (validate)" "http://127.0.0.1:$IDENTITY_PORT/v3/auth/tokens" "$TMP/token.lua"
+}
+
+# issue_token: a project-scoped admin token (needs nimbus-manage bootstrap).
+issue_token() {
+    [ -n "${ADMIN_PASSWORD:-}" ] || return 1
+    local body
+    body=$(printf '{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"admin","domain":{"name":"Default"},"password":"%s"}}},"scope":{"project":{"name":"admin","domain":{"name":"Default"}}}}}' "$ADMIN_PASSWORD")
+    curl -s -m 10 -o /dev/null -D - -H 'Content-Type: application/json' -d "$body" \
+        "http://127.0.0.1:$IDENTITY_PORT/v3/auth/tokens" \
+        | awk 'tolower($1) == "x-subject-token:" { sub(/\r$/, "", $2); print $2; found = 1 } END { exit !found }'
+}
 
 # ---------------------------------------------------------------------------
 

@@ -2378,6 +2378,8 @@ http_respond(http_request *req, int status, const char *content_type, const char
         return -EALREADY;
     if (status < 200 || status > 599 || (len && !body))
         return -EINVAL;
+    if (len > UINT32_MAX / 2)
+        return -E2BIG;
     req->resp_started = true;
     req->status = status;
     bool with_body = status_has_body(status);
@@ -2426,7 +2428,7 @@ http_resp_write(http_request *req, const void *data, size_t len,
         return -EINVAL;
     if (!req->resp_chunked && (int64_t)len > req->resp_remaining)
         return -EINVAL;
-    if (len && !data)
+    if ((len && !data) || len > UINT32_MAX / 2)
         return -EINVAL;
     struct http_write *w = write_get(req);
     w->done = done;
