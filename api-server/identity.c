@@ -97,8 +97,9 @@ revocations_loaded(int status, db_result *res, const struct db_error *err, void 
         int64_t at = strtoll(db_get(res, i, 2), NULL, 10);
         (void)revoke_add(id, kind, value, at);
     }
+    if (!id->revocations_loaded)
+        log_info("identity", "loaded %d revocation events", db_rows(res));
     id->revocations_loaded = true;
-    log_info("identity", "loaded %d revocation events", db_rows(res));
 }
 
 static void
@@ -156,6 +157,8 @@ catalog_loaded(int status, db_result *res, const struct db_error *err, void *arg
     }
     json_decref(id->catalog);
     id->catalog = cat;
+    free(id->catalog_text);
+    id->catalog_text = json_dumps(cat, JSON_COMPACT);
     if (id->catalog_stale) {
         id->catalog_stale = false;
         load_catalog(id);
@@ -207,7 +210,9 @@ retry_loads(uv_timer_t *t)
         return;
     if (!id->catalog)
         load_catalog(id);
-    if (!id->revocations_loaded)
+    /* A full reload every 30 s is the safety net for a notification lost
+     * between a reconnect and the new LISTEN. */
+    if (!id->revocations_loaded || id->ticks % 300 == 299)
         load_revocations(id);
     if (++id->ticks % 6000 == 0)
         (void)auth_revoke_prune(id->revoked, now_s() - id->token_ttl - 60);
@@ -295,8 +300,7 @@ struct token_names {
 };
 
 static json_t *
-token_body(struct identity *id, const struct auth_token *t,
-           const struct token_names *n, bool with_catalog)
+token_body(const struct auth_token *t, const struct token_names *n)
 {
     char issued[32], expires[32];
     identity_time(t->issued_at, issued);
@@ -318,8 +322,6 @@ token_body(struct identity *id, const struct auth_token *t,
             json_array_append_new(roles, json_pack("{s:s,s:s}", "id", t->roles[i].id,
                                                    "name", t->roles[i].name));
         json_object_set_new(tok, "roles", roles);
-        if (with_catalog)
-            json_object_set(tok, "catalog", id->catalog ? id->catalog : json_array());
     }
     if (t->scope == AUTH_SCOPE_PROJECT) {
         json_object_set_new(tok, "project",
@@ -333,6 +335,33 @@ token_body(struct identity *id, const struct auth_token *t,
                                                      "name", n->domain_name));
     }
     return json_pack("{s:o}", "token", tok);
+}
+
+/* Answers with a token body.  The catalog is the same for every token, so
+ * its serialised text is kept and spliced in rather than rebuilt. */
+static void
+reply_token(http_request *req, int status, struct identity *id,
+            const struct auth_token *t, const struct token_names *n,
+            bool with_catalog)
+{
+    json_t *body = token_body(t, n);
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    if (!text) {
+        api_error(req, 500, "Cannot render the token.");
+        return;
+    }
+    size_t len = strlen(text);
+    if (with_catalog && t->scope != AUTH_SCOPE_UNSCOPED && len >= 2) {
+        const char *cat = id->catalog_text ? id->catalog_text : "[]";
+        char *out = arena_printf(http_req_arena(req), "%.*s,\"catalog\":%s}}",
+                                 (int)(len - 2), text, cat);
+        free(text);
+        (void)http_respond(req, status, "application/json", out, strlen(out));
+        return;
+    }
+    (void)http_respond(req, status, "application/json", text, len);
+    free(text);
 }
 
 /* ---- POST /v3/auth/tokens */
@@ -533,7 +562,7 @@ issue_finish(struct issue *is)
     }
     id->api->counters.tokens_issued++;
     http_resp_header(req, "X-Subject-Token", text);
-    api_reply_json(req, 201, token_body(id, t, &is->names, !is->nocatalog));
+    reply_token(req, 201, id, t, &is->names, !is->nocatalog);
 }
 
 static const char issue_sql[] =
@@ -717,10 +746,69 @@ static const char names_sql[] =
     " LEFT JOIN domains d ON d.id = $3"
     " WHERE u.id = $1 AND u.enabled AND ud.enabled";
 
+/* Names for validation answers, cached per (user, project, domain) so that
+ * validating a token needs no database round trip.  Any rename or deletion
+ * of a user, project or domain clears the cache (NOTIFY nimbus_names);
+ * disabling or deleting also revokes the tokens, which the revocation
+ * check catches before the cache is consulted. */
+#define NAMES_CACHE_MAX 65536
+
+static const char *
+names_key(http_request *req, const struct auth_token *t)
+{
+    return arena_printf(http_req_arena(req), "%s|%s|%s", t->user_id,
+                        t->scope == AUTH_SCOPE_PROJECT ? t->project_id : "",
+                        t->scope == AUTH_SCOPE_DOMAIN ? t->domain_id : "");
+}
+
+static void
+names_from_json(json_t *e, struct token_names *n)
+{
+    n->user_name = json_string_value(json_array_get(e, 0));
+    n->user_domain_name = json_string_value(json_array_get(e, 1));
+    n->project_name = json_string_value(json_array_get(e, 2));
+    n->project_domain_name = json_string_value(json_array_get(e, 3));
+    n->domain_name = json_string_value(json_array_get(e, 4));
+}
+
+static void
+on_names_change(const char *channel, const char *payload, void *arg)
+{
+    struct identity *id = arg;
+    json_object_clear(id->names);
+}
+
+static void
+on_names_reconnect(void *arg)
+{
+    on_names_change(NULL, NULL, arg);
+}
+
+static void
+validate_answer(http_request *req, struct api_req *ar, struct subject *s,
+                const struct token_names *n)
+{
+    ar->api->counters.tokens_validated++;
+    http_resp_header(req, "X-Subject-Token", http_req_header(req, "x-subject-token"));
+    if (s->head) {
+        (void)http_respond(req, 200, NULL, NULL, 0);
+        return;
+    }
+    bool nocatalog = http_req_query_param(req, "nocatalog") != NULL;
+    reply_token(req, 200, identity_of(ar), &s->tok, n, !nocatalog);
+}
+
+static json_t *
+jstr_or_null(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
 static void
 validate_row(http_request *req, struct api_req *ar, db_result *res, void *ctx)
 {
     struct subject *s = ctx;
+    struct identity *id = identity_of(ar);
     if (db_rows(res) != 1) {
         api_error(req, 404, "Could not find token.");
         return;
@@ -735,15 +823,17 @@ validate_row(http_request *req, struct api_req *ar, db_result *res, void *ctx)
         api_error(req, 404, "Could not find token.");
         return;
     }
-    ar->api->counters.tokens_validated++;
-    http_resp_header(req, "X-Subject-Token", http_req_header(req, "x-subject-token"));
-    if (s->head) {
-        (void)http_respond(req, 200, NULL, NULL, 0);
-        return;
-    }
-    bool nocatalog = http_req_query_param(req, "nocatalog") != NULL;
-    api_reply_json(req, 200, token_body(identity_of(ar), &s->tok, &n, !nocatalog));
+    if (json_object_size(id->names) >= NAMES_CACHE_MAX)
+        json_object_clear(id->names);
+    json_object_set_new(id->names, names_key(req, &s->tok),
+                        json_pack("[o,o,o,o,o]", jstr_or_null(n.user_name),
+                                  jstr_or_null(n.user_domain_name),
+                                  jstr_or_null(n.project_name),
+                                  jstr_or_null(n.project_domain_name),
+                                  jstr_or_null(n.domain_name)));
+    validate_answer(req, ar, s, &n);
 }
+
 
 /* Authenticates the caller and decodes X-Subject-Token; answers and returns
  * NULL on failure.  Callers may act on their own tokens; admins on any. */
@@ -775,6 +865,13 @@ tokens_validate(http_request *req, struct api_req *ar, bool head)
     if (!s)
         return;
     s->head = head;
+    json_t *cached = json_object_get(identity_of(ar)->names, names_key(req, &s->tok));
+    if (cached) {
+        struct token_names n;
+        names_from_json(cached, &n);
+        validate_answer(req, ar, s, &n);
+        return;
+    }
     const char **p = arena_zalloc(http_req_arena(req), 3 * sizeof *p);
     p[0] = s->tok.user_id;
     p[1] = s->tok.scope == AUTH_SCOPE_PROJECT ? s->tok.project_id : NULL;
@@ -969,6 +1066,10 @@ identity_init(struct api *a)
     if ((rc = db_listen(a->db, "nimbus_catalog", on_catalog_change,
                         on_catalog_reconnect, id)) < 0)
         return rc;
+    id->names = json_object();
+    if ((rc = db_listen(a->db, "nimbus_names", on_names_change,
+                        on_names_reconnect, id)) < 0)
+        return rc;
     uv_timer_init(a->loop, &id->retry_timer);
     id->retry_timer.data = id;
     uv_timer_start(&id->retry_timer, retry_loads, 0, 100);
@@ -1003,6 +1104,8 @@ identity_free(struct api *a)
     auth_revoke_free(id->revoked);
     auth_ratelimit_free(id->login_limit);
     json_decref(id->catalog);
+    json_decref(id->names);
+    free(id->catalog_text);
     free(id);
     a->identity = NULL;
 }

@@ -24,6 +24,8 @@ struct identity {
     struct auth_revoke *revoked;
     struct auth_ratelimit *login_limit;
     json_t *catalog;               /* Token-body catalog; NULL until loaded. */
+    char *catalog_text;            /* Its serialised form. */
+    json_t *names;                 /* Validation name cache (see identity.c). */
     int64_t token_ttl;
     bool catalog_loading;
     bool catalog_stale;

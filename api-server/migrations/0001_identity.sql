@@ -119,3 +119,16 @@ CREATE TRIGGER regions_notify AFTER INSERT OR UPDATE OR DELETE ON regions
 -- The default domain exists from the start, as in Keystone.
 INSERT INTO domains (id, name, description)
     VALUES ('default', 'Default', 'The default domain');
+
+-- Renames and deletions invalidate the name caches of the API processes.
+CREATE FUNCTION notify_names() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('nimbus_names', TG_TABLE_NAME);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER users_names_notify AFTER UPDATE OR DELETE ON users
+    FOR EACH STATEMENT EXECUTE FUNCTION notify_names();
+CREATE TRIGGER projects_names_notify AFTER UPDATE OR DELETE ON projects
+    FOR EACH STATEMENT EXECUTE FUNCTION notify_names();
+CREATE TRIGGER domains_names_notify AFTER UPDATE OR DELETE ON domains
+    FOR EACH STATEMENT EXECUTE FUNCTION notify_names();
