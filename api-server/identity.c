@@ -353,11 +353,16 @@ reply_token(http_request *req, int status, struct identity *id,
     }
     size_t len = strlen(text);
     if (with_catalog && t->scope != AUTH_SCOPE_UNSCOPED && len >= 2) {
+        static const char key[] = ",\"catalog\":";
         const char *cat = id->catalog_text ? id->catalog_text : "[]";
-        char *out = arena_printf(http_req_arena(req), "%.*s,\"catalog\":%s}}",
-                                 (int)(len - 2), text, cat);
+        size_t cl = strlen(cat), kl = sizeof key - 1, head = len - 2;
+        char *out = arena_alloc(http_req_arena(req), head + kl + cl + 2);
+        memcpy(out, text, head);
+        memcpy(out + head, key, kl);
+        memcpy(out + head + kl, cat, cl);
+        memcpy(out + head + kl + cl, "}}", 2);
         free(text);
-        (void)http_respond(req, status, "application/json", out, strlen(out));
+        (void)http_respond(req, status, "application/json", out, head + kl + cl + 2);
         return;
     }
     (void)http_respond(req, status, "application/json", text, len);

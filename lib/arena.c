@@ -135,13 +135,17 @@ arena_strdup(struct arena *a, const char *s)
 char *
 arena_vprintf(struct arena *a, const char *fmt, va_list ap)
 {
+    /* Most results are short: format once into a stack buffer and copy;
+     * only longer ones are formatted a second time at their full size. */
+    char small[512];
     va_list ap2;
-    char probe[1];
     va_copy(ap2, ap);
-    int n = vsnprintf(probe, sizeof probe, fmt, ap2);
+    int n = vsnprintf(small, sizeof small, fmt, ap2);
     va_end(ap2);
     if (n < 0)
         n = 0;
+    if ((size_t)n < sizeof small)
+        return arena_memdup(a, small, (size_t)n);
     char *d = arena_alloc(a, (size_t)n + 1);
     vsnprintf(d, (size_t)n + 1, fmt, ap);
     return d;
