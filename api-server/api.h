@@ -132,6 +132,9 @@ void network_register(struct api *a);
 void api_modules_register(struct api *a);
 int identity_init(struct api *a) __attribute__((warn_unused_result));
 void identity_stop(struct api *a);
+/* Loads the token keys again (SIGHUP after a rotation); on failure the old
+ * keys stay in use. */
+int identity_reload_keys(struct api *a) __attribute__((warn_unused_result));
 /* True once the catalog and the revocation list are loaded. */
 bool identity_ready(const struct api *a);
 void identity_free(struct api *a);

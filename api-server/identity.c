@@ -1082,6 +1082,27 @@ identity_init(struct api *a)
     return 0;
 }
 
+int
+identity_reload_keys(struct api *a)
+{
+    struct identity *id = a->identity;
+    struct auth_keyset *ks;
+    struct auth_token_cache *cache;
+    int rc = auth_keys_load(conf_str(a->conf, "identity", "key_dir"), &ks);
+    if (rc < 0)
+        return rc;
+    if ((rc = auth_token_cache_new(TOKEN_CACHE_ENTRIES, &cache)) < 0) {
+        auth_keyset_free(ks);
+        return rc;
+    }
+    /* Verified-token entries belong to the old key set: drop them with it. */
+    auth_token_cache_free(id->token_cache);
+    auth_keyset_free(id->keys);
+    id->token_cache = cache;
+    id->keys = ks;
+    return 0;
+}
+
 bool
 identity_ready(const struct api *a)
 {

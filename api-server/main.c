@@ -20,7 +20,7 @@ struct daemon {
     uv_loop_t loop;
     struct api api;
     db_pool *db;
-    uv_signal_t sigterm, sigint;
+    uv_signal_t sigterm, sigint, sighup;
     bool stopping;
 };
 
@@ -30,6 +30,7 @@ db_closed(void *arg)
     struct daemon *d = arg;
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sigint, NULL);
+    uv_close((uv_handle_t *)&d->sighup, NULL);
 }
 
 static void
@@ -38,6 +39,18 @@ api_stopped(void *arg)
     struct daemon *d = arg;
     log_info("main", "listeners closed; closing the database pool");
     db_pool_close(d->db, db_closed, d);
+}
+
+/* SIGHUP: reload the token keys (after 'nimbus-manage keys rotate'). */
+static void
+on_sighup(uv_signal_t *h, int signum)
+{
+    struct daemon *d = h->data;
+    int rc = identity_reload_keys(&d->api);
+    if (rc < 0)
+        log_error("main", "SIGHUP: keeping the old token keys: %s", strerror(-rc));
+    else
+        log_info("main", "SIGHUP: token keys reloaded");
 }
 
 static void
@@ -103,7 +116,9 @@ run_worker(const struct conf *conf)
 
     uv_signal_init(&d.loop, &d.sigterm);
     uv_signal_init(&d.loop, &d.sigint);
-    d.sigterm.data = d.sigint.data = &d;
+    uv_signal_init(&d.loop, &d.sighup);
+    d.sigterm.data = d.sigint.data = d.sighup.data = &d;
+    uv_signal_start(&d.sighup, on_sighup, SIGHUP);
     uv_signal_start(&d.sigterm, on_signal, SIGTERM);
     uv_signal_start(&d.sigint, on_signal, SIGINT);
 
@@ -118,13 +133,15 @@ run_worker(const struct conf *conf)
     return 0;
 }
 
-static volatile sig_atomic_t supervisor_stop;
+static volatile sig_atomic_t supervisor_stop, supervisor_hup;
 
 static void
 supervisor_signal(int sig)
 {
-    (void)sig;
-    supervisor_stop = 1;
+    if (sig == SIGHUP)
+        supervisor_hup = 1;
+    else
+        supervisor_stop = 1;
 }
 
 /* Forks 'n' workers, restarts those that die unexpectedly, and passes
@@ -140,6 +157,7 @@ run_supervisor(const struct conf *conf, int n)
     sa.sa_handler = supervisor_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     int status = 0;
     for (;;) {
         for (int i = 0; i < n && !supervisor_stop; i++) {
@@ -149,6 +167,7 @@ run_supervisor(const struct conf *conf, int n)
             if (p == 0) {
                 signal(SIGTERM, SIG_DFL);
                 signal(SIGINT, SIG_DFL);
+                signal(SIGHUP, SIG_DFL);
                 _exit(run_worker(conf));
             }
             if (p < 0) {
@@ -166,6 +185,12 @@ run_supervisor(const struct conf *conf, int n)
                 if (pids[i] > 0)
                     waitpid(pids[i], NULL, 0);
             break;
+        }
+        if (supervisor_hup) {
+            supervisor_hup = 0;
+            for (int i = 0; i < n; i++)
+                if (pids[i] > 0)
+                    kill(pids[i], SIGHUP);
         }
         int ws;
         pid_t dead = waitpid(-1, &ws, 0);

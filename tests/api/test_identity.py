@@ -2,6 +2,7 @@
 failed-login limits, and the project isolation matrix that later APIs
 extend."""
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -287,6 +288,30 @@ class Identity(unittest.TestCase):
                             {'user': {'password': 'two', 'original_password': 'one'}}, {'X-Auth-Token': tok})
         self.assertEqual(st, 204)
         self.assertEqual(self.req('POST', '/v3/auth/tokens', pw_body('changer', 'two'))[0], 201)
+
+
+class KeyRotation(unittest.TestCase):
+    def test_rotate_and_reload(self):
+        cloud = nt.Cloud()
+        try:
+            def ok(tok):
+                return cloud.request('identity', 'GET', '/v3/auth/projects',
+                                     headers={'X-Auth-Token': tok})[0]
+            t0, _ = cloud.token()
+            r = cloud.manage('keys', 'rotate', '--max-keys', '2')
+            self.assertIn('2 key(s)', r.stdout)
+            cloud.proc.send_signal(signal.SIGHUP)
+            time.sleep(0.3)
+            t1, _ = cloud.token()
+            self.assertNotEqual(t0[:12], t1[:12], 'the new primary key must sign new tokens')
+            self.assertEqual((ok(t0), ok(t1)), (200, 200))
+            cloud.manage('keys', 'rotate', '--max-keys', '2')
+            cloud.proc.send_signal(signal.SIGHUP)
+            time.sleep(0.3)
+            # The first key was pruned: its tokens are no longer accepted.
+            self.assertEqual((ok(t0), ok(t1)), (401, 200))
+        finally:
+            cloud.close()
 
 
 class FailedLoginsPerAddress(unittest.TestCase):
