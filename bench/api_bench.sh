@@ -98,7 +98,7 @@ cleanup() {
         for _ in $(seq 100); do kill -0 "$API_PID" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$API_PID" 2>/dev/null || true
     fi
-    "$REPO/deploy/pg-cluster" stop "$TMP/pg" >/dev/null 2>&1 || true
+    (cd / && "$REPO/deploy/pg-cluster" stop "$TMP/pg") >/dev/null 2>&1 || true
     rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -117,7 +117,7 @@ if [ "${NIMBUS_SKIP_BUILD:-}" != 1 ]; then
 fi
 
 PG_PORT=$(free_port); IDENTITY_PORT=$(free_port); COMPUTE_PORT=$(free_port); NETWORK_PORT=$(free_port)
-conninfo=$("$REPO/deploy/pg-cluster" start "$TMP/pg" "$PG_PORT")
+conninfo=$(cd / && "$REPO/deploy/pg-cluster" start "$TMP/pg" "$PG_PORT")
 mkdir -p "$TMP/keys"; chmod 0700 "$TMP/keys"
 cat > "$TMP/nimbus.conf" <<CONF
 [api]

@@ -47,6 +47,11 @@
 #define HTTP_CLOSE_FLUSH_MS 10000u
 #define HTTP_PENDING_KEEP 16384u
 
+/* The struct that embeds 'ptr' as 'member' (through void * so that the
+ * cast carries no alignment claim of its own). */
+#define CONTAINER_OF(ptr, type, member) \
+    ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
 /* ---- Deferred work, run from a uv_idle callback. */
 
 struct defer_node {
@@ -982,7 +987,7 @@ conn_handle_closed(uv_handle_t *h)
 static void
 body_end_cb(struct defer_node *n)
 {
-    http_request *req = (http_request *)((char *)n - offsetof(http_request, end_defer));
+    http_request *req = CONTAINER_OF(n, http_request, end_defer);
     if (req->on_end)
         req->on_end(req, req->end_status, req->body_arg);
     req_unref(req);
@@ -1303,7 +1308,7 @@ conn_process(struct http_conn *c)
 static void
 conn_defer_cb(struct defer_node *n)
 {
-    struct http_conn *c = (struct http_conn *)((char *)n - offsetof(struct http_conn, defer));
+    struct http_conn *c = CONTAINER_OF(n, struct http_conn, defer);
     c->defer_queued = false;
     conn_process(c);
     conn_unref(c);
@@ -2315,7 +2320,7 @@ write_cb(uv_write_t *uw, int status)
 static void
 write_dropped_cb(struct defer_node *n)
 {
-    struct http_write *w = (struct http_write *)((char *)n - offsetof(struct http_write, defer));
+    struct http_write *w = CONTAINER_OF(n, struct http_write, defer);
     write_finish(w, w->status);
 }
 

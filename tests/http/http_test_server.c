@@ -345,7 +345,7 @@ main(int argc, char **argv)
     struct http_server_config cfg;
     int port = 0;
     http_server_config_defaults(&cfg);
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) {
@@ -371,7 +371,6 @@ main(int argc, char **argv)
             fprintf(stderr, "test-server: unknown option %s\n", a);
             return 2;
         }
-        i++;
     }
     raise_nofile();
     signal(SIGPIPE, SIG_IGN);

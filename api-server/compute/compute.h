@@ -1,0 +1,95 @@
+/* The Compute API (Nova v2.1 compatible) on nimbus-api: shared helpers of
+ * the compute handlers (compute_*.c).
+ *
+ * As in identity_admin.c, PostgreSQL builds the JSON and enforces the rules
+ * that must hold under concurrency (functions in the compute migration:
+ * compute_server_create, compute_server_action, compute_server_json...);
+ * the C handlers validate input, check policy and wrap one statement.
+ *
+ * Every statement a handler runs returns at most one row with the columns
+ * "code" (HTTP status, default 200), "body" (the complete JSON answer) and
+ * "message" (for 4xx answers); no row means 404. */
+#ifndef NIMBUS_COMPUTE_H
+#define NIMBUS_COMPUTE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "api.h"
+#include "auth_token.h"
+
+/* Policy operations.  The rows of auth/auth_policy.c that exist are used
+ * directly; the others map to the existing row with the same rule until the
+ * lead adds them (the wanted row is named in the comment). */
+#define POL_SERVERS_CREATE "compute:servers:create"
+#define POL_SERVERS_LIST "compute:servers:list"
+#define POL_SERVERS_ALL_TENANTS "compute:servers:list:all_tenants"
+#define POL_SERVERS_SHOW "compute:servers:show"
+#define POL_SERVERS_UPDATE "compute:servers:update"
+#define POL_SERVERS_DELETE "compute:servers:delete"
+#define POL_SERVERS_ACTION "compute:servers:action"
+/* Wanted: compute:servers:action:admin (admin). */
+#define POL_SERVERS_ACTION_ADMIN "compute:os-hypervisors"
+#define POL_FLAVORS_CREATE "compute:flavors:create"
+#define POL_FLAVORS_DELETE "compute:flavors:delete"
+#define POL_FLAVORS_LIST "compute:flavors:list"
+#define POL_FLAVORS_SHOW "compute:flavors:show"
+/* Wanted: compute:flavors:manage (admin) for access and extra specs. */
+#define POL_FLAVORS_MANAGE "compute:flavors:create"
+#define POL_KEYPAIRS "compute:os-keypairs"
+#define POL_LIMITS "compute:limits"
+#define POL_HYPERVISORS "compute:os-hypervisors"
+#define POL_SERVICES "compute:os-services"
+/* Wanted: compute:os-server-groups (project_member). */
+#define POL_SERVER_GROUPS "compute:servers:create"
+/* Wanted: compute:os-server-groups:list (project_reader). */
+#define POL_SERVER_GROUPS_LIST "compute:servers:list"
+/* Wanted: compute:os-quota-sets:show (project_reader). */
+#define POL_QUOTAS_SHOW "compute:limits"
+/* Wanted: compute:os-quota-sets:update (admin). */
+#define POL_QUOTAS_UPDATE "compute:os-hypervisors"
+/* Wanted: compute:os-availability-zone (authenticated). */
+#define POL_AZ "compute:flavors:list"
+/* Wanted: compute:os-availability-zone:detail (admin). */
+#define POL_AZ_DETAIL "compute:os-hypervisors"
+/* Wanted: compute:os-instance-actions (project_reader). */
+#define POL_INSTANCE_ACTIONS "compute:servers:show"
+
+/* Longest name accepted (Nova's columns). */
+#define COMPUTE_NAME_MAX 255
+
+/* Version check, authentication and the policy check of 'op' for the
+ * caller's own project.  Returns 0, or a negative errno after answering. */
+int compute_begin(http_request *req, struct api_req *ar, const char *op)
+    __attribute__((warn_unused_result));
+
+/* An arena array of 'n' parameter slots; slot 0 is the compute base URL,
+ * 1 the caller's project id, 2 "true"/"false" for admin. */
+const char **compute_params(http_request *req, struct api_req *ar, int n);
+
+/* Runs 'sql' (see the column convention above); no row answers 404 with
+ * 'missing' (arena or static string). */
+void compute_run(http_request *req, const char *sql, int nparams,
+                 const char **params, const char *missing);
+
+/* api_query() with the parameters typed as text (see compute.c). */
+void compute_query(http_request *req, const char *sql, int nparams, const char **params,
+                   api_query_cb cb, void *ctx);
+
+/* Serialises 'j' into the request arena (does not take the reference). */
+const char *compute_json_text(http_request *req, const json_t *j);
+
+/* Arena copy of a string, NULL-safe. */
+const char *compute_dup(http_request *req, const char *s);
+
+/* Query helpers: a string parameter of at most COMPUTE_NAME_MAX bytes, or
+ * NULL. */
+const char *compute_qp(http_request *req, const char *name);
+
+/* Module registration, one per file. */
+void compute_flavors_register(struct api *a);
+void compute_keypairs_register(struct api *a);
+void compute_servers_register(struct api *a);
+void compute_admin_register(struct api *a);
+
+#endif

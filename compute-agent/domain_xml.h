@@ -1,0 +1,30 @@
+/* Libvirt domain XML for a Nimbus instance, built from the flavor, the
+ * image properties and the ports.  Plain text generation with no libvirt
+ * headers, so it is unit-tested (and checked with virt-xml-validate) on
+ * machines without libvirt, Xen included. */
+#ifndef NIMBUS_AGENT_DOMAIN_XML_H
+#define NIMBUS_AGENT_DOMAIN_XML_H
+
+#include <stdint.h>
+
+#include "hypervisor.h"
+
+/* The namespace of the metadata element that marks a domain as Nimbus's. */
+#define DX_NS_URI "https://nimbus.dev/xmlns/compute/1.0"
+#define DX_NS_PREFIX "nimbus"
+
+/* Domain name of an instance: "nimbus-<uuid>". */
+#define DX_NAME_PREFIX "nimbus-"
+
+/* Builds the domain XML for 'a' with domain type 'virt_type' ("kvm",
+ * "qemu" or "xen").  Returns a malloc'd string the caller frees. */
+char *dx_domain_xml(const struct hv_create_args *a, const char *virt_type,
+                    uint64_t generation);
+
+/* The metadata element alone (for virDomainSetMetadata), malloc'd. */
+char *dx_metadata_xml(const struct inst_desired *d, uint64_t generation);
+
+/* Parses the generation out of a metadata element; 0 when absent. */
+uint64_t dx_metadata_generation(const char *xml);
+
+#endif

@@ -1,0 +1,326 @@
+/* The fake hypervisor: instances in memory, with failure injection, for the
+ * reconciler's unit tests and the scheduler's scale simulation. */
+#include "hypervisor.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FAKE_OPS(X) X(create) X(start) X(stop) X(reboot) X(pause) X(unpause) \
+    X(suspend) X(resume) X(destroy) X(set_generation) X(list)
+
+enum fake_op {
+#define X(n) FOP_##n,
+    FAKE_OPS(X)
+#undef X
+    FOP_N
+};
+static const char *const fake_op_names[] = {
+#define X(n) #n,
+    FAKE_OPS(X)
+#undef X
+};
+
+struct fake_inst {
+    struct inst_actual a;
+    bool foreign;
+    bool foreign_touched;
+    char disk[256];
+};
+
+struct hv_fake {
+    struct hypervisor up;
+    struct fake_inst *v;
+    size_t n, cap;
+    int fail_err[FOP_N];
+    unsigned fail_count[FOP_N];
+    unsigned calls[FOP_N];
+};
+
+static struct hv_fake *
+fake_cast(struct hypervisor *hv)
+{
+    return (struct hv_fake *)hv;
+}
+
+static int
+fake_open(const struct hv_config *cfg, struct hypervisor **out)
+{
+    struct hv_fake *f = calloc(1, sizeof *f);
+    if (!f)
+        return -ENOMEM;
+    f->up.class = &hv_fake_class;
+    *out = &f->up;
+    return 0;
+}
+
+static void
+fake_close(struct hypervisor *hv)
+{
+    struct hv_fake *f = fake_cast(hv);
+    free(f->v);
+    free(f);
+}
+
+static int
+fake_enter(struct hv_fake *f, enum fake_op op)
+{
+    f->calls[op]++;
+    if (f->fail_count[op]) {
+        f->fail_count[op]--;
+        hv_set_error(&f->up, "fake: injected failure of %s", fake_op_names[op]);
+        return f->fail_err[op];
+    }
+    return 0;
+}
+
+static struct fake_inst *
+fake_find(struct hv_fake *f, const char *uuid)
+{
+    for (size_t i = 0; i < f->n; i++)
+        if (!strcmp(f->v[i].a.uuid, uuid))
+            return &f->v[i];
+    return NULL;
+}
+
+/* Finds a Nimbus-owned instance; a foreign one is reported missing (and
+ * marked touched, which a test then catches). */
+static struct fake_inst *
+fake_owned(struct hv_fake *f, const char *uuid)
+{
+    struct fake_inst *i = fake_find(f, uuid);
+    if (i && i->foreign) {
+        i->foreign_touched = true;
+        return NULL;
+    }
+    if (!i)
+        hv_set_error(&f->up, "fake: no instance %s", uuid);
+    return i;
+}
+
+static int
+fake_list(struct hypervisor *hv, struct inst_actual **out, size_t *n)
+{
+    struct hv_fake *f = fake_cast(hv);
+    int r = fake_enter(f, FOP_list);
+    if (r)
+        return r;
+    *out = calloc(f->n ? f->n : 1, sizeof **out);
+    if (!*out)
+        return -ENOMEM;
+    *n = 0;
+    for (size_t i = 0; i < f->n; i++)
+        if (!f->v[i].foreign)
+            (*out)[(*n)++] = f->v[i].a;
+    return 0;
+}
+
+static struct fake_inst *
+fake_add(struct hv_fake *f, const char *uuid)
+{
+    if (f->n == f->cap) {
+        size_t cap = f->cap ? f->cap * 2 : 16;
+        struct fake_inst *v = realloc(f->v, cap * sizeof *v);
+        if (!v)
+            return NULL;
+        f->v = v;
+        f->cap = cap;
+    }
+    struct fake_inst *i = &f->v[f->n++];
+    memset(i, 0, sizeof *i);
+    snprintf(i->a.uuid, sizeof i->a.uuid, "%s", uuid);
+    i->a.power = POWER_SHUTOFF;
+    return i;
+}
+
+static int
+fake_create(struct hypervisor *hv, const struct hv_create_args *a, bool start)
+{
+    struct hv_fake *f = fake_cast(hv);
+    int r = fake_enter(f, FOP_create);
+    if (r)
+        return r;
+    struct fake_inst *i = fake_find(f, a->d->uuid);
+    if (i && i->foreign) {
+        i->foreign_touched = true;
+        hv_set_error(hv, "fake: uuid %s belongs to a foreign instance", a->d->uuid);
+        return -EEXIST;
+    }
+    if (!i && !(i = fake_add(f, a->d->uuid)))
+        return -ENOMEM;
+    snprintf(i->disk, sizeof i->disk, "%s", a->disk_path ? a->disk_path :
+             a->rootfs_path ? a->rootfs_path : "");
+    if (start && i->a.power == POWER_SHUTOFF)
+        i->a.power = POWER_RUNNING;
+    return 0;
+}
+
+#define FAKE_SIMPLE(fn, op, body)                                           \
+    static int fn(struct hypervisor *hv, const char *uuid)                  \
+    {                                                                       \
+        struct hv_fake *f = fake_cast(hv);                                  \
+        int r = fake_enter(f, op);                                          \
+        if (r)                                                              \
+            return r;                                                       \
+        struct fake_inst *i = fake_owned(f, uuid);                          \
+        if (!i)                                                             \
+            return -ENOENT;                                                 \
+        body;                                                               \
+        return 0;                                                           \
+    }
+
+FAKE_SIMPLE(fake_start, FOP_start,
+            if (i->a.power == POWER_SHUTOFF || i->a.power == POWER_CRASHED)
+                i->a.power = POWER_RUNNING)
+FAKE_SIMPLE(fake_pause, FOP_pause,
+            if (i->a.power != POWER_RUNNING && i->a.power != POWER_PAUSED) return -EINVAL;
+            i->a.power = POWER_PAUSED)
+FAKE_SIMPLE(fake_unpause, FOP_unpause,
+            if (i->a.power == POWER_PAUSED) i->a.power = POWER_RUNNING)
+FAKE_SIMPLE(fake_suspend, FOP_suspend,
+            if (i->a.power == POWER_SHUTOFF) return -EINVAL;
+            i->a.power = POWER_SUSPENDED)
+FAKE_SIMPLE(fake_resume, FOP_resume,
+            if (i->a.power == POWER_SUSPENDED) i->a.power = POWER_RUNNING)
+
+static int
+fake_stop(struct hypervisor *hv, const char *uuid, unsigned timeout_ms)
+{
+    struct hv_fake *f = fake_cast(hv);
+    int r = fake_enter(f, FOP_stop);
+    if (r)
+        return r;
+    struct fake_inst *i = fake_owned(f, uuid);
+    if (!i)
+        return -ENOENT;
+    i->a.power = POWER_SHUTOFF;
+    return 0;
+}
+
+static int
+fake_reboot(struct hypervisor *hv, const char *uuid, bool hard)
+{
+    struct hv_fake *f = fake_cast(hv);
+    int r = fake_enter(f, FOP_reboot);
+    if (r)
+        return r;
+    struct fake_inst *i = fake_owned(f, uuid);
+    if (!i)
+        return -ENOENT;
+    i->a.power = POWER_RUNNING;
+    return 0;
+}
+
+static int
+fake_destroy(struct hypervisor *hv, const char *uuid)
+{
+    struct hv_fake *f = fake_cast(hv);
+    int r = fake_enter(f, FOP_destroy);
+    if (r)
+        return r;
+    struct fake_inst *i = fake_find(f, uuid);
+    if (!i)
+        return 0;
+    if (i->foreign) {
+        i->foreign_touched = true;
+        return 0;
+    }
+    *i = f->v[--f->n];
+    return 0;
+}
+
+static int
+fake_set_generation(struct hypervisor *hv, const char *uuid, uint64_t gen)
+{
+    struct hv_fake *f = fake_cast(hv);
+    int r = fake_enter(f, FOP_set_generation);
+    if (r)
+        return r;
+    struct fake_inst *i = fake_owned(f, uuid);
+    if (!i)
+        return -ENOENT;
+    i->a.generation = gen;
+    return 0;
+}
+
+static const char *
+fake_virt_type(struct hypervisor *hv)
+{
+    return "fake";
+}
+
+const struct hypervisor_class hv_fake_class = {
+    .name = "fake",
+    .open = fake_open,
+    .close = fake_close,
+    .list = fake_list,
+    .create = fake_create,
+    .start = fake_start,
+    .stop = fake_stop,
+    .reboot = fake_reboot,
+    .pause = fake_pause,
+    .unpause = fake_unpause,
+    .suspend = fake_suspend,
+    .resume = fake_resume,
+    .destroy = fake_destroy,
+    .set_generation = fake_set_generation,
+    .virt_type = fake_virt_type,
+};
+
+static int
+fake_op_index(const char *op)
+{
+    for (int i = 0; i < FOP_N; i++)
+        if (!strcmp(fake_op_names[i], op))
+            return i;
+    abort();   /* A test named an operation that does not exist. */
+}
+
+void
+hv_fake_fail(struct hypervisor *hv, const char *op, int error, unsigned count)
+{
+    struct hv_fake *f = fake_cast(hv);
+    int i = fake_op_index(op);
+    f->fail_err[i] = error;
+    f->fail_count[i] = count;
+}
+
+int
+hv_fake_set_power(struct hypervisor *hv, const char *uuid, enum power_state p)
+{
+    struct fake_inst *i = fake_find(fake_cast(hv), uuid);
+    if (!i)
+        return -ENOENT;
+    i->a.power = p;
+    return 0;
+}
+
+void
+hv_fake_add_foreign(struct hypervisor *hv, const char *uuid)
+{
+    struct fake_inst *i = fake_add(fake_cast(hv), uuid);
+    if (i) {
+        i->foreign = true;
+        i->a.power = POWER_RUNNING;
+    }
+}
+
+bool
+hv_fake_foreign_intact(struct hypervisor *hv, const char *uuid)
+{
+    struct fake_inst *i = fake_find(fake_cast(hv), uuid);
+    return i && i->foreign && !i->foreign_touched && i->a.power == POWER_RUNNING;
+}
+
+unsigned
+hv_fake_calls(struct hypervisor *hv, const char *op)
+{
+    return fake_cast(hv)->calls[fake_op_index(op)];
+}
+
+const char *
+hv_fake_disk(struct hypervisor *hv, const char *uuid)
+{
+    struct fake_inst *i = fake_find(fake_cast(hv), uuid);
+    return i ? i->disk : NULL;
+}

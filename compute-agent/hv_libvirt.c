@@ -1,0 +1,398 @@
+/* The libvirt hypervisor provider: KVM, QEMU emulation (TCG) or Xen (libxl)
+ * domains.  The only file of Nimbus that includes libvirt's headers.
+ *
+ * Ownership: a domain is Nimbus's only when it carries the metadata element
+ * of namespace DX_NS_URI; every lookup checks it, so a domain created by
+ * hand is never listed, stopped or undefined, whatever its name or uuid. */
+#include "hypervisor.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+
+#include "domain_xml.h"
+#include "kvm_probe.h"
+
+struct hv_libvirt {
+    struct hypervisor up;
+    virConnectPtr conn;
+    char virt_type[8];
+};
+
+static struct hv_libvirt *
+lv_cast(struct hypervisor *hv)
+{
+    return (struct hv_libvirt *)hv;
+}
+
+/* Libvirt prints every error to stderr by default; we report them
+ * ourselves, once. */
+static void
+lv_quiet(void *data, virErrorPtr err)
+{
+}
+
+static int
+lv_fail(struct hypervisor *hv, const char *what, const char *uuid)
+{
+    const char *msg = virGetLastErrorMessage();
+    int code = virGetLastErrorCode();
+    hv_set_error(hv, "%s %s: %s", what, uuid ? uuid : "", msg ? msg : "unknown error");
+    if (code == VIR_ERR_NO_DOMAIN)
+        return -ENOENT;
+    if (code == VIR_ERR_OPERATION_INVALID)
+        return -EINVAL;
+    return -EIO;
+}
+
+static void
+sleep_ms(unsigned ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+}
+
+static int
+lv_open(const struct hv_config *cfg, struct hypervisor **out)
+{
+    struct hv_libvirt *lv = calloc(1, sizeof *lv);
+    if (!lv)
+        return -ENOMEM;
+    lv->up.class = &hv_libvirt_class;
+    *out = &lv->up;
+    virSetErrorFunc(NULL, lv_quiet);
+    const char *uri = cfg->libvirt_uri && cfg->libvirt_uri[0] ? cfg->libvirt_uri : "qemu:///system";
+    lv->conn = virConnectOpen(uri);
+    if (!lv->conn)
+        return lv_fail(&lv->up, "connect", uri);
+    const char *vt = cfg->virt_type && cfg->virt_type[0] ? cfg->virt_type : "auto";
+    if (!strcmp(vt, "auto")) {
+        char why[256];
+        vt = kvm_probe(NULL, why, sizeof why) ? "kvm" : "qemu";
+    } else if (strcmp(vt, "kvm") && strcmp(vt, "qemu") && strcmp(vt, "xen")) {
+        hv_set_error(&lv->up, "virt_type must be auto, kvm, qemu or xen, not '%s'", vt);
+        return -EINVAL;
+    }
+    snprintf(lv->virt_type, sizeof lv->virt_type, "%s", vt);
+    return 0;
+}
+
+static void
+lv_close(struct hypervisor *hv)
+{
+    struct hv_libvirt *lv = lv_cast(hv);
+    if (lv->conn)
+        virConnectClose(lv->conn);
+    free(lv);
+}
+
+/* The Nimbus metadata of 'dom' (malloc'd) or NULL when the domain is not
+ * Nimbus's. */
+static char *
+lv_metadata(virDomainPtr dom)
+{
+    return virDomainGetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, DX_NS_URI, 0);
+}
+
+static enum power_state
+lv_power(virDomainPtr dom)
+{
+    int state = VIR_DOMAIN_NOSTATE, reason = 0;
+    if (virDomainGetState(dom, &state, &reason, 0) < 0)
+        return POWER_NOSTATE;
+    switch ((virDomainState)state) {
+    case VIR_DOMAIN_RUNNING:
+    case VIR_DOMAIN_BLOCKED:
+    case VIR_DOMAIN_SHUTDOWN:       /* Being shut down: still running. */
+        return POWER_RUNNING;
+    case VIR_DOMAIN_PAUSED:
+        return POWER_PAUSED;
+    case VIR_DOMAIN_PMSUSPENDED:
+        return POWER_SUSPENDED;
+    case VIR_DOMAIN_SHUTOFF:
+        return virDomainHasManagedSaveImage(dom, 0) > 0 ? POWER_SUSPENDED : POWER_SHUTOFF;
+    case VIR_DOMAIN_CRASHED:
+        return POWER_CRASHED;
+    case VIR_DOMAIN_NOSTATE:
+    case VIR_DOMAIN_LAST:
+    default:
+        return POWER_NOSTATE;
+    }
+}
+
+static int
+lv_list(struct hypervisor *hv, struct inst_actual **out, size_t *n)
+{
+    struct hv_libvirt *lv = lv_cast(hv);
+    virDomainPtr *doms = NULL;
+    int nd = virConnectListAllDomains(lv->conn, &doms, 0);
+    if (nd < 0)
+        return lv_fail(hv, "list domains", NULL);
+    *out = calloc(nd ? (size_t)nd : 1, sizeof **out);
+    *n = 0;
+    for (int i = 0; i < nd; i++) {
+        char *md = lv_metadata(doms[i]);
+        if (md && *out) {
+            struct inst_actual *a = &(*out)[(*n)++];
+            if (virDomainGetUUIDString(doms[i], a->uuid) < 0)
+                (*n)--;
+            else {
+                a->power = lv_power(doms[i]);
+                a->generation = dx_metadata_generation(md);
+            }
+        }
+        free(md);
+        virDomainFree(doms[i]);
+    }
+    free(doms);
+    return *out ? 0 : -ENOMEM;
+}
+
+/* Looks up a Nimbus-owned domain; -ENOENT when missing or not Nimbus's. */
+static int
+lv_lookup(struct hv_libvirt *lv, const char *uuid, virDomainPtr *out)
+{
+    virDomainPtr dom = virDomainLookupByUUIDString(lv->conn, uuid);
+    if (!dom) {
+        hv_set_error(&lv->up, "no domain %s", uuid);
+        return -ENOENT;
+    }
+    char *md = lv_metadata(dom);
+    if (!md) {
+        virDomainFree(dom);
+        hv_set_error(&lv->up, "domain %s is not Nimbus's: not touching it", uuid);
+        return -ENOENT;
+    }
+    free(md);
+    *out = dom;
+    return 0;
+}
+
+static int
+lv_create(struct hypervisor *hv, const struct hv_create_args *a, bool start)
+{
+    struct hv_libvirt *lv = lv_cast(hv);
+    virDomainPtr old = virDomainLookupByUUIDString(lv->conn, a->d->uuid);
+    if (old) {
+        char *md = lv_metadata(old);
+        virDomainFree(old);
+        if (!md) {
+            hv_set_error(hv, "a domain not Nimbus's has uuid %s", a->d->uuid);
+            return -EEXIST;
+        }
+        free(md);
+    }
+    char *xml = dx_domain_xml(a, lv->virt_type, 0);
+    virDomainPtr dom = virDomainDefineXML(lv->conn, xml);
+    free(xml);
+    if (!dom)
+        return lv_fail(hv, "define", a->d->uuid);
+    int r = 0;
+    if (start && virDomainIsActive(dom) == 0 && virDomainCreate(dom) < 0)
+        r = lv_fail(hv, "start", a->d->uuid);
+    virDomainFree(dom);
+    return r;
+}
+
+static int
+lv_start(struct hypervisor *hv, const char *uuid)
+{
+    virDomainPtr dom;
+    int r = lv_lookup(lv_cast(hv), uuid, &dom);
+    if (r)
+        return r;
+    if (virDomainIsActive(dom) == 0 && virDomainCreate(dom) < 0)
+        r = lv_fail(hv, "start", uuid);
+    virDomainFree(dom);
+    return r;
+}
+
+static int
+lv_stop_dom(struct hypervisor *hv, virDomainPtr dom, const char *uuid, unsigned timeout_ms)
+{
+    if (virDomainIsActive(dom) != 1) {
+        /* A suspended instance asked to stop: forget its saved memory. */
+        if (virDomainHasManagedSaveImage(dom, 0) > 0 && virDomainManagedSaveRemove(dom, 0) < 0)
+            return lv_fail(hv, "remove managed save", uuid);
+        return 0;
+    }
+    int state = 0, reason = 0;
+    if (virDomainGetState(dom, &state, &reason, 0) == 0 && state == VIR_DOMAIN_PAUSED)
+        timeout_ms = 0;   /* A paused guest cannot react to ACPI. */
+    if (timeout_ms && virDomainShutdown(dom) == 0) {
+        for (unsigned waited = 0; waited < timeout_ms; waited += 100) {
+            if (virDomainIsActive(dom) != 1)
+                return 0;
+            sleep_ms(100);
+        }
+    }
+    if (virDomainIsActive(dom) == 1 && virDomainDestroy(dom) < 0 && virDomainIsActive(dom) == 1)
+        return lv_fail(hv, "destroy", uuid);
+    return 0;
+}
+
+static int
+lv_stop(struct hypervisor *hv, const char *uuid, unsigned timeout_ms)
+{
+    virDomainPtr dom;
+    int r = lv_lookup(lv_cast(hv), uuid, &dom);
+    if (r)
+        return r;
+    r = lv_stop_dom(hv, dom, uuid, timeout_ms);
+    virDomainFree(dom);
+    return r;
+}
+
+/* Soft reboot as Nova's libvirt driver does it: a clean shutdown (ACPI) and
+ * a fresh start, so the guest gets new hardware state; forced after the
+ * timeout.  Hard: destroy and start. */
+static int
+lv_reboot(struct hypervisor *hv, const char *uuid, bool hard)
+{
+    virDomainPtr dom;
+    int r = lv_lookup(lv_cast(hv), uuid, &dom);
+    if (r)
+        return r;
+    r = lv_stop_dom(hv, dom, uuid, hard ? 0 : 10000);
+    if (!r && virDomainCreate(dom) < 0)
+        r = lv_fail(hv, "start", uuid);
+    virDomainFree(dom);
+    return r;
+}
+
+static int
+lv_pause(struct hypervisor *hv, const char *uuid)
+{
+    virDomainPtr dom;
+    int r = lv_lookup(lv_cast(hv), uuid, &dom);
+    if (r)
+        return r;
+    if (lv_power(dom) != POWER_PAUSED && virDomainSuspend(dom) < 0)
+        r = lv_fail(hv, "pause", uuid);
+    virDomainFree(dom);
+    return r;
+}
+
+static int
+lv_unpause(struct hypervisor *hv, const char *uuid)
+{
+    virDomainPtr dom;
+    int r = lv_lookup(lv_cast(hv), uuid, &dom);
+    if (r)
+        return r;
+    if (lv_power(dom) == POWER_PAUSED && virDomainResume(dom) < 0)
+        r = lv_fail(hv, "unpause", uuid);
+    virDomainFree(dom);
+    return r;
+}
+
+static int
+lv_suspend(struct hypervisor *hv, const char *uuid)
+{
+    virDomainPtr dom;
+    int r = lv_lookup(lv_cast(hv), uuid, &dom);
+    if (r)
+        return r;
+    if (virDomainIsActive(dom) == 1 && virDomainManagedSave(dom, 0) < 0)
+        r = lv_fail(hv, "suspend (managed save)", uuid);
+    virDomainFree(dom);
+    return r;
+}
+
+static int
+lv_resume(struct hypervisor *hv, const char *uuid)
+{
+    return lv_start(hv, uuid);   /* Starting restores the managed save. */
+}
+
+static int
+lv_destroy(struct hypervisor *hv, const char *uuid)
+{
+    virDomainPtr dom;
+    int r = lv_lookup(lv_cast(hv), uuid, &dom);
+    if (r == -ENOENT)
+        return 0;
+    if (r)
+        return r;
+    if (virDomainIsActive(dom) == 1 && virDomainDestroy(dom) < 0 && virDomainIsActive(dom) == 1) {
+        r = lv_fail(hv, "destroy", uuid);
+        goto out;
+    }
+    unsigned flags = VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | VIR_DOMAIN_UNDEFINE_NVRAM |
+                     VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA |
+                     VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA;
+    if (virDomainUndefineFlags(dom, flags) < 0 && virDomainUndefine(dom) < 0 &&
+        virGetLastErrorCode() != VIR_ERR_NO_DOMAIN)
+        r = lv_fail(hv, "undefine", uuid);
+out:
+    virDomainFree(dom);
+    return r;
+}
+
+static int
+lv_set_generation(struct hypervisor *hv, const char *uuid, uint64_t gen)
+{
+    virDomainPtr dom;
+    int r = lv_lookup(lv_cast(hv), uuid, &dom);
+    if (r)
+        return r;
+    char *md = lv_metadata(dom);
+    char *p = md ? strstr(md, "generation>") : NULL;
+    if (!p) {
+        free(md);
+        virDomainFree(dom);
+        hv_set_error(hv, "domain %s: metadata without generation", uuid);
+        return -EINVAL;
+    }
+    /* Splice the new number into the element libvirt gave back. */
+    p += strlen("generation>");
+    char *end = p + strspn(p, "0123456789");
+    size_t head = (size_t)(p - md);
+    size_t len = head + 24 + strlen(end) + 1;
+    char *nmd = malloc(len);
+    if (!nmd) {
+        free(md);
+        virDomainFree(dom);
+        return -ENOMEM;
+    }
+    snprintf(nmd, len, "%.*s%llu%s", (int)head, md, (unsigned long long)gen, end);
+    unsigned flags = VIR_DOMAIN_AFFECT_CONFIG;
+    if (virDomainIsActive(dom) == 1)
+        flags |= VIR_DOMAIN_AFFECT_LIVE;
+    if (virDomainSetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, nmd, DX_NS_PREFIX,
+                             DX_NS_URI, flags) < 0)
+        r = lv_fail(hv, "set metadata", uuid);
+    free(nmd);
+    free(md);
+    virDomainFree(dom);
+    return r;
+}
+
+static const char *
+lv_virt_type(struct hypervisor *hv)
+{
+    return lv_cast(hv)->virt_type;
+}
+
+const struct hypervisor_class hv_libvirt_class = {
+    .name = "libvirt",
+    .open = lv_open,
+    .close = lv_close,
+    .list = lv_list,
+    .create = lv_create,
+    .start = lv_start,
+    .stop = lv_stop,
+    .reboot = lv_reboot,
+    .pause = lv_pause,
+    .unpause = lv_unpause,
+    .suspend = lv_suspend,
+    .resume = lv_resume,
+    .destroy = lv_destroy,
+    .set_generation = lv_set_generation,
+    .virt_type = lv_virt_type,
+};

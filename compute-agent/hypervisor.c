@@ -1,0 +1,78 @@
+/* Provider registry and helpers shared by every provider. */
+#include "hypervisor.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static const struct hypervisor_class *const classes[] = {
+    &hv_fake_class,
+#ifdef NIMBUS_HAVE_LIBVIRT
+    &hv_libvirt_class,
+#endif
+    &hv_oci_class,
+};
+
+int
+hv_open(const struct hv_config *cfg, struct hypervisor **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    for (size_t i = 0; i < sizeof classes / sizeof classes[0]; i++) {
+        if (strcmp(classes[i]->name, cfg->type))
+            continue;
+        struct hypervisor *hv = NULL;
+        int r = classes[i]->open(cfg, &hv);
+        if (r < 0) {
+            snprintf(err, errlen, "%s provider: %s", cfg->type,
+                     hv && hv->err[0] ? hv->err : strerror(-r));
+            if (hv)
+                hv->class->close(hv);
+            return r;
+        }
+        *out = hv;
+        return 0;
+    }
+    snprintf(err, errlen, "unknown hypervisor type '%s'%s", cfg->type,
+             !strcmp(cfg->type, "libvirt") ? " (built without libvirt)" : "");
+    return -ENOTSUP;
+}
+
+void
+hv_close(struct hypervisor *hv)
+{
+    if (hv)
+        hv->class->close(hv);
+}
+
+void
+hv_set_error(struct hypervisor *hv, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(hv->err, sizeof hv->err, fmt, ap);
+    va_end(ap);
+}
+
+static const char *const power_names[] = {
+#define X(e, s) s,
+    POWER_STATES(X)
+#undef X
+};
+
+const char *
+power_state_name(enum power_state p)
+{
+    return (unsigned)p < sizeof power_names / sizeof power_names[0] ? power_names[p] : "?";
+}
+
+int
+power_state_parse(const char *s, enum power_state *out)
+{
+    for (size_t i = 0; i < sizeof power_names / sizeof power_names[0]; i++)
+        if (!strcmp(s, power_names[i])) {
+            *out = (enum power_state)i;
+            return 0;
+        }
+    return -EINVAL;
+}

@@ -1,0 +1,113 @@
+/* Hypervisor providers: a small table of function pointers with a fake
+ * beside the real ones (Open vSwitch's netdev-provider.h).
+ *
+ *   fake     in memory, for unit tests and the scheduler's scale simulation
+ *   libvirt  KVM, QEMU emulation (TCG) or Xen (libxl) domains; hv_libvirt.c
+ *            is the only file of Nimbus that includes libvirt's headers
+ *   oci      containers through runc
+ *
+ * A provider only ever sees and touches instances Nimbus owns: for libvirt,
+ * domains carrying the Nimbus metadata element; a domain created by hand is
+ * invisible to list() and every operation on it fails with -ENOENT.
+ *
+ * Every operation is idempotent where it can be (create of an existing
+ * instance redefines it, start of a running one succeeds, destroy of a
+ * missing one succeeds), so the reconciler can repeat any step after a
+ * crash.  Operations block: the daemon calls them from a worker thread,
+ * never from the event loop.  All return 0 or a negative errno; a message
+ * for people is left in hv->err. */
+#ifndef NIMBUS_AGENT_HYPERVISOR_H
+#define NIMBUS_AGENT_HYPERVISOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "instance.h"
+
+struct hypervisor;
+
+struct hv_config {
+    const char *type;            /* "fake", "libvirt" or "oci". */
+    const char *libvirt_uri;     /* Default qemu:///system. */
+    const char *virt_type;       /* "auto" (kvm when /dev/kvm works, else qemu), "kvm", "qemu", "xen". */
+    const char *state_dir;       /* Per-instance directories live in state_dir/instances/<uuid>. */
+    const char *runc;            /* runc binary for oci (default "runc"). */
+};
+
+/* Where the storage of an instance is, prepared by the image cache before
+ * create(). */
+struct hv_create_args {
+    const struct inst_desired *d;
+    const char *inst_dir;        /* state_dir/instances/<uuid>, exists. */
+    const char *disk_path;       /* libvirt: the instance's overlay; NULL for none. */
+    const char *disk_format;     /* "qcow2" (overlays) or "raw". */
+    const char *kernel_path;     /* Direct kernel boot, or NULL. */
+    const char *ramdisk_path;    /* Or NULL. */
+    const char *rootfs_path;     /* oci: the read-only cached layer. */
+    const char *console_log;     /* Serial console / stdout log file. */
+};
+
+struct hypervisor_class {
+    const char *name;
+    int (*open)(const struct hv_config *cfg, struct hypervisor **out);
+    void (*close)(struct hypervisor *hv);
+    /* Nimbus-owned instances with their state; *out is malloc'd, caller frees. */
+    int (*list)(struct hypervisor *hv, struct inst_actual **out, size_t *n);
+    /* Defines (or redefines) the instance, and starts it when 'start'. */
+    int (*create)(struct hypervisor *hv, const struct hv_create_args *a, bool start);
+    int (*start)(struct hypervisor *hv, const char *uuid);
+    /* Graceful (ACPI, SIGTERM) stop, forced after 'timeout_ms'. */
+    int (*stop)(struct hypervisor *hv, const char *uuid, unsigned timeout_ms);
+    int (*reboot)(struct hypervisor *hv, const char *uuid, bool hard);
+    int (*pause)(struct hypervisor *hv, const char *uuid);
+    int (*unpause)(struct hypervisor *hv, const char *uuid);
+    int (*suspend)(struct hypervisor *hv, const char *uuid);   /* Managed save. */
+    int (*resume)(struct hypervisor *hv, const char *uuid);
+    /* Stops and forgets the instance (managed save, nvram too).  Missing: 0. */
+    int (*destroy)(struct hypervisor *hv, const char *uuid);
+    /* Records the generation applied, in the instance's own metadata. */
+    int (*set_generation)(struct hypervisor *hv, const char *uuid, uint64_t gen);
+    /* Host facts for the inventory report: "qemu", "kvm", "xen", "runc". */
+    const char *(*virt_type)(struct hypervisor *hv);
+};
+
+/* The part every provider's struct starts with. */
+struct hypervisor {
+    const struct hypervisor_class *class;
+    char err[512];
+};
+
+extern const struct hypervisor_class hv_fake_class;
+extern const struct hypervisor_class hv_libvirt_class;   /* When built with libvirt. */
+extern const struct hypervisor_class hv_oci_class;
+
+/* Opens the provider named cfg->type.  Returns -ENOTSUP for an unknown (or
+ * not compiled in) type, with a message in 'err'. */
+int hv_open(const struct hv_config *cfg, struct hypervisor **out,
+            char *err, size_t errlen) __attribute__((warn_unused_result));
+/* Accepts NULL. */
+void hv_close(struct hypervisor *hv);
+
+/* Sets hv->err from a format. */
+void hv_set_error(struct hypervisor *hv, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* ---- The fake provider's test hooks. */
+
+/* Makes the next 'count' calls of operation 'op' ("create", "start", ...)
+ * fail with 'error'. */
+void hv_fake_fail(struct hypervisor *hv, const char *op, int error, unsigned count);
+/* Changes an instance's power state behind the agent's back (a guest that
+ * powers itself off, a crash).  -ENOENT if unknown. */
+int hv_fake_set_power(struct hypervisor *hv, const char *uuid, enum power_state p);
+/* Adds an instance Nimbus does not own: never listed, never touched. */
+void hv_fake_add_foreign(struct hypervisor *hv, const char *uuid);
+/* Whether a foreign instance is still there and untouched. */
+bool hv_fake_foreign_intact(struct hypervisor *hv, const char *uuid);
+/* Number of calls of 'op' so far. */
+unsigned hv_fake_calls(struct hypervisor *hv, const char *op);
+/* The disk (or rootfs) path of the last create() of 'uuid', or NULL. */
+const char *hv_fake_disk(struct hypervisor *hv, const char *uuid);
+
+#endif

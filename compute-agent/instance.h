@@ -1,0 +1,91 @@
+/* The desired state of one instance, as nimbus-api (or a file, in tests and
+ * development) describes it to the agent of its node, and the actual state
+ * a hypervisor provider reports.  Plain data shared by every module of the
+ * agent. */
+#ifndef NIMBUS_AGENT_INSTANCE_H
+#define NIMBUS_AGENT_INSTANCE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define INST_MAX_PORTS 8
+
+/* Power states, as the user wants them and as a hypervisor reports them.
+ * NOSTATE: the hypervisor does not know the instance. */
+#define POWER_STATES(X)                                                    \
+    X(NOSTATE, "nostate")                                                  \
+    X(RUNNING, "running")                                                  \
+    X(PAUSED, "paused")                                                    \
+    X(SUSPENDED, "suspended")                                              \
+    X(SHUTOFF, "shutoff")                                                  \
+    X(CRASHED, "crashed")
+
+enum power_state {
+#define X(e, s) POWER_##e,
+    POWER_STATES(X)
+#undef X
+};
+const char *power_state_name(enum power_state p);
+/* Parses a power state name; returns 0 or -EINVAL. */
+int power_state_parse(const char *s, enum power_state *out)
+    __attribute__((warn_unused_result));
+
+struct inst_image {
+    char id[64];
+    char disk_format[16];        /* qcow2, raw, aki, ari, ami, ... */
+    char container_format[16];   /* bare, docker, ociarchive, aki, ... */
+    char kernel_id[64];          /* For aki/ari/ami: image ids, "" if none. */
+    char ramdisk_id[64];
+    char sha512[129];            /* os_hash_value (hex), "" when unknown. */
+    char os_command_line[256];   /* Kernel command line for direct boot. */
+    uint64_t size;               /* Bytes, 0 when unknown. */
+};
+
+struct inst_port {
+    char id[64];
+    char mac[18];
+    char tap[16];                /* Host device name (IFNAMSIZ). */
+};
+
+/* One desired instance.  'generation' is raised by nimbus-api each time the
+ * user asks for a power action (start, stop, reboot, pause, suspend...);
+ * the agent applies the power state of a generation once, so that a guest
+ * that powers itself off stays SHUTOFF (and is reported so) instead of
+ * being restarted behind the user's back, as Nova does. */
+struct inst_desired {
+    char uuid[37];
+    char name[128];
+    unsigned vcpus;
+    unsigned ram_mb;
+    unsigned disk_gb;
+    struct inst_image image;
+    struct inst_image kernel;    /* Filled when image.kernel_id is set. */
+    struct inst_image ramdisk;   /* Filled when image.ramdisk_id is set. */
+    struct inst_port ports[INST_MAX_PORTS];
+    unsigned n_ports;
+    enum power_state power;      /* RUNNING, SHUTOFF, PAUSED or SUSPENDED. */
+    uint64_t generation;
+    char reboot[8];              /* "", "soft" or "hard": reboot when applying 'generation'. */
+    bool deleted;                /* Delete now (no grace period). */
+};
+
+/* A whole desired state: every instance the node should have. */
+struct desired_set {
+    uint64_t version;            /* Raised by the source on every change. */
+    struct inst_desired *insts;
+    size_t n;
+};
+
+void desired_set_free(struct desired_set *s);
+const struct inst_desired *desired_set_find(const struct desired_set *s,
+                                            const char *uuid);
+
+/* What a provider reports for one Nimbus-owned instance. */
+struct inst_actual {
+    char uuid[37];
+    enum power_state power;
+    uint64_t generation;         /* Last generation applied (in the domain's metadata). */
+};
+
+#endif

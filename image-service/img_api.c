@@ -1,0 +1,541 @@
+/* nimbus-image's HTTP layer: the listener, route dispatch with token
+ * authentication, Glance's error shape, version discovery, schemas,
+ * /healthz and /metrics. */
+#include "img_api.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arena.h"
+#include "auth_policy.h"
+#include "auth_token.h"
+#include "img_auth.h"
+#include "img_store.h"
+#include "log.h"
+#include "util.h"
+
+struct img_route {
+    struct img_ctx *ctx;
+    img_handler_fn fn;
+    bool auth;
+    struct img_route *next;
+};
+
+struct img_req *
+img_req(http_request *req)
+{
+    return http_req_get_data(req);
+}
+
+static struct img_req *
+req_attach(http_request *req, struct img_ctx *ctx)
+{
+    struct img_req *ir = http_req_get_data(req);
+    if (!ir) {
+        ir = arena_zalloc(http_req_arena(req), sizeof *ir);
+        ir->ctx = ctx;
+        ir->project = "";
+        http_req_set_data(req, ir);
+    }
+    return ir;
+}
+
+/* ---- Answers. */
+
+void
+img_reply_json(http_request *req, int status, json_t *body)
+{
+    if (!body) {
+        (void)http_respond(req, status, NULL, NULL, 0);
+        return;
+    }
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    if (!text) {
+        (void)http_respond(req, 500, "application/json",
+                           "{\"message\":\"serialisation failed\"}", 34);
+        return;
+    }
+    (void)http_respond(req, status, "application/json", text, strlen(text));
+    free(text);
+}
+
+static void
+error_reply(http_request *req, int status, const char *msg)
+{
+    const char *title = http_status_text(status);
+    char code[96];
+    snprintf(code, sizeof code, "%d %s", status, title);
+    if (status == 401)
+        http_resp_header(req, "WWW-Authenticate", "Keystone uri=\"/v3\"");
+    img_reply_json(req, status, json_pack("{s:s,s:s,s:s}", "message", msg,
+                                          "code", code, "title", title));
+}
+
+void
+img_error(http_request *req, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg = arena_vprintf(http_req_arena(req), fmt, ap);
+    va_end(ap);
+    struct img_req *ir = img_req(req);
+    if (status == 401 && ir)
+        ir->ctx->counters.auth_failures++;
+    error_reply(req, status, msg);
+}
+
+void
+img_db_error(http_request *req, int status, const struct db_error *err)
+{
+    struct img_req *ir = img_req(req);
+    if (status == -ENOTCONN || status == -EBUSY || status == -ETIMEDOUT ||
+        status == -ECANCELED) {
+        ir->ctx->counters.db_unavailable++;
+        log_warn("image", "%s %s: database unavailable: %s", http_req_method(req),
+                 http_req_path(req), err && err->message ? err->message : strerror(-status));
+        http_resp_header(req, "Retry-After", "1");
+        img_error(req, 503, "The database is unavailable; try again later.");
+        return;
+    }
+    if (status == -EEXIST) {
+        img_error(req, 409, "A resource with these attributes already exists.");
+        return;
+    }
+    if (err && (!strncmp(err->sqlstate, "22", 2) || !strncmp(err->sqlstate, "23", 2))) {
+        img_error(req, 400, "Invalid input: %s", err->message ? err->message : "rejected");
+        return;
+    }
+    log_error("image", "%s %s: database error %d: %s%s%s", http_req_method(req),
+              http_req_path(req), status, err ? err->sqlstate : "",
+              err ? " " : "", err && err->message ? err->message : "");
+    img_error(req, 500, "An unexpected error prevented the server from "
+              "fulfilling the request.");
+}
+
+struct query_ctx {
+    http_request *req;
+    img_query_cb cb;
+    void *arg;
+};
+
+static void
+query_done(int status, db_result *res, const struct db_error *err, void *arg)
+{
+    struct query_ctx *q = arg;
+    if (status < 0) {
+        img_db_error(q->req, status, err);
+        return;
+    }
+    q->cb(q->req, img_req(q->req), res, q->arg);
+}
+
+void
+img_query(http_request *req, const char *sql, int nparams,
+          const char *const *params, img_query_cb cb, void *arg)
+{
+    struct img_req *ir = img_req(req);
+    struct query_ctx *q = arena_alloc(http_req_arena(req), sizeof *q);
+    q->req = req;
+    q->cb = cb;
+    q->arg = arg;
+    int rc = db_query(ir->ctx->db, sql, nparams, params, query_done, q);
+    if (rc < 0)
+        img_db_error(req, rc, NULL);
+}
+
+bool
+img_may_modify(const struct img_req *ir, const char *owner)
+{
+    return ir->admin || (owner && *ir->project && !strcmp(owner, ir->project));
+}
+
+/* ---- The image as JSON. */
+
+static json_t *
+int_or_null(const char *v)
+{
+    return v ? json_integer(strtoll(v, NULL, 10)) : json_null();
+}
+
+static json_t *
+str_or_null(const char *v)
+{
+    return v ? json_string(v) : json_null();
+}
+
+json_t *
+img_image_json(const db_result *res, int row)
+{
+    const char *id = db_getn(res, row, "id");
+    json_t *o = json_object();
+    json_t *props = json_loads(db_getn(res, row, "properties") ?
+                               db_getn(res, row, "properties") : "{}", 0, NULL);
+    const char *k;
+    json_t *v;
+    /* Custom properties first, so that no stored key can shadow a core
+     * attribute (creation and PATCH refuse such keys anyway). */
+    if (json_is_object(props))
+        json_object_foreach(props, k, v)
+            json_object_set(o, k, v);
+    json_decref(props);
+    json_object_set_new(o, "id", json_string(id));
+    json_object_set_new(o, "name", str_or_null(db_getn(res, row, "name")));
+    json_object_set_new(o, "status", json_string(db_getn(res, row, "status")));
+    json_object_set_new(o, "visibility", json_string(db_getn(res, row, "visibility")));
+    const char *b = db_getn(res, row, "protected");
+    json_object_set_new(o, "protected", json_boolean(b && *b == 't'));
+    b = db_getn(res, row, "os_hidden");
+    json_object_set_new(o, "os_hidden", json_boolean(b && *b == 't'));
+    json_object_set_new(o, "checksum", str_or_null(db_getn(res, row, "checksum")));
+    json_object_set_new(o, "os_hash_algo", str_or_null(db_getn(res, row, "os_hash_algo")));
+    json_object_set_new(o, "os_hash_value", str_or_null(db_getn(res, row, "os_hash_value")));
+    json_object_set_new(o, "size", int_or_null(db_getn(res, row, "size")));
+    json_object_set_new(o, "virtual_size", int_or_null(db_getn(res, row, "virtual_size")));
+    json_object_set_new(o, "disk_format", str_or_null(db_getn(res, row, "disk_format")));
+    json_object_set_new(o, "container_format", str_or_null(db_getn(res, row, "container_format")));
+    json_object_set_new(o, "min_disk", int_or_null(db_getn(res, row, "min_disk")));
+    json_object_set_new(o, "min_ram", int_or_null(db_getn(res, row, "min_ram")));
+    json_object_set_new(o, "owner", str_or_null(db_getn(res, row, "owner")));
+    json_t *tags = json_loads(db_getn(res, row, "tags") ? db_getn(res, row, "tags") : "[]",
+                              0, NULL);
+    json_object_set_new(o, "tags", json_is_array(tags) ? tags : json_array());
+    if (!json_is_array(tags))
+        json_decref(tags);
+    json_object_set_new(o, "created_at", json_string(db_getn(res, row, "created_at")));
+    json_object_set_new(o, "updated_at", json_string(db_getn(res, row, "updated_at")));
+    char buf[96];
+    snprintf(buf, sizeof buf, "/v2/images/%s", id);
+    json_object_set_new(o, "self", json_string(buf));
+    snprintf(buf, sizeof buf, "/v2/images/%s/file", id);
+    json_object_set_new(o, "file", json_string(buf));
+    json_object_set_new(o, "schema", json_string("/v2/schemas/image"));
+    json_object_set_new(o, "locations", json_array());
+    return o;
+}
+
+/* ---- Dispatch. */
+
+static void
+trampoline(http_request *req, void *data)
+{
+    struct img_route *rt = data;
+    struct img_req *ir = req_attach(req, rt->ctx);
+    http_resp_header(req, "x-openstack-request-id", http_req_id(req));
+    if (rt->auth) {
+        struct auth_token *tok = arena_alloc(http_req_arena(req), sizeof *tok);
+        int rc = img_auth_check(rt->ctx->auth, http_req_header(req, "x-auth-token"), tok);
+        if (rc == -EAGAIN) {
+            http_resp_header(req, "Retry-After", "1");
+            img_error(req, 503, "The service is starting; try again shortly.");
+            return;
+        }
+        if (rc < 0) {
+            img_error(req, 401, "The request you have made requires authentication.");
+            return;
+        }
+        ir->tok = tok;
+        ir->project = tok->project_id;
+        ir->admin = auth_policy_is_admin(tok);
+    }
+    rt->fn(req, ir);
+}
+
+void
+img_route(struct img_ctx *ctx, const char *method, const char *pattern,
+          img_handler_fn fn, bool auth, const struct http_route_opts *opts)
+{
+    struct img_route *rt = malloc(sizeof *rt);
+    if (!rt)
+        abort();
+    rt->ctx = ctx;
+    rt->fn = fn;
+    rt->auth = auth;
+    rt->next = ctx->routes;
+    ctx->routes = rt;
+    if (http_server_route(ctx->http, method, pattern, trampoline, rt, opts) < 0) {
+        log_error("image", "cannot add route %s %s", method, pattern);
+        abort();
+    }
+}
+
+static void
+server_error(http_request *req, int status, const char *message, void *data)
+{
+    req_attach(req, data);
+    if (status == 404)
+        message = "The resource could not be found.";
+    error_reply(req, status, message);
+}
+
+/* ---- Version discovery: Glance answers GET / with 300 and the list of
+ * versions, and GET /v2 with the same list and 200 (glance/api/versions.py).
+ * Nimbus implements the v2 API as clients use it; the minor versions are
+ * listed so that version negotiation in clients finds v2. */
+
+static const char *
+base_url(http_request *req)
+{
+    struct img_req *ir = img_req(req);
+    const char *pub = conf_str(ir->ctx->conf, "image", "public_url");
+    if (*pub)
+        return pub;
+    const char *host = http_req_header(req, "host");
+    if (host && *host && strlen(host) < 256 && !strpbrk(host, "\"\\<> \t/"))
+        return arena_printf(http_req_arena(req), "http://%s", host);
+    return arena_printf(http_req_arena(req), "http://127.0.0.1:%d", ir->ctx->port);
+}
+
+static void
+versions(http_request *req, int status)
+{
+    static const char *const ids[] = {
+        "v2.16", "v2.15", "v2.9", "v2.7", "v2.6", "v2.5", "v2.4", "v2.3",
+        "v2.2", "v2.1", "v2.0",
+    };
+    const char *base = base_url(req);
+    char *href = arena_printf(http_req_arena(req), "%s/v2/", base);
+    json_t *list = json_array();
+    for (size_t i = 0; i < ARRAY_SIZE(ids); i++)
+        json_array_append_new(list, json_pack("{s:s,s:s,s:[{s:s,s:s}]}",
+            "id", ids[i], "status", i == 0 ? "CURRENT" : "SUPPORTED",
+            "links", "rel", "self", "href", href));
+    if (status == 300)
+        http_resp_header(req, "Location", href);
+    img_reply_json(req, status, json_pack("{s:o}", "versions", list));
+}
+
+static void
+root(http_request *req, struct img_req *ir)
+{
+    versions(req, 300);
+}
+
+static void
+v2_root(http_request *req, struct img_req *ir)
+{
+    versions(req, 200);
+}
+
+/* ---- Schemas (GET /v2/schemas/image and /images), as Glance describes
+ * the image; clients such as glanceclient read them to know which keys are
+ * core attributes. */
+
+static const char image_schema[] =
+    "{\"name\":\"image\",\"additionalProperties\":{\"type\":\"string\"},"
+    "\"links\":[{\"href\":\"{self}\",\"rel\":\"self\"},{\"href\":\"{file}\",\"rel\":\"enclosure\"},"
+    "{\"href\":\"{schema}\",\"rel\":\"describedby\"}],"
+    "\"properties\":{"
+    "\"id\":{\"type\":\"string\",\"description\":\"An identifier for the image\","
+    "\"pattern\":\"^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$\"},"
+    "\"name\":{\"type\":[\"null\",\"string\"],\"description\":\"Descriptive name for the image\",\"maxLength\":255},"
+    "\"status\":{\"type\":\"string\",\"readOnly\":true,\"description\":\"Status of the image\","
+    "\"enum\":[\"queued\",\"saving\",\"active\",\"killed\",\"deleted\",\"uploading\",\"importing\",\"pending_delete\",\"deactivated\"]},"
+    "\"visibility\":{\"type\":\"string\",\"description\":\"Scope of image accessibility\","
+    "\"enum\":[\"community\",\"public\",\"private\",\"shared\"]},"
+    "\"protected\":{\"type\":\"boolean\",\"description\":\"If true, image will not be deletable.\"},"
+    "\"os_hidden\":{\"type\":\"boolean\",\"description\":\"If true, image will not appear in default image list response.\"},"
+    "\"checksum\":{\"type\":[\"null\",\"string\"],\"readOnly\":true,\"maxLength\":32,\"description\":\"md5 hash of image contents.\"},"
+    "\"os_hash_algo\":{\"type\":[\"null\",\"string\"],\"readOnly\":true,\"maxLength\":64,\"description\":\"Algorithm to calculate the os_hash_value\"},"
+    "\"os_hash_value\":{\"type\":[\"null\",\"string\"],\"readOnly\":true,\"maxLength\":128,\"description\":\"Hexdigest of the image contents using the algorithm specified by the os_hash_algo\"},"
+    "\"owner\":{\"type\":[\"null\",\"string\"],\"maxLength\":255,\"description\":\"Owner of the image\"},"
+    "\"size\":{\"type\":[\"null\",\"integer\"],\"readOnly\":true,\"description\":\"Size of image file in bytes\"},"
+    "\"virtual_size\":{\"type\":[\"null\",\"integer\"],\"readOnly\":true,\"description\":\"Virtual size of image in bytes\"},"
+    "\"container_format\":{\"type\":[\"null\",\"string\"],\"description\":\"Format of the container\","
+    "\"enum\":[null,\"ami\",\"ari\",\"aki\",\"bare\",\"ovf\",\"ova\",\"docker\",\"compressed\"]},"
+    "\"disk_format\":{\"type\":[\"null\",\"string\"],\"description\":\"Format of the disk\","
+    "\"enum\":[null,\"ami\",\"ari\",\"aki\",\"vhd\",\"vhdx\",\"vmdk\",\"raw\",\"qcow2\",\"vdi\",\"iso\",\"ploop\"]},"
+    "\"created_at\":{\"type\":\"string\",\"readOnly\":true,\"description\":\"Date and time of image registration\"},"
+    "\"updated_at\":{\"type\":\"string\",\"readOnly\":true,\"description\":\"Date and time of the last image modification\"},"
+    "\"tags\":{\"type\":\"array\",\"description\":\"List of strings related to the image\",\"items\":{\"type\":\"string\",\"maxLength\":255}},"
+    "\"direct_url\":{\"type\":\"string\",\"readOnly\":true,\"description\":\"URL to access the image file kept in external store\"},"
+    "\"min_ram\":{\"type\":\"integer\",\"description\":\"Amount of ram (in MB) required to boot image.\"},"
+    "\"min_disk\":{\"type\":\"integer\",\"description\":\"Amount of disk space (in GB) required to boot image.\"},"
+    "\"self\":{\"type\":\"string\",\"readOnly\":true,\"description\":\"An image self url\"},"
+    "\"file\":{\"type\":\"string\",\"readOnly\":true,\"description\":\"An image file url\"},"
+    "\"stores\":{\"type\":\"string\",\"readOnly\":true,\"description\":\"Store in which image data resides.\"},"
+    "\"schema\":{\"type\":\"string\",\"readOnly\":true,\"description\":\"An image schema url\"},"
+    "\"locations\":{\"type\":\"array\",\"description\":\"A set of URLs to access the image file kept in external store\","
+    "\"items\":{\"type\":\"object\",\"properties\":{\"url\":{\"type\":\"string\",\"maxLength\":255},\"metadata\":{\"type\":\"object\"}},"
+    "\"required\":[\"url\",\"metadata\"]}},"
+    "\"kernel_id\":{\"type\":[\"null\",\"string\"],\"description\":\"ID of image stored in Glance that should be used as the kernel when booting an AMI-style image.\",\"is_base\":false},"
+    "\"ramdisk_id\":{\"type\":[\"null\",\"string\"],\"description\":\"ID of image stored in Glance that should be used as the ramdisk when booting an AMI-style image.\",\"is_base\":false},"
+    "\"os_distro\":{\"type\":\"string\",\"description\":\"Common name of operating system distribution\",\"is_base\":false}"
+    "}}";
+
+static void
+schema_image(http_request *req, struct img_req *ir)
+{
+    (void)http_respond(req, 200, "application/json", image_schema, strlen(image_schema));
+}
+
+static void
+schema_images(http_request *req, struct img_req *ir)
+{
+    json_t *img = json_loads(image_schema, 0, NULL);
+    json_t *j = json_pack("{s:s,s:{s:{s:s,s:o}, s:{s:s}, s:{s:s}, s:{s:s}},s:[{s:s,s:s},{s:s,s:s},{s:s,s:s}]}",
+        "name", "images",
+        "properties",
+        "images", "type", "array", "items", img,
+        "schema", "type", "string",
+        "first", "type", "string",
+        "next", "type", "string",
+        "links",
+        "rel", "first", "href", "{first}",
+        "rel", "next", "href", "{next}",
+        "rel", "describedby", "href", "{schema}");
+    img_reply_json(req, 200, j);
+}
+
+static void
+schema_member(http_request *req, struct img_req *ir)
+{
+    static const char s[] =
+        "{\"name\":\"member\",\"properties\":{"
+        "\"created_at\":{\"type\":\"string\",\"description\":\"Date and time of image member creation\"},"
+        "\"image_id\":{\"type\":\"string\",\"description\":\"An identifier for the image\"},"
+        "\"member_id\":{\"type\":\"string\",\"description\":\"An identifier for the image member (tenantId)\"},"
+        "\"status\":{\"type\":\"string\",\"enum\":[\"pending\",\"accepted\",\"rejected\"]},"
+        "\"updated_at\":{\"type\":\"string\"},\"schema\":{\"type\":\"string\",\"readOnly\":true}}}";
+    (void)http_respond(req, 200, "application/json", s, strlen(s));
+}
+
+/* ---- Health and metrics. */
+
+static void
+healthz(http_request *req, struct img_req *ir)
+{
+    bool up = db_pool_available(ir->ctx->db);
+    bool ready = img_auth_ready(ir->ctx->auth);
+    img_reply_json(req, up && ready ? 200 : 503,
+                   json_pack("{s:s,s:s,s:s}", "status", up && ready ? "ok" : "degraded",
+                             "database", up ? "ok" : "unavailable",
+                             "auth", ready ? "ready" : "loading"));
+}
+
+static void
+metrics(http_request *req, struct img_req *ir)
+{
+    struct img_ctx *c = ir->ctx;
+    struct http_server_stats st;
+    struct db_pool_stats ds;
+    http_server_stats(c->http, &st);
+    db_pool_stats(c->db, &ds);
+    const struct img_counters *k = &c->counters;
+    char *out = arena_printf(http_req_arena(req),
+        "# HELP nimbus_uptime_seconds Seconds since this process started.\n"
+        "# TYPE nimbus_uptime_seconds gauge\n"
+        "nimbus_uptime_seconds %.3f\n"
+        "# TYPE nimbus_http_requests_total counter\n"
+        "nimbus_http_requests_total{service=\"image\"} %llu\n"
+        "# TYPE nimbus_http_responses_total counter\n"
+        "nimbus_http_responses_total{service=\"image\",code=\"2xx\"} %llu\n"
+        "nimbus_http_responses_total{service=\"image\",code=\"3xx\"} %llu\n"
+        "nimbus_http_responses_total{service=\"image\",code=\"4xx\"} %llu\n"
+        "nimbus_http_responses_total{service=\"image\",code=\"5xx\"} %llu\n"
+        "nimbus_http_connections_open{service=\"image\"} %u\n"
+        "nimbus_http_timeouts_total{service=\"image\"} %llu\n"
+        "nimbus_db_up %d\n"
+        "nimbus_db_queries_total %llu\n"
+        "nimbus_db_failures_total %llu\n"
+        "nimbus_db_unavailable_responses_total %llu\n"
+        "nimbus_auth_failures_total %llu\n"
+        "# HELP nimbus_image_uploads_total Uploads by outcome.\n"
+        "# TYPE nimbus_image_uploads_total counter\n"
+        "nimbus_image_uploads_total{outcome=\"started\"} %llu\n"
+        "nimbus_image_uploads_total{outcome=\"completed\"} %llu\n"
+        "nimbus_image_uploads_total{outcome=\"failed\"} %llu\n"
+        "nimbus_image_uploads_total{outcome=\"conflict\"} %llu\n"
+        "nimbus_image_uploads_total{outcome=\"rejected\"} %llu\n"
+        "nimbus_image_uploads_active %u\n"
+        "nimbus_image_upload_bytes_total %llu\n"
+        "nimbus_image_downloads_total %llu\n"
+        "nimbus_image_downloads_active %u\n"
+        "nimbus_image_download_bytes_total %llu\n",
+        (double)(util_now_ns() - c->started_ns) / 1e9,
+        (unsigned long long)st.requests,
+        (unsigned long long)st.responses[2], (unsigned long long)st.responses[3],
+        (unsigned long long)st.responses[4], (unsigned long long)st.responses[5],
+        st.connections_open, (unsigned long long)st.timeouts,
+        db_pool_available(c->db) ? 1 : 0, (unsigned long long)ds.queries,
+        (unsigned long long)ds.failures, (unsigned long long)k->db_unavailable,
+        (unsigned long long)k->auth_failures,
+        (unsigned long long)k->uploads_started, (unsigned long long)k->uploads_completed,
+        (unsigned long long)k->uploads_failed, (unsigned long long)k->upload_conflicts,
+        (unsigned long long)k->uploads_rejected, c->uploads_active,
+        (unsigned long long)k->bytes_uploaded, (unsigned long long)k->downloads,
+        c->downloads_active, (unsigned long long)k->bytes_downloaded);
+    (void)http_respond(req, 200, "text/plain; version=0.0.4", out, strlen(out));
+}
+
+/* ---- Start and stop. */
+
+int
+img_api_start(struct img_ctx *ctx)
+{
+    struct http_server_config hc;
+    http_server_config_defaults(&hc);
+    hc.max_connections = (unsigned)conf_int(ctx->conf, "image", "max_connections");
+    hc.max_header_bytes = (size_t)conf_int(ctx->conf, "api", "max_header_bytes");
+    hc.max_body_bytes = (size_t)conf_int(ctx->conf, "api", "max_body_bytes");
+    hc.header_timeout_ms = (unsigned)conf_int(ctx->conf, "api", "header_timeout") * 1000u;
+    hc.idle_timeout_ms = (unsigned)conf_int(ctx->conf, "api", "idle_timeout") * 1000u;
+    hc.body_timeout_ms = (unsigned)conf_int(ctx->conf, "image", "body_timeout") * 1000u;
+    ctx->started_ns = util_now_ns();
+    ctx->max_image_size = conf_int(ctx->conf, "image", "max_image_size");
+    ctx->project_quota = conf_int(ctx->conf, "image", "project_quota_bytes");
+
+    int n = ctx->store->ops->sweep(ctx->store);
+    if (n > 0)
+        log_info("image", "removed %d unfinished uploads from the store", n);
+
+    int rc = http_server_new(ctx->loop, &hc, &ctx->http);
+    if (rc < 0) {
+        log_error("image", "cannot create the HTTP server: %s", strerror(-rc));
+        return rc;
+    }
+    http_server_set_error_handler(ctx->http, server_error, ctx);
+    img_route(ctx, "GET", "/", root, false, NULL);
+    img_route(ctx, "GET", "/v2", v2_root, false, NULL);
+    img_route(ctx, "GET", "/versions", root, false, NULL);
+    img_route(ctx, "GET", "/healthz", healthz, false, NULL);
+    img_route(ctx, "GET", "/metrics", metrics, false, NULL);
+    img_route(ctx, "GET", "/v2/schemas/image", schema_image, true, NULL);
+    img_route(ctx, "GET", "/v2/schemas/images", schema_images, true, NULL);
+    img_route(ctx, "GET", "/v2/schemas/member", schema_member, true, NULL);
+    img_images_register(ctx);
+    img_members_register(ctx);
+    img_data_register(ctx);
+
+    const char *host = conf_str(ctx->conf, "image", "host");
+    int port = (int)conf_int(ctx->conf, "image", "port");
+    rc = http_server_listen(ctx->http, host, port, false);
+    if (rc < 0) {
+        log_error("image", "cannot listen on %s:%d: %s", host, port, strerror(-rc));
+        return rc;
+    }
+    ctx->port = http_server_port(ctx->http);
+    return 0;
+}
+
+void
+img_api_shutdown(struct img_ctx *ctx, void (*done)(void *arg), void *arg)
+{
+    img_auth_stop(ctx->auth);
+    http_server_shutdown(ctx->http, done, arg);
+}
+
+void
+img_api_free(struct img_ctx *ctx)
+{
+    http_server_free(ctx->http);
+    ctx->http = NULL;
+    while (ctx->routes) {
+        struct img_route *next = ctx->routes->next;
+        free(ctx->routes);
+        ctx->routes = next;
+    }
+}

@@ -1,0 +1,716 @@
+/* Image data: PUT /v2/images/{id}/file (streamed upload) and
+ * GET /v2/images/{id}/file (streamed download, Range requests).
+ *
+ * Upload.  The image is claimed in one conditional UPDATE (queued → saving
+ * with a random upload token), so of two concurrent uploads exactly one
+ * wins and the other gets 409.  The body is received into one of two 1 MiB
+ * buffers while the other is written to the store and hashed on libuv's
+ * thread pool: one job writes and computes MD5, another computes SHA-512
+ * over the same bytes, so the two digests run in parallel and the loop
+ * stays free.  When both buffers are busy, reading from the socket pauses
+ * (back-pressure), so memory stays constant whatever the size.  The first
+ * bytes are kept for the disk format check (img_format.h).  At the end the
+ * store commits (fsync, rename) and the row becomes active with size,
+ * checksum, os_hash_value and virtual_size, in an UPDATE that names the
+ * upload token: if the image was deleted meanwhile the data is removed and
+ * the client gets 410.  Any failure (client gone, size limit, quota, format
+ * check, I/O) removes the temporary data and returns the image to queued,
+ * as Glance does, so the client can retry.
+ *
+ * Download.  The data is read in 256 KiB pieces, two in flight, each
+ * written to the socket before its buffer is reused. */
+#include "img_api.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arena.h"
+#include "auth_policy.h"
+#include "img_format.h"
+#include "img_hash.h"
+#include "img_store.h"
+#include "log.h"
+#include "util.h"
+
+#define UP_BATCH (1u << 20)
+#define DL_CHUNK (256u * 1024u)
+
+struct upload {
+    http_request *req;
+    struct img_ctx *ctx;
+    char id[37];
+    char nonce[33];
+    char disk_format[32];
+    struct img_store_writer *w;
+    struct img_hash *md5, *sha;
+    struct img_format_probe probe;
+    uint64_t received;
+    uint64_t cap;
+    bool cap_is_quota;
+    char *buf[2];
+    size_t len[2];
+    size_t size[2];
+    int fill;                  /* Buffer being filled. */
+    int proc;                  /* Buffer being processed, or -1. */
+    int inflight;              /* Thread-pool jobs running (0 to 2). */
+    int io_err;                /* Store write error (worker thread). */
+    bool paused;
+    bool body_ended;
+    bool finishing;
+    int body_status;
+    int fail_status;           /* HTTP status to answer on failure. */
+    char fail_msg[256];
+    uv_work_t job_md5, job_sha, job_commit;
+    int commit_rc;
+    char md5hex[IMG_MD5_HEX_SIZE];
+    char shahex[IMG_SHA512_HEX_SIZE];
+    int64_t virtual_size;
+};
+
+static void upload_pump(struct upload *up);
+
+static void
+upload_free(struct upload *up)
+{
+    if (!up)
+        return;
+    if (up->w)
+        up->ctx->store->ops->abort(up->w);
+    img_hash_free(up->md5);
+    img_hash_free(up->sha);
+    free(up->buf[0]);
+    free(up->buf[1]);
+    up->ctx->uploads_active--;
+    free(up);
+}
+
+static void
+upload_fail(struct upload *up, int status, const char *msg)
+{
+    if (up->fail_status)
+        return;
+    up->fail_status = status;
+    snprintf(up->fail_msg, sizeof up->fail_msg, "%s", msg);
+}
+
+/* ---- Thread-pool jobs. */
+
+static void
+job_write_md5(uv_work_t *w)
+{
+    struct upload *up = w->data;
+    const char *b = up->buf[up->proc];
+    size_t n = up->len[up->proc];
+    int rc = up->ctx->store->ops->write(up->w, b, n);
+    if (rc < 0)
+        up->io_err = rc;
+    img_hash_update(up->md5, b, n);
+}
+
+static void
+job_sha512(uv_work_t *w)
+{
+    struct upload *up = w->data;
+    img_hash_update(up->sha, up->buf[up->proc], up->len[up->proc]);
+}
+
+static void
+job_done(uv_work_t *w, int status)
+{
+    struct upload *up = w->data;
+    if (--up->inflight > 0)
+        return;
+    up->len[up->proc] = 0;
+    up->proc = -1;
+    if (up->io_err)
+        upload_fail(up, 500, "Writing the image data to the store failed.");
+    upload_pump(up);
+}
+
+static void
+dispatch(struct upload *up)
+{
+    up->proc = up->fill;
+    up->fill = 1 - up->fill;
+    up->inflight = 2;
+    up->job_md5.data = up->job_sha.data = up;
+    uv_queue_work(up->ctx->loop, &up->job_md5, job_write_md5, job_done);
+    uv_queue_work(up->ctx->loop, &up->job_sha, job_sha512, job_done);
+}
+
+/* ---- Ending an upload. */
+
+static void
+reset_done(int status, db_result *res, const struct db_error *err, void *arg)
+{
+    struct upload *up = arg;
+    if (status < 0)
+        log_warn("image", "image %s: cannot return it to queued after a failed upload: %s",
+                 up->id, err && err->message ? err->message : strerror(-status));
+    img_error(up->req, up->fail_status, "%s", up->fail_msg);
+    upload_free(up);
+}
+
+/* Removes the temporary data, returns the image to queued and answers. */
+static void
+upload_abandon(struct upload *up)
+{
+    struct img_ctx *ctx = up->ctx;
+    if (up->w) {
+        ctx->store->ops->abort(up->w);
+        up->w = NULL;
+    }
+    if (!up->fail_status)
+        upload_fail(up, 400, "The upload was interrupted.");
+    if (up->fail_status == 413 || up->fail_status == 400)
+        ctx->counters.uploads_rejected++;
+    else
+        ctx->counters.uploads_failed++;
+    log_info("image", "image %s: upload failed after %" PRIu64 " bytes (%d: %s)",
+             up->id, up->received, up->fail_status, up->fail_msg);
+    const char *p[2] = { up->id, up->nonce };
+    if (db_query(ctx->db, "UPDATE images SET status = 'queued', upload_token = NULL, "
+                 "updated_at = now() WHERE id = $1 AND upload_token = $2",
+                 2, p, reset_done, up) < 0)
+        reset_done(-ENOTCONN, NULL, NULL, up);
+}
+
+static void
+activated(int status, db_result *res, const struct db_error *err, void *arg)
+{
+    struct upload *up = arg;
+    struct img_ctx *ctx = up->ctx;
+    if (status < 0 || db_rows(res) == 0) {
+        /* Deleted during the upload (or the database failed): the data
+         * must not stay behind. */
+        int rc = ctx->store->ops->remove(ctx->store, up->id);
+        if (rc < 0)
+            log_warn("image", "image %s: cannot remove its data: %s", up->id, strerror(-rc));
+        ctx->counters.uploads_failed++;
+        if (status < 0) {
+            img_db_error(up->req, status, err);
+        } else {
+            log_info("image", "image %s was deleted during its upload", up->id);
+            img_error(up->req, 410, "Image %s could not be found after upload. The image "
+                      "may have been deleted during the upload.", up->id);
+        }
+        upload_free(up);
+        return;
+    }
+    ctx->counters.uploads_completed++;
+    log_info("image", "image %s: %" PRIu64 " bytes stored, md5 %s", up->id, up->received,
+             up->md5hex);
+    (void)http_respond(up->req, 204, NULL, NULL, 0);
+    upload_free(up);
+}
+
+static void
+job_commit_run(uv_work_t *w)
+{
+    struct upload *up = w->data;
+    up->commit_rc = up->ctx->store->ops->commit(up->w);
+}
+
+static void
+job_commit_done(uv_work_t *w, int status)
+{
+    struct upload *up = w->data;
+    up->w = NULL;              /* commit() freed the writer either way. */
+    if (up->commit_rc < 0) {
+        log_error("image", "image %s: cannot commit the data: %s", up->id,
+                  strerror(-up->commit_rc));
+        upload_fail(up, 500, "Storing the image data failed.");
+        upload_abandon(up);
+        return;
+    }
+    char size[24], vsize[24];
+    snprintf(size, sizeof size, "%" PRIu64, up->received);
+    snprintf(vsize, sizeof vsize, "%" PRId64, up->virtual_size);
+    const char *p[6] = { up->id, up->nonce, size, up->virtual_size >= 0 ? vsize : NULL,
+                         up->md5hex, up->shahex };
+    if (db_query(up->ctx->db, "UPDATE images SET status = 'active', size = $3, "
+                 "virtual_size = $4, checksum = $5, os_hash_algo = 'sha512', "
+                 "os_hash_value = $6, upload_token = NULL, updated_at = now() "
+                 "WHERE id = $1 AND upload_token = $2 RETURNING id",
+                 6, p, activated, up) < 0)
+        activated(-ENOTCONN, NULL, NULL, up);
+}
+
+static void
+upload_finish(struct upload *up)
+{
+    if (up->finishing)
+        return;
+    up->finishing = true;
+    if (up->body_status < 0 && !up->fail_status) {
+        if (up->body_status == -ETIMEDOUT)
+            upload_fail(up, 408, "The upload stalled.");
+        else
+            upload_fail(up, 400, "The upload was interrupted.");
+    }
+    if (up->fail_status) {
+        upload_abandon(up);
+        return;
+    }
+    img_hash_final_hex(up->md5, up->md5hex, sizeof up->md5hex);
+    img_hash_final_hex(up->sha, up->shahex, sizeof up->shahex);
+    const char *why = NULL;
+    if (img_format_check(&up->probe, up->disk_format, up->received, &up->virtual_size,
+                         &why) < 0) {
+        upload_fail(up, 400, why);
+        upload_abandon(up);
+        return;
+    }
+    up->job_commit.data = up;
+    uv_queue_work(up->ctx->loop, &up->job_commit, job_commit_run, job_commit_done);
+}
+
+/* Starts the next batch when the workers are idle, or ends the upload. */
+static void
+upload_pump(struct upload *up)
+{
+    if (up->inflight)
+        return;
+    bool stop = up->fail_status != 0;
+    size_t n = up->len[up->fill];
+    if (!stop && n > 0 && (n >= UP_BATCH || up->body_ended)) {
+        dispatch(up);
+        if (up->paused) {
+            up->paused = false;
+            http_req_resume(up->req);
+        }
+        return;
+    }
+    if (up->body_ended)
+        upload_finish(up);
+}
+
+static int
+on_data(http_request *req, const char *data, size_t len, void *arg)
+{
+    struct upload *up = arg;
+    if (up->fail_status)
+        return -ECANCELED;
+    if (up->received + len > up->cap) {
+        if (up->cap_is_quota)
+            upload_fail(up, 413, "The image would exceed the project's image storage quota.");
+        else
+            upload_fail(up, 413, "The image is larger than the maximum image size.");
+        return -EFBIG;
+    }
+    up->received += len;
+    up->ctx->counters.bytes_uploaded += len;
+    img_format_feed(&up->probe, data, len);
+    int f = up->fill;
+    if (up->len[f] + len > up->size[f]) {
+        size_t ns = up->len[f] + len;
+        char *nb = realloc(up->buf[f], ns);
+        if (!nb) {
+            upload_fail(up, 500, "Out of memory.");
+            return -ENOMEM;
+        }
+        up->buf[f] = nb;
+        up->size[f] = ns;
+    }
+    memcpy(up->buf[f] + up->len[f], data, len);
+    up->len[f] += len;
+    if (up->len[f] >= UP_BATCH) {
+        if (up->inflight) {
+            if (!up->paused) {
+                up->paused = true;
+                http_req_pause(req);
+            }
+        } else {
+            upload_pump(up);
+        }
+    }
+    return 0;
+}
+
+static void
+on_end(http_request *req, int status, void *arg)
+{
+    struct upload *up = arg;
+    up->body_ended = true;
+    up->body_status = status;
+    upload_pump(up);
+}
+
+static void
+claimed(http_request *req, struct img_req *ir, db_result *res, void *arg)
+{
+    struct upload *up = arg;
+    struct img_ctx *ctx = ir->ctx;
+    if (db_rows(res) == 0) {
+        ctx->counters.upload_conflicts++;
+        img_error(req, 409, "Image %s is not queued for upload: another upload is in "
+                  "progress or it already has data.", up->id);
+        upload_free(up);
+        return;
+    }
+    int rc = ctx->store->ops->open_write(ctx->store, up->id, up->nonce, &up->w);
+    if (rc == 0)
+        rc = http_req_read_body(req, on_data, on_end, up);
+    if (rc < 0) {
+        log_error("image", "image %s: cannot start the upload: %s", up->id, strerror(-rc));
+        upload_fail(up, 500, "The image store is unavailable.");
+        up->finishing = true;
+        upload_abandon(up);
+        return;
+    }
+    ctx->counters.uploads_started++;
+}
+
+static void
+claim_done(int status, db_result *res, const struct db_error *err, void *arg)
+{
+    struct upload *up = arg;
+    if (status < 0) {
+        img_db_error(up->req, status, err);
+        upload_free(up);
+        return;
+    }
+    claimed(up->req, img_req(up->req), res, up);
+}
+
+static void
+upload_loaded(http_request *req, struct img_req *ir, db_result *res, void *arg)
+{
+    struct img_ctx *ctx = ir->ctx;
+    if (db_rows(res) == 0) {
+        img_error(req, 404, "No image found with ID %s", http_req_param(req, "id"));
+        return;
+    }
+    const char *owner = db_getn(res, 0, "owner");
+    if (!img_may_modify(ir, owner) ||
+        auth_policy_check("image:upload", ir->tok, ir->admin ? NULL : owner, NULL) < 0) {
+        img_error(req, 403, "You are not permitted to upload data to this image.");
+        return;
+    }
+    const char *status = db_getn(res, 0, "status");
+    if (strcmp(status, "queued")) {
+        ctx->counters.upload_conflicts++;
+        img_error(req, 409, "Image status transition from %s to saving is not allowed.", status);
+        return;
+    }
+    const char *df = db_getn(res, 0, "disk_format"), *cf = db_getn(res, 0, "container_format");
+    if (!df || !cf) {
+        img_error(req, 400, "Properties disk_format, container_format must be set prior to "
+                  "saving data.");
+        return;
+    }
+    uint64_t cap = (uint64_t)ctx->max_image_size;
+    bool quota = false;
+    if (ctx->project_quota > 0) {
+        int64_t used = strtoll(db_getn(res, 0, "used"), NULL, 10);
+        int64_t left = ctx->project_quota - used;
+        if (left < 0)
+            left = 0;
+        if ((uint64_t)left < cap) {
+            cap = (uint64_t)left;
+            quota = true;
+        }
+    }
+    int64_t cl = http_req_content_length(req);
+    if (cl >= 0 && (uint64_t)cl > cap) {
+        ctx->counters.uploads_rejected++;
+        img_error(req, 413, quota ? "The image would exceed the project's image storage quota."
+                                  : "The image is larger than the maximum image size.");
+        return;
+    }
+    struct upload *up = calloc(1, sizeof *up);
+    if (up) {
+        up->buf[0] = malloc(UP_BATCH + 65536);
+        up->buf[1] = malloc(UP_BATCH + 65536);
+    }
+    if (!up || !up->buf[0] || !up->buf[1] || img_hash_new(IMG_HASH_MD5, &up->md5) < 0 ||
+        img_hash_new(IMG_HASH_SHA512, &up->sha) < 0) {
+        if (up) {
+            ctx->uploads_active++;
+            upload_free(up);
+        }
+        img_error(req, 500, "Out of memory.");
+        return;
+    }
+    ctx->uploads_active++;
+    up->size[0] = up->size[1] = UP_BATCH + 65536;
+    up->req = req;
+    up->ctx = ctx;
+    up->proc = -1;
+    up->cap = cap;
+    up->cap_is_quota = quota;
+    snprintf(up->id, sizeof up->id, "%s", db_getn(res, 0, "id"));
+    snprintf(up->disk_format, sizeof up->disk_format, "%s", df);
+    util_uuid4_hex(up->nonce);
+    const char *p[2] = { up->id, up->nonce };
+    int rc = db_query(ctx->db, "UPDATE images SET status = 'saving', upload_token = $2, "
+                      "updated_at = now() WHERE id = $1 AND status = 'queued' RETURNING id",
+                      2, p, claim_done, up);
+    if (rc < 0) {
+        img_db_error(req, rc, NULL);
+        upload_free(up);
+    }
+}
+
+static void
+image_upload(http_request *req, struct img_req *ir)
+{
+    const char *id = http_req_param(req, "id");
+    if (auth_policy_check("image:upload", ir->tok, NULL, NULL) < 0 && !ir->admin) {
+        img_error(req, 403, "You are not authorized to upload image data.");
+        return;
+    }
+    if (!id || !util_is_uuid(id)) {
+        img_error(req, 404, "No image found with ID %s", id ? id : "");
+        return;
+    }
+    struct arena *mem = http_req_arena(req);
+    const char **p = arena_zalloc(mem, 2 * sizeof *p);
+    p[0] = id;
+    p[1] = ir->project;
+    const char *used = "(SELECT coalesce(sum(o.size), 0) FROM images o "
+                       "WHERE o.owner = i.owner AND o.id <> i.id) AS used";
+    if (ir->admin) {
+        img_query(req, arena_printf(mem, "SELECT " IMG_COLUMNS ", %s FROM images i "
+                                    "WHERE i.id = $1", used), 1, p, upload_loaded, NULL);
+        return;
+    }
+    char *sql = arena_printf(mem, "SELECT " IMG_COLUMNS ", %s FROM images i WHERE i.id = $1 "
+                             "AND " IMG_VISIBLE_SQL, used, 2, 2);
+    img_query(req, sql, 2, p, upload_loaded, NULL);
+}
+
+/* ---- Download. */
+
+struct download;
+
+struct dl_slot {
+    struct download *dl;
+    char *buf;
+    bool busy;
+};
+
+struct download {
+    http_request *req;
+    struct img_ctx *ctx;
+    struct img_store_reader *r;
+    uint64_t off, end;
+    struct dl_slot slot[2];
+    int busy;
+    bool failed;
+    bool ended;
+};
+
+static void
+download_end(struct download *dl)
+{
+    if (dl->ended)
+        return;
+    dl->ended = true;
+    (void)http_resp_end(dl->req);
+    dl->ctx->store->ops->close_read(dl->r);
+    dl->ctx->downloads_active--;
+    free(dl->slot[0].buf);
+    free(dl->slot[1].buf);
+    free(dl);
+}
+
+static void download_pump(struct download *dl);
+
+static void
+dl_written(http_request *req, int status, void *arg)
+{
+    struct dl_slot *s = arg;
+    struct download *dl = s->dl;
+    s->busy = false;
+    dl->busy--;
+    if (status < 0)
+        dl->failed = true;
+    download_pump(dl);
+}
+
+/* Reads and sends pieces while a buffer is free; ends the answer once all
+ * is sent (or the client went away). */
+static void
+download_pump(struct download *dl)
+{
+    for (int i = 0; i < 2 && !dl->failed && dl->off < dl->end; i++) {
+        struct dl_slot *s = &dl->slot[i];
+        if (s->busy)
+            continue;
+        uint64_t want = dl->end - dl->off;
+        if (want > DL_CHUNK)
+            want = DL_CHUNK;
+        ssize_t n = dl->ctx->store->ops->read(dl->r, s->buf, (size_t)want, dl->off);
+        if (n <= 0) {
+            log_error("image", "%s: image data ends early or cannot be read (%zd)",
+                      http_req_path(dl->req), n);
+            dl->failed = true;
+            break;
+        }
+        dl->off += (uint64_t)n;
+        dl->ctx->counters.bytes_downloaded += (uint64_t)n;
+        s->busy = true;
+        dl->busy++;
+        if (http_resp_write(dl->req, s->buf, (size_t)n, dl_written, s) < 0) {
+            s->busy = false;
+            dl->busy--;
+            dl->failed = true;
+        }
+    }
+    if (dl->busy == 0 && (dl->failed || dl->off >= dl->end))
+        download_end(dl);
+}
+
+/* Parses a single "bytes=a-b", "bytes=a-" or "bytes=-n" range.  Returns 1
+ * with [*from, *to) set, 0 to ignore the header, -1 when unsatisfiable. */
+static int
+parse_range(const char *h, uint64_t size, uint64_t *from, uint64_t *to)
+{
+    if (!h || strncmp(h, "bytes=", 6) || strchr(h, ','))
+        return 0;
+    const char *s = h + 6;
+    char *end;
+    if (*s == '-') {
+        unsigned long long n = strtoull(s + 1, &end, 10);
+        if (end == s + 1 || *end)
+            return 0;
+        if (n == 0 || size == 0)
+            return -1;
+        *from = n >= size ? 0 : size - n;
+        *to = size;
+        return 1;
+    }
+    unsigned long long a = strtoull(s, &end, 10);
+    if (end == s || *end != '-')
+        return 0;
+    s = end + 1;
+    unsigned long long b = size ? size - 1 : 0;
+    if (*s) {
+        b = strtoull(s, &end, 10);
+        if (*end || b < a)
+            return 0;
+        if (b >= size)
+            b = size - 1;
+    }
+    if (a >= size)
+        return -1;
+    *from = a;
+    *to = b + 1;
+    return 1;
+}
+
+static void
+download_loaded(http_request *req, struct img_req *ir, db_result *res, void *arg)
+{
+    struct img_ctx *ctx = ir->ctx;
+    if (db_rows(res) == 0) {
+        img_error(req, 404, "No image found with ID %s", http_req_param(req, "id"));
+        return;
+    }
+    const char *owner = db_getn(res, 0, "owner");
+    const char *vis = db_getn(res, 0, "visibility");
+    const char *target = (!strcmp(vis, "public") || !strcmp(vis, "community") ||
+                          strcmp(owner, ir->project)) ? NULL : owner;
+    if (auth_policy_check("image:download", ir->tok, target, NULL) < 0) {
+        img_error(req, 403, "You are not authorized to download this image.");
+        return;
+    }
+    const char *status = db_getn(res, 0, "status");
+    if (!strcmp(status, "deactivated") && !ir->admin) {
+        img_error(req, 403, "The requested image has been deactivated. Image data download "
+                  "is forbidden.");
+        return;
+    }
+    if (strcmp(status, "active") && strcmp(status, "deactivated")) {
+        (void)http_respond(req, 204, NULL, NULL, 0);
+        return;
+    }
+    const char *id = db_getn(res, 0, "id");
+    struct img_store_reader *r = NULL;
+    uint64_t size = 0;
+    int rc = ctx->store->ops->open_read(ctx->store, id, &r, &size);
+    if (rc < 0) {
+        log_error("image", "image %s is %s but its data cannot be opened: %s", id, status,
+                  strerror(-rc));
+        img_error(req, rc == -ENOENT ? 404 : 500, "The image data is not available.");
+        return;
+    }
+    uint64_t from = 0, to = size;
+    int rr = parse_range(http_req_header(req, "range"), size, &from, &to);
+    struct arena *mem = http_req_arena(req);
+    if (rr < 0) {
+        ctx->store->ops->close_read(r);
+        http_resp_header(req, "Content-Range", arena_printf(mem, "bytes */%" PRIu64, size));
+        img_error(req, 416, "The requested range is not satisfiable.");
+        return;
+    }
+    struct download *dl = calloc(1, sizeof *dl);
+    if (dl) {
+        dl->slot[0].buf = malloc(DL_CHUNK);
+        dl->slot[1].buf = malloc(DL_CHUNK);
+    }
+    if (!dl || !dl->slot[0].buf || !dl->slot[1].buf) {
+        if (dl) {
+            free(dl->slot[0].buf);
+            free(dl->slot[1].buf);
+            free(dl);
+        }
+        ctx->store->ops->close_read(r);
+        img_error(req, 500, "Out of memory.");
+        return;
+    }
+    dl->req = req;
+    dl->ctx = ctx;
+    dl->r = r;
+    dl->off = from;
+    dl->end = to;
+    dl->slot[0].dl = dl->slot[1].dl = dl;
+    ctx->downloads_active++;
+    ctx->counters.downloads++;
+    const char *checksum = db_getn(res, 0, "checksum");
+    if (checksum && rr == 0)
+        http_resp_header(req, "Content-MD5", checksum);
+    if (rr > 0)
+        http_resp_header(req, "Content-Range", arena_printf(mem, "bytes %" PRIu64 "-%" PRIu64
+                                                              "/%" PRIu64, from, to - 1, size));
+    http_resp_header(req, "Accept-Ranges", "bytes");
+    if (http_resp_start(req, rr > 0 ? 206 : 200, "application/octet-stream",
+                        (int64_t)(to - from)) < 0) {
+        dl->failed = true;
+    }
+    download_pump(dl);
+}
+
+static void
+image_download(http_request *req, struct img_req *ir)
+{
+    const char *id = http_req_param(req, "id");
+    if (!id || !util_is_uuid(id)) {
+        img_error(req, 404, "No image found with ID %s", id ? id : "");
+        return;
+    }
+    struct arena *mem = http_req_arena(req);
+    const char **p = arena_zalloc(mem, 2 * sizeof *p);
+    p[0] = id;
+    p[1] = ir->project;
+    if (ir->admin) {
+        img_query(req, "SELECT " IMG_COLUMNS " FROM images i WHERE i.id = $1", 1, p,
+                  download_loaded, NULL);
+        return;
+    }
+    char *sql = arena_printf(mem, "SELECT " IMG_COLUMNS " FROM images i WHERE i.id = $1 AND "
+                             IMG_VISIBLE_SQL, 2, 2);
+    img_query(req, sql, 2, p, download_loaded, NULL);
+}
+
+void
+img_data_register(struct img_ctx *ctx)
+{
+    struct http_route_opts stream = { .flags = HTTP_ROUTE_STREAM, .max_body_bytes = 0 };
+    img_route(ctx, "PUT", "/v2/images/{id}/file", image_upload, true, &stream);
+    img_route(ctx, "GET", "/v2/images/{id}/file", image_download, true, NULL);
+}

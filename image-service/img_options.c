@@ -1,0 +1,115 @@
+#include "img_options.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "util.h"
+
+const struct conf_option img_options[] = {
+    /* [image]: nimbus-image's own options.  The same rows belong in
+     * nimbus-api's table (api-server/options.c). */
+    { "image", "host", CONF_STR, "127.0.0.1", 0, 0,
+      "Address nimbus-image (the Image API, Glance v2 compatible) binds to "
+      "(IPv4 or IPv6 literal)." },
+    { "image", "port", CONF_INT, "9292", 0, 65535,
+      "Port of the Image API (0 picks a free port, for tests)." },
+    { "image", "public_url", CONF_STR, "", 0, 0,
+      "Base URL of the Image API in the links it hands out (version "
+      "documents), for example http://ctl:9292.  Empty: from the request's "
+      "Host header." },
+    { "image", "store_dir", CONF_STR, "/var/lib/nimbus/images", 0, 0,
+      "Directory of the filesystem image store: one file per image, "
+      "uploads written under a temporary name and renamed when complete." },
+    { "image", "max_image_size", CONF_INT, "1099511627776", 1, 9223372036854775807L,
+      "Largest image in bytes; larger uploads get 413." },
+    { "image", "project_quota_bytes", CONF_INT, "0", 0, 9223372036854775807L,
+      "Total bytes of image data one project may store; 0 means no limit. "
+      "Uploads beyond get 413." },
+    { "image", "max_connections", CONF_INT, "10000", 1, 1000000,
+      "Open client connections; more are refused." },
+    { "image", "body_timeout", CONF_INT, "60", 1, 86400,
+      "Seconds an upload may stall between two pieces of data." },
+    /* [api]: nimbus-api's, accepted so that both daemons share one file. */
+    { "api", "host", CONF_STR, "127.0.0.1", 0, 0,
+      "Address the API listeners bind to (IPv4 or IPv6 literal)." },
+    { "api", "public_host", CONF_STR, "", 0, 0,
+      "Host name or address used in the URLs the API hands out." },
+    { "api", "identity_port", CONF_INT, "5000", 1, 65535,
+      "Port of the Identity (Keystone v3 compatible) API." },
+    { "api", "compute_port", CONF_INT, "8774", 1, 65535,
+      "Port of the Compute (Nova v2.1 compatible) API." },
+    { "api", "network_port", CONF_INT, "9696", 1, 65535,
+      "Port of the Network (Neutron v2.0 compatible) API." },
+    { "api", "workers", CONF_INT, "1", 1, 64,
+      "Number of API processes sharing the ports (SO_REUSEPORT)." },
+    { "api", "max_connections", CONF_INT, "10000", 1, 1000000,
+      "Open client connections per process and listener; more are refused." },
+    { "api", "max_header_bytes", CONF_INT, "16384", 1024, 1048576,
+      "Largest request line plus headers; larger requests get 431." },
+    { "api", "max_body_bytes", CONF_INT, "1048576", 1024, 1073741824,
+      "Largest JSON request body; larger requests get 413." },
+    { "api", "header_timeout", CONF_INT, "10", 1, 3600,
+      "Seconds a client has to send a complete request head." },
+    { "api", "idle_timeout", CONF_INT, "60", 1, 86400,
+      "Seconds an idle keep-alive connection is kept open." },
+    /* [database] */
+    { "database", "connection", CONF_STR,
+      "host=/var/run/postgresql dbname=nimbus user=nimbus", 0, 0,
+      "libpq connection string of the Nimbus database." },
+    { "database", "pool_size", CONF_INT, "4", 1, 256,
+      "Database connections per process for queries (one more is used for "
+      "LISTEN/NOTIFY)." },
+    { "database", "query_timeout", CONF_INT, "30", 1, 3600,
+      "Seconds after which a database query is abandoned." },
+    /* [identity] */
+    { "identity", "key_dir", CONF_STR, "/etc/nimbus/keys", 0, 0,
+      "Directory of the token signing keys; nimbus-image needs only the "
+      "public keys (.pub files)." },
+    { "identity", "token_expiration", CONF_INT, "3600", 60, 604800,
+      "Lifetime of issued tokens in seconds." },
+    { "identity", "region", CONF_STR, "RegionOne", 0, 0,
+      "Region name used in the service catalog." },
+    { "identity", "password_opslimit", CONF_INT, "2", 1, 64,
+      "Argon2id passes for new password hashes." },
+    { "identity", "password_memlimit_kib", CONF_INT, "65536", 8, 4194304,
+      "Argon2id memory for new password hashes in KiB." },
+    { "identity", "max_failed_logins_per_user", CONF_INT, "5", 1, 100000,
+      "Failed logins allowed per user name within 'failed_login_window'." },
+    { "identity", "max_failed_logins_per_address", CONF_INT, "20", 1, 1000000,
+      "Failed logins allowed per client address within "
+      "'failed_login_window'." },
+    { "identity", "failed_login_window", CONF_INT, "60", 1, 86400,
+      "Window in seconds for the failed-login limits." },
+    /* [log] */
+    { "log", "level", CONF_STR, "info", 0, 0,
+      "Minimum level logged to stderr: debug, info, warn or error." },
+};
+
+const size_t img_options_count = ARRAY_SIZE(img_options);
+
+struct conf *
+img_config_load(const char *path)
+{
+    char err[512];
+    struct conf *c = conf_new(img_options, img_options_count);
+    const char *p = path ? path : IMG_DEFAULT_CONFIG;
+    if (!path && access(p, F_OK) < 0 && errno == ENOENT)
+        return c;
+    if (conf_load(c, p, err, sizeof err) < 0) {
+        fprintf(stderr, "configuration error: %s\n", err);
+        conf_free(c);
+        return NULL;
+    }
+    enum log_level lvl;
+    if (log_level_parse(conf_str(c, "log", "level"), &lvl) < 0) {
+        fprintf(stderr, "configuration error: %s: option [log] level: '%s' "
+                "is not one of debug, info, warn, error\n", p,
+                conf_str(c, "log", "level"));
+        conf_free(c);
+        return NULL;
+    }
+    return c;
+}

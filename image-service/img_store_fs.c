@@ -1,0 +1,253 @@
+/* The filesystem image store: one file per image, named by its id, in one
+ * directory.  An upload goes to ".upload-<id>-<nonce>" in the same
+ * directory, is fsynced and renamed over the final name only when complete,
+ * so a reader never sees partial data and a crash leaves only temporary
+ * files, which sweep() removes at start-up. */
+#include "img_store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define TMP_PREFIX ".upload-"
+
+struct fs_store {
+    struct img_store base;
+    char *dir;
+    int dirfd;
+};
+
+struct img_store_writer {
+    struct fs_store *s;
+    int fd;
+    uint64_t off;
+    char tmp[PATH_MAX];
+    char final[PATH_MAX];
+};
+
+struct img_store_reader {
+    int fd;
+};
+
+static bool
+safe_name(const char *s)
+{
+    if (!*s || strlen(s) > 128)
+        return false;
+    for (; *s; s++)
+        if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'z') ||
+              (*s >= 'A' && *s <= 'Z') || *s == '-'))
+            return false;
+    return true;
+}
+
+static int
+fs_open_write(struct img_store *base, const char *image_id, const char *nonce,
+              struct img_store_writer **out)
+{
+    struct fs_store *s = (struct fs_store *)base;
+    if (!safe_name(image_id) || !safe_name(nonce))
+        return -EINVAL;
+    struct img_store_writer *w = calloc(1, sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    w->s = s;
+    snprintf(w->tmp, sizeof w->tmp, TMP_PREFIX "%s-%s", image_id, nonce);
+    snprintf(w->final, sizeof w->final, "%s", image_id);
+    w->fd = openat(s->dirfd, w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+    if (w->fd < 0) {
+        int e = errno;
+        free(w);
+        return -e;
+    }
+    *out = w;
+    return 0;
+}
+
+static int
+fs_write(struct img_store_writer *w, const void *data, size_t len)
+{
+    const char *p = data;
+    while (len) {
+        ssize_t n = pwrite(w->fd, p, len, (off_t)w->off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += n;
+        len -= (size_t)n;
+        w->off += (uint64_t)n;
+    }
+    return 0;
+}
+
+static void
+fs_abort(struct img_store_writer *w)
+{
+    if (!w)
+        return;
+    if (w->fd >= 0)
+        close(w->fd);
+    unlinkat(w->s->dirfd, w->tmp, 0);
+    free(w);
+}
+
+static int
+fs_commit(struct img_store_writer *w)
+{
+    int rc = 0;
+    if (fdatasync(w->fd) < 0)
+        rc = -errno;
+    if (close(w->fd) < 0 && !rc)
+        rc = -errno;
+    w->fd = -1;
+    if (!rc && renameat(w->s->dirfd, w->tmp, w->s->dirfd, w->final) < 0)
+        rc = -errno;
+    if (!rc && fsync(w->s->dirfd) < 0)
+        rc = -errno;
+    if (rc) {
+        fs_abort(w);
+        return rc;
+    }
+    free(w);
+    return 0;
+}
+
+static int
+fs_open_read(struct img_store *base, const char *image_id,
+             struct img_store_reader **out, uint64_t *size)
+{
+    struct fs_store *s = (struct fs_store *)base;
+    if (!safe_name(image_id))
+        return -EINVAL;
+    int fd = openat(s->dirfd, image_id, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    struct img_store_reader *r = malloc(sizeof *r);
+    if (!r) {
+        close(fd);
+        return -ENOMEM;
+    }
+    r->fd = fd;
+    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    *size = (uint64_t)st.st_size;
+    *out = r;
+    return 0;
+}
+
+static ssize_t
+fs_read(struct img_store_reader *r, void *buf, size_t len, uint64_t off)
+{
+    for (;;) {
+        ssize_t n = pread(r->fd, buf, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        return n < 0 ? -errno : n;
+    }
+}
+
+static void
+fs_close_read(struct img_store_reader *r)
+{
+    if (!r)
+        return;
+    close(r->fd);
+    free(r);
+}
+
+static int
+fs_remove(struct img_store *base, const char *image_id)
+{
+    struct fs_store *s = (struct fs_store *)base;
+    if (!safe_name(image_id))
+        return -EINVAL;
+    if (unlinkat(s->dirfd, image_id, 0) < 0 && errno != ENOENT)
+        return -errno;
+    return 0;
+}
+
+static int
+fs_sweep(struct img_store *base)
+{
+    struct fs_store *s = (struct fs_store *)base;
+    int fd = openat(s->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (!strncmp(de->d_name, TMP_PREFIX, strlen(TMP_PREFIX)) &&
+            unlinkat(s->dirfd, de->d_name, 0) == 0)
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+static void
+fs_free(struct img_store *base)
+{
+    struct fs_store *s = (struct fs_store *)base;
+    if (!s)
+        return;
+    if (s->dirfd >= 0)
+        close(s->dirfd);
+    free(s->dir);
+    free(s);
+}
+
+static const struct img_store_ops fs_ops = {
+    .name = "filesystem",
+    .open_write = fs_open_write,
+    .write = fs_write,
+    .commit = fs_commit,
+    .abort = fs_abort,
+    .open_read = fs_open_read,
+    .read = fs_read,
+    .close_read = fs_close_read,
+    .remove = fs_remove,
+    .sweep = fs_sweep,
+    .free = fs_free,
+};
+
+int
+img_store_fs_new(const char *dir, struct img_store **out)
+{
+    if (!dir || !*dir)
+        return -EINVAL;
+    if (mkdir(dir, 0750) < 0 && errno != EEXIST)
+        return -errno;
+    struct fs_store *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    s->base.ops = &fs_ops;
+    s->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    s->dir = strdup(dir);
+    if (s->dirfd < 0 || !s->dir) {
+        int e = s->dirfd < 0 ? errno : ENOMEM;
+        fs_free(&s->base);
+        return -e;
+    }
+    *out = &s->base;
+    return 0;
+}

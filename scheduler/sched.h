@@ -1,0 +1,189 @@
+/* nimbus-scheduler: the placement decision (hosts, filters, weighers) and
+ * the database cycle that takes build requests and claims resources.
+ *
+ * The decision part (sched_hosts, sched_filters, sched_weighers,
+ * sched_select) is pure C over an in-memory view of the hosts: no I/O, so
+ * tests drive it directly.  sched_cycle does the I/O with a synchronous
+ * database connection and is run on a worker thread by main.c. */
+#ifndef NIMBUS_SCHED_H
+#define NIMBUS_SCHED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "db.h"
+
+#define SCHED_NAME_MAX 255
+#define SCHED_MAX_FILTERS 16
+#define SCHED_MAX_WEIGHERS 16
+/* Most instance uuids in a same_host/different_host hint and most group
+ * member hosts considered. */
+#define SCHED_MAX_LIST 256
+
+/* One hypervisor host (a compute_nodes row). */
+struct sched_host {
+    int64_t id;
+    char host[SCHED_NAME_MAX + 1];
+    char node[SCHED_NAME_MAX + 1];
+    char az[SCHED_NAME_MAX + 1];
+    char hypervisor_type[64];
+    char architecture[32];
+    int64_t vcpus, memory_mb, local_gb, reserved_memory_mb;
+    int64_t vcpus_used, memory_mb_used, local_gb_used, running_vms;
+    double cpu_ratio, ram_ratio, disk_ratio, load;
+    int64_t build_failures;
+    bool disabled, forced_down;
+    time_t last_heartbeat;        /* 0 when never. */
+    bool present;                 /* False once deleted from the table. */
+};
+
+/* The view of every host, kept fresh from compute_nodes. */
+struct sched_hosts {
+    struct sched_host *v;
+    size_t n, cap;
+};
+
+void sched_hosts_free(struct sched_hosts *h);
+/* Inserts or replaces the hosts of a result whose columns, from 'col', are
+ * those of SCHED_HOST_COLUMNS (rows whose id is NULL are skipped).
+ * Returns 0 or -ENOMEM. */
+int sched_hosts_update(struct sched_hosts *h, const db_result *r, int col)
+    __attribute__((warn_unused_result));
+/* The host with this id, or NULL. */
+struct sched_host *sched_hosts_find(struct sched_hosts *h, int64_t id);
+
+#define SCHED_HOST_COLUMNS \
+    "id, host, hypervisor_hostname, availability_zone, hypervisor_type, architecture," \
+    " vcpus, memory_mb, local_gb, reserved_host_memory_mb, vcpus_used, memory_mb_used," \
+    " local_gb_used, running_vms, cpu_allocation_ratio, ram_allocation_ratio," \
+    " disk_allocation_ratio, load, build_failures, disabled, forced_down," \
+    " coalesce(extract(epoch FROM last_heartbeat)::bigint, 0) AS heartbeat"
+
+/* What one build request asks for (from build_requests.spec). */
+struct sched_request {
+    char instance[37];
+    int64_t vcpus, memory_mb, disk_gb;
+    char az[SCHED_NAME_MAX + 1];           /* "" = any. */
+    char force_host[SCHED_NAME_MAX + 1];   /* "" = none. */
+    char group[37];                        /* "" = none. */
+    char group_policy[32];
+    char hypervisor_type[64];              /* Image property, "" = any. */
+    char architecture[32];                 /* Image property, "" = any. */
+    /* Hosts of the group's other members, and of the same_host /
+     * different_host instances (filled from the database). */
+    char group_hosts[SCHED_MAX_LIST][SCHED_NAME_MAX + 1];
+    size_t n_group_hosts;
+    char same_hosts[SCHED_MAX_LIST][SCHED_NAME_MAX + 1];
+    size_t n_same_hosts;
+    char diff_hosts[SCHED_MAX_LIST][SCHED_NAME_MAX + 1];
+    size_t n_diff_hosts;
+    /* Instance uuids from the hints (resolved to hosts by the cycle). */
+    char same_ids[SCHED_MAX_LIST][37];
+    size_t n_same_ids;
+    char diff_ids[SCHED_MAX_LIST][37];
+    size_t n_diff_ids;
+};
+
+/* Parses a build request spec (JSON text) into 'rq' (zeroed by the
+ * caller; large: allocate it on the heap); returns 0 or -EINVAL. */
+int sched_request_parse(struct sched_request *rq, const char *instance, const char *spec)
+    __attribute__((warn_unused_result));
+
+/* Settings of the decision (the [scheduler] section). */
+struct sched_policy {
+    time_t now;
+    int service_down_time;            /* Seconds without heartbeat → dead. */
+    double ram_multiplier, cpu_multiplier, disk_multiplier, instances_multiplier;
+    double failure_multiplier, load_multiplier, soft_group_multiplier;
+    int host_subset_size;             /* Pick at random among the best N. */
+};
+
+/* A filter keeps a host (true) or removes it. */
+struct sched_filter {
+    const char *name;
+    const char *help;
+    bool (*pass)(const struct sched_host *h, const struct sched_request *rq,
+                 const struct sched_policy *pol);
+};
+
+/* A weigher gives a raw score; higher is better.  Scores are normalised to
+ * [0, 1] over the candidates and multiplied by 'multiplier' of the policy. */
+struct sched_weigher {
+    const char *name;
+    const char *help;
+    double (*weigh)(const struct sched_host *h, const struct sched_request *rq);
+    double (*multiplier)(const struct sched_policy *pol);
+};
+
+const struct sched_filter *sched_filter_find(const char *name);
+const struct sched_weigher *sched_weigher_find(const char *name);
+/* The tables, for documentation and tests. */
+extern const struct sched_filter sched_filters[];
+extern const size_t sched_filters_count;
+extern const struct sched_weigher sched_weighers[];
+extern const size_t sched_weighers_count;
+
+/* The configured pipeline. */
+struct sched_pipeline {
+    const struct sched_filter *filters[SCHED_MAX_FILTERS];
+    size_t n_filters;
+    const struct sched_weigher *weighers[SCHED_MAX_WEIGHERS];
+    size_t n_weighers;
+};
+
+/* Builds a pipeline from comma-separated names; on an unknown name returns
+ * -EINVAL and names it in 'err'. */
+int sched_pipeline_parse(struct sched_pipeline *p, const char *filters, const char *weighers,
+                         char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* The outcome of filtering: which filter left how many hosts. */
+struct sched_trace {
+    size_t start;
+    size_t left[SCHED_MAX_FILTERS];
+};
+
+/* Fills 'out' (room for hosts->n entries) with the candidate hosts in
+ * order of preference and returns how many; 'trace' says how many hosts
+ * each filter left.  'rnd' is a random number for the subset choice. */
+size_t sched_select(const struct sched_pipeline *p, const struct sched_policy *pol,
+                    const struct sched_hosts *hosts, const struct sched_request *rq,
+                    struct sched_host **out, struct sched_trace *trace, unsigned rnd);
+
+/* Formats the fault message for a request no host could take. */
+void sched_trace_format(const struct sched_pipeline *p, const struct sched_trace *t,
+                        char *buf, size_t len);
+
+/* ---- The database cycle. */
+
+struct sched_counters {
+    uint64_t placed, no_valid_host, lost_races, cycles, leased, errors;
+};
+
+struct sched_ctx {
+    db_conn *conn;
+    char name[SCHED_NAME_MAX + 1];    /* This scheduler's service host name. */
+    struct sched_pipeline pipeline;
+    struct sched_policy policy;
+    int batch_size;
+    int lease_seconds;
+    int max_attempts;
+    struct sched_hosts hosts;
+    bool hosts_loaded;
+    struct sched_counters counters;
+    unsigned seed;
+};
+
+/* Loads (or reloads) every host.  Returns 0 or a negative errno. */
+int sched_load_hosts(struct sched_ctx *s) __attribute__((warn_unused_result));
+/* Reloads the hosts with these ids. */
+int sched_refresh_hosts(struct sched_ctx *s, const int64_t *ids, size_t n)
+    __attribute__((warn_unused_result));
+/* Takes up to batch_size requests and places each.  Returns the number of
+ * requests handled (placed or failed), or a negative errno. */
+int sched_cycle(struct sched_ctx *s) __attribute__((warn_unused_result));
+/* Records this scheduler's heartbeat in scheduler_services. */
+int sched_heartbeat(struct sched_ctx *s) __attribute__((warn_unused_result));
+
+#endif

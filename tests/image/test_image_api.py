@@ -1,0 +1,634 @@
+"""nimbus-image through its HTTP API: create, upload, download, list,
+update, delete, visibility, members, format checks, concurrency and
+failure clean-up, against a real nimbus-api, nimbus-image and PostgreSQL."""
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import unittest
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import image_test as it  # noqa: E402
+
+QEMU_IMG = shutil.which('qemu-img')
+PATCH = {'Content-Type': 'application/openstack-images-v2.1-json-patch'}
+
+
+def glance_error(test, body, status):
+    test.assertIsInstance(body, dict, body)
+    test.assertEqual(set(body), {'message', 'code', 'title'}, body)
+    test.assertTrue(body['code'].startswith(str(status)), body)
+
+
+class ImageAPI(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.c = it.ImageCloud()
+        cls.admin = cls.c.admin_token()
+        cls.pa, cls.ta = cls.c.make_project_user('proj-a')
+        cls.pb, cls.tb = cls.c.make_project_user('proj-b')
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.c.stop_image()
+        log = cls.c.image_log_tail(80)
+        cls.c.close()
+        if rc != 0:
+            raise AssertionError(f'nimbus-image exited with {rc} (sanitizer report?):\n{log}')
+
+    # ---- Discovery, auth, health.
+
+    def test_versions_and_auth(self):
+        st, h, b = self.c.request('image', 'GET', '/')
+        self.assertEqual(st, 300)
+        ids = [v['id'] for v in b['versions']]
+        self.assertIn('v2.0', ids)
+        self.assertEqual(b['versions'][0]['status'], 'CURRENT')
+        self.assertTrue(b['versions'][0]['links'][0]['href'].endswith('/v2/'))
+        st, _, b = self.c.request('image', 'GET', '/v2')
+        self.assertEqual(st, 200)
+        st, _, b = self.c.request('image', 'GET', '/v2/images')
+        self.assertEqual(st, 401)
+        glance_error(self, b, 401)
+        st, _, b = self.c.request('image', 'GET', '/v2/images', headers={'X-Auth-Token': 'junk'})
+        self.assertEqual(st, 401)
+        st, _, b = self.c.request('image', 'GET', '/healthz')
+        self.assertEqual((st, b['status']), (200, 'ok'))
+        st, _, b = self.c.request('image', 'GET', '/metrics', raw=True)
+        self.assertEqual(st, 200)
+        self.assertIn(b'nimbus_image_uploads_total', b)
+        st, _, b = self.c.img('GET', '/v2/schemas/image', self.ta)
+        self.assertEqual(st, 200)
+        self.assertIn('visibility', b['properties'])
+        st, _, b = self.c.img('GET', '/v2/schemas/images', self.ta)
+        self.assertEqual(st, 200)
+
+    def test_revoked_token_refused(self):
+        pid, tok = self.c.make_project_user('revoke')
+        st, _, _ = self.c.img('GET', '/v2/images', tok)
+        self.assertEqual(st, 200)
+        st, _, _ = self.c.request('identity', 'DELETE', '/v3/auth/tokens',
+                                  headers={'X-Auth-Token': self.admin, 'X-Subject-Token': tok})
+        self.assertEqual(st, 204)
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            st, _, _ = self.c.img('GET', '/v2/images', tok)
+            if st == 401:
+                break
+            time.sleep(0.05)
+        self.assertEqual(st, 401)
+
+    # ---- Create, upload, download.
+
+    def test_create_upload_download(self):
+        img = self.c.create_image(self.ta, name='cud', os_distro='debian', tags=['t1'],
+                                  min_ram=64)
+        self.assertEqual(img['status'], 'queued')
+        for k in ('checksum', 'os_hash_algo', 'os_hash_value', 'size', 'virtual_size'):
+            self.assertIsNone(img[k])
+        self.assertEqual(img['os_distro'], 'debian')
+        self.assertEqual(img['owner'], self.pa)
+        self.assertEqual(img['locations'], [])
+        self.assertEqual(img['self'], f"/v2/images/{img['id']}")
+        self.assertEqual(img['file'], f"/v2/images/{img['id']}/file")
+        self.assertEqual(img['schema'], '/v2/schemas/image')
+        self.assertRegex(img['created_at'], r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$')
+        self.assertFalse(img['os_hidden'])
+        iid = img['id']
+        st, _, _ = self.c.img('GET', f'/v2/images/{iid}/file', self.ta, raw=True)
+        self.assertEqual(st, 204)
+        data = os.urandom((5 << 20) + 12345)
+        st, b = self.c.upload(self.ta, iid, data)
+        self.assertEqual(st, 204, b)
+        st, _, b = self.c.img('GET', f'/v2/images/{iid}', self.ta)
+        self.assertEqual(b['status'], 'active')
+        self.assertEqual(b['size'], len(data))
+        self.assertEqual(b['virtual_size'], len(data))
+        self.assertEqual(b['checksum'], it.md5(data))
+        self.assertEqual(b['os_hash_algo'], 'sha512')
+        self.assertEqual(b['os_hash_value'], it.sha512(data))
+        st, h, body = self.c.img('GET', f'/v2/images/{iid}/file', self.ta, raw=True)
+        self.assertEqual(st, 200)
+        self.assertEqual(body, data)
+        self.assertEqual(h['content-md5'], it.md5(data))
+        st, h, body = self.c.img('GET', f'/v2/images/{iid}/file', self.ta, raw=True,
+                                 headers={'Range': 'bytes=100-199'})
+        self.assertEqual(st, 206)
+        self.assertEqual(body, data[100:200])
+        self.assertEqual(h['content-range'], f'bytes 100-199/{len(data)}')
+        st, h, body = self.c.img('GET', f'/v2/images/{iid}/file', self.ta, raw=True,
+                                 headers={'Range': 'bytes=-10'})
+        self.assertEqual((st, body), (206, data[-10:]))
+        st, h, body = self.c.img('GET', f'/v2/images/{iid}/file', self.ta, raw=True,
+                                 headers={'Range': f'bytes={len(data)}-'})
+        self.assertEqual(st, 416)
+        # A second upload to an active image is a conflict.
+        st, b = self.c.upload(self.ta, iid, b'again')
+        self.assertEqual(st, 409)
+        glance_error(self, b, 409)
+        self.assertEqual(self.c.store_files().count(iid), 1)
+
+    def test_chunked_upload(self):
+        img = self.c.create_image(self.ta, name='chunked')
+        data = os.urandom(3 << 20)
+        st, b = self.c.upload(self.ta, img['id'], data, chunked=True, chunk=100000)
+        self.assertEqual(st, 204, b)
+        st, _, b = self.c.img('GET', f"/v2/images/{img['id']}", self.ta)
+        self.assertEqual((b['status'], b['size'], b['checksum']), ('active', len(data), it.md5(data)))
+        st, _, body = self.c.img('GET', f"/v2/images/{img['id']}/file", self.ta, raw=True)
+        self.assertEqual(body, data)
+
+    def test_upload_needs_formats(self):
+        st, _, img = self.c.img('POST', '/v2/images', self.ta, {'name': 'noformat'})
+        self.assertEqual(st, 201)
+        st, b = self.c.upload(self.ta, img['id'], b'x' * 10)
+        self.assertEqual(st, 400)
+
+    def test_name_as_id_is_404(self):
+        self.c.create_image(self.ta, name='by-name')
+        st, _, b = self.c.img('GET', '/v2/images/by-name', self.ta)
+        self.assertEqual(st, 404)
+        glance_error(self, b, 404)
+        st, _, b = self.c.img('GET', '/v2/images?name=by-name', self.ta)
+        self.assertEqual(st, 200)
+        self.assertEqual([i['name'] for i in b['images']], ['by-name'])
+        st, _, b = self.c.img('GET', f'/v2/images/{uuid.uuid4()}', self.ta)
+        self.assertEqual(st, 404)
+
+    # ---- Create validation.
+
+    def test_create_validation(self):
+        st, _, b = self.c.img('POST', '/v2/images', self.ta, {'name': 'x', 'status': 'active'})
+        self.assertEqual(st, 403)
+        glance_error(self, b, 403)
+        st, _, b = self.c.img('POST', '/v2/images', self.ta, {'disk_format': 'floppy'})
+        self.assertEqual(st, 400)
+        st, _, b = self.c.img('POST', '/v2/images', self.ta, {'min_ram': -1})
+        self.assertEqual(st, 400)
+        st, _, b = self.c.img('POST', '/v2/images', self.ta, {'prop': 5})
+        self.assertEqual(st, 400)
+        st, _, b = self.c.img('POST', '/v2/images', self.ta, '[1]')
+        self.assertEqual(st, 400)
+        st, _, b = self.c.img('POST', '/v2/images', self.ta, '{bad json')
+        self.assertEqual(st, 400)
+        fixed = str(uuid.uuid4())
+        st, _, b = self.c.img('POST', '/v2/images', self.ta, {'id': fixed, 'name': 'fixed'})
+        self.assertEqual((st, b['id']), (201, fixed))
+        st, _, b = self.c.img('POST', '/v2/images', self.ta, {'id': fixed, 'name': 'fixed'})
+        self.assertEqual(st, 409)
+
+    # ---- Listing.
+
+    def test_list_filters_sort_paging(self):
+        pid, tok = self.c.make_project_user('lister')
+        made = []
+        for i in range(7):
+            b = self.c.create_image(tok, name=f'img-{i}', tags=['even' if i % 2 == 0 else 'odd'],
+                                    disk_format='qcow2' if i < 3 else 'raw', flavour=f'f{i % 3}')
+            made.append(b['id'])
+        st, _, b = self.c.img('GET', '/v2/images', tok)
+        self.assertEqual(st, 200)
+        self.assertEqual(b['first'], '/v2/images')
+        self.assertEqual(b['schema'], '/v2/schemas/images')
+        self.assertEqual(sorted(i['id'] for i in b['images']), sorted(made))
+        # Default order: newest first.
+        self.assertEqual([i['id'] for i in b['images']], made[::-1])
+
+        def names(q):
+            st, _, b = self.c.img('GET', '/v2/images?' + q, tok)
+            self.assertEqual(st, 200, b)
+            return [i['name'] for i in b['images']]
+        self.assertEqual(names('name=img-3'), ['img-3'])
+        self.assertEqual(sorted(names('tag=even')), ['img-0', 'img-2', 'img-4', 'img-6'])
+        self.assertEqual(sorted(names('disk_format=qcow2')), ['img-0', 'img-1', 'img-2'])
+        self.assertEqual(sorted(names('flavour=f1')), ['img-1', 'img-4'])
+        self.assertEqual(names('status=active'), [])
+        self.assertEqual(len(names(f'owner={pid}')), 7)
+        self.assertEqual(names('sort_key=name&sort_dir=asc'), [f'img-{i}' for i in range(7)])
+        self.assertEqual(names('sort=name:desc'), [f'img-{i}' for i in range(6, -1, -1)])
+        self.assertEqual(len(names('visibility=private')), 0)
+        self.assertEqual(len(names('visibility=shared')), 7)
+        st, _, b = self.c.img('GET', '/v2/images?sort_key=bogus', tok)
+        self.assertEqual(st, 400)
+        st, _, b = self.c.img('GET', '/v2/images?limit=x', tok)
+        self.assertEqual(st, 400)
+        # Paging: follow 'next' until it stops, in two sort orders.
+        for q in ('limit=3', 'limit=2&sort_key=name&sort_dir=asc'):
+            seen, path, pages = [], '/v2/images?' + q, 0
+            while path:
+                st, _, b = self.c.img('GET', path, tok)
+                self.assertEqual(st, 200, b)
+                seen += [i['id'] for i in b['images']]
+                path = b.get('next')
+                pages += 1
+                self.assertLess(pages, 10)
+            self.assertEqual(sorted(seen), sorted(made), q)
+            self.assertEqual(len(seen), len(set(seen)))
+            if 'name' in q:
+                self.assertEqual(seen, made)
+
+    # ---- Update.
+
+    def test_patch(self):
+        img = self.c.create_image(self.ta, name='before', keep='1', drop='2', tags=['a'])
+        iid = img['id']
+        ops = [{'op': 'replace', 'path': '/name', 'value': 'after'},
+               {'op': 'add', 'path': '/color', 'value': 'blue'},
+               {'op': 'remove', 'path': '/drop'},
+               {'op': 'add', 'path': '/tags/-', 'value': 'b'},
+               {'op': 'replace', 'path': '/min_disk', 'value': 2},
+               {'op': 'replace', 'path': '/protected', 'value': True},
+               {'op': 'replace', 'path': '/visibility', 'value': 'private'}]
+        st, _, b = self.c.img('PATCH', f'/v2/images/{iid}', self.ta, json.dumps(ops), headers=PATCH)
+        self.assertEqual(st, 200, b)
+        self.assertEqual((b['name'], b['color'], b['keep'], b['min_disk'], b['protected'],
+                          b['visibility']), ('after', 'blue', '1', 2, True, 'private'))
+        self.assertNotIn('drop', b)
+        self.assertEqual(sorted(b['tags']), ['a', 'b'])
+        st, _, b2 = self.c.img('GET', f'/v2/images/{iid}', self.ta)
+        self.assertEqual(b2['color'], 'blue')
+
+        def patch(ops, token=None):
+            return self.c.img('PATCH', f'/v2/images/{iid}', token or self.ta, json.dumps(ops),
+                              headers=PATCH)
+        st, _, b = patch([{'op': 'replace', 'path': '/tags', 'value': ['x']}])
+        self.assertEqual((st, b['tags']), (200, ['x']))
+        st, _, b = patch([{'op': 'replace', 'path': '/status', 'value': 'active'}])
+        self.assertEqual(st, 403)
+        glance_error(self, b, 403)
+        st, _, b = patch([{'op': 'replace', 'path': '/nosuch', 'value': 'v'}])
+        self.assertEqual(st, 409)
+        st, _, b = patch([{'op': 'remove', 'path': '/name'}])
+        self.assertEqual(st, 403)
+        st, _, b = patch([{'op': 'replace', 'path': '/visibility', 'value': 'public'}])
+        self.assertEqual(st, 403)
+        st, _, b = patch([{'op': 'move', 'path': '/name', 'from': '/x'}])
+        self.assertEqual(st, 400)
+        st, _, b = patch([{'op': 'replace', 'path': '/name', 'value': 'stolen'}], token=self.tb)
+        self.assertEqual(st, 404)
+        st, _, b = self.c.img('PATCH', f'/v2/images/{iid}', self.ta,
+                              json.dumps([{'op': 'replace', 'path': '/name', 'value': 'x'}]),
+                              headers={'Content-Type': 'application/json'})
+        self.assertEqual(st, 415)
+        # Protected images cannot be deleted until unprotected.
+        st, _, b = self.c.img('DELETE', f'/v2/images/{iid}', self.ta)
+        self.assertEqual(st, 403)
+        st, _, b = patch([{'op': 'replace', 'path': '/protected', 'value': False}])
+        self.assertEqual(st, 200)
+        st, _, b = self.c.img('DELETE', f'/v2/images/{iid}', self.ta)
+        self.assertEqual(st, 204)
+
+    # ---- Delete.
+
+    def test_delete_removes_data(self):
+        img = self.c.create_image(self.ta, name='gone')
+        st, _ = self.c.upload(self.ta, img['id'], b'z' * 4096)
+        self.assertEqual(st, 204)
+        self.assertIn(img['id'], self.c.store_files())
+        st, _, _ = self.c.img('DELETE', f"/v2/images/{img['id']}", self.tb)
+        self.assertEqual(st, 404)
+        st, _, _ = self.c.img('DELETE', f"/v2/images/{img['id']}", self.ta)
+        self.assertEqual(st, 204)
+        st, _, _ = self.c.img('GET', f"/v2/images/{img['id']}", self.ta)
+        self.assertEqual(st, 404)
+        self.assertNotIn(img['id'], self.c.store_files())
+        st, _, _ = self.c.img('DELETE', f"/v2/images/{img['id']}", self.ta)
+        self.assertEqual(st, 404)
+
+    # ---- Visibility and members.
+
+    def test_private_invisible_public_admin_only(self):
+        img = self.c.create_image(self.ta, name='a-private', visibility='private')
+        st, _, _ = self.c.img('GET', f"/v2/images/{img['id']}", self.tb)
+        self.assertEqual(st, 404)
+        st, _, b = self.c.img('GET', '/v2/images', self.tb)
+        self.assertNotIn(img['id'], [i['id'] for i in b['images']])
+        st, _, _ = self.c.img('GET', f"/v2/images/{img['id']}/file", self.tb)
+        self.assertEqual(st, 404)
+        st, _, b = self.c.img('POST', '/v2/images', self.ta, {'name': 'pub', 'visibility': 'public'})
+        self.assertEqual(st, 403)
+        glance_error(self, b, 403)
+        pub = self.c.create_image(self.admin, name='admin-pub', visibility='public')
+        st, _, b = self.c.img('GET', f"/v2/images/{pub['id']}", self.tb)
+        self.assertEqual(st, 200)
+        st, _, b = self.c.img('GET', '/v2/images', self.tb)
+        self.assertIn(pub['id'], [i['id'] for i in b['images']])
+        st, _, b = self.c.img('PATCH', f"/v2/images/{pub['id']}", self.tb,
+                              json.dumps([{'op': 'replace', 'path': '/name', 'value': 'x'}]),
+                              headers=PATCH)
+        self.assertEqual(st, 403)
+        # Community: visible to all by id, listed on request.
+        com = self.c.create_image(self.ta, name='com', visibility='community')
+        st, _, _ = self.c.img('GET', f"/v2/images/{com['id']}", self.tb)
+        self.assertEqual(st, 200)
+        st, _, b = self.c.img('GET', '/v2/images', self.tb)
+        self.assertNotIn(com['id'], [i['id'] for i in b['images']])
+        st, _, b = self.c.img('GET', '/v2/images?visibility=community', self.tb)
+        self.assertIn(com['id'], [i['id'] for i in b['images']])
+
+    def test_members(self):
+        img = self.c.create_image(self.ta, name='shared-img', visibility='shared')
+        iid = img['id']
+        st, _, _ = self.c.img('GET', f'/v2/images/{iid}', self.tb)
+        self.assertEqual(st, 404)
+        st, _, m = self.c.img('POST', f'/v2/images/{iid}/members', self.ta, {'member': self.pb})
+        self.assertEqual(st, 200, m)
+        self.assertEqual((m['member_id'], m['status'], m['image_id']), (self.pb, 'pending', iid))
+        st, _, m = self.c.img('POST', f'/v2/images/{iid}/members', self.ta, {'member': self.pb})
+        self.assertEqual(st, 409)
+        st, _, m = self.c.img('POST', f'/v2/images/{iid}/members', self.tb, {'member': self.pb})
+        self.assertEqual(st, 403)
+        # A pending member sees the image by id but not in its list.
+        st, _, _ = self.c.img('GET', f'/v2/images/{iid}', self.tb)
+        self.assertEqual(st, 200)
+        st, _, b = self.c.img('GET', '/v2/images', self.tb)
+        self.assertNotIn(iid, [i['id'] for i in b['images']])
+        st, _, m = self.c.img('PUT', f'/v2/images/{iid}/members/{self.pb}', self.ta,
+                              {'status': 'accepted'})
+        self.assertEqual(st, 403)
+        st, _, m = self.c.img('PUT', f'/v2/images/{iid}/members/{self.pb}', self.tb,
+                              {'status': 'accepted'})
+        self.assertEqual((st, m['status']), (200, 'accepted'))
+        st, _, b = self.c.img('GET', '/v2/images', self.tb)
+        self.assertIn(iid, [i['id'] for i in b['images']])
+        st, _, b = self.c.img('GET', f'/v2/images/{iid}/members', self.ta)
+        self.assertEqual([x['member_id'] for x in b['members']], [self.pb])
+        st, _, b = self.c.img('GET', f'/v2/images/{iid}/members/{self.pb}', self.tb)
+        self.assertEqual(st, 200)
+        st, _, _ = self.c.img('DELETE', f'/v2/images/{iid}/members/{self.pb}', self.tb)
+        self.assertEqual(st, 403)
+        st, _, _ = self.c.img('DELETE', f'/v2/images/{iid}/members/{self.pb}', self.ta)
+        self.assertEqual(st, 204)
+        st, _, _ = self.c.img('GET', f'/v2/images/{iid}', self.tb)
+        self.assertEqual(st, 404)
+        priv = self.c.create_image(self.ta, name='p', visibility='private')
+        st, _, _ = self.c.img('POST', f"/v2/images/{priv['id']}/members", self.ta, {'member': self.pb})
+        self.assertEqual(st, 403)
+
+    def test_deactivate_reactivate(self):
+        img = self.c.create_image(self.ta, name='deact')
+        iid = img['id']
+        self.assertEqual(self.c.upload(self.ta, iid, b'd' * 1000)[0], 204)
+        st, _, _ = self.c.img('POST', f'/v2/images/{iid}/actions/deactivate', self.ta)
+        self.assertEqual(st, 403)
+        st, _, _ = self.c.img('POST', f'/v2/images/{iid}/actions/deactivate', self.admin)
+        self.assertEqual(st, 204)
+        st, _, b = self.c.img('GET', f'/v2/images/{iid}', self.ta)
+        self.assertEqual(b['status'], 'deactivated')
+        st, _, _ = self.c.img('GET', f'/v2/images/{iid}/file', self.ta)
+        self.assertEqual(st, 403)
+        st, _, _ = self.c.img('POST', f'/v2/images/{iid}/actions/reactivate', self.admin)
+        self.assertEqual(st, 204)
+        st, _, body = self.c.img('GET', f'/v2/images/{iid}/file', self.ta, raw=True)
+        self.assertEqual((st, body), (200, b'd' * 1000))
+
+    # ---- Disk format checks.
+
+    @unittest.skipUnless(QEMU_IMG, 'qemu-img (qemu-utils) is not installed')
+    def test_qcow2_checks(self):
+        d = self.c.dir
+        good = os.path.join(d, 'good.qcow2')
+        subprocess.run([QEMU_IMG, 'create', '-q', '-f', 'qcow2', good, '64M'], check=True)
+        img = self.c.create_image(self.ta, name='q-good', disk_format='qcow2')
+        with open(good, 'rb') as f:
+            data = f.read()
+        self.assertEqual(self.c.upload(self.ta, img['id'], data)[0], 204)
+        st, _, b = self.c.img('GET', f"/v2/images/{img['id']}", self.ta)
+        self.assertEqual((b['status'], b['virtual_size'], b['size']), ('active', 64 << 20, len(data)))
+        # Declared qcow2, really raw.
+        img = self.c.create_image(self.ta, name='q-raw', disk_format='qcow2')
+        st, b = self.c.upload(self.ta, img['id'], os.urandom(1 << 20))
+        self.assertEqual(st, 400)
+        glance_error(self, b, 400)
+        st, _, b = self.c.img('GET', f"/v2/images/{img['id']}", self.ta)
+        self.assertEqual(b['status'], 'queued')
+        self.assertIsNone(b['checksum'])
+        # A qcow2 with a backing file.
+        base = os.path.join(d, 'base.raw')
+        with open(base, 'wb') as f:
+            f.truncate(1 << 20)
+        over = os.path.join(d, 'over.qcow2')
+        subprocess.run([QEMU_IMG, 'create', '-q', '-f', 'qcow2', '-b', base, '-F', 'raw', over],
+                       check=True)
+        img = self.c.create_image(self.ta, name='q-backing', disk_format='qcow2')
+        with open(over, 'rb') as f:
+            st, b = self.c.upload(self.ta, img['id'], f.read())
+        self.assertEqual(st, 400)
+        self.assertIn('backing', b['message'])
+        st, _, b = self.c.img('GET', f"/v2/images/{img['id']}", self.ta)
+        self.assertEqual(b['status'], 'queued')
+        # Declared raw, really qcow2.
+        img = self.c.create_image(self.ta, name='r-q', disk_format='raw')
+        self.assertEqual(self.c.upload(self.ta, img['id'], data)[0], 400)
+        self.assertEqual([f for f in self.c.store_files() if f.startswith('.upload-')], [])
+
+    # ---- Failures and concurrency.
+
+    def test_killed_upload_leaves_nothing(self):
+        img = self.c.create_image(self.ta, name='killed')
+        iid = img['id']
+        s = socket.create_connection(('127.0.0.1', self.c.image_port))
+        s.sendall((f'PUT /v2/images/{iid}/file HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {self.ta}\r\n'
+                   f'Content-Type: application/octet-stream\r\nContent-Length: {10 << 20}\r\n\r\n').encode())
+        s.sendall(os.urandom(3 << 20))
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            _, _, b = self.c.img('GET', f'/v2/images/{iid}', self.ta)
+            if b['status'] == 'saving':
+                break
+            time.sleep(0.02)
+        self.assertEqual(b['status'], 'saving')
+        self.assertTrue(any(f.startswith('.upload-') for f in self.c.store_files()))
+        s.close()
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            _, _, b = self.c.img('GET', f'/v2/images/{iid}', self.ta)
+            if b['status'] != 'saving':
+                break
+            time.sleep(0.05)
+        self.assertEqual(b['status'], 'queued')
+        self.assertIsNone(b['size'])
+        self.assertEqual([f for f in self.c.store_files() if iid in f], [])
+        # The image can be uploaded again.
+        self.assertEqual(self.c.upload(self.ta, iid, b'retry')[0], 204)
+
+    def test_concurrent_uploads_one_wins(self):
+        img = self.c.create_image(self.ta, name='race')
+        iid = img['id']
+        data = os.urandom(2 << 20)
+        s = socket.create_connection(('127.0.0.1', self.c.image_port))
+        s.sendall((f'PUT /v2/images/{iid}/file HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {self.ta}\r\n'
+                   f'Content-Length: {len(data)}\r\n\r\n').encode() + data[:1 << 20])
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            _, _, b = self.c.img('GET', f'/v2/images/{iid}', self.ta)
+            if b['status'] == 'saving':
+                break
+            time.sleep(0.02)
+        st, b = self.c.upload(self.ta, iid, os.urandom(1 << 20))
+        self.assertEqual(st, 409)
+        glance_error(self, b, 409)
+        s.sendall(data[1 << 20:])
+        resp = http.client.HTTPResponse(s)
+        resp.begin()
+        self.assertEqual(resp.status, 204)
+        s.close()
+        _, _, b = self.c.img('GET', f'/v2/images/{iid}', self.ta)
+        self.assertEqual((b['status'], b['checksum']), ('active', it.md5(data)))
+
+    def test_parallel_racers(self):
+        """Eight clients upload to one image at once: exactly one 204."""
+        img = self.c.create_image(self.ta, name='race8')
+        results = []
+        blobs = [os.urandom(1 << 20) for _ in range(8)]
+
+        def go(b):
+            results.append(self.c.upload(self.ta, img['id'], b)[0])
+        ts = [threading.Thread(target=go, args=(b,)) for b in blobs]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.assertEqual(results.count(204), 1, results)
+        self.assertEqual(results.count(409), 7, results)
+        _, _, b = self.c.img('GET', f"/v2/images/{img['id']}", self.ta)
+        self.assertIn(b['checksum'], [it.md5(x) for x in blobs])
+
+    def test_upload_to_deleted_image(self):
+        img = self.c.create_image(self.ta, name='del-during')
+        iid = img['id']
+        s = socket.create_connection(('127.0.0.1', self.c.image_port))
+        s.sendall((f'PUT /v2/images/{iid}/file HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {self.ta}\r\n'
+                   f'Content-Length: {2 << 20}\r\n\r\n').encode() + b'a' * (1 << 20))
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            _, _, b = self.c.img('GET', f'/v2/images/{iid}', self.ta)
+            if b['status'] == 'saving':
+                break
+            time.sleep(0.02)
+        st, _, _ = self.c.img('DELETE', f'/v2/images/{iid}', self.ta)
+        self.assertEqual(st, 204)
+        s.sendall(b'a' * (1 << 20))
+        resp = http.client.HTTPResponse(s)
+        resp.begin()
+        self.assertEqual(resp.status, 410)
+        s.close()
+        self.assertEqual([f for f in self.c.store_files() if iid in f], [])
+
+
+class ImageLimits(unittest.TestCase):
+    """Quota and size limits: 413 in Glance's shape, nothing left behind."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.c = it.ImageCloud(image_conf={'project_quota_bytes': 3 << 20,
+                                          'max_image_size': 2 << 20})
+        cls.pa, cls.ta = cls.c.make_project_user('quota')
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.c.stop_image()
+        log = cls.c.image_log_tail(80)
+        cls.c.close()
+        if rc != 0:
+            raise AssertionError(f'nimbus-image exited with {rc}:\n{log}')
+
+    def test_limits(self):
+        big = self.c.create_image(self.ta, name='too-big')
+        st, b = self.c.upload(self.ta, big['id'], b'x' * ((2 << 20) + 1))
+        self.assertEqual(st, 413)
+        glance_error(self, b, 413)
+        # The same, chunked: the limit is found mid-stream.
+        st, b = self.c.upload(self.ta, big['id'], b'x' * (3 << 20), chunked=True, chunk=65536)
+        self.assertIn(st, (413, None))
+        _, _, b = self.c.img('GET', f"/v2/images/{big['id']}", self.ta)
+        self.assertEqual(b['status'], 'queued')
+        one = self.c.create_image(self.ta, name='q1')
+        self.assertEqual(self.c.upload(self.ta, one['id'], b'1' * (2 << 20))[0], 204)
+        two = self.c.create_image(self.ta, name='q2')
+        st, b = self.c.upload(self.ta, two['id'], b'2' * ((1 << 20) + 10))
+        self.assertEqual(st, 413)
+        glance_error(self, b, 413)
+        self.assertIn('quota', b['message'])
+        st, b = self.c.upload(self.ta, two['id'], b'2' * ((1 << 20) + 10), chunked=True, chunk=4096)
+        self.assertIn(st, (413, None))
+        _, _, b = self.c.img('GET', f"/v2/images/{two['id']}", self.ta)
+        self.assertEqual(b['status'], 'queued')
+        self.assertEqual(self.c.upload(self.ta, two['id'], b'2' * (1 << 20))[0], 204)
+        self.assertEqual([f for f in self.c.store_files() if f.startswith('.upload-')], [])
+
+
+class BigUpload(unittest.TestCase):
+    """A large streamed upload (NIMBUS_IMAGE_BIG_MB, default 1024 MiB)
+    keeps nimbus-image's RSS flat; the download is byte-identical (by
+    digest)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.c = it.ImageCloud()
+        cls.tok = cls.c.admin_token()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.c.stop_image()
+        log = cls.c.image_log_tail(80)
+        cls.c.close()
+        if rc != 0:
+            raise AssertionError(f'nimbus-image exited with {rc}:\n{log}')
+
+    def test_big_streamed_upload_flat_rss(self):
+        mib = int(os.environ.get('NIMBUS_IMAGE_BIG_MB', '1024'))
+        img = self.c.create_image(self.tok, name='big')
+        pid = self.c.image_pid()
+        rss0 = it.vm_rss_kib(pid)
+        block = os.urandom(1 << 20)
+        md5 = hashlib.md5()
+        peak = [rss0]
+
+        def gen():
+            for i in range(mib):
+                piece = block[i % 251:] + block[:i % 251]
+                md5.update(piece)
+                if i % 32 == 0:
+                    peak[0] = max(peak[0], it.vm_rss_kib(pid))
+                yield piece
+        t0 = time.time()
+        st, b = self.c.upload(self.tok, img['id'], gen(), chunked=True)
+        up_s = time.time() - t0
+        self.assertEqual(st, 204, b)
+        peak[0] = max(peak[0], it.vm_rss_kib(pid))
+        _, _, b = self.c.img('GET', f"/v2/images/{img['id']}", self.tok)
+        self.assertEqual((b['size'], b['checksum']), (mib << 20, md5.hexdigest()))
+        conn = http.client.HTTPConnection('127.0.0.1', self.c.image_port, timeout=120)
+        t0 = time.time()
+        conn.request('GET', f"/v2/images/{img['id']}/file", headers={'X-Auth-Token': self.tok})
+        r = conn.getresponse()
+        dm = hashlib.md5()
+        n = 0
+        while True:
+            piece = r.read(1 << 20)
+            if not piece:
+                break
+            dm.update(piece)
+            n += len(piece)
+            if n % (64 << 20) == 0:
+                peak[0] = max(peak[0], it.vm_rss_kib(pid))
+        down_s = time.time() - t0
+        conn.close()
+        self.assertEqual((n, dm.hexdigest()), (mib << 20, md5.hexdigest()))
+        growth = peak[0] - rss0
+        print(f'\nbig upload: {mib} MiB up {mib / up_s:.0f} MiB/s (client hashing included), '
+              f'down {mib / down_s:.0f} MiB/s; RSS {rss0} KiB -> peak {peak[0]} KiB '
+              f'(+{growth} KiB)', file=sys.stderr)
+        self.assertLess(growth, 48 * 1024, 'nimbus-image RSS grew with the upload size')
+
+
+if __name__ == '__main__':
+    unittest.main(verbosity=2)
