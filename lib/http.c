@@ -2064,9 +2064,10 @@ http_req_id(const http_request *req)
 {
     http_request *r = (http_request *)req;
     if (!r->id) {
-        char uuid[37];
-        util_uuid4(uuid);
-        r->id = arena_printf(r->arena, "req-%s", uuid);
+        char *id = arena_alloc(r->arena, 41);
+        memcpy(id, "req-", 4);
+        util_uuid4_fast(id + 4);
+        r->id = id;
     }
     return r->id;
 }

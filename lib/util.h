@@ -11,6 +11,10 @@
 
 /* Fills 'out' (37 bytes) with a random version-4 UUID in canonical form. */
 void util_uuid4(char out[37]);
+/* A version-4-shaped UUID from a fast per-thread generator seeded once from
+ * the kernel: unique in practice but predictable to an observer, so only for
+ * identifiers that grant nothing (request ids), never for secrets. */
+void util_uuid4_fast(char out[37]);
 /* Same without dashes (33 bytes), as Keystone ids look. */
 void util_uuid4_hex(char out[33]);
 /* True for a canonical 8-4-4-4-12 hex UUID (either case). */

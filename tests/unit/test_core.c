@@ -98,6 +98,11 @@ test_util(void)
     CHECK(strcmp(u, v) != 0);
     CHECK(u[14] == '4');
     CHECK(!util_is_uuid("not-a-uuid"));
+    util_uuid4_fast(u);
+    util_uuid4_fast(v);
+    CHECK(util_is_uuid(u));
+    CHECK(strcmp(u, v) != 0);
+    CHECK(u[14] == '4');
     CHECK(!util_is_uuid("1"));
     char out[64];
     CHECK_INT(util_percent_decode("a%20b+c", 7, out, true), 5);
