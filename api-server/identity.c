@@ -26,6 +26,8 @@
 #include "util.h"
 
 #define TOKEN_CACHE_ENTRIES 4096
+/* Entries of the name and scope caches; beyond, a cache starts over. */
+#define NAMES_CACHE_MAX 65536
 /* Live revocation events kept in memory (each expires with the longest
  * token lifetime). */
 #define REVOCATIONS_MAX 1000000
@@ -378,6 +380,7 @@ struct issue {
     const char *password;
     size_t password_len;
     const char *user_key;          /* What the rate limiter counts. */
+    const char *cache_key;         /* Scope cache key (token method). */
     struct auth_token parent;      /* For the token method. */
     enum auth_scope scope;
     bool nocatalog;
@@ -463,14 +466,38 @@ add_roles(struct auth_token *t, const char *roles_json)
     return 0;
 }
 
-static void
-issue_row(http_request *req, struct api_req *ar, db_result *res, void *ctx)
+/* The issue query's row as a JSON object (column name → text or null), so
+ * that re-scoping can be answered from the scope cache as well. */
+static json_t *
+row_json(db_result *res)
 {
-    struct issue *is = ctx;
+    json_t *o = json_object();
+    for (int c = 0; c < db_cols(res); c++) {
+        static const char *const cols[] = {
+            "id", "name", "domain_id", "domain_name", "password_hash", "enabled",
+            "t_id", "t_name", "t_enabled", "t_domain_id", "t_domain_name", "roles",
+        };
+        if ((size_t)c >= ARRAY_SIZE(cols))
+            break;
+        const char *v = db_get(res, 0, c);
+        json_object_set_new(o, cols[c], v ? json_string(v) : json_null());
+    }
+    return o;
+}
+
+static const char *
+rget(json_t *row, const char *col)
+{
+    return json_string_value(json_object_get(row, col));
+}
+
+static void
+issue_process(http_request *req, struct api_req *ar, struct issue *is, json_t *row)
+{
     struct arena *mem = http_req_arena(req);
     struct auth_token *t = &is->tok;
     memset(t, 0, sizeof *t);
-    if (db_rows(res) != 1) {
+    if (!row) {
         if (is->method == AUTH_METHOD_PASSWORD) {
             is->user_ok = false;
             is->work.data = is;
@@ -481,37 +508,37 @@ issue_row(http_request *req, struct api_req *ar, db_result *res, void *ctx)
         issue_fail(is, "the token's user no longer exists");
         return;
     }
-    is->user_ok = !strcmp(db_getn(res, 0, "enabled"), "t");
-    snprintf(t->user_id, sizeof t->user_id, "%s", db_getn(res, 0, "id"));
-    snprintf(t->user_domain_id, sizeof t->user_domain_id, "%s", db_getn(res, 0, "domain_id"));
-    snprintf(t->user_name, sizeof t->user_name, "%s", db_getn(res, 0, "name"));
-    is->names.user_name = arena_strdup(mem, db_getn(res, 0, "name"));
-    is->names.user_domain_name = arena_strdup(mem, db_getn(res, 0, "domain_name"));
-    const char *hash = db_getn(res, 0, "password_hash");
+    is->user_ok = !strcmp(rget(row, "enabled"), "t");
+    snprintf(t->user_id, sizeof t->user_id, "%s", rget(row, "id"));
+    snprintf(t->user_domain_id, sizeof t->user_domain_id, "%s", rget(row, "domain_id"));
+    snprintf(t->user_name, sizeof t->user_name, "%s", rget(row, "name"));
+    is->names.user_name = arena_strdup(mem, rget(row, "name"));
+    is->names.user_domain_name = arena_strdup(mem, rget(row, "domain_name"));
+    const char *hash = rget(row, "password_hash");
     is->stored_hash = hash ? arena_strdup(mem, hash) : NULL;
 
     if (is->scope != AUTH_SCOPE_UNSCOPED) {
-        const char *tid = db_getn(res, 0, "t_id");
+        const char *tid = rget(row, "t_id");
         if (!tid) {
             /* An unknown scope target answers like a missing role: 401,
              * revealing nothing about which projects exist. */
             t->scope = AUTH_SCOPE_UNSCOPED;
             is->scope = (enum auth_scope)-1;
         } else {
-            bool enabled = !strcmp(db_getn(res, 0, "t_enabled"), "t");
-            if (add_roles(t, db_getn(res, 0, "roles")) < 0 || !t->n_roles || !enabled)
+            bool enabled = !strcmp(rget(row, "t_enabled"), "t");
+            if (add_roles(t, rget(row, "roles")) < 0 || !t->n_roles || !enabled)
                 is->scope = (enum auth_scope)-1;
             if (is->scope == AUTH_SCOPE_PROJECT) {
                 t->scope = AUTH_SCOPE_PROJECT;
                 snprintf(t->project_id, sizeof t->project_id, "%s", tid);
                 snprintf(t->project_domain_id, sizeof t->project_domain_id, "%s",
-                         db_getn(res, 0, "t_domain_id"));
-                is->names.project_name = arena_strdup(mem, db_getn(res, 0, "t_name"));
-                is->names.project_domain_name = arena_strdup(mem, db_getn(res, 0, "t_domain_name"));
+                         rget(row, "t_domain_id"));
+                is->names.project_name = arena_strdup(mem, rget(row, "t_name"));
+                is->names.project_domain_name = arena_strdup(mem, rget(row, "t_domain_name"));
             } else if (is->scope == AUTH_SCOPE_DOMAIN) {
                 t->scope = AUTH_SCOPE_DOMAIN;
                 snprintf(t->domain_id, sizeof t->domain_id, "%s", tid);
-                is->names.domain_name = arena_strdup(mem, db_getn(res, 0, "t_name"));
+                is->names.domain_name = arena_strdup(mem, rget(row, "t_name"));
             }
         }
     }
@@ -526,6 +553,25 @@ issue_row(http_request *req, struct api_req *ar, db_result *res, void *ctx)
         return;
     }
     issue_finish(is);
+}
+
+static void
+issue_row(http_request *req, struct api_req *ar, db_result *res, void *ctx)
+{
+    struct issue *is = ctx;
+    struct identity *id = identity_of(ar);
+    json_t *row = db_rows(res) == 1 ? row_json(res) : NULL;
+    /* Only complete, usable scopes of the token method are cached: never a
+     * miss, whose answer a later insert could change. */
+    if (row && is->cache_key && rget(row, "t_id") && rget(row, "roles") &&
+        strcmp(rget(row, "roles"), "[]") && !strcmp(rget(row, "enabled"), "t") &&
+        !strcmp(rget(row, "t_enabled"), "t")) {
+        if (json_object_size(id->scopes) >= NAMES_CACHE_MAX)
+            json_object_clear(id->scopes);
+        json_object_set(id->scopes, is->cache_key, row);
+    }
+    issue_process(req, ar, is, row);
+    json_decref(row);
 }
 
 static void
@@ -728,6 +774,16 @@ tokens_post(http_request *req, struct api_req *ar)
         api_error(req, 429, "Too many failed authentication attempts; try again later.");
         return;
     }
+    if (is->method == AUTH_METHOD_TOKEN) {
+        is->cache_key = arena_printf(mem, "%s|%s|%s|%s|%s|%s", p[0], p[4],
+                                     p[5] ? p[5] : "", p[6] ? p[6] : "",
+                                     p[7] ? p[7] : "", p[8] ? p[8] : "");
+        json_t *row = json_object_get(id->scopes, is->cache_key);
+        if (row) {
+            issue_process(req, ar, is, row);
+            return;
+        }
+    }
     api_query(req, issue_sql, 9, p, issue_row, is);
     return;
 bad:
@@ -756,7 +812,6 @@ static const char names_sql[] =
  * of a user, project or domain clears the cache (NOTIFY nimbus_names);
  * disabling or deleting also revokes the tokens, which the revocation
  * check catches before the cache is consulted. */
-#define NAMES_CACHE_MAX 65536
 
 static const char *
 names_key(http_request *req, const struct auth_token *t)
@@ -781,6 +836,7 @@ on_names_change(const char *channel, const char *payload, void *arg)
 {
     struct identity *id = arg;
     json_object_clear(id->names);
+    json_object_clear(id->scopes);
 }
 
 static void
@@ -1072,6 +1128,7 @@ identity_init(struct api *a)
                         on_catalog_reconnect, id)) < 0)
         return rc;
     id->names = json_object();
+    id->scopes = json_object();
     if ((rc = db_listen(a->db, "nimbus_names", on_names_change,
                         on_names_reconnect, id)) < 0)
         return rc;
@@ -1131,6 +1188,7 @@ identity_free(struct api *a)
     auth_ratelimit_free(id->login_limit);
     json_decref(id->catalog);
     json_decref(id->names);
+    json_decref(id->scopes);
     free(id->catalog_text);
     free(id);
     a->identity = NULL;

@@ -26,6 +26,7 @@ struct identity {
     json_t *catalog;               /* Token-body catalog; NULL until loaded. */
     char *catalog_text;            /* Its serialised form. */
     json_t *names;                 /* Validation name cache (see identity.c). */
+    json_t *scopes;                /* Re-scope cache: user + scope → issue row. */
     int64_t token_ttl;
     bool catalog_loading;
     bool catalog_stale;

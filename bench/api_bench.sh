@@ -8,6 +8,7 @@
 #   bench/api_bench.sh [BENCHMARK...]     default: all of them
 #
 # Environment: NIMBUS_BUILD_DIR (default <repo>/build), NIMBUS_SKIP_BUILD=1,
+# BENCH_WORKERS ([api] workers, 1),
 # BENCH_THREADS (2), BENCH_CONNECTIONS (64), BENCH_DURATION (10s).
 set -euo pipefail
 
@@ -17,6 +18,9 @@ case "$BUILD" in /*) ;; *) BUILD=$PWD/$BUILD ;; esac
 THREADS=${BENCH_THREADS:-2}
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
 DURATION=${BENCH_DURATION:-10s}
+WORKERS=${BENCH_WORKERS:-1}
+PW_OPSLIMIT=2
+PW_MEMLIMIT_KIB=65536
 API=$BUILD/api-server/nimbus-api
 MANAGE=$BUILD/api-server/nimbus-manage
 
@@ -25,7 +29,7 @@ MANAGE=$BUILD/api-server/nimbus-manage
 # Each calls run_wrk with a label, a URL and optionally a wrk Lua script
 # (for headers such as X-Auth-Token, or for POST bodies).
 
-BENCHMARKS=(identity_discovery token_validate)
+BENCHMARKS=(identity_discovery token_validate token_issue_rescope token_issue_password)
 
 bench_identity_discovery() {
     run_wrk "GET /v3 (identity discovery)" "http://127.0.0.1:$IDENTITY_PORT/v3"
@@ -39,6 +43,33 @@ bench_token_validate() {
     printf 'wrk.headers["X-Auth-Token"] = "%s"\nwrk.headers["X-Subject-Token"] = "%s"\n' \
         "$token" "$token" > "$TMP/token.lua"
     run_wrk "GET /v3/auth/tokens (validate)" "http://127.0.0.1:$IDENTITY_PORT/v3/auth/tokens" "$TMP/token.lua"
+}
+
+# POST /v3/auth/tokens with the token method: an unscoped token re-scoped
+# to the admin project (signature check, one database round trip, signing).
+bench_token_issue_rescope() {
+    local token
+    token=$(issue_token) || { log "no token; token_issue_rescope skipped"; return 0; }
+    cat > "$TMP/rescope.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"auth":{"identity":{"methods":["token"],"token":{"id":"$token"}},"scope":{"project":{"name":"admin","domain":{"name":"Default"}}}}}'
+LUA
+    run_wrk "POST /v3/auth/tokens (re-scope)" "http://127.0.0.1:$IDENTITY_PORT/v3/auth/tokens" "$TMP/rescope.lua"
+}
+
+# POST /v3/auth/tokens with the password method: bounded by Argon2id on
+# libuv's thread pool (never cached).  Fewer connections: each request costs
+# tens of milliseconds of CPU.
+bench_token_issue_password() {
+    [ -n "${ADMIN_PASSWORD:-}" ] || { log "no bootstrap; token_issue_password skipped"; return 0; }
+    cat > "$TMP/password.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"admin","domain":{"name":"Default"},"password":"$ADMIN_PASSWORD"}}},"scope":{"project":{"name":"admin","domain":{"name":"Default"}}}}}'
+LUA
+    echo "Argon2id parameters: opslimit ${PW_OPSLIMIT}, memlimit ${PW_MEMLIMIT_KIB} KiB (nimbus defaults: libsodium interactive)"
+    CONNECTIONS=8 run_wrk "POST /v3/auth/tokens (password)" "http://127.0.0.1:$IDENTITY_PORT/v3/auth/tokens" "$TMP/password.lua"
 }
 
 # issue_token: a project-scoped admin token (needs nimbus-manage bootstrap).
@@ -55,8 +86,15 @@ issue_token() {
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 
+# Resident memory of nimbus-api: the process, plus its workers when
+# [api] workers > 1.
 rss_kib() {
-    awk '/^VmRSS:/ { print $2 }' "/proc/$API_PID/status" 2>/dev/null || echo '?'
+    local total=0 p kib
+    for p in "$API_PID" $(pgrep -P "$API_PID" 2>/dev/null); do
+        kib=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null) || continue
+        total=$((total + ${kib:-0}))
+    done
+    echo "$total"
 }
 
 # run_wrk LABEL URL [LUA-SCRIPT]: one wrk run; prints one line of figures.
@@ -125,10 +163,13 @@ host = 127.0.0.1
 identity_port = $IDENTITY_PORT
 compute_port = $COMPUTE_PORT
 network_port = $NETWORK_PORT
+workers = $WORKERS
 [database]
 connection = $conninfo
 [identity]
 key_dir = $TMP/keys
+password_opslimit = $PW_OPSLIMIT
+password_memlimit_kib = $PW_MEMLIMIT_KIB
 [log]
 level = warn
 CONF
@@ -149,7 +190,7 @@ for _ in $(seq 300); do
     sleep 0.1
 done
 
-echo "nimbus-api $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?') on $(nproc) cores; wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency"
+echo "nimbus-api $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?') ($WORKERS worker(s)) on $(nproc) cores; wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency"
 echo "RSS before: $(rss_kib) KiB"
 for b in "${selected[@]}"; do
     "bench_$b"

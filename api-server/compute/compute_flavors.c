@@ -384,11 +384,12 @@ extra_specs_set(http_request *req, struct api_req *ar, const char *key)
         return;
     const char **p = compute_params(req, ar, 6);
     p[3] = http_req_param(req, "id");
-    p[4] = specs_body(req, key ? body : json_object_get(body, "extra_specs"), key);
-    p[5] = key ? "one" : "all";
+    const char *specs = specs_body(req, key ? body : json_object_get(body, "extra_specs"), key);
     json_decref(body);
-    if (!p[4])
-        return;
+    if (!specs)
+        return;             /* Answered: the arena is gone. */
+    p[4] = specs;
+    p[5] = key ? "one" : "all";
     compute_run(req,
         "WITH f AS (SELECT id FROM flavors WHERE id = $4),"
         " up AS (INSERT INTO flavor_extra_specs (flavor_id, key, value)"

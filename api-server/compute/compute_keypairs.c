@@ -15,11 +15,22 @@
 #include <unistd.h>
 
 #include "arena.h"
+#include "compute_version.h"
 #include "log.h"
 
 
 /* Largest public key accepted, in bytes (an RSA-16384 key is ~2.8 KB). */
 #define PUBKEY_MAX 16384
+
+/* Key pairs belong to the caller: the policy target is the caller's own
+ * user (admin_or_owner). */
+static int
+keypairs_begin(http_request *req, struct api_req *ar)
+{
+    if (compute_version_check(req) < 0 || api_authenticate(req, ar) < 0)
+        return -EACCES;
+    return api_authorize(req, ar, POL_KEYPAIRS, NULL, ar->token->user_id);
+}
 
 #define KEYPAIR_FIELDS \
     "'fingerprint', k.fingerprint, 'name', k.name, 'public_key', k.public_key"
@@ -27,7 +38,7 @@
 static void
 keypairs_list(http_request *req, struct api_req *ar)
 {
-    if (compute_begin(req, ar, POL_KEYPAIRS) < 0)
+    if (keypairs_begin(req, ar) < 0)
         return;
     const char **p = compute_params(req, ar, 4);
     p[3] = ar->token->user_id;
@@ -47,7 +58,7 @@ keypair_missing(http_request *req, const char *name)
 static void
 keypairs_show(http_request *req, struct api_req *ar)
 {
-    if (compute_begin(req, ar, POL_KEYPAIRS) < 0)
+    if (keypairs_begin(req, ar) < 0)
         return;
     const char **p = compute_params(req, ar, 5);
     p[3] = ar->token->user_id;
@@ -63,7 +74,7 @@ keypairs_show(http_request *req, struct api_req *ar)
 static void
 keypairs_delete(http_request *req, struct api_req *ar)
 {
-    if (compute_begin(req, ar, POL_KEYPAIRS) < 0)
+    if (keypairs_begin(req, ar) < 0)
         return;
     const char **p = compute_params(req, ar, 5);
     p[3] = ar->token->user_id;
@@ -201,7 +212,7 @@ keygen_done(uv_work_t *w, int status)
 static void
 keypairs_create(http_request *req, struct api_req *ar)
 {
-    if (compute_begin(req, ar, POL_KEYPAIRS) < 0)
+    if (keypairs_begin(req, ar) < 0)
         return;
     json_t *body = api_parse_body(req);
     if (!body)

@@ -587,8 +587,10 @@ servers_show(http_request *req, struct api_req *ar)
     if (compute_begin(req, ar, POL_SERVERS_SHOW) < 0)
         return;
     const char **p = compute_params(req, ar, 4);
-    if (!(p[3] = server_id(req)))
-        return;
+    const char *sid = server_id(req);
+    if (!sid)
+        return;             /* Answered: the arena is gone. */
+    p[3] = sid;
     compute_run(req,
         "SELECT jsonb_build_object('server', compute_server_json(i, $1, $3::boolean, true))::text"
         " AS body FROM instances i WHERE " VISIBLE, 4, p, server_missing(req, p[3]));
@@ -600,8 +602,10 @@ servers_update(http_request *req, struct api_req *ar)
     if (compute_begin(req, ar, POL_SERVERS_UPDATE) < 0)
         return;
     const char **p = compute_params(req, ar, 7);
-    if (!(p[3] = server_id(req)))
-        return;
+    const char *sid = server_id(req);
+    if (!sid)
+        return;             /* Answered: the arena is gone. */
+    p[3] = sid;
     json_t *body = api_parse_body(req);
     if (!body)
         return;
@@ -655,8 +659,10 @@ servers_delete(http_request *req, struct api_req *ar)
     if (compute_begin(req, ar, POL_SERVERS_DELETE) < 0)
         return;
     const char **p = compute_params(req, ar, 7);
-    if (!(p[3] = server_id(req)))
-        return;
+    const char *sid = server_id(req);
+    if (!sid)
+        return;             /* Answered: the arena is gone. */
+    p[3] = sid;
     p[4] = ar->token->user_id;
     p[5] = http_req_id(req);
     p[6] = ar->token->project_id;
@@ -687,8 +693,10 @@ servers_ips(http_request *req, struct api_req *ar)
     if (compute_begin(req, ar, POL_SERVERS_SHOW) < 0)
         return;
     const char **p = compute_params(req, ar, 4);
-    if (!(p[3] = server_id(req)))
-        return;
+    const char *sid = server_id(req);
+    if (!sid)
+        return;             /* Answered: the arena is gone. */
+    p[3] = sid;
     compute_run(req, "SELECT '{\"addresses\": {}}' AS body FROM instances i WHERE " VISIBLE,
                 4, p, server_missing(req, p[3]));
 }
@@ -699,8 +707,10 @@ servers_ips_network(http_request *req, struct api_req *ar)
     if (compute_begin(req, ar, POL_SERVERS_SHOW) < 0)
         return;
     const char **p = compute_params(req, ar, 4);
-    if (!(p[3] = server_id(req)))
-        return;
+    const char *sid = server_id(req);
+    if (!sid)
+        return;             /* Answered: the arena is gone. */
+    p[3] = sid;
     compute_run(req, "SELECT 404 AS code, 'Instance is not a member of specified network'"
                      " AS message FROM instances i WHERE " VISIBLE,
                 4, p, server_missing(req, p[3]));
@@ -714,8 +724,10 @@ metadata_list(http_request *req, struct api_req *ar)
     if (compute_begin(req, ar, POL_SERVERS_SHOW) < 0)
         return;
     const char **p = compute_params(req, ar, 4);
-    if (!(p[3] = server_id(req)))
-        return;
+    const char *sid = server_id(req);
+    if (!sid)
+        return;             /* Answered: the arena is gone. */
+    p[3] = sid;
     compute_run(req, "SELECT jsonb_build_object('metadata', i.metadata)::text AS body"
                      " FROM instances i WHERE " VISIBLE, 4, p, server_missing(req, p[3]));
 }
@@ -726,8 +738,10 @@ metadata_show(http_request *req, struct api_req *ar)
     if (compute_begin(req, ar, POL_SERVERS_SHOW) < 0)
         return;
     const char **p = compute_params(req, ar, 5);
-    if (!(p[3] = server_id(req)))
-        return;
+    const char *sid = server_id(req);
+    if (!sid)
+        return;             /* Answered: the arena is gone. */
+    p[3] = sid;
     p[4] = http_req_param(req, "key");
     compute_run(req,
         "SELECT CASE WHEN i.metadata ? $5 THEN 200 ELSE 404 END AS code,"
@@ -744,8 +758,10 @@ metadata_change(http_request *req, struct api_req *ar, const char *mode)
     if (compute_begin(req, ar, POL_SERVERS_UPDATE) < 0)
         return;
     const char **p = compute_params(req, ar, 7);
-    if (!(p[3] = server_id(req)))
-        return;
+    const char *sid = server_id(req);
+    if (!sid)
+        return;             /* Answered: the arena is gone. */
+    p[3] = sid;
     p[4] = mode;
     p[5] = "{}";
     p[6] = http_req_param(req, "key");
@@ -836,8 +852,10 @@ servers_action(http_request *req, struct api_req *ar)
     if (compute_version_check(req) < 0 || api_authenticate(req, ar) < 0)
         return;
     const char **p = compute_params(req, ar, 8);
-    if (!(p[3] = server_id(req)))
-        return;
+    const char *sid = server_id(req);
+    if (!sid)
+        return;             /* Answered: the arena is gone. */
+    p[3] = sid;
     json_t *body = api_parse_body(req);
     if (!body)
         return;
@@ -954,8 +972,10 @@ instance_actions_list(http_request *req, struct api_req *ar)
     if (compute_begin(req, ar, POL_INSTANCE_ACTIONS) < 0)
         return;
     const char **p = compute_params(req, ar, 4);
-    if (!(p[3] = server_id(req)))
-        return;
+    const char *sid = server_id(req);
+    if (!sid)
+        return;             /* Answered: the arena is gone. */
+    p[3] = sid;
     compute_run(req,
         "SELECT jsonb_build_object('instanceActions', coalesce((SELECT jsonb_agg(" ACTION_JSON
         " ORDER BY a.start_time DESC, a.id DESC) FROM instance_actions a"
@@ -970,8 +990,10 @@ instance_actions_show(http_request *req, struct api_req *ar)
     if (compute_begin(req, ar, POL_INSTANCE_ACTIONS) < 0)
         return;
     const char **p = compute_params(req, ar, 5);
-    if (!(p[3] = server_id(req)))
-        return;
+    const char *sid = server_id(req);
+    if (!sid)
+        return;             /* Answered: the arena is gone. */
+    p[3] = sid;
     p[4] = http_req_param(req, "request_id");
     compute_run(req,
         "SELECT jsonb_build_object('instanceAction', " ACTION_JSON " || CASE WHEN $3::boolean"

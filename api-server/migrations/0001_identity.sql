@@ -132,3 +132,8 @@ CREATE TRIGGER projects_names_notify AFTER UPDATE OR DELETE ON projects
     FOR EACH STATEMENT EXECUTE FUNCTION notify_names();
 CREATE TRIGGER domains_names_notify AFTER UPDATE OR DELETE ON domains
     FOR EACH STATEMENT EXECUTE FUNCTION notify_names();
+-- Role changes invalidate the re-scope caches too.
+CREATE TRIGGER role_assignments_names_notify AFTER INSERT OR UPDATE OR DELETE ON role_assignments
+    FOR EACH STATEMENT EXECUTE FUNCTION notify_names();
+CREATE TRIGGER roles_names_notify AFTER UPDATE OR DELETE ON roles
+    FOR EACH STATEMENT EXECUTE FUNCTION notify_names();

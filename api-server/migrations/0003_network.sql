@@ -490,7 +490,7 @@ BEGIN
     PERFORM net.check_keys(o, ARRAY['name', 'description', 'admin_state_up', 'shared',
         'port_security_enabled', 'project_id', 'tenant_id', 'availability_zone_hints', 'mtu',
         'router:external', 'is_default', 'provider:network_type', 'provider:physical_network',
-        'provider:segmentation_id', 'qos_policy_id', 'dns_domain', 'tags'], 'POST');
+        'provider:segmentation_id', 'qos_policy_id', 'dns_domain'], 'POST');
     pid := net.owner_of(o, ctx);
     PERFORM net.lock_project(pid);
     PERFORM net.quota_check(pid, 'network', 1);
@@ -740,7 +740,7 @@ BEGIN
         'gateway_ip', 'allocation_pools', 'enable_dhcp', 'dns_nameservers', 'host_routes',
         'project_id', 'tenant_id', 'subnetpool_id', 'prefixlen', 'ipv6_ra_mode',
         'ipv6_address_mode', 'segment_id', 'service_types', 'use_default_subnet_pool',
-        'dns_publish_fixed_ip', 'tags'], 'POST');
+        'dns_publish_fixed_ip'], 'POST');
     IF coalesce(jsonb_typeof(o -> 'subnetpool_id'), 'null') <> 'null'
        OR coalesce(jsonb_typeof(o -> 'segment_id'), 'null') <> 'null'
        OR net.get_bool(o, 'use_default_subnet_pool', false) THEN
@@ -756,8 +756,8 @@ BEGIN
     END IF;
     PERFORM net.lock_project(pid);
     PERFORM net.quota_check(pid, 'subnet', 1);
-    -- Serialise subnet changes on one network (overlap checks).
-    PERFORM 1 FROM net.networks WHERE id = n.id FOR UPDATE;
+    -- Serialise subnet creation on one network (overlap checks).
+    PERFORM 1 FROM net.networks WHERE id = n.id FOR NO KEY UPDATE;
 
     ctext := net.get_text(o, 'cidr', NULL, 64);
     IF ctext IS NULL THEN
@@ -866,6 +866,9 @@ CREATE FUNCTION net.subnet_delete(req jsonb) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE ctx jsonb := req -> 'ctx'; s net.subnets;
 BEGIN
+    -- Lock order everywhere: network, then subnet.
+    s := net.find_subnet(req ->> 'id', ctx, false);
+    PERFORM 1 FROM net.networks WHERE id = s.network_id FOR NO KEY UPDATE;
     s := net.find_subnet(req ->> 'id', ctx, true);
     PERFORM net.check_owner(s.project_id, ctx, 'delete_subnet');
     DELETE FROM net.ip_allocations a USING net.ports p
@@ -928,7 +931,7 @@ BEGIN
     IF o IS NULL OR jsonb_typeof(o) <> 'object' THEN
         PERFORM net.bad('Resource body required');
     END IF;
-    PERFORM net.check_keys(o, ARRAY['name', 'description', 'project_id', 'tenant_id', 'stateful', 'tags'], 'POST');
+    PERFORM net.check_keys(o, ARRAY['name', 'description', 'project_id', 'tenant_id', 'stateful'], 'POST');
     pid := net.owner_of(o, ctx);
     nm := net.get_text(o, 'name', '');
     IF nm = 'default' THEN
@@ -1266,14 +1269,16 @@ BEGIN
         'mac_address', 'fixed_ips', 'device_id', 'device_owner', 'project_id', 'tenant_id',
         'security_groups', 'port_security_enabled', 'allowed_address_pairs',
         'binding:host_id', 'binding:profile', 'binding:vnic_type', 'extra_dhcp_opts',
-        'qos_policy_id', 'dns_name', 'tags'], 'POST');
+        'qos_policy_id', 'dns_name'], 'POST');
     IF NOT o ? 'network_id' THEN
         PERFORM net.bad('Failed to parse request. Required attribute ''network_id'' not specified');
     END IF;
     pid := net.owner_of(o, ctx);
     PERFORM net.lock_project(pid);
     n := net.find_network(net.get_text(o, 'network_id', NULL, 64), ctx, false);
-    PERFORM 1 FROM net.networks WHERE id = n.id FOR SHARE;
+    -- KEY SHARE: the network cannot go away under the new port, while
+    -- updates of the network row (revision numbers) do not wait.
+    PERFORM 1 FROM net.networks WHERE id = n.id FOR KEY SHARE;
     PERFORM net.quota_check(pid, 'port', 1);
     psec := net.get_bool(o, 'port_security_enabled', n.port_security_enabled);
 

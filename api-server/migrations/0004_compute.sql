@@ -664,8 +664,21 @@ BEGIN
         IF i.vm_state <> 'resized' THEN
             RETURN jsonb_build_object('code', 409, 'message', 'Instance has not been resized.');
         END IF;
+        -- The new flavor becomes the instance's (the agent resized the guest
+        -- in place on the same host); the host's usage follows.
+        SELECT * INTO f FROM flavors WHERE id = i.new_flavor_id;
+        IF FOUND THEN
+            UPDATE compute_nodes SET vcpus_used = vcpus_used + f.vcpus - i.vcpus,
+                   memory_mb_used = memory_mb_used + f.ram - i.memory_mb,
+                   local_gb_used = local_gb_used + (f.disk + f.ephemeral)
+                                   - (i.root_gb + i.ephemeral_gb)
+             WHERE hypervisor_hostname = i.node;
+        END IF;
         UPDATE instances SET vm_state = CASE WHEN power_state = 4 THEN 'stopped' ELSE 'active' END,
                task_state = NULL, new_flavor_id = NULL, old_flavor = NULL,
+               flavor_id = coalesce(f.id, flavor_id), vcpus = coalesce(f.vcpus, vcpus),
+               memory_mb = coalesce(f.ram, memory_mb), root_gb = coalesce(f.disk, root_gb),
+               ephemeral_gb = coalesce(f.ephemeral, ephemeral_gb), swap = coalesce(f.swap, swap),
                updated_at = clock_timestamp() WHERE uuid = p_uuid;
         PERFORM compute_record_action(p_uuid, 'confirmResize', c->>'request_id',
                                       c->>'user_id', c->>'project_id', true);

@@ -202,6 +202,26 @@ class Identity(unittest.TestCase):
         st, _, _ = self.req('POST', '/v3/auth/tokens', pw_body('temp', 'temp-pw', 'beta'))
         self.assertEqual(st, 401)
 
+    def test_rescope_sees_role_changes(self):
+        ah = {'X-Auth-Token': self.admin}
+        st, _, b = self.req('POST', '/v3/users', {'user': {'name': 'scoper', 'password': 'sc-pw'}}, ah)
+        uid = b['user']['id']
+        path = f"/v3/projects/{self.ids['beta']}/users/{uid}/roles/{self.role['member']}"
+        self.assertEqual(self.req('PUT', path, headers=ah)[0], 204)
+
+        def rescope():
+            st, h, _ = self.req('POST', '/v3/auth/tokens', pw_body('scoper', 'sc-pw'))
+            self.assertEqual(st, 201)
+            return self.req('POST', '/v3/auth/tokens', {'auth': {
+                'identity': {'methods': ['token'], 'token': {'id': h['x-subject-token']}},
+                'scope': {'project': {'id': self.ids['beta']}}}})[0]
+        self.assertEqual(rescope(), 201)
+        self.assertEqual(rescope(), 201)   # now answered from the scope cache
+        time.sleep(1.1)
+        self.assertEqual(self.req('DELETE', path, headers=ah)[0], 204)
+        time.sleep(1.1)
+        self.assertEqual(eventually(rescope, 401), 401)
+
     def test_failed_logins_are_limited(self):
         ah = {'X-Auth-Token': self.admin}
         self.req('POST', '/v3/users', {'user': {'name': 'victim', 'password': 'victim-pw'}}, ah)
