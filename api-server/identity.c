@@ -381,6 +381,8 @@ struct issue {
     size_t password_len;
     const char *user_key;          /* What the rate limiter counts. */
     const char *cache_key;         /* Scope cache key (token method). */
+    int64_t limit_expires;         /* Application credential expiry, or 0. */
+    const char *sql;               /* The lookup; issue_sql unless set. */
     struct auth_token parent;      /* For the token method. */
     enum auth_scope scope;
     bool nocatalog;
@@ -402,16 +404,25 @@ jstr(json_t *o, const char *key)
 
 static void issue_finish(struct issue *is);
 
+/* Methods that prove a secret (checked with Argon2id and rate-limited). */
+static bool
+uses_secret(const struct issue *is)
+{
+    return is->method == AUTH_METHOD_PASSWORD ||
+           is->method == AUTH_METHOD_APPLICATION_CREDENTIAL;
+}
+
 static void
 issue_fail(struct issue *is, const char *why)
 {
     struct identity *id = is->id;
-    if (is->method == AUTH_METHOD_PASSWORD) {
+    if (uses_secret(is)) {
         id->login_failures++;
         auth_ratelimit_failure(id->login_limit, is->user_key, http_req_peer(is->req), now_s());
     }
     log_info("identity", "authentication failed for %s from %s: %s",
-             is->method == AUTH_METHOD_PASSWORD ? "password" : "token",
+             is->method == AUTH_METHOD_PASSWORD ? "password" :
+             is->method == AUTH_METHOD_TOKEN ? "token" : "application credential",
              http_req_peer(is->req), why);
     api_error(is->req, 401, "The request you have made requires authentication.");
 }
@@ -476,6 +487,7 @@ row_json(db_result *res)
         static const char *const cols[] = {
             "id", "name", "domain_id", "domain_name", "password_hash", "enabled",
             "t_id", "t_name", "t_enabled", "t_domain_id", "t_domain_name", "roles",
+            "expires",
         };
         if ((size_t)c >= ARRAY_SIZE(cols))
             break;
@@ -498,7 +510,7 @@ issue_process(http_request *req, struct api_req *ar, struct issue *is, json_t *r
     struct auth_token *t = &is->tok;
     memset(t, 0, sizeof *t);
     if (!row) {
-        if (is->method == AUTH_METHOD_PASSWORD) {
+        if (uses_secret(is)) {
             is->user_ok = false;
             is->work.data = is;
             if (uv_queue_work(ar->api->loop, &is->work, verify_work, verify_done) < 0)
@@ -542,7 +554,9 @@ issue_process(http_request *req, struct api_req *ar, struct issue *is, json_t *r
             }
         }
     }
-    if (is->method == AUTH_METHOD_PASSWORD) {
+    const char *expires = rget(row, "expires");
+    is->limit_expires = expires ? strtoll(expires, NULL, 10) : 0;
+    if (uses_secret(is)) {
         is->work.data = is;
         if (uv_queue_work(ar->api->loop, &is->work, verify_work, verify_done) < 0)
             issue_fail(is, "cannot queue the password check");
@@ -582,7 +596,7 @@ issue_finish(struct issue *is)
     struct auth_token *t = &is->tok;
     if ((int)is->scope == -1) {
         /* The credentials were right but the scope is not available. */
-        if (is->method == AUTH_METHOD_PASSWORD)
+        if (uses_secret(is))
             auth_ratelimit_success(id->login_limit, is->user_key);
         log_info("identity", "user %s has no role on the requested scope", t->user_id);
         api_error(req, 401, "The request you have made requires authentication.");
@@ -602,6 +616,21 @@ issue_finish(struct issue *is)
                                                : is->parent.audit_id);
     } else {
         auth_ratelimit_success(id->login_limit, is->user_key);
+    }
+    /* Revocation times have one-second resolution and match tokens issued
+     * at or before them, so a token issued in the same second as a known
+     * revocation of its user or project (a password just changed) says it
+     * was issued a second later rather than be born revoked. */
+    if (auth_revoke_check(id->revoked, t) < 0) {
+        t->issued_at++;
+        t->expires_at++;
+    }
+    /* A token never outlives the application credential it came from. */
+    if (is->limit_expires > 0 && is->limit_expires < t->expires_at)
+        t->expires_at = is->limit_expires;
+    if (t->expires_at <= t->issued_at) {
+        api_error(req, 401, "The request you have made requires authentication.");
+        return;
     }
     char *text = arena_alloc(http_req_arena(req), AUTH_TOKEN_STR_SIZE);
     int rc = auth_token_encode(id->keys, t, text, AUTH_TOKEN_STR_SIZE);
@@ -640,6 +669,28 @@ static const char issue_sql[] =
     "   FROM role_assignments ra JOIN roles r ON r.id = ra.role_id"
     "   WHERE ra.user_id = u.id AND ra.target_type = t.kind AND ra.target_id = t.id) AS roles"
     " FROM u LEFT JOIN t ON true";
+
+/* Application credentials: the credential (by id, or by name and its
+ * user), its user and project, and the roles it grants that the user still
+ * holds on the project.  Columns as issue_sql's, plus its expiry. */
+static const char appcred_sql[] =
+    "SELECT u.id, u.name, u.domain_id, d.name AS domain_name,"
+    "  c.secret_hash AS password_hash, (u.enabled AND d.enabled) AS enabled,"
+    "  p.id AS t_id, p.name AS t_name, (p.enabled AND pd.enabled) AS t_enabled,"
+    "  pd.id AS t_domain_id, pd.name AS t_domain_name,"
+    "  (SELECT coalesce(json_agg(json_build_array(r.id, r.name) ORDER BY r.name), '[]')"
+    "   FROM role_assignments ra JOIN roles r ON r.id = ra.role_id"
+    "   WHERE ra.user_id = u.id AND ra.target_type = 'project' AND ra.target_id = p.id"
+    "   AND (c.unrestricted OR r.id IN (SELECT x->>'id' FROM jsonb_array_elements(c.roles) x)))"
+    "   AS roles,"
+    "  floor(extract(epoch FROM c.expires_at))::bigint AS expires"
+    " FROM application_credentials c JOIN users u ON u.id = c.user_id"
+    " JOIN domains d ON d.id = u.domain_id"
+    " JOIN projects p ON p.id = c.project_id JOIN domains pd ON pd.id = p.domain_id"
+    " WHERE (c.expires_at IS NULL OR c.expires_at > now()) AND CASE"
+    "  WHEN $1::text IS NOT NULL THEN c.id = $1"
+    "  ELSE c.name = $2 AND CASE WHEN $3::text IS NOT NULL THEN u.id = $3"
+    "   ELSE u.name = $4 AND (d.id = $5 OR d.name = $6) END END";
 
 /* Reads {"id"} or {"name", "domain": {"id"|"name"}} into params. */
 static int
@@ -722,6 +773,32 @@ tokens_post(http_request *req, struct api_req *ar)
         }
         is->method = AUTH_METHOD_TOKEN;
         p[0] = arena_strdup(mem, is->parent.user_id);
+    } else if (method && !strcmp(method, "application_credential")) {
+        json_t *ac = json_object_get(ident, "application_credential");
+        const char *secret = jstr(ac, "secret");
+        p[0] = jstr(ac, "id");
+        p[1] = jstr(ac, "name");
+        json_t *user = json_object_get(ac, "user");
+        if (!secret || (!p[0] && (!p[1] || !json_is_object(user)))) {
+            err = "Expecting application_credential with secret, and id or name and user.";
+            goto bad;
+        }
+        if (!p[0] && parse_named(user, &p[2], &p[3], &p[4], &p[5], !jstr(user, "id")) < 0) {
+            err = "Expecting application_credential.user with id, or name and domain.";
+            goto bad;
+        }
+        for (int i = 0; i < 6; i++)
+            p[i] = p[i] ? arena_strdup(mem, p[i]) : NULL;
+        is->method = AUTH_METHOD_APPLICATION_CREDENTIAL;
+        is->password = arena_strdup(mem, secret);
+        is->password_len = strlen(secret);
+        if (is->password_len > AUTH_PASSWORD_MAX) {
+            err = "The secret is too long.";
+            goto bad;
+        }
+        is->user_key = arena_printf(mem, "appcred:%s", p[0] ? p[0] : p[1]);
+        is->sql = appcred_sql;
+        is->scope = AUTH_SCOPE_PROJECT;
     } else {
         err = "Unsupported authentication method.";
         json_decref(body);
@@ -730,6 +807,14 @@ tokens_post(http_request *req, struct api_req *ar)
     }
 
     json_t *scope = json_object_get(auth, "scope");
+    if (is->sql) {
+        /* An application credential carries its own project scope. */
+        if (scope && !json_is_null(scope)) {
+            err = "An application credential cannot be re-scoped.";
+            goto bad;
+        }
+        goto lookup;
+    }
     is->scope = AUTH_SCOPE_UNSCOPED;
     p[4] = "none";
     if (scope && !json_is_null(scope)) {
@@ -760,10 +845,11 @@ tokens_post(http_request *req, struct api_req *ar)
         for (int i = 5; i < 9; i++)
             p[i] = p[i] ? arena_strdup(mem, p[i]) : NULL;
     }
+lookup:
     json_decref(body);
 
     int64_t retry = 0;
-    if (is->method == AUTH_METHOD_PASSWORD &&
+    if (uses_secret(is) &&
         auth_ratelimit_check(id->login_limit, is->user_key, http_req_peer(req), now_s(),
                              &retry) < 0) {
         id->login_throttled++;
@@ -784,7 +870,10 @@ tokens_post(http_request *req, struct api_req *ar)
             return;
         }
     }
-    api_query(req, issue_sql, 9, p, issue_row, is);
+    if (is->sql)
+        api_query(req, is->sql, 6, p, issue_row, is);
+    else
+        api_query(req, issue_sql, 9, p, issue_row, is);
     return;
 bad:
     json_decref(body);

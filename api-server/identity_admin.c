@@ -1154,6 +1154,219 @@ endpoints_delete(http_request *req, struct api_req *ar)
               reply_one, (void *)&w_endpoint_gone);
 }
 
+/* ---- Application credentials (the user's own, created with a
+ * project-scoped token; the secret is shown once). */
+
+#define APPCRED_JSON \
+    "(jsonb_build_object('id', c.id, 'name', c.name, 'user_id', c.user_id," \
+    " 'project_id', c.project_id, 'description', c.description," \
+    " 'unrestricted', c.unrestricted, 'expires_at', c.expires_at," \
+    " 'roles', (SELECT coalesce(jsonb_agg(x || jsonb_build_object('domain_id', NULL)), '[]')" \
+    "   FROM jsonb_array_elements(c.roles) x)," \
+    " 'links', jsonb_build_object('self', $1 || '/v3/users/' || c.user_id ||" \
+    " '/application_credentials/' || c.id)))"
+
+static const struct wrap w_appcred = { "application_credential", "application_credentials", 200,
+                                       "Could not find application credential." };
+static const struct wrap w_appcreds = { "application_credentials", "application_credentials", 200, NULL };
+static const struct wrap w_appcred_gone = { "application_credential", "application_credentials", 204,
+                                            "Could not find application credential." };
+
+struct appcred_new {
+    http_request *req;
+    const char *secret;
+};
+
+static void
+appcred_created(http_request *req, struct api_req *ar, db_result *res, void *ctx)
+{
+    struct appcred_new *an = ctx;
+    if (db_rows(res) < 1) {
+        api_error(req, 404, "Could not find user.");
+        return;
+    }
+    json_t *o = json_loads(db_get(res, 0, 0), 0, NULL);
+    if (!o) {
+        api_error(req, 500, "Cannot render the application credential.");
+        return;
+    }
+    json_object_set_new(o, "secret", json_string(an->secret));
+    api_reply_json(req, 201, json_pack("{s:o}", "application_credential", o));
+}
+
+struct appcred_hash {
+    http_request *req;
+    const char **p;
+    struct appcred_new *an;
+    struct auth_password *hasher;
+    char *hash;
+    int rc;
+    uv_work_t work;
+};
+
+static void
+appcred_hash_work(uv_work_t *w)
+{
+    struct appcred_hash *h = w->data;
+    h->rc = auth_password_hash(h->hasher, h->an->secret, strlen(h->an->secret), h->hash);
+}
+
+static void
+appcred_hash_done(uv_work_t *w, int status)
+{
+    struct appcred_hash *h = w->data;
+    if (status < 0 || h->rc < 0) {
+        api_error(h->req, 400, "The secret cannot be used.");
+        return;
+    }
+    h->p[5] = h->hash;
+    api_query(h->req,
+              "WITH c AS (INSERT INTO application_credentials (id, name, user_id, project_id,"
+              " secret_hash, description, roles, unrestricted, expires_at)"
+              " VALUES ($2, $3, $4, $5, $6, $7, $8::jsonb, coalesce($9::boolean, false), $10::timestamptz)"
+              " RETURNING *) SELECT " APPCRED_JSON " FROM c",
+              10, h->p, appcred_created, h->an);
+}
+
+static void
+appcred_create(http_request *req, struct api_req *ar)
+{
+    const char *uid = http_req_param(req, "id");
+    if (auth_and_check(req, ar, "identity:create_application_credential", NULL, uid) < 0)
+        return;
+    if (ar->token->scope != AUTH_SCOPE_PROJECT || strcmp(ar->token->user_id, uid)) {
+        api_error(req, 403, "Application credentials are created by their user with a "
+                  "project-scoped token.");
+        return;
+    }
+    json_t *body = api_parse_body(req);
+    if (!body)
+        return;
+    struct arena *mem = http_req_arena(req);
+    json_t *o = body_object(req, body, "application_credential");
+    if (!o)
+        goto out;
+    const char **p = params(req, 10);
+    struct appcred_new *an = arena_zalloc(mem, sizeof *an);
+    an->req = req;
+    /* $2 id, $3 name, $4 user, $5 project, $6 secret hash (after hashing),
+     * $7 description, $8 roles, $9 unrestricted, $10 expires_at. */
+    p[1] = new_id(req);
+    p[3] = uid;
+    p[4] = arena_strdup(mem, ar->token->project_id);
+    if (opt_str(req, o, "name", NAME_MAX_LEN, &p[2]) < 0 ||
+        opt_str(req, o, "description", DESC_MAX_LEN, &p[6]) < 0 ||
+        opt_str(req, o, "secret", AUTH_PASSWORD_MAX, &an->secret) < 0 ||
+        opt_bool(req, o, "unrestricted", &p[8]) < 0 ||
+        opt_str(req, o, "expires_at", 64, &p[9]) < 0)
+        goto out;
+    if (!p[2] || !*p[2]) {
+        api_error(req, 400, "An application credential needs a name.");
+        goto out;
+    }
+    /* Roles: a subset of the caller's roles on the project, by id or name;
+     * none given means all of them. */
+    json_t *want = json_object_get(o, "roles");
+    json_t *roles = json_array();
+    for (unsigned i = 0; i < ar->token->n_roles; i++) {
+        const struct auth_role *r = &ar->token->roles[i];
+        bool take = !json_is_array(want) || json_array_size(want) == 0;
+        size_t k;
+        json_t *w;
+        json_array_foreach(want, k, w) {
+            const char *wid = json_string_value(json_object_get(w, "id"));
+            const char *wname = json_string_value(json_object_get(w, "name"));
+            if ((wid && !strcmp(wid, r->id)) || (wname && !strcmp(wname, r->name)))
+                take = true;
+        }
+        if (take)
+            json_array_append_new(roles, json_pack("{s:s,s:s}", "id", r->id, "name", r->name));
+    }
+    size_t nwant = json_is_array(want) ? json_array_size(want) : 0;
+    if (nwant && json_array_size(roles) != nwant) {
+        json_decref(roles);
+        api_error(req, 403, "An application credential can only carry roles its "
+                  "creator holds on the project.");
+        goto out;
+    }
+    char *rtext = json_dumps(roles, JSON_COMPACT);
+    json_decref(roles);
+    p[7] = arena_strdup(mem, rtext ? rtext : "[]");
+    free(rtext);
+    if (!an->secret) {
+        unsigned char raw[32];
+        char *hex = arena_alloc(mem, 65);
+        util_random(raw, sizeof raw);
+        for (size_t i = 0; i < sizeof raw; i++)
+            snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+        an->secret = hex;
+    } else if (!*an->secret) {
+        api_error(req, 400, "The secret must not be empty.");
+        goto out;
+    }
+    struct appcred_hash *h = arena_zalloc(mem, sizeof *h);
+    h->req = req;
+    h->p = p;
+    h->an = an;
+    h->hasher = identity_of(ar)->hasher;
+    h->hash = arena_alloc(mem, AUTH_PASSWORD_HASH_SIZE);
+    h->work.data = h;
+    json_decref(body);
+    body = NULL;
+    if (uv_queue_work(ar->api->loop, &h->work, appcred_hash_work, appcred_hash_done) < 0)
+        api_error(req, 500, "Cannot hash the secret.");
+    return;
+out:
+    json_decref(body);
+}
+
+static void
+appcred_list(http_request *req, struct api_req *ar)
+{
+    const char *uid = http_req_param(req, "id");
+    if (auth_and_check(req, ar, "identity:list_application_credentials", NULL, uid) < 0)
+        return;
+    const char **p = params(req, 3);
+    p[1] = uid;
+    p[2] = qp(req, "name");
+    api_query(req, "SELECT coalesce(json_agg(" APPCRED_JSON " ORDER BY c.name), '[]')"
+                   " FROM application_credentials c WHERE c.user_id = $2"
+                   " AND ($3::text IS NULL OR c.name = $3)", 3, p, reply_list,
+              (void *)&w_appcreds);
+}
+
+static void
+appcred_get(http_request *req, struct api_req *ar)
+{
+    const char *uid = http_req_param(req, "id");
+    if (auth_and_check(req, ar, "identity:get_application_credential", NULL, uid) < 0)
+        return;
+    const char **p = params(req, 3);
+    p[1] = uid;
+    p[2] = http_req_param(req, "cred");
+    api_query(req, "SELECT " APPCRED_JSON " FROM application_credentials c"
+                   " WHERE c.user_id = $2 AND c.id = $3", 3, p, reply_one, (void *)&w_appcred);
+}
+
+static void
+appcred_delete(http_request *req, struct api_req *ar)
+{
+    const char *uid = http_req_param(req, "id");
+    if (auth_and_check(req, ar, "identity:delete_application_credential", NULL, uid) < 0)
+        return;
+    const char **p = params(req, 4);
+    p[1] = uid;
+    p[2] = http_req_param(req, "cred");
+    p[3] = ttl_param(req, ar);
+    /* Tokens do not record which credential made them, so deleting one
+     * revokes every earlier token of the user (the safe side). */
+    api_query(req, "WITH d AS (DELETE FROM application_credentials WHERE user_id = $2 AND id = $3"
+                   " AND $1::text IS NOT NULL RETURNING user_id),"
+                   " rv AS (INSERT INTO revocation_events (kind, value, expires_at)"
+                   "  SELECT 'user', user_id, now() + make_interval(secs => $4::bigint) FROM d)"
+                   " SELECT 1 FROM d", 4, p, reply_one, (void *)&w_appcred_gone);
+}
+
 void
 identity_admin_register(struct api *a)
 {
@@ -1201,6 +1414,10 @@ identity_admin_register(struct api *a)
         { "POST", "/v3/endpoints", endpoints_create },
         { "GET", "/v3/endpoints/{id}", endpoints_get },
         { "DELETE", "/v3/endpoints/{id}", endpoints_delete },
+        { "POST", "/v3/users/{id}/application_credentials", appcred_create },
+        { "GET", "/v3/users/{id}/application_credentials", appcred_list },
+        { "GET", "/v3/users/{id}/application_credentials/{cred}", appcred_get },
+        { "DELETE", "/v3/users/{id}/application_credentials/{cred}", appcred_delete },
     };
     for (size_t i = 0; i < ARRAY_SIZE(routes); i++)
         api_route(a, API_IDENTITY, routes[i].method, routes[i].pattern, routes[i].fn);

@@ -137,3 +137,20 @@ CREATE TRIGGER role_assignments_names_notify AFTER INSERT OR UPDATE OR DELETE ON
     FOR EACH STATEMENT EXECUTE FUNCTION notify_names();
 CREATE TRIGGER roles_names_notify AFTER UPDATE OR DELETE ON roles
     FOR EACH STATEMENT EXECUTE FUNCTION notify_names();
+
+-- Application credentials: a secret (Argon2id, like passwords) that logs in
+-- as its user, scoped to one project, with a subset of the user's roles
+-- there (or all of them when unrestricted).
+CREATE TABLE application_credentials (
+    id           text PRIMARY KEY,
+    name         text NOT NULL,
+    user_id      text NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    project_id   text NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    description  text,
+    secret_hash  text NOT NULL,
+    roles        jsonb NOT NULL DEFAULT '[]',
+    unrestricted boolean NOT NULL DEFAULT false,
+    expires_at   timestamptz,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (user_id, name)
+);

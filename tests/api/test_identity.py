@@ -222,6 +222,59 @@ class Identity(unittest.TestCase):
         time.sleep(1.1)
         self.assertEqual(eventually(rescope, 401), 401)
 
+    def test_application_credentials(self):
+        ah = {'X-Auth-Token': self.admin}
+        st, _, b = self.req('POST', '/v3/users', {'user': {'name': 'ac-user', 'password': 'ac-pw'}}, ah)
+        uid = b['user']['id']
+        self.assertEqual(self.req('PUT', f"/v3/projects/{self.ids['alpha']}/users/{uid}/roles/"
+                                  f"{self.role['member']}", headers=ah)[0], 204)
+        tok, _ = self.cloud.token('ac-user', 'ac-pw', 'alpha')
+        h = {'X-Auth-Token': tok}
+        base = f'/v3/users/{uid}/application_credentials'
+        st, _, b = self.req('POST', base, {'application_credential': {'name': 'ci', 'secret': 's3cret'}}, h)
+        self.assertEqual(st, 201, b)
+        ac = b['application_credential']
+        self.assertEqual(ac['secret'], 's3cret')
+        self.assertEqual(ac['project_id'], self.ids['alpha'])
+        self.assertEqual([r['name'] for r in ac['roles']], ['member'])
+        st, _, b = self.req('POST', base, {'application_credential': {'name': 'gen'}}, h)
+        self.assertEqual(st, 201)
+        self.assertGreaterEqual(len(b['application_credential']['secret']), 32)
+        # Roles the creator does not hold are refused.
+        st, _, _ = self.req('POST', base, {'application_credential': {
+            'name': 'greedy', 'roles': [{'name': 'admin'}]}}, h)
+        self.assertEqual(st, 403)
+        st, _, b = self.req('GET', base, headers=h)
+        self.assertEqual(sorted(c['name'] for c in b['application_credentials']), ['ci', 'gen'])
+        self.assertNotIn('secret', str(b))
+        # Another user cannot see them.
+        st, _, _ = self.req('GET', f"/v3/users/{uid}/application_credentials",
+                            headers={'X-Auth-Token': self.member('beta')})
+        self.assertEqual(st, 403)
+        login = {'auth': {'identity': {'methods': ['application_credential'],
+                                       'application_credential': {'id': ac['id'], 'secret': 's3cret'}}}}
+        st, rh, b = self.req('POST', '/v3/auth/tokens', login)
+        self.assertEqual(st, 201, b)
+        self.assertEqual(b['token']['methods'], ['application_credential'])
+        self.assertEqual(b['token']['project']['id'], self.ids['alpha'])
+        by_name = {'auth': {'identity': {'methods': ['application_credential'],
+                                         'application_credential': {
+                                             'name': 'ci', 'secret': 's3cret',
+                                             'user': {'name': 'ac-user', 'domain': {'name': 'Default'}}}}}}
+        self.assertEqual(self.req('POST', '/v3/auth/tokens', by_name)[0], 201)
+        login['auth']['identity']['application_credential']['secret'] = 'wrong'
+        self.assertEqual(self.req('POST', '/v3/auth/tokens', login)[0], 401)
+        st, _, _ = self.req('DELETE', f"{base}/{ac['id']}", headers=h)
+        self.assertEqual(st, 204)
+        login['auth']['identity']['application_credential']['secret'] = 's3cret'
+        self.assertEqual(self.req('POST', '/v3/auth/tokens', login)[0], 401)
+        # A password change right before a login does not revoke the new token.
+        st, _, _ = self.req('PATCH', f'/v3/users/{uid}', {'user': {'password': 'ac-pw2'}}, ah)
+        self.assertEqual(st, 200)
+        time.sleep(0.3)
+        tok2, _ = self.cloud.token('ac-user', 'ac-pw2', 'alpha')
+        self.assertEqual(self.req('GET', '/v3/auth/projects', headers={'X-Auth-Token': tok2})[0], 200)
+
     def test_failed_logins_are_limited(self):
         ah = {'X-Auth-Token': self.admin}
         self.req('POST', '/v3/users', {'user': {'name': 'victim', 'password': 'victim-pw'}}, ah)

@@ -67,6 +67,29 @@ class OpenStackClient(unittest.TestCase):
         types = {c['Type'] for c in cat}
         self.assertTrue({'identity', 'compute', 'network'} <= types, types)
 
+        # An application credential made with the client logs in with it.
+        ac = self.js('application', 'credential', 'create', '--secret', 'cli-ac-secret', 'cli-ac',
+                     user='cli-user', password='cli-secret', project='cli-proj')
+        self.assertEqual(ac['name'], 'cli-ac')
+        path = os.path.join(self.cloud.dir, 'clouds-ac.yaml')
+        with open(path, 'w') as f:
+            f.write(f"""clouds:
+  test:
+    auth_type: v3applicationcredential
+    auth:
+      auth_url: {self.cloud.url('identity', '/v3')}
+      application_credential_id: {ac['id']}
+      application_credential_secret: cli-ac-secret
+    region_name: RegionOne
+    identity_api_version: 3
+""")
+        env = {k: v for k, v in os.environ.items() if not k.startswith('OS_')}
+        env.update(OS_CLIENT_CONFIG_FILE=path, OS_CLOUD='test')
+        r = subprocess.run([OPENSTACK, 'token', 'issue', '-f', 'json'], env=env,
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)['project_id'], p['id'])
+
         # Members are refused admin calls.
         r = self.osc('project', 'create', 'nope', user='cli-user', password='cli-secret',
                      project='cli-proj', check=False)
