@@ -169,7 +169,9 @@ error_reply(http_request *req, enum api_service svc, int status,
 {
     json_t *body;
     if (status == 401 && svc == API_IDENTITY)
-        http_resp_header(req, "WWW-Authenticate", "Keystone uri=\"/v3\"");
+        http_resp_header(req, "WWW-Authenticate",
+                         arena_printf(http_req_arena(req), "Keystone uri=\"%s\"",
+                                      api_base_url(req, API_IDENTITY)));
     switch (svc) {
     case API_IDENTITY:
         body = json_pack("{s:{s:i,s:s,s:s}}", "error", "code", status,
@@ -220,6 +222,17 @@ api_error_typed(http_request *req, int status, const char *type,
     va_start(ap, fmt);
     api_verror(req, status, type, fmt, ap);
     va_end(ap);
+}
+
+void
+api_error_unauthorized(http_request *req)
+{
+    struct api_req *ar = api_req(req);
+    ar->api->counters.auth_failures++;
+    /* Every service rejects a bad token the way keystonemiddleware does in
+     * front of OpenStack's services: 401 in the identity error shape. */
+    error_reply(req, API_IDENTITY, 401,
+                NULL, "The request you have made requires authentication.");
 }
 
 void

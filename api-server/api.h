@@ -82,6 +82,10 @@ void api_error(http_request *req, int status, const char *fmt, ...)
 void api_error_typed(http_request *req, int status, const char *type,
                      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
+/* Answers 401 for a missing or bad token, in the identity error shape
+ * whatever the service (as keystonemiddleware does for OpenStack). */
+void api_error_unauthorized(http_request *req);
+
 /* Answers a failed database call: 503 when the database is unavailable or
  * busy, 409 for unique violations (message given), else 500; logs once. */
 void api_db_error(http_request *req, int status, const struct db_error *err);

@@ -252,7 +252,7 @@ api_authenticate(http_request *req, struct api_req *ar)
         return rc;
     }
     if (rc < 0) {
-        api_error(req, 401, "The request you have made requires authentication.");
+        api_error_unauthorized(req);
         return rc;
     }
     ar->token = tok;
