@@ -64,6 +64,29 @@ const struct conf_option api_options[] = {
       "'failed_login_window'." },
     { "identity", "failed_login_window", CONF_INT, "60", 1, 86400,
       "Window in seconds for the failed-login limits." },
+    /* [image]: read by nimbus-image (image-service/img_options.c has the
+     * same rows, so one file configures every daemon). */
+    { "image", "host", CONF_STR, "127.0.0.1", 0, 0,
+      "Address nimbus-image (the Image API, Glance v2 compatible) binds to "
+      "(IPv4 or IPv6 literal)." },
+    { "image", "port", CONF_INT, "9292", 0, 65535,
+      "Port of the Image API (0 picks a free port, for tests)." },
+    { "image", "public_url", CONF_STR, "", 0, 0,
+      "Base URL of the Image API in the links it hands out (version "
+      "documents), for example http://ctl:9292.  Empty: from the request's "
+      "Host header." },
+    { "image", "store_dir", CONF_STR, "/var/lib/nimbus/images", 0, 0,
+      "Directory of the filesystem image store: one file per image, "
+      "uploads written under a temporary name and renamed when complete." },
+    { "image", "max_image_size", CONF_INT, "1099511627776", 1, 9223372036854775807L,
+      "Largest image in bytes; larger uploads get 413." },
+    { "image", "project_quota_bytes", CONF_INT, "0", 0, 9223372036854775807L,
+      "Total bytes of image data one project may store; 0 means no limit. "
+      "Uploads beyond get 413." },
+    { "image", "max_connections", CONF_INT, "10000", 1, 1000000,
+      "Open client connections; more are refused." },
+    { "image", "body_timeout", CONF_INT, "60", 1, 86400,
+      "Seconds an upload may stall between two pieces of data." },
     /* [log] */
     { "log", "level", CONF_STR, "info", 0, 0,
       "Minimum level logged to stderr: debug, info, warn or error." },

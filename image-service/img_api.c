@@ -471,6 +471,43 @@ metrics(http_request *req, struct img_req *ir)
     (void)http_respond(req, 200, "text/plain; version=0.0.4", out, strlen(out));
 }
 
+/* ---- Recovery at start-up.  Uploads that were running when a previous
+ * nimbus-image died left rows in 'saving' (their temporary files were
+ * removed by the store's sweep): they return to queued so the image can be
+ * uploaded again.  Upload tokens start with the id of the process that
+ * claimed the image, so an upload this process claimed meanwhile is never
+ * reset.  One nimbus-image serves one store. */
+
+static void
+recovered(int status, db_result *res, const struct db_error *err, void *arg)
+{
+    struct img_ctx *ctx = arg;
+    ctx->recovering = false;
+    if (status < 0)
+        return;            /* The timer tries again. */
+    ctx->recovered = true;
+    if (db_rows(res) > 0)
+        log_info("image", "%d interrupted uploads returned to queued", db_rows(res));
+    if (ctx->recover_open) {
+        ctx->recover_open = false;
+        uv_close((uv_handle_t *)&ctx->recover_timer, NULL);
+    }
+}
+
+static void
+recover_tick(uv_timer_t *t)
+{
+    struct img_ctx *ctx = t->data;
+    if (ctx->recovered || ctx->recovering || !db_pool_available(ctx->db))
+        return;
+    const char *p[1] = { ctx->instance };
+    if (db_query(ctx->db, "UPDATE images SET status = 'queued', upload_token = NULL, "
+                 "updated_at = now() WHERE status = 'saving' AND "
+                 "(upload_token IS NULL OR left(upload_token, 16) <> $1) RETURNING id",
+                 1, p, recovered, ctx) == 0)
+        ctx->recovering = true;
+}
+
 /* ---- Start and stop. */
 
 int
@@ -488,6 +525,10 @@ img_api_start(struct img_ctx *ctx)
     ctx->max_image_size = conf_int(ctx->conf, "image", "max_image_size");
     ctx->project_quota = conf_int(ctx->conf, "image", "project_quota_bytes");
 
+    char hex[33];
+    util_uuid4_hex(hex);
+    memcpy(ctx->instance, hex, 16);
+    ctx->instance[16] = '\0';
     int n = ctx->store->ops->sweep(ctx->store);
     if (n > 0)
         log_info("image", "removed %d unfinished uploads from the store", n);
@@ -498,6 +539,10 @@ img_api_start(struct img_ctx *ctx)
         return rc;
     }
     http_server_set_error_handler(ctx->http, server_error, ctx);
+    uv_timer_init(ctx->loop, &ctx->recover_timer);
+    ctx->recover_timer.data = ctx;
+    ctx->recover_open = true;
+    uv_timer_start(&ctx->recover_timer, recover_tick, 0, 500);
     img_route(ctx, "GET", "/", root, false, NULL);
     img_route(ctx, "GET", "/v2", v2_root, false, NULL);
     img_route(ctx, "GET", "/versions", root, false, NULL);
@@ -525,6 +570,10 @@ void
 img_api_shutdown(struct img_ctx *ctx, void (*done)(void *arg), void *arg)
 {
     img_auth_stop(ctx->auth);
+    if (ctx->recover_open) {
+        ctx->recover_open = false;
+        uv_close((uv_handle_t *)&ctx->recover_timer, NULL);
+    }
     http_server_shutdown(ctx->http, done, arg);
 }
 

@@ -44,6 +44,11 @@ struct img_ctx {
     unsigned downloads_active;
     struct img_counters counters;
     uint64_t started_ns;
+    char instance[17];             /* Random id of this process: upload tokens start with it. */
+    uv_timer_t recover_timer;      /* Retries the start-up recovery. */
+    bool recover_open;
+    bool recovering;
+    bool recovered;
     struct img_route *routes;      /* Owned route table entries. */
 };
 

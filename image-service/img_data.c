@@ -17,8 +17,9 @@
  * check, I/O) removes the temporary data and returns the image to queued,
  * as Glance does, so the client can retry.
  *
- * Download.  The data is read in 256 KiB pieces, two in flight, each
- * written to the socket before its buffer is reused. */
+ * Download.  The data is read in 256 KiB pieces on the thread pool (so a
+ * cold disk never stalls the loop), one read in flight while the previous
+ * piece is being written to the socket. */
 #include "img_api.h"
 
 #include <errno.h>
@@ -444,7 +445,9 @@ upload_loaded(http_request *req, struct img_req *ir, db_result *res, void *arg)
     up->cap_is_quota = quota;
     snprintf(up->id, sizeof up->id, "%s", db_getn(res, 0, "id"));
     snprintf(up->disk_format, sizeof up->disk_format, "%s", df);
-    util_uuid4_hex(up->nonce);
+    char rnd[33];
+    util_uuid4_hex(rnd);
+    snprintf(up->nonce, sizeof up->nonce, "%s%.16s", ctx->instance, rnd);
     const char *p[2] = { up->id, up->nonce };
     int rc = db_query(ctx->db, "UPDATE images SET status = 'saving', upload_token = $2, "
                       "updated_at = now() WHERE id = $1 AND status = 'queued' RETURNING id",
@@ -490,16 +493,21 @@ struct download;
 struct dl_slot {
     struct download *dl;
     char *buf;
-    bool busy;
+    bool busy;             /* Being read into or written from. */
 };
 
 struct download {
     http_request *req;
     struct img_ctx *ctx;
     struct img_store_reader *r;
-    uint64_t off, end;
+    uint64_t off, end;     /* Next byte to read, end of the range. */
     struct dl_slot slot[2];
-    int busy;
+    int writing;           /* Writes in flight. */
+    bool reading;          /* A read job is in flight (at most one). */
+    uv_work_t rd;
+    struct dl_slot *rd_slot;
+    size_t rd_want;
+    ssize_t rd_n;
     bool failed;
     bool ended;
 };
@@ -526,42 +534,67 @@ dl_written(http_request *req, int status, void *arg)
     struct dl_slot *s = arg;
     struct download *dl = s->dl;
     s->busy = false;
-    dl->busy--;
+    dl->writing--;
     if (status < 0)
         dl->failed = true;
     download_pump(dl);
 }
 
-/* Reads and sends pieces while a buffer is free; ends the answer once all
- * is sent (or the client went away). */
+static void
+dl_read_job(uv_work_t *w)
+{
+    struct download *dl = w->data;
+    dl->rd_n = dl->ctx->store->ops->read(dl->r, dl->rd_slot->buf, dl->rd_want, dl->off);
+}
+
+static void
+dl_read_done(uv_work_t *w, int status)
+{
+    struct download *dl = w->data;
+    struct dl_slot *s = dl->rd_slot;
+    dl->reading = false;
+    if (dl->rd_n <= 0) {
+        if (!dl->failed)
+            log_error("image", "%s: image data ends early or cannot be read (%zd)",
+                      http_req_path(dl->req), dl->rd_n);
+        s->busy = false;
+        dl->failed = true;
+    } else if (!dl->failed) {
+        dl->off += (uint64_t)dl->rd_n;
+        dl->ctx->counters.bytes_downloaded += (uint64_t)dl->rd_n;
+        dl->writing++;
+        if (http_resp_write(dl->req, s->buf, (size_t)dl->rd_n, dl_written, s) < 0) {
+            s->busy = false;
+            dl->writing--;
+            dl->failed = true;
+        }
+    } else {
+        s->busy = false;
+    }
+    download_pump(dl);
+}
+
+/* Reads the next piece on the thread pool while a buffer is free (one read
+ * at a time, so pieces are written in order, while the previous piece is
+ * being written); ends the answer once all is sent or the client went
+ * away. */
 static void
 download_pump(struct download *dl)
 {
-    for (int i = 0; i < 2 && !dl->failed && dl->off < dl->end; i++) {
-        struct dl_slot *s = &dl->slot[i];
-        if (s->busy)
-            continue;
-        uint64_t want = dl->end - dl->off;
-        if (want > DL_CHUNK)
-            want = DL_CHUNK;
-        ssize_t n = dl->ctx->store->ops->read(dl->r, s->buf, (size_t)want, dl->off);
-        if (n <= 0) {
-            log_error("image", "%s: image data ends early or cannot be read (%zd)",
-                      http_req_path(dl->req), n);
-            dl->failed = true;
-            break;
-        }
-        dl->off += (uint64_t)n;
-        dl->ctx->counters.bytes_downloaded += (uint64_t)n;
-        s->busy = true;
-        dl->busy++;
-        if (http_resp_write(dl->req, s->buf, (size_t)n, dl_written, s) < 0) {
-            s->busy = false;
-            dl->busy--;
-            dl->failed = true;
+    if (!dl->failed && !dl->reading && dl->off < dl->end) {
+        struct dl_slot *s = !dl->slot[0].busy ? &dl->slot[0] :
+                            !dl->slot[1].busy ? &dl->slot[1] : NULL;
+        if (s) {
+            uint64_t want = dl->end - dl->off;
+            s->busy = true;
+            dl->rd_slot = s;
+            dl->rd_want = want > DL_CHUNK ? DL_CHUNK : (size_t)want;
+            dl->rd.data = dl;
+            dl->reading = true;
+            uv_queue_work(dl->ctx->loop, &dl->rd, dl_read_job, dl_read_done);
         }
     }
-    if (dl->busy == 0 && (dl->failed || dl->off >= dl->end))
+    if (dl->writing == 0 && !dl->reading && (dl->failed || dl->off >= dl->end))
         download_end(dl);
 }
 
@@ -680,8 +713,16 @@ download_loaded(http_request *req, struct img_req *ir, db_result *res, void *arg
     http_resp_header(req, "Accept-Ranges", "bytes");
     if (http_resp_start(req, rr > 0 ? 206 : 200, "application/octet-stream",
                         (int64_t)(to - from)) < 0) {
-        dl->failed = true;
+        ctx->store->ops->close_read(r);
+        ctx->downloads_active--;
+        free(dl->slot[0].buf);
+        free(dl->slot[1].buf);
+        free(dl);
+        img_error(req, 500, "Cannot start the answer.");
+        return;
     }
+    if (!strcmp(http_req_method(req), "HEAD"))
+        dl->failed = true;     /* Headers only: nothing to read. */
     download_pump(dl);
 }
 

@@ -253,7 +253,7 @@ split_view(struct verdict *v, const struct img_req *ir, struct arena *mem,
     f->min_ram = jtext(mem, json_object_get(view, "min_ram"));
     f->owner = jtext(mem, json_object_get(view, "owner"));
     json_t *tags = json_object_get(view, "tags");
-    f->tags = json_dumps(tags ? tags : json_array(), JSON_COMPACT | JSON_ENCODE_ANY);
+    f->tags = tags ? json_dumps(tags, JSON_COMPACT | JSON_ENCODE_ANY) : strdup("[]");
     f->properties = json_dumps(props, JSON_COMPACT);
     json_decref(props);
     if (!f->tags || !f->properties) {

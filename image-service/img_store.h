@@ -2,9 +2,11 @@
  * function pointers (Open vSwitch's netdev-provider style) so that other
  * backends can be added beside the filesystem one (img_store_fs.c).
  *
- * Writers and readers do blocking I/O: nimbus-image calls them from libuv's
- * thread pool, never from the event loop, except where noted.  One writer
- * or reader is used by one thread at a time. */
+ * write(), commit() and read() do blocking I/O and are called from libuv's
+ * thread pool.  open_write(), abort(), open_read(), close_read(), remove()
+ * and sweep() are called on the event loop: for the filesystem store they
+ * are cheap; a remote store would queue them on the pool instead.  One
+ * writer or reader is used by one thread at a time. */
 #ifndef NIMBUS_IMG_STORE_H
 #define NIMBUS_IMG_STORE_H
 

@@ -101,6 +101,29 @@ checks_openstack_client() {
     check "openstack token issue (demo)" openstack_as nimbus-demo token issue
 }
 
+image() { echo "http://$HOST:$NIMBUS_IMAGE_PORT"; }
+
+checks_image() {
+    check "image GET / is 300 with a v2 CURRENT version" expect_get "$(image)/" 300 \
+        'any(.versions[]; (.id | startswith("v2")) and .status == "CURRENT")'
+    check "GET $(image)/healthz is 200" expect_get "$(image)/healthz" 200
+    check "the catalog lists the image service" catalog_has_image
+    check "the bootable test image is active (demo sees it)" test_image_active
+}
+
+catalog_has_image() {
+    local out
+    out=$(openstack_as nimbus-admin catalog show image -f json) || return 1
+    jq -e '.endpoints | length > 0' <<<"$out" >/dev/null || { echo "$out"; return 1; }
+}
+
+test_image_active() {
+    local out
+    out=$(openstack_as nimbus-demo image list -f json) || return 1
+    jq -e 'map(select(.Name == "nimbus-test" and .Status == "active")) | length == 1' <<<"$out" >/dev/null \
+        || { echo "$out"; return 1; }
+}
+
 nothing_of_ours_runs() {
     local left
     left=$(pgrep -af -- "$NIMBUS_STATE" | grep -v "^$$ " || true)
@@ -110,7 +133,7 @@ nothing_of_ours_runs() {
 checks_down() {
     check "deploy/dev down" "$DEV" down
     E2E_CLOUD_UP=0
-    check "no process of ours is left (nimbus-api, postgres)" nothing_of_ours_runs
+    check "no process of ours is left (nimbus-api, nimbus-image, postgres)" nothing_of_ours_runs
     check "deploy/dev status reports stopped (exit 3)" bash -c '"$1" status >/dev/null; [ $? -eq 3 ]' _ "$DEV"
 }
 
@@ -121,5 +144,6 @@ checks_network_versions
 checks_health_and_metrics
 checks_dev_script
 checks_openstack_client
+checks_image
 checks_down
 e2e_finish

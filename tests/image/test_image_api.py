@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -123,6 +124,8 @@ class ImageAPI(unittest.TestCase):
         self.assertEqual(st, 206)
         self.assertEqual(body, data[100:200])
         self.assertEqual(h['content-range'], f'bytes 100-199/{len(data)}')
+        st, h, body = self.c.img('HEAD', f'/v2/images/{iid}/file', self.ta, raw=True)
+        self.assertEqual((st, body, int(h['content-length'])), (200, b'', len(data)))
         st, h, body = self.c.img('GET', f'/v2/images/{iid}/file', self.ta, raw=True,
                                  headers={'Range': 'bytes=-10'})
         self.assertEqual((st, body), (206, data[-10:]))
@@ -565,6 +568,69 @@ class ImageLimits(unittest.TestCase):
         self.assertEqual([f for f in self.c.store_files() if f.startswith('.upload-')], [])
 
 
+    def test_crash_recovery(self):
+        """nimbus-image killed with SIGKILL mid-upload: after a restart the
+        image is queued again and no temporary file is left."""
+        _, tok = self.c.make_project_user('crash')
+        img = self.c.create_image(tok, name='crash')
+        iid = img['id']
+        s = socket.create_connection(('127.0.0.1', self.c.image_port))
+        s.sendall((f'PUT /v2/images/{iid}/file HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {tok}\r\n'
+                   f'Content-Length: {2 << 20}\r\n\r\n').encode() + b'c' * (1 << 20))
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            _, _, b = self.c.img('GET', f'/v2/images/{iid}', tok)
+            if b['status'] == 'saving':
+                break
+            time.sleep(0.02)
+        self.assertEqual(b['status'], 'saving')
+        self.c.stop_image(sig=signal.SIGKILL)
+        s.close()
+        self.assertTrue(any(f.startswith('.upload-') for f in self.c.store_files()))
+        self.c.start_image()
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            _, _, b = self.c.img('GET', f'/v2/images/{iid}', tok)
+            if b['status'] == 'queued':
+                break
+            time.sleep(0.05)
+        self.assertEqual(b['status'], 'queued')
+        self.assertEqual([f for f in self.c.store_files() if f.startswith('.upload-')], [])
+        self.assertEqual(self.c.upload(tok, iid, b'c' * 1000)[0], 204)
+
+
+    def test_sigterm_finishes_running_upload(self):
+        """SIGTERM stops accepting but lets a running upload finish; the
+        daemon then exits 0."""
+        _, tok = self.c.make_project_user('term')
+        img = self.c.create_image(tok, name='term')
+        iid = img['id']
+        s = socket.create_connection(('127.0.0.1', self.c.image_port))
+        s.sendall((f'PUT /v2/images/{iid}/file HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {tok}\r\n'
+                   f'Content-Length: {1 << 20}\r\nConnection: close\r\n\r\n').encode()
+                  + b't' * (1 << 19))
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            _, _, b = self.c.img('GET', f'/v2/images/{iid}', tok)
+            if b['status'] == 'saving':
+                break
+            time.sleep(0.02)
+        proc = self.c.image_proc
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        self.assertIsNone(proc.poll())
+        s.sendall(b't' * (1 << 19))
+        resp = http.client.HTTPResponse(s)
+        resp.begin()
+        self.assertEqual(resp.status, 204)
+        s.close()
+        self.assertEqual(proc.wait(20), 0)
+        self.c.stop_image()
+        self.c.start_image()
+        _, _, b = self.c.img('GET', f'/v2/images/{iid}', tok)
+        self.assertEqual((b['status'], b['size']), ('active', 1 << 20))
+
+
 class BigUpload(unittest.TestCase):
     """A large streamed upload (NIMBUS_IMAGE_BIG_MB, default 1024 MiB)
     keeps nimbus-image's RSS flat; the download is byte-identical (by
@@ -588,13 +654,13 @@ class BigUpload(unittest.TestCase):
         img = self.c.create_image(self.tok, name='big')
         pid = self.c.image_pid()
         rss0 = it.vm_rss_kib(pid)
-        block = os.urandom(1 << 20)
+        blocks = [os.urandom(1 << 20) for _ in range(7)]
         md5 = hashlib.md5()
         peak = [rss0]
 
         def gen():
             for i in range(mib):
-                piece = block[i % 251:] + block[:i % 251]
+                piece = blocks[i % 7]
                 md5.update(piece)
                 if i % 32 == 0:
                     peak[0] = max(peak[0], it.vm_rss_kib(pid))
