@@ -127,6 +127,19 @@ auth_and_check(http_request *req, struct api_req *ar, const char *op,
     return api_authorize(req, ar, op, project_id, user_id);
 }
 
+/* GET or DELETE of one resource by its {id}: the policy check, then 'sql'
+ * with $1 the base URL and $2 the id, answered through 'w'. */
+static void
+by_id(http_request *req, struct api_req *ar, const char *op, const char *sql,
+      const struct wrap *w)
+{
+    if (auth_and_check(req, ar, op, NULL, NULL) < 0)
+        return;
+    const char **p = params(req, 2);
+    p[1] = http_req_param(req, "id");
+    api_query(req, sql, 2, p, reply_one, (void *)w);
+}
+
 /* A filter value from the query string, or NULL. */
 static const char *
 qp(http_request *req, const char *name)
@@ -186,12 +199,9 @@ domains_list(http_request *req, struct api_req *ar)
 static void
 domains_get(http_request *req, struct api_req *ar)
 {
-    if (auth_and_check(req, ar, "identity:get_domain", NULL, NULL) < 0)
-        return;
-    const char **p = params(req, 2);
-    p[1] = http_req_param(req, "id");
-    api_query(req, "SELECT " DOMAIN_JSON " FROM domains d WHERE d.id = $2", 2, p,
-              reply_one, (void *)&w_domain);
+    by_id(req, ar, "identity:get_domain",
+          "SELECT " DOMAIN_JSON " FROM domains d WHERE d.id = $2",
+          &w_domain);
 }
 
 static void
@@ -749,12 +759,9 @@ roles_list(http_request *req, struct api_req *ar)
 static void
 roles_get(http_request *req, struct api_req *ar)
 {
-    if (auth_and_check(req, ar, "identity:get_role", NULL, NULL) < 0)
-        return;
-    const char **p = params(req, 2);
-    p[1] = http_req_param(req, "id");
-    api_query(req, "SELECT " ROLE_JSON " FROM roles r WHERE r.id = $2", 2, p,
-              reply_one, (void *)&w_role);
+    by_id(req, ar, "identity:get_role",
+          "SELECT " ROLE_JSON " FROM roles r WHERE r.id = $2",
+          &w_role);
 }
 
 static void
@@ -1034,12 +1041,9 @@ services_list(http_request *req, struct api_req *ar)
 static void
 services_get(http_request *req, struct api_req *ar)
 {
-    if (auth_and_check(req, ar, "identity:get_service", NULL, NULL) < 0)
-        return;
-    const char **p = params(req, 2);
-    p[1] = http_req_param(req, "id");
-    api_query(req, "SELECT " SERVICE_JSON " FROM services s WHERE s.id = $2", 2, p,
-              reply_one, (void *)&w_service);
+    by_id(req, ar, "identity:get_service",
+          "SELECT " SERVICE_JSON " FROM services s WHERE s.id = $2",
+          &w_service);
 }
 
 static void
@@ -1075,12 +1079,9 @@ out:
 static void
 services_delete(http_request *req, struct api_req *ar)
 {
-    if (auth_and_check(req, ar, "identity:delete_service", NULL, NULL) < 0)
-        return;
-    const char **p = params(req, 2);
-    p[1] = http_req_param(req, "id");
-    api_query(req, "DELETE FROM services WHERE id = $2 AND $1::text IS NOT NULL RETURNING id", 2, p,
-              reply_one, (void *)&w_service_gone);
+    by_id(req, ar, "identity:delete_service",
+          "DELETE FROM services WHERE id = $2 AND $1::text IS NOT NULL RETURNING id",
+          &w_service_gone);
 }
 
 static void
@@ -1102,12 +1103,9 @@ endpoints_list(http_request *req, struct api_req *ar)
 static void
 endpoints_get(http_request *req, struct api_req *ar)
 {
-    if (auth_and_check(req, ar, "identity:get_endpoint", NULL, NULL) < 0)
-        return;
-    const char **p = params(req, 2);
-    p[1] = http_req_param(req, "id");
-    api_query(req, "SELECT " ENDPOINT_JSON " FROM endpoints e WHERE e.id = $2", 2, p,
-              reply_one, (void *)&w_endpoint);
+    by_id(req, ar, "identity:get_endpoint",
+          "SELECT " ENDPOINT_JSON " FROM endpoints e WHERE e.id = $2",
+          &w_endpoint);
 }
 
 static void
@@ -1146,12 +1144,9 @@ out:
 static void
 endpoints_delete(http_request *req, struct api_req *ar)
 {
-    if (auth_and_check(req, ar, "identity:delete_endpoint", NULL, NULL) < 0)
-        return;
-    const char **p = params(req, 2);
-    p[1] = http_req_param(req, "id");
-    api_query(req, "DELETE FROM endpoints WHERE id = $2 AND $1::text IS NOT NULL RETURNING id", 2, p,
-              reply_one, (void *)&w_endpoint_gone);
+    by_id(req, ar, "identity:delete_endpoint",
+          "DELETE FROM endpoints WHERE id = $2 AND $1::text IS NOT NULL RETURNING id",
+          &w_endpoint_gone);
 }
 
 /* ---- Application credentials (the user's own, created with a
