@@ -21,16 +21,12 @@
 #include "auth_password.h"
 #include "auth_policy.h"
 #include "auth_ratelimit.h"
-#include "auth_revoke.h"
+#include "auth_verifier.h"
 #include "log.h"
 #include "util.h"
 
-#define TOKEN_CACHE_ENTRIES 4096
 /* Entries of the name and scope caches; beyond, a cache starts over. */
 #define NAMES_CACHE_MAX 65536
-/* Live revocation events kept in memory (each expires with the longest
- * token lifetime). */
-#define REVOCATIONS_MAX 1000000
 
 static int64_t
 now_s(void)
@@ -64,75 +60,6 @@ identity_list_links(http_request *req, const char *collection)
     const char *base = api_base_url(req, API_IDENTITY);
     char *self = arena_printf(http_req_arena(req), "%s/v3/%s", base, collection);
     return json_pack("{s:s,s:n,s:n}", "self", self, "previous", "next");
-}
-
-/* Maps the database's kind names to the revocation list's. */
-static int
-revoke_add(struct identity *id, const char *kind, const char *value, int64_t at)
-{
-    enum auth_revoke_kind k;
-    if (!strcmp(kind, "audit"))
-        k = AUTH_REVOKE_AUDIT_ID;
-    else if (!strcmp(kind, "user"))
-        k = AUTH_REVOKE_USER;
-    else if (!strcmp(kind, "project"))
-        k = AUTH_REVOKE_PROJECT;
-    else
-        return -EINVAL;
-    return auth_revoke_add(id->revoked, k, value, at);
-}
-
-/* ---- Revocations: loaded at start and after every reconnect, then kept
- * current by NOTIFY "kind value epoch". */
-
-static void
-revocations_loaded(int status, db_result *res, const struct db_error *err, void *arg)
-{
-    struct identity *id = arg;
-    if (status < 0) {
-        log_warn("identity", "cannot load revocation events: %s",
-                 err && err->message ? err->message : strerror(-status));
-        return;
-    }
-    for (int i = 0; i < db_rows(res); i++) {
-        const char *kind = db_get(res, i, 0), *value = db_get(res, i, 1);
-        int64_t at = strtoll(db_get(res, i, 2), NULL, 10);
-        (void)revoke_add(id, kind, value, at);
-    }
-    if (!id->revocations_loaded)
-        log_info("identity", "loaded %d revocation events", db_rows(res));
-    id->revocations_loaded = true;
-}
-
-static void
-load_revocations(struct identity *id)
-{
-    int rc = db_query(id->api->db,
-                      "SELECT kind, value, floor(extract(epoch FROM revoked_at))::bigint "
-                      "FROM revocation_events WHERE expires_at > now()",
-                      0, NULL, revocations_loaded, id);
-    if (rc < 0)
-        log_debug("identity", "revocations not loaded yet: %s", strerror(-rc));
-}
-
-static void
-on_revocation(const char *channel, const char *payload, void *arg)
-{
-    struct identity *id = arg;
-    char kind[16], value[256];
-    long long at;
-    if (sscanf(payload, "%15s %255s %lld", kind, value, &at) != 3) {
-        log_warn("identity", "malformed revocation notification");
-        return;
-    }
-    if (revoke_add(id, kind, value, (int64_t)at) < 0)
-        log_warn("identity", "cannot record a revocation event (%s)", kind);
-}
-
-static void
-on_revocation_reconnect(void *arg)
-{
-    load_revocations(arg);
 }
 
 /* ---- The catalog, as the token body carries it. */
@@ -196,28 +123,17 @@ on_catalog_change(const char *channel, const char *payload, void *arg)
 static void
 on_catalog_reconnect(void *arg)
 {
-    struct identity *id = arg;
-    load_catalog(id);
-    if (!id->revocations_loaded)
-        load_revocations(id);
+    load_catalog(arg);
 }
 
-/* Loads what start-up could not (the database may come up after us), and
- * prunes revocation events that can no longer match a live token. */
+/* Loads the catalog when start-up could not (the database may come up
+ * after us).  Revocations are the verifier's (auth/auth_verifier.h). */
 static void
 retry_loads(uv_timer_t *t)
 {
     struct identity *id = t->data;
-    if (!db_pool_available(id->api->db))
-        return;
-    if (!id->catalog)
+    if (!id->catalog && db_pool_available(id->api->db))
         load_catalog(id);
-    /* A full reload every 30 s is the safety net for a notification lost
-     * between a reconnect and the new LISTEN. */
-    if (!id->revocations_loaded || id->ticks % 300 == 299)
-        load_revocations(id);
-    if (++id->ticks % 6000 == 0)
-        (void)auth_revoke_prune(id->revoked, now_s() - id->token_ttl - 60);
 }
 
 /* ---- Authentication of API requests. */
@@ -225,17 +141,7 @@ retry_loads(uv_timer_t *t)
 static int
 decode_token(struct identity *id, const char *text, struct auth_token *tok)
 {
-    if (!text)
-        return -ENOENT;
-    if (!id->revocations_loaded)
-        return -EAGAIN;
-    int rc = auth_token_decode(id->keys, id->token_cache, text, strlen(text),
-                               now_s(), tok);
-    if (rc < 0)
-        return rc;
-    if (auth_revoke_check(id->revoked, tok) < 0)
-        return -EKEYREVOKED;
-    return 0;
+    return auth_verifier_check(id->verifier, text, tok);
 }
 
 int
@@ -621,7 +527,7 @@ issue_finish(struct issue *is)
      * at or before them, so a token issued in the same second as a known
      * revocation of its user or project (a password just changed) says it
      * was issued a second later rather than be born revoked. */
-    if (auth_revoke_check(id->revoked, t) < 0) {
+    if (auth_verifier_is_revoked(id->verifier, t)) {
         t->issued_at++;
         t->expires_at++;
     }
@@ -633,7 +539,8 @@ issue_finish(struct issue *is)
         return;
     }
     char *text = arena_alloc(http_req_arena(req), AUTH_TOKEN_STR_SIZE);
-    int rc = auth_token_encode(id->keys, t, text, AUTH_TOKEN_STR_SIZE);
+    int rc = auth_token_encode(auth_verifier_keys(id->verifier), t, text,
+                               AUTH_TOKEN_STR_SIZE);
     if (rc < 0) {
         log_error("identity", "cannot sign a token for user %s: %s", t->user_id,
                   strerror(-rc));
@@ -1059,7 +966,8 @@ tokens_delete(http_request *req, struct api_req *ar)
         return;
     /* Revoking by audit id takes the token and every token re-scoped from
      * it; the in-memory list learns it at once, other processes by NOTIFY. */
-    (void)revoke_add(identity_of(ar), "audit", s->tok.audit_id, now_s());
+    if (auth_verifier_revoke(identity_of(ar)->verifier, "audit", s->tok.audit_id, now_s()) < 0)
+        log_warn("identity", "revocation list full: relying on the stored event");
     identity_revoke(req, "audit", s->tok.audit_id, revoked_done, NULL);
 }
 
@@ -1185,14 +1093,13 @@ identity_init(struct api *a)
         return rc;
     }
     const char *dir = conf_str(a->conf, "identity", "key_dir");
-    rc = auth_keys_load(dir, &id->keys);
+    const char *why = NULL;
+    rc = auth_verifier_new(a->loop, a->db, dir, (long)id->token_ttl, &id->verifier, &why);
     if (rc < 0) {
-        log_error("identity", "cannot load the token keys from %s: %s (run "
-                  "'nimbus-manage keys setup')", dir, strerror(-rc));
+        log_error("identity", "%s (%s): %s%s", why ? why : "token verifier", dir,
+                  strerror(-rc), rc == -ENOENT ? " (run 'nimbus-manage keys setup')" : "");
         return rc;
     }
-    if ((rc = auth_token_cache_new(TOKEN_CACHE_ENTRIES, &id->token_cache)) < 0)
-        return rc;
     struct auth_password_params pp = {
         .opslimit = (unsigned long long)conf_int(a->conf, "identity", "password_opslimit"),
         .memlimit = (size_t)conf_int(a->conf, "identity", "password_memlimit_kib") * 1024u,
@@ -1201,17 +1108,12 @@ identity_init(struct api *a)
         log_error("identity", "bad password hashing parameters");
         return rc;
     }
-    if ((rc = auth_revoke_new(REVOCATIONS_MAX, &id->revoked)) < 0)
-        return rc;
     struct auth_ratelimit_config rl = {
         .user_limit = (unsigned)conf_int(a->conf, "identity", "max_failed_logins_per_user"),
         .addr_limit = (unsigned)conf_int(a->conf, "identity", "max_failed_logins_per_address"),
         .window_seconds = (unsigned)conf_int(a->conf, "identity", "failed_login_window"),
     };
     if ((rc = auth_ratelimit_new(&rl, &id->login_limit)) < 0)
-        return rc;
-    if ((rc = db_listen(a->db, "nimbus_revocation", on_revocation,
-                        on_revocation_reconnect, id)) < 0)
         return rc;
     if ((rc = db_listen(a->db, "nimbus_catalog", on_catalog_change,
                         on_catalog_reconnect, id)) < 0)
@@ -1231,36 +1133,24 @@ identity_init(struct api *a)
 int
 identity_reload_keys(struct api *a)
 {
-    struct identity *id = a->identity;
-    struct auth_keyset *ks;
-    struct auth_token_cache *cache;
-    int rc = auth_keys_load(conf_str(a->conf, "identity", "key_dir"), &ks);
-    if (rc < 0)
-        return rc;
-    if ((rc = auth_token_cache_new(TOKEN_CACHE_ENTRIES, &cache)) < 0) {
-        auth_keyset_free(ks);
-        return rc;
-    }
-    /* Verified-token entries belong to the old key set: drop them with it. */
-    auth_token_cache_free(id->token_cache);
-    auth_keyset_free(id->keys);
-    id->token_cache = cache;
-    id->keys = ks;
-    return 0;
+    return auth_verifier_reload_keys(a->identity->verifier);
 }
 
 bool
 identity_ready(const struct api *a)
 {
     const struct identity *id = a->identity;
-    return id && id->catalog && id->revocations_loaded;
+    return id && id->catalog && auth_verifier_ready(id->verifier);
 }
 
 void
 identity_stop(struct api *a)
 {
     struct identity *id = a->identity;
-    if (id && uv_is_active((uv_handle_t *)&id->retry_timer))
+    if (!id)
+        return;
+    auth_verifier_stop(id->verifier);
+    if (uv_is_active((uv_handle_t *)&id->retry_timer))
         uv_close((uv_handle_t *)&id->retry_timer, NULL);
 }
 
@@ -1270,10 +1160,8 @@ identity_free(struct api *a)
     struct identity *id = a->identity;
     if (!id)
         return;
-    auth_keyset_free(id->keys);
-    auth_token_cache_free(id->token_cache);
+    auth_verifier_free(id->verifier);
     auth_password_free(id->hasher);
-    auth_revoke_free(id->revoked);
     auth_ratelimit_free(id->login_limit);
     json_decref(id->catalog);
     json_decref(id->names);

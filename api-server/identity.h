@@ -11,17 +11,14 @@
 #include "api.h"
 #include "auth_token.h"
 
-struct auth_keyset;
 struct auth_password;
-struct auth_revoke;
 struct auth_ratelimit;
+struct auth_verifier;
 
 struct identity {
     struct api *api;
-    struct auth_keyset *keys;
-    struct auth_token_cache *token_cache;
+    struct auth_verifier *verifier; /* Keys, verified-token cache, revocations. */
     struct auth_password *hasher;
-    struct auth_revoke *revoked;
     struct auth_ratelimit *login_limit;
     json_t *catalog;               /* Token-body catalog; NULL until loaded. */
     char *catalog_text;            /* Its serialised form. */
@@ -30,7 +27,6 @@ struct identity {
     int64_t token_ttl;
     bool catalog_loading;
     bool catalog_stale;
-    bool revocations_loaded;
     uint64_t login_failures;
     uint64_t login_throttled;
     uv_timer_t retry_timer;        /* Start-up loads and pruning. */

@@ -13,7 +13,8 @@ races, and an overbooking check.  It prints figures and never judges them.
 
 Environment: NIMBUS_BUILD (build directory), NIMBUS_TEST_PG (cluster
 conninfo; without it a cluster is started), BENCH_SUBSET ([scheduler]
-host_subset_size, default 1), BENCH_BATCH (batch_size, 50)."""
+host_subset_size, default 1), BENCH_BATCH (batch_size, 50), BENCH_SAMPLED
+(hosts_sampled, default 0 = every host)."""
 import os
 import re
 import sys
@@ -36,6 +37,7 @@ def run(hosts, requests, nsched):
             'flavor_ref', '1', 'admin', true, 'request_id', 'req-bench'));
         END LOOP; END $$""")
     extra = (f"host_subset_size = {os.environ.get('BENCH_SUBSET', '1')}\n"
+             f"hosts_sampled = {os.environ.get('BENCH_SAMPLED', '0')}\n"
              f"batch_size = {os.environ.get('BENCH_BATCH', '50')}\n")
     s = Schedulers(cloud, nsched, extra)
     s.wait_idle(3600)

@@ -137,8 +137,9 @@ dx_domain_xml(const struct hv_create_args *a, const char *virt_type,
     sb_add(&b, "    <graphics type='vnc' autoport='yes' listen='127.0.0.1'>\n"
                "      <listen type='address' address='127.0.0.1'/>\n"
                "    </graphics>\n");
-    if (!xen)
-        sb_add(&b, "    <memballoon model='virtio'/>\n");
+    /* No balloon: nothing here resizes guests' memory, and under TCG each
+     * device costs boot time. */
+    sb_add(&b, "    <memballoon model='none'/>\n");
     sb_add(&b, "  </devices>\n</domain>\n");
     return sb_steal(&b);
 }

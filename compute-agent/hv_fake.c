@@ -3,6 +3,7 @@
 #include "hypervisor.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -142,7 +143,7 @@ fake_create(struct hypervisor *hv, const struct hv_create_args *a, bool start)
         return r;
     struct fake_inst *i = fake_find(f, a->d->uuid);
     if (i && i->foreign) {
-        i->foreign_touched = true;
+        /* Refused, as libvirt refuses a uuid in use: not a touch. */
         hv_set_error(hv, "fake: uuid %s belongs to a foreign instance", a->d->uuid);
         return -EEXIST;
     }

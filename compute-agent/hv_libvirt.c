@@ -111,7 +111,10 @@ lv_power(virDomainPtr dom)
     case VIR_DOMAIN_SHUTDOWN:       /* Being shut down: still running. */
         return POWER_RUNNING;
     case VIR_DOMAIN_PAUSED:
-        return POWER_PAUSED;
+        /* QEMU starts paused and libvirt resumes it: starting up is
+         * running, not a pause anyone asked for (an agent restarted while
+         * libvirtd finishes a start it was killed in must not "unpause"). */
+        return reason == VIR_DOMAIN_PAUSED_STARTING_UP ? POWER_RUNNING : POWER_PAUSED;
     case VIR_DOMAIN_PMSUSPENDED:
         return POWER_SUSPENDED;
     case VIR_DOMAIN_SHUTOFF:
@@ -119,7 +122,6 @@ lv_power(virDomainPtr dom)
     case VIR_DOMAIN_CRASHED:
         return POWER_CRASHED;
     case VIR_DOMAIN_NOSTATE:
-    case VIR_DOMAIN_LAST:
     default:
         return POWER_NOSTATE;
     }
@@ -285,7 +287,8 @@ lv_unpause(struct hypervisor *hv, const char *uuid)
     int r = lv_lookup(lv_cast(hv), uuid, &dom);
     if (r)
         return r;
-    if (lv_power(dom) == POWER_PAUSED && virDomainResume(dom) < 0)
+    if (lv_power(dom) == POWER_PAUSED && virDomainResume(dom) < 0 &&
+        lv_power(dom) != POWER_RUNNING)
         r = lv_fail(hv, "unpause", uuid);
     virDomainFree(dom);
     return r;

@@ -9,7 +9,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-extern char **environ;
 
 /* Appends what 'fd' has to 'buf', up to its first 'cap'-1 bytes; closes
  * 'fd' at its end. */
@@ -35,7 +34,7 @@ drain(int fd, char *buf, size_t cap, size_t *len, int *open_fd)
 }
 
 int
-proc_run(char *const argv[], char *out, size_t outlen, char *err, size_t errlen)
+proc_run(const char *const argv[], char *out, size_t outlen, char *err, size_t errlen)
 {
     int op[2] = { -1, -1 }, ep[2] = { -1, -1 };
     posix_spawn_file_actions_t fa;
@@ -54,7 +53,7 @@ proc_run(char *const argv[], char *out, size_t outlen, char *err, size_t errlen)
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_adddup2(&fa, op[1], 1);
     posix_spawn_file_actions_adddup2(&fa, ep[1], 2);
-    r = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+    r = posix_spawnp(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     close(op[1]);
     close(ep[1]);
@@ -107,4 +106,37 @@ out:
             close(ep[i]);
     }
     return r;
+}
+
+int
+proc_run_logged(const char *const argv[], const char *log, char *err, size_t errlen)
+{
+    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, errlen, "%s: %s", log, strerror(e));
+        return -e;
+    }
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, fd, 1);
+    posix_spawn_file_actions_adddup2(&fa, fd, 2);
+    pid_t pid;
+    int r = posix_spawnp(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fd);
+    if (r) {
+        snprintf(err, errlen, "cannot run %s: %s", argv[0], strerror(r));
+        return -r;
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR)
+            return -errno;
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+        return 0;
+    snprintf(err, errlen, "%s failed (exit %d); see %s", argv[0],
+             WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), log);
+    return -ECHILD;
 }

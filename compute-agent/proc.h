@@ -11,7 +11,13 @@
  * error message.  Returns 0 when it exits 0, -ECHILD when it exits non-zero
  * or dies of a signal (the message says which), or another -errno when it
  * cannot be started. */
-int proc_run(char *const argv[], char *out, size_t outlen, char *err, size_t errlen)
+int proc_run(const char *const argv[], char *out, size_t outlen, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* Same, with the command's stdout and stderr appended to the file 'log'
+ * (created 0640) instead of captured: for "runc run -d", whose container
+ * inherits them and keeps writing there after runc exits. */
+int proc_run_logged(const char *const argv[], const char *log, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
 #endif

@@ -19,4 +19,11 @@ void sb_add_xml(struct strbuf *b, const char *s);
 char *sb_steal(struct strbuf *b);
 void sb_free(struct strbuf *b);
 
+/* snprintf for paths and names, telling truncation: returns 0, or
+ * -ENAMETOOLONG when 'out' (cap bytes) was too small (it then holds a
+ * truncated string).  Not inline, so GCC's -Wformat-truncation leaves the
+ * checking to the caller's return value test. */
+int bfmt(char *out, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 #endif

@@ -12,7 +12,7 @@
 #include "arena.h"
 #include "auth_policy.h"
 #include "auth_token.h"
-#include "img_auth.h"
+#include "auth_verifier.h"
 #include "img_store.h"
 #include "log.h"
 #include "util.h"
@@ -227,7 +227,7 @@ trampoline(http_request *req, void *data)
     http_resp_header(req, "x-openstack-request-id", http_req_id(req));
     if (rt->auth) {
         struct auth_token *tok = arena_alloc(http_req_arena(req), sizeof *tok);
-        int rc = img_auth_check(rt->ctx->auth, http_req_header(req, "x-auth-token"), tok);
+        int rc = auth_verifier_check(rt->ctx->auth, http_req_header(req, "x-auth-token"), tok);
         if (rc == -EAGAIN) {
             http_resp_header(req, "Retry-After", "1");
             img_error(req, 503, "The service is starting; try again shortly.");
@@ -409,7 +409,7 @@ static void
 healthz(http_request *req, struct img_req *ir)
 {
     bool up = db_pool_available(ir->ctx->db);
-    bool ready = img_auth_ready(ir->ctx->auth);
+    bool ready = auth_verifier_ready(ir->ctx->auth);
     img_reply_json(req, up && ready ? 200 : 503,
                    json_pack("{s:s,s:s,s:s}", "status", up && ready ? "ok" : "degraded",
                              "database", up ? "ok" : "unavailable",
@@ -569,7 +569,7 @@ img_api_start(struct img_ctx *ctx)
 void
 img_api_shutdown(struct img_ctx *ctx, void (*done)(void *arg), void *arg)
 {
-    img_auth_stop(ctx->auth);
+    auth_verifier_stop(ctx->auth);
     if (ctx->recover_open) {
         ctx->recover_open = false;
         uv_close((uv_handle_t *)&ctx->recover_timer, NULL);

@@ -14,7 +14,7 @@
 #include "http.h"
 
 struct auth_token;
-struct img_auth;
+struct auth_verifier;
 struct img_store;
 
 struct img_counters {
@@ -36,7 +36,7 @@ struct img_ctx {
     db_pool *db;
     http_server *http;
     int port;
-    struct img_auth *auth;
+    struct auth_verifier *auth;
     struct img_store *store;
     int64_t max_image_size;
     int64_t project_quota;         /* 0: no limit. */

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "img_api.h"
-#include "img_auth.h"
+#include "auth_verifier.h"
 #include "img_options.h"
 #include "img_store.h"
 #include "log.h"
@@ -78,7 +78,7 @@ run(const struct conf *conf)
     }
     const char *why = NULL;
     const char *key_dir = conf_str(conf, "identity", "key_dir");
-    rc = img_auth_new(&d.loop, ctx->db, key_dir, conf_int(conf, "identity", "token_expiration"),
+    rc = auth_verifier_new(&d.loop, ctx->db, key_dir, conf_int(conf, "identity", "token_expiration"),
                       &ctx->auth, &why);
     if (rc < 0) {
         log_error("main", "%s (%s): %s", why ? why : "authentication set-up failed", key_dir,
@@ -99,7 +99,7 @@ run(const struct conf *conf)
     uv_run(&d.loop, UV_RUN_DEFAULT);
 
     img_api_free(ctx);
-    img_auth_free(ctx->auth);
+    auth_verifier_free(ctx->auth);
     db_pool_free(ctx->db);
     ctx->store->ops->free(ctx->store);
     if (uv_loop_close(&d.loop) != 0)

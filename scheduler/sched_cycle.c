@@ -13,7 +13,7 @@
  * 3. Requests of a server group run in a transaction that first locks the
  *    group row, so two members are never placed at the same time and the
  *    (anti-)affinity check sees the other members' hosts. */
-#include "sched.h"
+#include "sched_core.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "util.h"
 
 static int
 exec(struct sched_ctx *s, const char *sql, int n, const char *const *p, db_result **out)
@@ -334,7 +335,12 @@ sched_cycle(struct sched_ctx *s)
             (void)fail_request(s, rq, "Scheduling abandoned after 5 attempts.");
             continue;
         }
+        uint64_t t0 = util_now_ns();
         rc = place(s, rq, &reloaded);
+        if (!s->latency)
+            s->latency = calloc(SCHED_LATENCY_SAMPLES, sizeof *s->latency);
+        if (s->latency && s->n_latency < SCHED_LATENCY_SAMPLES)
+            s->latency[s->n_latency++] = (double)(util_now_ns() - t0) / 1e6;
         if (rc < 0 && rc != -EAGAIN)
             log_warn("sched", "instance %s: placement failed (%d); retried after the lease",
                      rq->instance, rc);
@@ -350,4 +356,76 @@ sched_heartbeat(struct sched_ctx *s)
     const char *p[1] = { s->name };
     return exec(s, "INSERT INTO scheduler_services (host) VALUES ($1)"
                    " ON CONFLICT (host) DO UPDATE SET last_heartbeat = now()", 1, p, NULL);
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double
+sched_latency_percentile(struct sched_ctx *s, double p)
+{
+    if (!s->n_latency)
+        return 0;
+    qsort(s->latency, s->n_latency, sizeof *s->latency, cmp_double);
+    size_t i = (size_t)(p / 100.0 * (double)(s->n_latency - 1) + 0.5);
+    return s->latency[i < s->n_latency ? i : s->n_latency - 1];
+}
+
+int
+sched_rescue_dead_hosts(struct sched_ctx *s)
+{
+    char down[16], maxr[16];
+    snprintf(down, sizeof down, "%d", s->policy.service_down_time);
+    snprintf(maxr, sizeof maxr, "%d", s->max_reschedules);
+    const char *p[2] = { down, maxr };
+    db_result *r = NULL;
+    /* One statement: the stuck builds are locked (SKIP LOCKED: schedulers
+     * share the work), their claims released, and each is either queued
+     * again with a spec rebuilt from the instance or failed. */
+    int rc = exec(s,
+        "WITH stuck AS (SELECT i.* FROM instances i JOIN compute_nodes n"
+        "   ON n.hypervisor_hostname = i.node"
+        "  WHERE i.vm_state = 'building' AND NOT i.deleted"
+        "   AND (n.forced_down OR n.last_heartbeat IS NULL"
+        "        OR n.last_heartbeat < now() - ($1 || ' seconds')::interval)"
+        "   AND i.updated_at < now() - ($1 || ' seconds')::interval"
+        "  ORDER BY i.updated_at LIMIT 200 FOR UPDATE OF i SKIP LOCKED),"
+        " rel AS (UPDATE compute_nodes n SET vcpus_used = greatest(n.vcpus_used - x.v, 0),"
+        "   memory_mb_used = greatest(n.memory_mb_used - x.m, 0),"
+        "   local_gb_used = greatest(n.local_gb_used - x.d, 0),"
+        "   running_vms = greatest(n.running_vms - x.c, 0)"
+        "  FROM (SELECT node, sum(vcpus) v, sum(memory_mb) m, sum(root_gb + ephemeral_gb) d,"
+        "   count(*) c FROM stuck GROUP BY node) x WHERE n.hypervisor_hostname = x.node"
+        "  RETURNING 1),"
+        " again AS (INSERT INTO build_requests (instance_uuid, project_id, spec)"
+        "  SELECT st.uuid, st.project_id, jsonb_build_object('vcpus', st.vcpus,"
+        "   'memory_mb', st.memory_mb, 'root_gb', st.root_gb + st.ephemeral_gb,"
+        "   'availability_zone', st.availability_zone, 'group', st.server_group,"
+        "   'group_policy', (SELECT policy FROM server_groups g WHERE g.uuid = st.server_group),"
+        "   'hints', st.scheduler_hints)"
+        "  FROM stuck st WHERE st.reschedules < $2::int"
+        "  ON CONFLICT (instance_uuid) DO NOTHING RETURNING instance_uuid),"
+        " upd AS (UPDATE instances i SET host = NULL, node = NULL, updated_at = clock_timestamp(),"
+        "   reschedules = i.reschedules + 1,"
+        "   vm_state = CASE WHEN st.reschedules < $2::int THEN 'building' ELSE 'error' END,"
+        "   task_state = CASE WHEN st.reschedules < $2::int THEN 'scheduling' END,"
+        "   fault = CASE WHEN st.reschedules < $2::int THEN i.fault ELSE jsonb_build_object("
+        "    'code', 500, 'message', 'Build failed: host ' || st.host || ' stopped reporting ("
+        "after ' || st.reschedules || ' reschedules).', 'created', compute_ts(now())) END"
+        "  FROM stuck st WHERE i.uuid = st.uuid RETURNING 1)"
+        "SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM rel)", 2, p, &r);
+    if (rc < 0)
+        return rc;
+    int n = atoi(db_get(r, 0, 0));
+    db_result_free(r);
+    if (n) {
+        s->counters.rescheduled += (uint64_t)n;
+        log_info("sched", "%d build(s) moved off dead hosts", n);
+        s->hosts_loaded = false;
+    }
+    return n;
 }

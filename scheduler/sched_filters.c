@@ -1,6 +1,6 @@
 /* Host filters and weighers: each a small function in one table, picked and
  * ordered by [scheduler] filters and weighers. */
-#include "sched.h"
+#include "sched_core.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -108,19 +108,40 @@ f_different_host(const struct sched_host *h, const struct sched_request *rq,
     return !in_list(rq->diff_hosts, rq->n_diff_hosts, h->host);
 }
 
+static bool a_az(const struct sched_request *rq) { return rq->az[0] != '\0'; }
+static bool a_force(const struct sched_request *rq) { return rq->force_host[0] != '\0'; }
+static bool
+a_image(const struct sched_request *rq)
+{
+    return rq->hypervisor_type[0] || rq->architecture[0];
+}
+static bool a_aff(const struct sched_request *rq) { return !strcmp(rq->group_policy, "affinity"); }
+static bool
+a_anti(const struct sched_request *rq)
+{
+    return !strcmp(rq->group_policy, "anti-affinity");
+}
+static bool a_same(const struct sched_request *rq) { return rq->n_same_ids > 0; }
+static bool a_diff(const struct sched_request *rq) { return rq->n_diff_hosts > 0; }
+static bool
+a_soft(const struct sched_request *rq)
+{
+    return rq->n_group_hosts && !strncmp(rq->group_policy, "soft-", 5);
+}
+
 const struct sched_filter sched_filters[] = {
     { "enabled", "The host's compute service is enabled.", f_enabled },
     { "alive", "The host heart-beat within service_down_time and is not forced down.", f_alive },
-    { "availability_zone", "The host is in the requested availability zone.", f_az },
-    { "force_host", "The host is the one an admin asked for (zone:host).", f_force_host },
+    { "availability_zone", "The host is in the requested availability zone.", f_az, a_az },
+    { "force_host", "The host is the one an admin asked for (zone:host).", f_force_host, a_force },
     { "ram", "Free RAM with ram_allocation_ratio fits the flavor.", f_ram },
     { "cpu", "Free vCPUs with cpu_allocation_ratio fit the flavor.", f_cpu },
     { "disk", "Free disk with disk_allocation_ratio fits the flavor.", f_disk },
-    { "image_properties", "Hypervisor type and architecture match the image's.", f_image_props },
-    { "affinity", "Hard affinity: the host of the group's other members.", f_affinity },
-    { "anti_affinity", "Hard anti-affinity: no other member of the group.", f_anti_affinity },
-    { "same_host", "The host of the instances in the same_host hint.", f_same_host },
-    { "different_host", "None of the instances in the different_host hint.", f_different_host },
+    { "image_properties", "Hypervisor type and architecture match the image's.", f_image_props, a_image },
+    { "affinity", "Hard affinity: the host of the group's other members.", f_affinity, a_aff },
+    { "anti_affinity", "Hard anti-affinity: no other member of the group.", f_anti_affinity, a_anti },
+    { "same_host", "The host of the instances in the same_host hint.", f_same_host, a_same },
+    { "different_host", "None of the instances in the different_host hint.", f_different_host, a_diff },
 };
 const size_t sched_filters_count = sizeof sched_filters / sizeof sched_filters[0];
 
@@ -193,7 +214,7 @@ const struct sched_weigher sched_weighers[] = {
     { "build_failures", "Hosts with recent build failures come last.", w_failures, m_failures },
     { "load", "Lower reported load is better.", w_load, m_load },
     { "soft_group", "Soft affinity / soft anti-affinity of the server group.", w_soft_group,
-      m_soft_group },
+      m_soft_group, a_soft },
 };
 const size_t sched_weighers_count = sizeof sched_weighers / sizeof sched_weighers[0];
 

@@ -1,5 +1,5 @@
 /* The in-memory view of the hosts, and build request specs. */
-#include "sched.h"
+#include "sched_core.h"
 
 #include <errno.h>
 #include <jansson.h>

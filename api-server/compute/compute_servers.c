@@ -936,9 +936,9 @@ servers_action(http_request *req, struct api_req *ar)
             goto out;
         }
     }
-    json_t *c = json_pack("{s:s,s:s,s:s,s:b}", "user_id", ar->token->user_id, "project_id",
-                          ar->token->project_id, "request_id", http_req_id(req), "admin",
-                          api_is_admin(ar));
+    json_t *c = json_pack("{s:s,s:s,s:s,s:b,s:s}", "user_id", ar->token->user_id,
+                          "project_id", ar->token->project_id, "request_id", http_req_id(req),
+                          "admin", api_is_admin(ar), "base", p[0]);
     char pass[13];
     admin_pass(pass);
     p[4] = compute_dup(req, def->name);
@@ -950,8 +950,7 @@ servers_action(http_request *req, struct api_req *ar)
         "SELECT (r->>'code')::int AS code, r->>'message' AS message,"
         " CASE WHEN r ? 'output' THEN jsonb_build_object('output', r->'output')"
         "  WHEN $5 IN ('evacuate', 'rescue') THEN jsonb_build_object('adminPass', $8)"
-        "  WHEN $5 = 'rebuild' THEN jsonb_build_object('server', (SELECT compute_server_json(i,"
-        "   $1, $3::boolean, true) FROM instances i WHERE i.uuid = $4::uuid)"
+        "  WHEN r ? 'server' THEN jsonb_build_object('server', (r->'server')"
         "   || jsonb_build_object('adminPass', $8)) END::text AS body"
         " FROM (SELECT compute_server_action($4::uuid, $5, $6::jsonb, $7::jsonb) AS r) x",
         8, p, NULL);

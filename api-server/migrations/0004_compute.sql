@@ -151,6 +151,7 @@ CREATE TABLE instances (
     fault             jsonb,           -- {code, message, details, created}
     console_output    text NOT NULL DEFAULT '',
     intent            jsonb,           -- admin move intents (migrate, live migrate, evacuate)
+    reschedules       integer NOT NULL DEFAULT 0,  -- builds moved off a dead host
     created_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
     updated_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
     launched_at       timestamptz,
@@ -725,9 +726,13 @@ BEGIN
            intent = CASE WHEN p_action IN ('migrate', 'os-migrateLive', 'evacuate')
                     THEN jsonb_build_object('action', p_action, 'args', a,
                                             'source_host', i.host) ELSE intent END
-     WHERE uuid = p_uuid;
+     WHERE uuid = p_uuid RETURNING * INTO i;
     PERFORM compute_record_action(p_uuid, action_name, c->>'request_id', c->>'user_id',
                                   c->>'project_id', false);
-    RETURN jsonb_build_object('code', CASE WHEN p_action IN ('evacuate', 'rescue') THEN 200
-                                      ELSE 202 END);
+    IF p_action = 'rebuild' THEN
+        -- The rebuild answer is the server as it is now (task rebuilding).
+        out := jsonb_build_object('server', compute_server_json(i, c->>'base', admin, true));
+    END IF;
+    RETURN out || jsonb_build_object('code', CASE WHEN p_action IN ('evacuate', 'rescue')
+                                             THEN 200 ELSE 202 END);
 END $$;

@@ -281,6 +281,39 @@ collect_param(const char *name, const char *value, void *arg)
     return 0;
 }
 
+/* Query filters that net.dispatch() can apply before building JSON (see
+ * net.pre_ok): exact matches on indexed or cheap columns. */
+static int
+add_prefilter(json_t *r, const struct net_list_query *q)
+{
+    static const char *const keys[] = {
+        "id", "name", "network_id", "device_id", "device_owner", "binding:host_id",
+        "project_id", "tenant_id", "security_group_id",
+    };
+    json_t *pre = NULL;
+    for (size_t i = 0; i < q->n_filters; i++) {
+        bool known = false;
+        for (size_t k = 0; k < sizeof keys / sizeof keys[0] && !known; k++)
+            known = !strcmp(keys[k], q->filters[i].name);
+        if (!known)
+            continue;
+        if (!pre && !(pre = json_object()))
+            return -ENOMEM;
+        json_t *vals = json_object_get(pre, q->filters[i].name);
+        if (!vals) {
+            vals = json_array();
+            if (!vals || json_object_set_new(pre, q->filters[i].name, vals) < 0) {
+                json_decref(pre);
+                return -ENOMEM;
+            }
+        }
+        json_array_append_new(vals, json_string(q->filters[i].value));
+    }
+    if (pre && json_object_set_new(r, "pre", pre) < 0)
+        return -ENOMEM;
+    return 0;
+}
+
 static void
 net_handle(http_request *req, struct api_req *ar, enum net_op_id id)
 {
@@ -349,6 +382,12 @@ net_handle(http_request *req, struct api_req *ar, enum net_op_id id)
     }
     if (xid)
         json_object_set_new(r, "id", json_string(xid));
+    if (op->kind == NET_LIST && add_prefilter(r, &c->q) < 0) {
+        json_decref(r);
+        json_decref(body);
+        api_error(req, 500, "Out of memory.");
+        return;
+    }
     if (body)
         json_object_set_new(r, "body", body);
     char *text = json_dumps(r, JSON_COMPACT);

@@ -1,4 +1,4 @@
-#include "img_auth.h"
+#include "auth_verifier.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -15,12 +15,13 @@
 #define TOKEN_CACHE_ENTRIES 4096
 #define REVOCATIONS_MAX 1000000
 
-struct img_auth {
+struct auth_verifier {
     db_pool *db;
     struct auth_keyset *keys;
     struct auth_token_cache *cache;
     struct auth_revoke *revoked;
     long token_ttl;
+    char *key_dir;
     bool loaded;
     bool timer_open;
     unsigned ticks;
@@ -34,7 +35,7 @@ now_s(void)
 }
 
 static int
-revoke_add(struct img_auth *a, const char *kind, const char *value, int64_t at)
+revoke_add(struct auth_verifier *a, const char *kind, const char *value, int64_t at)
 {
     enum auth_revoke_kind k;
     if (!strcmp(kind, "audit"))
@@ -51,9 +52,9 @@ revoke_add(struct img_auth *a, const char *kind, const char *value, int64_t at)
 static void
 revocations_loaded(int status, db_result *res, const struct db_error *err, void *arg)
 {
-    struct img_auth *a = arg;
+    struct auth_verifier *a = arg;
     if (status < 0) {
-        log_warn("auth", "cannot load revocation events: %s",
+        log_warn("auth-verifier", "cannot load revocation events: %s",
                  err && err->message ? err->message : strerror(-status));
         return;
     }
@@ -62,33 +63,33 @@ revocations_loaded(int status, db_result *res, const struct db_error *err, void 
         (void)revoke_add(a, db_get(res, i, 0), db_get(res, i, 1), at);
     }
     if (!a->loaded)
-        log_info("auth", "loaded %d revocation events", db_rows(res));
+        log_info("auth-verifier", "loaded %d revocation events", db_rows(res));
     a->loaded = true;
 }
 
 static void
-load_revocations(struct img_auth *a)
+load_revocations(struct auth_verifier *a)
 {
     int rc = db_query(a->db,
                       "SELECT kind, value, floor(extract(epoch FROM revoked_at))::bigint "
                       "FROM revocation_events WHERE expires_at > now()",
                       0, NULL, revocations_loaded, a);
     if (rc < 0)
-        log_debug("auth", "revocations not loaded yet: %s", strerror(-rc));
+        log_debug("auth-verifier", "revocations not loaded yet: %s", strerror(-rc));
 }
 
 static void
 on_revocation(const char *channel, const char *payload, void *arg)
 {
-    struct img_auth *a = arg;
+    struct auth_verifier *a = arg;
     char kind[16], value[256];
     long long at;
     if (sscanf(payload, "%15s %255s %lld", kind, value, &at) != 3) {
-        log_warn("auth", "malformed revocation notification");
+        log_warn("auth-verifier", "malformed revocation notification");
         return;
     }
     if (revoke_add(a, kind, value, (int64_t)at) < 0)
-        log_warn("auth", "cannot record a revocation event (%s)", kind);
+        log_warn("auth-verifier", "cannot record a revocation event (%s)", kind);
 }
 
 static void
@@ -102,7 +103,7 @@ on_reconnect(void *arg)
 static void
 on_tick(uv_timer_t *t)
 {
-    struct img_auth *a = t->data;
+    struct auth_verifier *a = t->data;
     if (!db_pool_available(a->db))
         return;
     a->ticks++;
@@ -113,16 +114,22 @@ on_tick(uv_timer_t *t)
 }
 
 int
-img_auth_new(uv_loop_t *loop, db_pool *db, const char *key_dir, long token_ttl,
-             struct img_auth **out, const char **why)
+auth_verifier_new(uv_loop_t *loop, db_pool *db, const char *key_dir, long token_ttl,
+             struct auth_verifier **out, const char **why)
 {
-    struct img_auth *a = calloc(1, sizeof *a);
+    struct auth_verifier *a = calloc(1, sizeof *a);
     int rc;
     *why = NULL;
     if (!a)
         return -ENOMEM;
     a->db = db;
     a->token_ttl = token_ttl;
+    a->key_dir = strdup(key_dir);
+    if (!a->key_dir) {
+        rc = -ENOMEM;
+        *why = "out of memory";
+        goto fail;
+    }
     if ((rc = auth_init()) < 0) {
         *why = "cannot initialise the crypto library";
         goto fail;
@@ -148,12 +155,12 @@ img_auth_new(uv_loop_t *loop, db_pool *db, const char *key_dir, long token_ttl,
     *out = a;
     return 0;
 fail:
-    img_auth_free(a);
+    auth_verifier_free(a);
     return rc;
 }
 
 int
-img_auth_check(struct img_auth *a, const char *text, struct auth_token *tok)
+auth_verifier_check(struct auth_verifier *a, const char *text, struct auth_token *tok)
 {
     if (!text || !*text)
         return -ENOENT;
@@ -167,14 +174,53 @@ img_auth_check(struct img_auth *a, const char *text, struct auth_token *tok)
     return 0;
 }
 
+int
+auth_verifier_revoke(struct auth_verifier *a, const char *kind, const char *value,
+                     int64_t revoked_at)
+{
+    return revoke_add(a, kind, value, revoked_at);
+}
+
 bool
-img_auth_ready(const struct img_auth *a)
+auth_verifier_is_revoked(const struct auth_verifier *a, const struct auth_token *tok)
+{
+    return auth_revoke_check(a->revoked, tok) < 0;
+}
+
+const struct auth_keyset *
+auth_verifier_keys(const struct auth_verifier *a)
+{
+    return a->keys;
+}
+
+int
+auth_verifier_reload_keys(struct auth_verifier *a)
+{
+    struct auth_keyset *ks;
+    struct auth_token_cache *cache;
+    int rc = auth_keys_load(a->key_dir, &ks);
+    if (rc < 0)
+        return rc;
+    if ((rc = auth_token_cache_new(TOKEN_CACHE_ENTRIES, &cache)) < 0) {
+        auth_keyset_free(ks);
+        return rc;
+    }
+    /* Verified-token entries belong to the old key set: drop them with it. */
+    auth_token_cache_free(a->cache);
+    auth_keyset_free(a->keys);
+    a->cache = cache;
+    a->keys = ks;
+    return 0;
+}
+
+bool
+auth_verifier_ready(const struct auth_verifier *a)
 {
     return a && a->loaded;
 }
 
 void
-img_auth_stop(struct img_auth *a)
+auth_verifier_stop(struct auth_verifier *a)
 {
     if (a && a->timer_open) {
         a->timer_open = false;
@@ -183,12 +229,13 @@ img_auth_stop(struct img_auth *a)
 }
 
 void
-img_auth_free(struct img_auth *a)
+auth_verifier_free(struct auth_verifier *a)
 {
     if (!a)
         return;
     auth_keyset_free(a->keys);
     auth_token_cache_free(a->cache);
     auth_revoke_free(a->revoked);
+    free(a->key_dir);
     free(a);
 }

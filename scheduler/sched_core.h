@@ -5,8 +5,8 @@
  * sched_select) is pure C over an in-memory view of the hosts: no I/O, so
  * tests drive it directly.  sched_cycle does the I/O with a synchronous
  * database connection and is run on a worker thread by main.c. */
-#ifndef NIMBUS_SCHED_H
-#define NIMBUS_SCHED_H
+#ifndef NIMBUS_SCHED_CORE_H
+#define NIMBUS_SCHED_CORE_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -22,21 +22,24 @@
  * member hosts considered. */
 #define SCHED_MAX_LIST 256
 
-/* One hypervisor host (a compute_nodes row). */
+/* One hypervisor host (a compute_nodes row).  The fields every decision
+ * reads come first, so that filtering thousands of hosts touches one or two
+ * cache lines per host; the names, read only when a request asks about
+ * them, come last. */
 struct sched_host {
     int64_t id;
+    int64_t vcpus, memory_mb, local_gb, reserved_memory_mb;
+    int64_t vcpus_used, memory_mb_used, local_gb_used, running_vms;
+    double cpu_ratio, ram_ratio, disk_ratio, load;
+    int64_t build_failures;
+    time_t last_heartbeat;        /* 0 when never. */
+    bool disabled, forced_down;
+    bool present;                 /* False once deleted from the table. */
     char host[SCHED_NAME_MAX + 1];
     char node[SCHED_NAME_MAX + 1];
     char az[SCHED_NAME_MAX + 1];
     char hypervisor_type[64];
     char architecture[32];
-    int64_t vcpus, memory_mb, local_gb, reserved_memory_mb;
-    int64_t vcpus_used, memory_mb_used, local_gb_used, running_vms;
-    double cpu_ratio, ram_ratio, disk_ratio, load;
-    int64_t build_failures;
-    bool disabled, forced_down;
-    time_t last_heartbeat;        /* 0 when never. */
-    bool present;                 /* False once deleted from the table. */
 };
 
 /* The view of every host, kept fresh from compute_nodes. */
@@ -98,6 +101,8 @@ struct sched_policy {
     double ram_multiplier, cpu_multiplier, disk_multiplier, instances_multiplier;
     double failure_multiplier, load_multiplier, soft_group_multiplier;
     int host_subset_size;             /* Pick at random among the best N. */
+    int hosts_sampled;                /* >0: consider this many random hosts
+                                       * (all when none of them fits). */
 };
 
 /* A filter keeps a host (true) or removes it. */
@@ -106,6 +111,9 @@ struct sched_filter {
     const char *help;
     bool (*pass)(const struct sched_host *h, const struct sched_request *rq,
                  const struct sched_policy *pol);
+    /* NULL, or false when the request does not use this filter (it would
+     * keep every host): the filter is then skipped. */
+    bool (*applies)(const struct sched_request *rq);
 };
 
 /* A weigher gives a raw score; higher is better.  Scores are normalised to
@@ -115,6 +123,9 @@ struct sched_weigher {
     const char *help;
     double (*weigh)(const struct sched_host *h, const struct sched_request *rq);
     double (*multiplier)(const struct sched_policy *pol);
+    /* NULL, or false when the weigher gives every host the same score for
+     * this request. */
+    bool (*applies)(const struct sched_request *rq);
 };
 
 const struct sched_filter *sched_filter_find(const char *name);
@@ -144,8 +155,9 @@ struct sched_trace {
     size_t left[SCHED_MAX_FILTERS];
 };
 
-/* Fills 'out' (room for hosts->n entries) with the candidate hosts in
- * order of preference and returns how many; 'trace' says how many hosts
+/* Fills 'out' (room for hosts->n entries) with the candidate hosts and
+ * returns how many; out[0] is the choice (picked at random among the best
+ * host_subset_size), the order of the rest is unspecified; 'trace' says how many hosts
  * each filter left.  'rnd' is a random number for the subset choice. */
 size_t sched_select(const struct sched_pipeline *p, const struct sched_policy *pol,
                     const struct sched_hosts *hosts, const struct sched_request *rq,
@@ -158,7 +170,7 @@ void sched_trace_format(const struct sched_pipeline *p, const struct sched_trace
 /* ---- The database cycle. */
 
 struct sched_counters {
-    uint64_t placed, no_valid_host, lost_races, cycles, leased, errors;
+    uint64_t placed, no_valid_host, lost_races, cycles, leased, errors, rescheduled;
 };
 
 struct sched_ctx {
@@ -169,11 +181,21 @@ struct sched_ctx {
     int batch_size;
     int lease_seconds;
     int max_attempts;
+    int max_reschedules;
     struct sched_hosts hosts;
     bool hosts_loaded;
     struct sched_counters counters;
     unsigned seed;
+    /* Decision latencies (lease to claim or failure) in ms, for the
+     * figures logged at exit; at most SCHED_LATENCY_SAMPLES are kept. */
+    double *latency;
+    size_t n_latency;
 };
+
+#define SCHED_LATENCY_SAMPLES 100000
+
+/* p-th percentile (0..100) of the recorded decision latencies, in ms. */
+double sched_latency_percentile(struct sched_ctx *s, double p);
 
 /* Loads (or reloads) every host.  Returns 0 or a negative errno. */
 int sched_load_hosts(struct sched_ctx *s) __attribute__((warn_unused_result));
@@ -183,6 +205,11 @@ int sched_refresh_hosts(struct sched_ctx *s, const int64_t *ids, size_t n)
 /* Takes up to batch_size requests and places each.  Returns the number of
  * requests handled (placed or failed), or a negative errno. */
 int sched_cycle(struct sched_ctx *s) __attribute__((warn_unused_result));
+/* Builds stuck on a dead host (no heartbeat for service_down_time, or
+ * forced down): gives their resources back and puts them back in the queue,
+ * or ERROR after max_reschedules.  Returns how many, or a negative errno. */
+int sched_rescue_dead_hosts(struct sched_ctx *s) __attribute__((warn_unused_result));
+
 /* Records this scheduler's heartbeat in scheduler_services. */
 int sched_heartbeat(struct sched_ctx *s) __attribute__((warn_unused_result));
 

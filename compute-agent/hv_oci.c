@@ -1,0 +1,491 @@
+/* The OCI hypervisor provider: containers through runc.
+ *
+ * An instance is a bundle in its instance directory (<state_dir>/instances/
+ * <uuid>): config.json (from "runc spec", with the flavor's CPU and memory
+ * limits, its own network, PID, IPC, UTS and mount namespaces, and the
+ * command), rootfs/ (an overlayfs whose lower layer is the image cache's
+ * read-only unpacked image and whose upper and work directories are the
+ * instance's own), and nimbus-oci.json, the marker that says the container
+ * is Nimbus's and holds its applied generation.  runc keeps its state under
+ * <state_dir>/runc, so containers of anyone else are never seen.  The
+ * container's stdout and stderr go to the console log. */
+#include "hypervisor.h"
+
+#include <errno.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "proc.h"
+
+struct hv_oci {
+    struct hypervisor up;
+    char inst_root[PATH_MAX - 128];
+    char runc_root[PATH_MAX - 128];
+    char runc[128];
+};
+
+static struct hv_oci *
+oci_cast(struct hypervisor *hv)
+{
+    return (struct hv_oci *)hv;
+}
+
+static void
+inst_path(const struct hv_oci *o, const char *uuid, const char *leaf, char out[PATH_MAX])
+{
+    snprintf(out, PATH_MAX, "%s/%s%s%s", o->inst_root, uuid, leaf ? "/" : "", leaf ? leaf : "");
+}
+
+static int
+oci_open(const struct hv_config *cfg, struct hypervisor **out)
+{
+    struct hv_oci *o = calloc(1, sizeof *o);
+    if (!o)
+        return -ENOMEM;
+    o->up.class = &hv_oci_class;
+    *out = &o->up;
+    const char *sd = cfg->state_dir && cfg->state_dir[0] ? cfg->state_dir : "/var/lib/nimbus/compute";
+    snprintf(o->inst_root, sizeof o->inst_root, "%s/instances", sd);
+    snprintf(o->runc_root, sizeof o->runc_root, "%s/runc", sd);
+    snprintf(o->runc, sizeof o->runc, "%s", cfg->runc && cfg->runc[0] ? cfg->runc : "runc");
+    mkdir(sd, 0755);
+    mkdir(o->inst_root, 0755);
+    mkdir(o->runc_root, 0700);
+    const char *argv[] = { o->runc, "--version", NULL };
+    char err[256];
+    if (proc_run(argv, NULL, 0, err, sizeof err)) {
+        hv_set_error(&o->up, "runc is not usable: %s", err);
+        return -ENOTSUP;
+    }
+    return 0;
+}
+
+static void
+oci_close(struct hypervisor *hv)
+{
+    free(hv);
+}
+
+/* Reads the marker; -ENOENT when the instance is not Nimbus's (or gone). */
+static int
+read_marker(struct hv_oci *o, const char *uuid, uint64_t *gen, char *rootfs, size_t rlen)
+{
+    char p[PATH_MAX];
+    inst_path(o, uuid, "nimbus-oci.json", p);
+    json_t *j = json_load_file(p, 0, NULL);
+    if (!j)
+        return -ENOENT;
+    if (gen)
+        *gen = (uint64_t)json_integer_value(json_object_get(j, "generation"));
+    if (rootfs)
+        snprintf(rootfs, rlen, "%s", json_string_value(json_object_get(j, "lower")) ?
+                 json_string_value(json_object_get(j, "lower")) : "");
+    json_decref(j);
+    return 0;
+}
+
+static int
+write_marker(struct hv_oci *o, const char *uuid, uint64_t gen, const char *lower)
+{
+    char p[PATH_MAX], tmp[PATH_MAX + 8];
+    inst_path(o, uuid, "nimbus-oci.json", p);
+    snprintf(tmp, sizeof tmp, "%s.tmp", p);
+    json_t *j = json_pack("{s:s, s:I, s:s}", "uuid", uuid, "generation", (json_int_t)gen,
+                          "lower", lower);
+    int r = j && json_dump_file(j, tmp, JSON_COMPACT) == 0 ? 0 : -EIO;
+    json_decref(j);
+    if (!r && rename(tmp, p) < 0)
+        r = -errno;
+    if (r)
+        hv_set_error(&o->up, "writing %s failed", p);
+    return r;
+}
+
+/* runc's view of a container: "running", "paused", "created", "stopped",
+ * or "" when runc does not know it. */
+static void
+runc_status(struct hv_oci *o, const char *uuid, char *status, size_t len)
+{
+    char id[64], out[8192], err[256];
+    snprintf(id, sizeof id, "nimbus-%s", uuid);
+    const char *argv[] = { o->runc, "--root", o->runc_root, "state", id, NULL };
+    status[0] = 0;
+    if (proc_run(argv, out, sizeof out, err, sizeof err))
+        return;
+    json_t *j = json_loads(out, 0, NULL);
+    snprintf(status, len, "%s", json_string_value(json_object_get(j, "status")) ?
+             json_string_value(json_object_get(j, "status")) : "");
+    json_decref(j);
+}
+
+static enum power_state
+oci_power(struct hv_oci *o, const char *uuid)
+{
+    char st[32];
+    runc_status(o, uuid, st, sizeof st);
+    if (!strcmp(st, "running"))
+        return POWER_RUNNING;
+    if (!strcmp(st, "paused"))
+        return POWER_PAUSED;
+    return POWER_SHUTOFF;
+}
+
+static int
+runc_cmd(struct hv_oci *o, const char *verb, const char *uuid, const char *extra)
+{
+    char id[64], err[512];
+    snprintf(id, sizeof id, "nimbus-%s", uuid);
+    const char *argv[8] = { o->runc, "--root", o->runc_root, (char *)verb };
+    int i = 4;
+    if (!strcmp(verb, "delete"))
+        argv[i++] = "--force";
+    argv[i++] = id;
+    if (extra)
+        argv[i++] = (char *)extra;
+    argv[i] = NULL;
+    int r = proc_run(argv, NULL, 0, err, sizeof err);
+    if (r)
+        hv_set_error(&o->up, "runc %s %s: %s", verb, id, err);
+    return r;
+}
+
+static int
+oci_list(struct hypervisor *hv, struct inst_actual **out, size_t *n)
+{
+    struct hv_oci *o = oci_cast(hv);
+    *n = 0;
+    size_t cap = 16;
+    *out = calloc(cap, sizeof **out);
+    if (!*out)
+        return -ENOMEM;
+    DIR *d = opendir(o->inst_root);
+    if (!d)
+        return 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        uint64_t gen;
+        if (strlen(e->d_name) != 36 || read_marker(o, e->d_name, &gen, NULL, 0))
+            continue;
+        if (*n == cap) {
+            cap *= 2;
+            struct inst_actual *v = realloc(*out, cap * sizeof *v);
+            if (!v) {
+                closedir(d);
+                return -ENOMEM;
+            }
+            *out = v;
+        }
+        struct inst_actual *a = &(*out)[(*n)++];
+        memset(a, 0, sizeof *a);
+        snprintf(a->uuid, sizeof a->uuid, "%s", e->d_name);
+        a->generation = gen;
+        a->power = oci_power(o, e->d_name);
+    }
+    closedir(d);
+    return 0;
+}
+
+static bool
+is_mountpoint(const char *path)
+{
+    char parent[PATH_MAX + 4];
+    struct stat a, b;
+    snprintf(parent, sizeof parent, "%s/..", path);
+    return stat(path, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev;
+}
+
+static int
+mount_rootfs(struct hv_oci *o, const char *uuid)
+{
+    char lower[PATH_MAX], upper[PATH_MAX], work[PATH_MAX], merged[PATH_MAX];
+    int r = read_marker(o, uuid, NULL, lower, sizeof lower);
+    if (r) {
+        hv_set_error(&o->up, "container %s is not Nimbus's", uuid);
+        return r;
+    }
+    inst_path(o, uuid, "upper", upper);
+    inst_path(o, uuid, "work", work);
+    inst_path(o, uuid, "rootfs", merged);
+    mkdir(upper, 0755);
+    mkdir(work, 0755);
+    mkdir(merged, 0755);
+    if (is_mountpoint(merged))
+        return 0;
+    char opts[3 * PATH_MAX + 64];
+    snprintf(opts, sizeof opts, "lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work);
+    if (mount("overlay", merged, "overlay", 0, opts) < 0) {
+        r = -errno;
+        hv_set_error(&o->up, "mount overlay on %s: %s", merged, strerror(-r));
+        return r;
+    }
+    return 0;
+}
+
+static void
+umount_rootfs(struct hv_oci *o, const char *uuid)
+{
+    char merged[PATH_MAX];
+    inst_path(o, uuid, "rootfs", merged);
+    if (is_mountpoint(merged))
+        umount2(merged, MNT_DETACH);
+}
+
+/* config.json: runc's default spec, adjusted. */
+static int
+write_config(struct hv_oci *o, const struct hv_create_args *a)
+{
+    const struct inst_desired *d = a->d;
+    char cfg[PATH_MAX], err[512];
+    snprintf(cfg, sizeof cfg, "%s/config.json", a->inst_dir);
+    unlink(cfg);
+    const char *argv[] = { o->runc, "spec", "--bundle", (char *)a->inst_dir, NULL };
+    int r = proc_run(argv, NULL, 0, err, sizeof err);
+    if (r) {
+        hv_set_error(&o->up, "runc spec: %s", err);
+        return r;
+    }
+    json_t *j = json_load_file(cfg, 0, NULL);
+    if (!j) {
+        hv_set_error(&o->up, "cannot read %s", cfg);
+        return -EIO;
+    }
+    json_t *proc = json_object_get(j, "process");
+    json_object_set_new(proc, "terminal", json_false());
+    const char *cmd = d->image.os_command_line[0] ? d->image.os_command_line :
+        "trap 'echo nimbus-container: stopping; exit 0' TERM; "
+        "echo \"nimbus-container: started on $(hostname)\"; "
+        "while :; do sleep 1; done";
+    json_object_set_new(proc, "args", json_pack("[s, s, s]", "/bin/sh", "-c", cmd));
+    char host[64];
+    snprintf(host, sizeof host, "%.63s", d->name[0] ? d->name : d->uuid);
+    for (char *p = host; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+              (*p >= '0' && *p <= '9') || *p == '-'))
+            *p = '-';
+    json_object_set_new(j, "hostname", json_string(host));
+    /* The root is the overlay: writable, its writes land in upper/. */
+    json_object_set_new(j, "root", json_pack("{s:s, s:b}", "path", "rootfs", "readonly", 0));
+    json_t *linux_ = json_object_get(j, "linux");
+    json_t *res = json_object_get(linux_, "resources");
+    if (!res) {
+        res = json_object();
+        json_object_set_new(linux_, "resources", res);
+    }
+    json_object_set_new(res, "memory", json_pack("{s:I}", "limit",
+                        (json_int_t)d->ram_mb * 1024 * 1024));
+    json_object_set_new(res, "cpu", json_pack("{s:I, s:I}", "quota",
+                        (json_int_t)(d->vcpus ? d->vcpus : 1) * 100000, "period",
+                        (json_int_t)100000));
+    char cg[80];
+    snprintf(cg, sizeof cg, "/nimbus/%s", d->uuid);
+    json_object_set_new(linux_, "cgroupsPath", json_string(cg));
+    /* runc spec's namespaces lack "network" only when asked; make sure the
+     * container has its own (the network agent wires the port into it). */
+    json_t *ns = json_object_get(linux_, "namespaces");
+    bool has_net = false;
+    size_t i;
+    json_t *v;
+    json_array_foreach(ns, i, v)
+        if (!strcmp(json_string_value(json_object_get(v, "type")) ?
+                    json_string_value(json_object_get(v, "type")) : "", "network"))
+            has_net = true;
+    if (!has_net)
+        json_array_append_new(ns, json_pack("{s:s}", "type", "network"));
+    r = json_dump_file(j, cfg, JSON_INDENT(1)) ? -EIO : 0;
+    json_decref(j);
+    if (r)
+        hv_set_error(&o->up, "cannot write %s", cfg);
+    return r;
+}
+
+static int oci_start(struct hypervisor *hv, const char *uuid);
+
+static int
+oci_create(struct hypervisor *hv, const struct hv_create_args *a, bool start)
+{
+    struct hv_oci *o = oci_cast(hv);
+    if (!a->rootfs_path) {
+        hv_set_error(hv, "instance %s: no container rootfs (image %s is not a container image?)",
+                     a->d->uuid, a->d->image.id);
+        return -EINVAL;
+    }
+    int r = write_config(o, a);
+    if (!r)
+        r = write_marker(o, a->d->uuid, 0, a->rootfs_path);
+    if (!r && start)
+        r = oci_start(hv, a->d->uuid);
+    return r;
+}
+
+static int
+oci_start(struct hypervisor *hv, const char *uuid)
+{
+    struct hv_oci *o = oci_cast(hv);
+    char st[32];
+    if (read_marker(o, uuid, NULL, NULL, 0)) {
+        hv_set_error(hv, "no Nimbus container %s", uuid);
+        return -ENOENT;
+    }
+    runc_status(o, uuid, st, sizeof st);
+    if (!strcmp(st, "running") || !strcmp(st, "paused"))
+        return 0;
+    if (st[0] && runc_cmd(o, "delete", uuid, NULL))
+        return -EIO;
+    int r = mount_rootfs(o, uuid);
+    if (r)
+        return r;
+    char bundle[PATH_MAX], log[PATH_MAX], id[64], err[512];
+    inst_path(o, uuid, NULL, bundle);
+    inst_path(o, uuid, "console.log", log);
+    snprintf(id, sizeof id, "nimbus-%s", uuid);
+    const char *argv[] = { o->runc, "--root", o->runc_root, "run", "--detach", "--bundle", bundle,
+                     id, NULL };
+    r = proc_run_logged(argv, log, err, sizeof err);
+    if (r)
+        hv_set_error(hv, "runc run %s: %s", id, err);
+    return r;
+}
+
+static void
+sleep_ms(unsigned ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+}
+
+static int
+oci_stop(struct hypervisor *hv, const char *uuid, unsigned timeout_ms)
+{
+    struct hv_oci *o = oci_cast(hv);
+    if (read_marker(o, uuid, NULL, NULL, 0)) {
+        hv_set_error(hv, "no Nimbus container %s", uuid);
+        return -ENOENT;
+    }
+    char st[32];
+    runc_status(o, uuid, st, sizeof st);
+    if (!strcmp(st, "paused"))
+        runc_cmd(o, "resume", uuid, NULL);
+    if (!strcmp(st, "running") || !strcmp(st, "paused")) {
+        if (timeout_ms && runc_cmd(o, "kill", uuid, "TERM") == 0) {
+            for (unsigned w = 0; w < timeout_ms; w += 100) {
+                runc_status(o, uuid, st, sizeof st);
+                if (strcmp(st, "running"))
+                    break;
+                sleep_ms(100);
+            }
+        }
+        runc_status(o, uuid, st, sizeof st);
+        if (!strcmp(st, "running") && runc_cmd(o, "kill", uuid, "KILL") == 0) {
+            for (unsigned w = 0; w < 5000; w += 50) {
+                runc_status(o, uuid, st, sizeof st);
+                if (strcmp(st, "running"))
+                    break;
+                sleep_ms(50);
+            }
+        }
+    }
+    runc_status(o, uuid, st, sizeof st);
+    if (st[0] && runc_cmd(o, "delete", uuid, NULL))
+        return -EIO;
+    umount_rootfs(o, uuid);
+    return 0;
+}
+
+static int
+oci_reboot(struct hypervisor *hv, const char *uuid, bool hard)
+{
+    int r = oci_stop(hv, uuid, hard ? 0 : 10000);
+    return r ? r : oci_start(hv, uuid);
+}
+
+static int
+oci_pause(struct hypervisor *hv, const char *uuid)
+{
+    struct hv_oci *o = oci_cast(hv);
+    char st[32];
+    runc_status(o, uuid, st, sizeof st);
+    if (!strcmp(st, "paused"))
+        return 0;
+    return runc_cmd(o, "pause", uuid, NULL) ? -EIO : 0;
+}
+
+static int
+oci_unpause(struct hypervisor *hv, const char *uuid)
+{
+    struct hv_oci *o = oci_cast(hv);
+    char st[32];
+    runc_status(o, uuid, st, sizeof st);
+    if (strcmp(st, "paused"))
+        return 0;
+    return runc_cmd(o, "resume", uuid, NULL) ? -EIO : 0;
+}
+
+static int
+oci_suspend(struct hypervisor *hv, const char *uuid)
+{
+    hv_set_error(hv, "containers cannot be suspended (no memory image to save)");
+    return -ENOTSUP;
+}
+
+static int
+oci_destroy(struct hypervisor *hv, const char *uuid)
+{
+    struct hv_oci *o = oci_cast(hv);
+    if (read_marker(o, uuid, NULL, NULL, 0))
+        return 0;
+    char st[32];
+    runc_status(o, uuid, st, sizeof st);
+    if (st[0] && runc_cmd(o, "delete", uuid, NULL))
+        return -EIO;
+    umount_rootfs(o, uuid);
+    char p[PATH_MAX];
+    inst_path(o, uuid, "nimbus-oci.json", p);
+    if (unlink(p) < 0 && errno != ENOENT)
+        return -errno;
+    return 0;
+}
+
+static int
+oci_set_generation(struct hypervisor *hv, const char *uuid, uint64_t gen)
+{
+    struct hv_oci *o = oci_cast(hv);
+    char lower[PATH_MAX];
+    int r = read_marker(o, uuid, NULL, lower, sizeof lower);
+    if (r) {
+        hv_set_error(hv, "no Nimbus container %s", uuid);
+        return r;
+    }
+    return write_marker(o, uuid, gen, lower);
+}
+
+static const char *
+oci_virt_type(struct hypervisor *hv)
+{
+    return "runc";
+}
+
+const struct hypervisor_class hv_oci_class = {
+    .name = "oci",
+    .open = oci_open,
+    .close = oci_close,
+    .list = oci_list,
+    .create = oci_create,
+    .start = oci_start,
+    .stop = oci_stop,
+    .reboot = oci_reboot,
+    .pause = oci_pause,
+    .unpause = oci_unpause,
+    .suspend = oci_suspend,
+    .resume = oci_start,
+    .destroy = oci_destroy,
+    .set_generation = oci_set_generation,
+    .virt_type = oci_virt_type,
+};

@@ -1,0 +1,529 @@
+#include "reconcile.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "strbuf.h"
+
+static const char *const state_names[] = {
+#define X(e, s) s,
+    RC_STATES(X)
+#undef X
+};
+
+static const char *const action_names[] = {
+#define X(e, s) s,
+    RC_ACTIONS(X)
+#undef X
+};
+
+const char *
+rc_state_name(enum rc_state s)
+{
+    return (unsigned)s < RC_N_STATES ? state_names[s] : "?";
+}
+
+const char *
+rc_action_name(enum rc_action a)
+{
+    return (unsigned)a < sizeof action_names / sizeof action_names[0] ? action_names[a] : "?";
+}
+
+struct reconciler {
+    struct hypervisor *hv;
+    struct rc_storage storage;
+    struct rc_config cfg;
+    rc_event_fn ev;
+    void *ev_ctx;
+    struct rc_inst *insts;
+    size_t n, cap;
+};
+
+static enum rc_state
+state_of_power(enum power_state p)
+{
+    switch (p) {
+    case POWER_RUNNING: return RC_ACTIVE;
+    case POWER_PAUSED: return RC_PAUSED;
+    case POWER_SUSPENDED: return RC_SUSPENDED;
+    case POWER_SHUTOFF:
+    case POWER_CRASHED:
+    case POWER_NOSTATE:
+    default:
+        return RC_STOPPED;
+    }
+}
+
+static struct rc_step
+step(enum rc_action a, bool mark)
+{
+    return (struct rc_step){ .action = a, .mark = mark };
+}
+
+/* The step that moves power state 'have' toward 'want' (one hop; 'mark' when
+ * the hop arrives). */
+static struct rc_step
+power_step(enum power_state have, enum power_state want, const char *reboot,
+           bool fresh)
+{
+    switch (want) {
+    case POWER_RUNNING:
+        switch (have) {
+        case POWER_RUNNING:
+            if (reboot[0] && !fresh) {
+                struct rc_step s = step(!strcmp(reboot, "hard") ? RCA_REBOOT_HARD : RCA_REBOOT_SOFT, true);
+                s.hard = !strcmp(reboot, "hard");
+                return s;
+            }
+            return step(RCA_MARK, true);
+        case POWER_PAUSED: return step(RCA_UNPAUSE, true);
+        case POWER_SUSPENDED: return step(RCA_RESUME, true);
+        case POWER_SHUTOFF:
+        case POWER_CRASHED:
+        case POWER_NOSTATE:
+        default:
+            return step(RCA_START, true);
+        }
+    case POWER_SHUTOFF:
+        switch (have) {
+        case POWER_SHUTOFF:
+        case POWER_CRASHED:
+        case POWER_NOSTATE:
+            return step(RCA_MARK, true);
+        case POWER_RUNNING:
+        case POWER_PAUSED:
+        case POWER_SUSPENDED:
+        default:
+            return step(RCA_STOP, true);
+        }
+    case POWER_PAUSED:
+        switch (have) {
+        case POWER_PAUSED: return step(RCA_MARK, true);
+        case POWER_RUNNING: return step(RCA_PAUSE, true);
+        case POWER_SUSPENDED: return step(RCA_RESUME, false);
+        case POWER_SHUTOFF:
+        case POWER_CRASHED:
+        case POWER_NOSTATE:
+        default:
+            return step(RCA_START, false);
+        }
+    case POWER_SUSPENDED:
+        switch (have) {
+        case POWER_SUSPENDED: return step(RCA_MARK, true);
+        case POWER_RUNNING:
+        case POWER_PAUSED:
+            return step(RCA_SUSPEND, true);
+        case POWER_SHUTOFF:
+        case POWER_CRASHED:
+        case POWER_NOSTATE:
+        default:
+            return step(RCA_START, false);
+        }
+    case POWER_CRASHED:
+    case POWER_NOSTATE:
+    default:
+        return step(RCA_MARK, true);
+    }
+}
+
+struct rc_step
+rc_decide(struct rc_inst *ri, const struct inst_desired *d,
+          const struct inst_actual *a, uint64_t now_ms, const struct rc_config *cfg)
+{
+    if (a)
+        ri->power = a->power;
+
+    /* Not desired at all: delete after the grace period. */
+    if (!d) {
+        if (!a) {
+            ri->state = RC_DELETED;
+            ri->orphan_since_ms = 0;
+            return step(RCA_NONE, false);
+        }
+        if (!ri->orphan_since_ms) {
+            ri->orphan_since_ms = now_ms ? now_ms : 1;
+            ri->state = RC_ORPHANED;
+        }
+        if (now_ms - ri->orphan_since_ms >= cfg->grace_ms) {
+            ri->state = RC_DELETING;
+            return step(RCA_DELETE, false);
+        }
+        ri->state = RC_ORPHANED;
+        return step(RCA_NONE, false);
+    }
+
+    ri->orphan_since_ms = 0;
+    ri->seen_desired = true;
+    if (d->deleted) {
+        if (ri->state == RC_DELETED && !a)
+            return step(RCA_NONE, false);
+        ri->state = RC_DELETING;
+        return step(RCA_DELETE, false);
+    }
+    if (ri->attempts_gen != d->generation) {
+        ri->attempts_gen = d->generation;
+        ri->attempts = 0;
+    }
+    if (ri->state == RC_ERROR && ri->error_gen == d->generation)
+        return step(RCA_NONE, false);
+    if (ri->attempts >= cfg->max_attempts) {
+        ri->state = RC_ERROR;
+        ri->error_gen = d->generation;
+        return step(RCA_NONE, false);
+    }
+    if (!a) {
+        ri->state = RC_BUILDING;
+        return step(RCA_CREATE, d->power == POWER_RUNNING || d->power == POWER_SHUTOFF);
+    }
+    if (a->generation < d->generation) {
+        bool fresh = a->generation == 0;   /* Created, first generation not yet recorded. */
+        struct rc_step s = power_step(a->power, d->power, d->reboot, fresh);
+        if (ri->state == RC_NEW || ri->state == RC_ERROR || ri->state == RC_DELETED)
+            ri->state = fresh ? RC_BUILDING : state_of_power(a->power);
+        return s;
+    }
+    ri->generation = a->generation;
+    ri->state = state_of_power(a->power);
+    ri->fault[0] = 0;
+    return step(RCA_NONE, false);
+}
+
+/* ---- I/O */
+
+int
+rc_new(struct hypervisor *hv, const struct rc_storage *storage,
+       const struct rc_config *cfg, rc_event_fn ev, void *ev_ctx,
+       struct reconciler **out)
+{
+    struct reconciler *rc = calloc(1, sizeof *rc);
+    if (!rc)
+        return -ENOMEM;
+    rc->hv = hv;
+    rc->storage = *storage;
+    rc->cfg = *cfg;
+    if (!rc->cfg.max_attempts)
+        rc->cfg.max_attempts = 3;
+    rc->ev = ev;
+    rc->ev_ctx = ev_ctx;
+    *out = rc;
+    return 0;
+}
+
+void
+rc_free(struct reconciler *rc)
+{
+    if (!rc)
+        return;
+    free(rc->insts);
+    free(rc);
+}
+
+static struct rc_inst *
+find(const struct reconciler *rc, const char *uuid)
+{
+    for (size_t i = 0; i < rc->n; i++)
+        if (!strcmp(rc->insts[i].uuid, uuid))
+            return &rc->insts[i];
+    return NULL;
+}
+
+const struct rc_inst *
+rc_find(const struct reconciler *rc, const char *uuid)
+{
+    return find(rc, uuid);
+}
+
+static struct rc_inst *
+get(struct reconciler *rc, const char *uuid)
+{
+    struct rc_inst *ri = find(rc, uuid);
+    if (ri)
+        return ri;
+    if (rc->n == rc->cap) {
+        size_t cap = rc->cap ? rc->cap * 2 : 64;
+        struct rc_inst *v = realloc(rc->insts, cap * sizeof *v);
+        if (!v)
+            return NULL;
+        rc->insts = v;
+        rc->cap = cap;
+    }
+    ri = &rc->insts[rc->n++];
+    memset(ri, 0, sizeof *ri);
+    bfmt(ri->uuid, sizeof ri->uuid, "%s", uuid);
+    ri->state = RC_NEW;
+    ri->power = POWER_NOSTATE;
+    return ri;
+}
+
+static void
+emit(struct reconciler *rc, const char *uuid, const char *event, const char *detail)
+{
+    if (rc->ev)
+        rc->ev(rc->ev_ctx, uuid, event, detail ? detail : "");
+}
+
+static const struct inst_actual *
+find_actual(const struct inst_actual *v, size_t n, const char *uuid)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(v[i].uuid, uuid))
+            return &v[i];
+    return NULL;
+}
+
+/* Carries out one step.  Returns 0 or -errno with 'err' set; on success
+ * updates 'a' (a local copy) to what the instance should now be. */
+static int
+execute(struct reconciler *rc, struct rc_inst *ri, const struct inst_desired *d,
+        struct inst_actual *a, bool *present, struct rc_step s, char *err, size_t errlen)
+{
+    struct hypervisor *hv = rc->hv;
+    const char *uuid = ri->uuid;
+    int r = 0;
+    enum power_state after = a->power;
+    const char *event = NULL;
+
+    err[0] = 0;
+    switch (s.action) {
+    case RCA_NONE:
+        return 0;
+    case RCA_CREATE: {
+        struct rc_prepared p;
+        memset(&p, 0, sizeof p);
+        r = rc->storage.prepare(rc->storage.ctx, d, &p, err, errlen);
+        if (r)
+            return r;
+        struct hv_create_args args = {
+            .d = d,
+            .inst_dir = p.inst_dir,
+            .disk_path = p.disk[0] ? p.disk : NULL,
+            .disk_format = p.disk_format[0] ? p.disk_format : "qcow2",
+            .kernel_path = p.kernel[0] ? p.kernel : NULL,
+            .ramdisk_path = p.ramdisk[0] ? p.ramdisk : NULL,
+            .rootfs_path = p.rootfs[0] ? p.rootfs : NULL,
+            .console_log = p.console_log,
+        };
+        bool start = d->power != POWER_SHUTOFF;
+        r = hv->class->create(hv, &args, start);
+        after = start ? POWER_RUNNING : POWER_SHUTOFF;
+        event = "created";
+        if (!r) {
+            *present = true;
+            bfmt(a->uuid, sizeof a->uuid, "%s", uuid);
+            a->generation = 0;
+        }
+        break;
+    }
+    case RCA_START:
+        r = hv->class->start(hv, uuid);
+        after = POWER_RUNNING;
+        event = "started";
+        break;
+    case RCA_STOP:
+        r = hv->class->stop(hv, uuid, rc->cfg.stop_timeout_ms);
+        after = POWER_SHUTOFF;
+        event = "stopped";
+        break;
+    case RCA_REBOOT_SOFT:
+    case RCA_REBOOT_HARD:
+        r = hv->class->reboot(hv, uuid, s.action == RCA_REBOOT_HARD);
+        after = POWER_RUNNING;
+        event = "rebooted";
+        break;
+    case RCA_PAUSE:
+        r = hv->class->pause(hv, uuid);
+        after = POWER_PAUSED;
+        event = "paused";
+        break;
+    case RCA_UNPAUSE:
+        r = hv->class->unpause(hv, uuid);
+        after = POWER_RUNNING;
+        event = "unpaused";
+        break;
+    case RCA_SUSPEND:
+        r = hv->class->suspend(hv, uuid);
+        after = POWER_SUSPENDED;
+        event = "suspended";
+        break;
+    case RCA_RESUME:
+        r = hv->class->resume(hv, uuid);
+        after = POWER_RUNNING;
+        event = "resumed";
+        break;
+    case RCA_MARK:
+        break;
+    case RCA_DELETE:
+        r = hv->class->destroy(hv, uuid);
+        if (!r)
+            r = rc->storage.remove(rc->storage.ctx, uuid, err, errlen);
+        else
+            bfmt(err, errlen, "%s", hv->err);
+        if (!r) {
+            *present = false;
+            emit(rc, uuid, d ? "deleted" : "orphan-deleted", NULL);
+        }
+        return r;
+    }
+    if (r) {
+        bfmt(err, errlen, "%s", hv->err[0] ? hv->err : strerror(-r));
+        return r;
+    }
+    a->power = after;
+    if (event)
+        emit(rc, uuid, event, NULL);
+    if (s.mark && d) {
+        r = hv->class->set_generation(hv, uuid, d->generation);
+        if (r) {
+            bfmt(err, errlen, "%s", hv->err);
+            return r;
+        }
+        a->generation = d->generation;
+    }
+    return 0;
+}
+
+static void
+reconcile_one(struct reconciler *rc, const struct inst_desired *d, const char *uuid,
+              struct inst_actual *a_in, uint64_t now_ms, struct rc_pass_stats *st)
+{
+    struct rc_inst *ri = get(rc, uuid);
+    if (!ri)
+        return;
+    struct inst_actual a = { 0 };
+    bool present = a_in != NULL;
+    if (a_in)
+        a = *a_in;
+    enum power_state before = ri->power;
+    enum rc_state state_before = ri->state;
+
+    /* A guest that powered itself off (or crashed) after its generation
+     * was applied: reported, not undone. */
+    if (d && !d->deleted && present && a.generation >= d->generation &&
+        before == POWER_RUNNING && (a.power == POWER_SHUTOFF || a.power == POWER_CRASHED))
+        emit(rc, uuid, "power-off-by-guest", power_state_name(a.power));
+
+    /* A few steps per pass (create, then pause...), each decided afresh. */
+    for (int hop = 0; hop < 3; hop++) {
+        struct rc_step s = rc_decide(ri, d, present ? &a : NULL, now_ms, &rc->cfg);
+        if (s.action == RCA_NONE) {
+            if (ri->state == RC_ORPHANED && state_before != RC_ORPHANED)
+                emit(rc, uuid, "orphan-found", NULL);
+            if (ri->state == RC_ERROR && state_before != RC_ERROR)
+                emit(rc, uuid, "error", ri->fault);
+            break;
+        }
+        char err[256];
+        st->actions++;
+        int r = execute(rc, ri, d, &a, &present, s, err, sizeof err);
+        if (r) {
+            st->failures++;
+            ri->attempts++;
+            bfmt(ri->fault, sizeof ri->fault, "%s: %s", rc_action_name(s.action), err);
+            emit(rc, uuid, "step-failed", ri->fault);
+            if (d && !d->deleted && ri->attempts >= rc->cfg.max_attempts) {
+                ri->state = RC_ERROR;
+                ri->error_gen = d->generation;
+                emit(rc, uuid, "error", ri->fault);
+            }
+            break;
+        }
+        if (s.action == RCA_DELETE) {
+            ri->state = RC_DELETED;
+            ri->power = POWER_NOSTATE;
+            break;
+        }
+        ri->power = a.power;
+    }
+    if (present && a_in)
+        *a_in = a;
+}
+
+int
+rc_pass(struct reconciler *rc, const struct desired_set *ds, uint64_t now_ms,
+        struct rc_pass_stats *stats)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct rc_pass_stats st = { 0 };
+    struct inst_actual *act = NULL;
+    size_t n_act = 0;
+    int r = rc->hv->class->list(rc->hv, &act, &n_act);
+    if (r)
+        return r;
+    st.desired = (unsigned)ds->n;
+    st.actual = (unsigned)n_act;
+
+    for (size_t i = 0; i < ds->n; i++) {
+        const struct inst_desired *d = &ds->insts[i];
+        struct inst_actual *a = (struct inst_actual *)find_actual(act, n_act, d->uuid);
+        reconcile_one(rc, d, d->uuid, a, now_ms, &st);
+    }
+    for (size_t i = 0; i < n_act; i++)
+        if (!desired_set_find(ds, act[i].uuid))
+            reconcile_one(rc, NULL, act[i].uuid, &act[i], now_ms, &st);
+
+    /* Storage nobody owns any more: left by a crash between undefine and
+     * removal, or by an orphan deleted earlier. */
+    char (*dirs)[37] = NULL;
+    size_t n_dirs = 0;
+    if (rc->storage.list && rc->storage.list(rc->storage.ctx, &dirs, &n_dirs) == 0) {
+        for (size_t i = 0; i < n_dirs; i++) {
+            const struct inst_desired *d = desired_set_find(ds, dirs[i]);
+            if (d && !d->deleted)
+                continue;
+            if (find_actual(act, n_act, dirs[i])) {
+                /* Present unless this pass just deleted it. */
+                const struct rc_inst *ri = find(rc, dirs[i]);
+                if (!ri || ri->state != RC_DELETED)
+                    continue;
+            }
+            char err[256];
+            if (rc->storage.remove(rc->storage.ctx, dirs[i], err, sizeof err) == 0)
+                emit(rc, dirs[i], "storage-removed", NULL);
+        }
+        free(dirs);
+    }
+
+    /* Forget instances that are gone and not desired. */
+    for (size_t i = 0; i < rc->n;) {
+        struct rc_inst *ri = &rc->insts[i];
+        const struct inst_desired *d = desired_set_find(ds, ri->uuid);
+        if (ri->state == RC_DELETED && !d) {
+            rc->insts[i] = rc->insts[--rc->n];
+            continue;
+        }
+        if (!d && !find_actual(act, n_act, ri->uuid) && ri->state != RC_DELETED) {
+            rc->insts[i] = rc->insts[--rc->n];
+            continue;
+        }
+        i++;
+    }
+    free(act);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    st.duration_ns = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000ULL +
+                     (uint64_t)(t1.tv_nsec - t0.tv_nsec);
+    if (stats)
+        *stats = st;
+    return 0;
+}
+
+int
+rc_observed(struct reconciler *rc, struct rc_observed **out, size_t *n)
+{
+    *out = calloc(rc->n ? rc->n : 1, sizeof **out);
+    if (!*out)
+        return -ENOMEM;
+    for (size_t i = 0; i < rc->n; i++) {
+        const struct rc_inst *ri = &rc->insts[i];
+        struct rc_observed *o = &(*out)[i];
+        bfmt(o->uuid, sizeof o->uuid, "%s", ri->uuid);
+        o->state = ri->state;
+        o->power = ri->power;
+        o->generation = ri->generation;
+        bfmt(o->fault, sizeof o->fault, "%s", ri->fault);
+    }
+    *n = rc->n;
+    return 0;
+}

@@ -1,0 +1,175 @@
+/* The reconciler: makes the node's instances match the desired state.
+ *
+ * One pass compares the desired set (from the API, or a file) with what the
+ * hypervisor provider lists (Nimbus-owned instances only) and, per
+ * instance, decides one step and carries it out:
+ *
+ *   desired, missing            prepare storage (image cache), create
+ *   desired, generation newer   apply the wanted power state (start, stop,
+ *                               reboot, pause, suspend...), then record the
+ *                               generation in the instance's metadata
+ *   desired, generation applied nothing: a guest that powered itself off is
+ *                               reported SHUTOFF, not restarted (Nova's rule)
+ *   desired with deleted=true   destroy, remove storage
+ *   not desired, present        after a grace period, destroy
+ *   storage of nothing          removed (a crash between undefine and rm)
+ *
+ * Every step is idempotent and the decision depends only on the desired
+ * state, the provider's list and the instance's own metadata, never on
+ * memory that a kill -9 would lose (the grace period and the retry counts
+ * start over after a restart, on the safe side).  The per-instance state
+ * machine (rc_decide) is a pure function of its inputs and the time passed
+ * in; rc_pass() does the I/O.  Passes block: the daemon runs them on a
+ * worker thread, one at a time. */
+#ifndef NIMBUS_AGENT_RECONCILE_H
+#define NIMBUS_AGENT_RECONCILE_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hypervisor.h"
+#include "instance.h"
+
+/* Instance states (Nova's vm_state plus the agent's own ORPHANED). */
+#define RC_STATES(X)                                                       \
+    X(NEW, "new")               /* Desired, not yet looked at. */          \
+    X(BUILDING, "building")     /* Being created (retried on failure). */  \
+    X(ACTIVE, "active")                                                    \
+    X(STOPPED, "stopped")                                                  \
+    X(PAUSED, "paused")                                                    \
+    X(SUSPENDED, "suspended")                                              \
+    X(ERROR, "error")           /* Gave up until the generation changes. */\
+    X(ORPHANED, "orphaned")     /* Present, not desired: grace period. */  \
+    X(DELETING, "deleting")                                                \
+    X(DELETED, "deleted")
+
+enum rc_state {
+#define X(e, s) RC_##e,
+    RC_STATES(X)
+#undef X
+    RC_N_STATES
+};
+const char *rc_state_name(enum rc_state s);
+
+/* The one step decided for an instance. */
+#define RC_ACTIONS(X)                                                      \
+    X(NONE, "none")                                                        \
+    X(CREATE, "create")                                                    \
+    X(START, "start")                                                      \
+    X(STOP, "stop")                                                        \
+    X(REBOOT_SOFT, "reboot-soft")                                          \
+    X(REBOOT_HARD, "reboot-hard")                                          \
+    X(PAUSE, "pause")                                                      \
+    X(UNPAUSE, "unpause")                                                  \
+    X(SUSPEND, "suspend")                                                  \
+    X(RESUME, "resume")                                                    \
+    X(MARK, "mark")             /* Only record the generation. */          \
+    X(DELETE, "delete")
+
+enum rc_action {
+#define X(e, s) RCA_##e,
+    RC_ACTIONS(X)
+#undef X
+};
+const char *rc_action_name(enum rc_action a);
+
+struct rc_config {
+    uint64_t grace_ms;           /* Before deleting an instance not desired. Default 60 s. */
+    unsigned max_attempts;       /* Failed steps per generation before ERROR. Default 3. */
+    unsigned stop_timeout_ms;    /* ACPI shutdown before a forced stop. Default 10 s. */
+};
+
+/* Per-instance memory of the reconciler. */
+struct rc_inst {
+    char uuid[37];
+    enum rc_state state;
+    enum power_state power;      /* Last observed. */
+    uint64_t generation;         /* Last generation seen applied. */
+    uint64_t orphan_since_ms;    /* 0: not orphaned. */
+    unsigned attempts;           /* Failed steps for 'attempts_gen'. */
+    uint64_t attempts_gen;
+    uint64_t error_gen;          /* Generation that ended in ERROR. */
+    bool seen_desired;
+    char fault[256];
+};
+
+struct rc_step {
+    enum rc_action action;
+    bool mark;                   /* Record d->generation after the action succeeds. */
+    bool hard;                   /* For reboots. */
+};
+
+/* The state machine: decides the next step for an instance from what is
+ * desired ('d', NULL when not desired), what the provider reports ('a',
+ * NULL when absent) and the time.  Updates ri's state and timers; no I/O. */
+struct rc_step rc_decide(struct rc_inst *ri, const struct inst_desired *d,
+                         const struct inst_actual *a, uint64_t now_ms,
+                         const struct rc_config *cfg);
+
+/* Storage of instances: disks, kernels, container layers, console logs.
+ * The daemon's implementation (storage.c) uses the image cache; unit tests
+ * use a fake. */
+struct rc_prepared {
+    char inst_dir[PATH_MAX];
+    char disk[PATH_MAX];         /* "" for none. */
+    char disk_format[8];
+    char kernel[PATH_MAX];       /* "" for none. */
+    char ramdisk[PATH_MAX];
+    char rootfs[PATH_MAX];       /* Containers. */
+    char console_log[PATH_MAX];
+};
+
+struct rc_storage {
+    int (*prepare)(void *ctx, const struct inst_desired *d, struct rc_prepared *out,
+                   char *err, size_t errlen);
+    int (*remove)(void *ctx, const char *uuid, char *err, size_t errlen);
+    /* Uuids of the instances that have storage; *out malloc'd. */
+    int (*list)(void *ctx, char (**out)[37], size_t *n);
+    void *ctx;
+};
+
+/* What the agent reports for one instance. */
+struct rc_observed {
+    char uuid[37];
+    enum rc_state state;
+    enum power_state power;
+    uint64_t generation;
+    char fault[256];
+};
+
+/* Called for every event worth telling the API (and the log):
+ * "created", "started", "stopped", "rebooted", "paused", "unpaused",
+ * "suspended", "resumed", "deleted", "power-off-by-guest",
+ * "step-failed", "error", "orphan-found", "orphan-deleted",
+ * "storage-removed". */
+typedef void (*rc_event_fn)(void *ctx, const char *uuid, const char *event,
+                            const char *detail);
+
+struct reconciler;
+
+/* 'hv' and 'storage' must outlive the reconciler. */
+int rc_new(struct hypervisor *hv, const struct rc_storage *storage,
+           const struct rc_config *cfg, rc_event_fn ev, void *ev_ctx,
+           struct reconciler **out) __attribute__((warn_unused_result));
+void rc_free(struct reconciler *rc);
+
+struct rc_pass_stats {
+    unsigned desired, actual, actions, failures;
+    uint64_t duration_ns;
+};
+
+/* One pass at time 'now_ms'.  Fails (doing nothing) only when the provider
+ * cannot list its instances. */
+int rc_pass(struct reconciler *rc, const struct desired_set *ds, uint64_t now_ms,
+            struct rc_pass_stats *stats) __attribute__((warn_unused_result));
+
+/* The observed state after the last pass; *out malloc'd, caller frees. */
+int rc_observed(struct reconciler *rc, struct rc_observed **out, size_t *n)
+    __attribute__((warn_unused_result));
+
+/* The reconciler's memory of one instance, or NULL (for tests). */
+const struct rc_inst *rc_find(const struct reconciler *rc, const char *uuid);
+
+#endif

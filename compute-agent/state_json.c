@@ -1,0 +1,329 @@
+#include "state_json.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+void
+desired_set_free(struct desired_set *s)
+{
+    if (!s)
+        return;
+    free(s->insts);
+    s->insts = NULL;
+    s->n = 0;
+}
+
+const struct inst_desired *
+desired_set_find(const struct desired_set *s, const char *uuid)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (!strcmp(s->insts[i].uuid, uuid))
+            return &s->insts[i];
+    return NULL;
+}
+
+/* Copies an optional string member; fails when it is too long or not a
+ * string. */
+static int
+get_str(json_t *o, const char *key, char *dst, size_t cap, bool required,
+        const char *what, char *err, size_t errlen)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) {
+        dst[0] = 0;
+        if (required) {
+            snprintf(err, errlen, "%s: missing '%s'", what, key);
+            return -EINVAL;
+        }
+        return 0;
+    }
+    if (!json_is_string(v) || json_string_length(v) >= cap) {
+        snprintf(err, errlen, "%s: '%s' must be a string shorter than %zu bytes", what, key, cap);
+        return -EINVAL;
+    }
+    memcpy(dst, json_string_value(v), json_string_length(v) + 1);
+    return 0;
+}
+
+static int
+get_uint(json_t *o, const char *key, uint64_t max, uint64_t *dst, const char *what,
+         char *err, size_t errlen)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) {
+        *dst = 0;
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+        (uint64_t)json_integer_value(v) > max) {
+        snprintf(err, errlen, "%s: '%s' must be an integer from 0 to %llu", what, key,
+                 (unsigned long long)max);
+        return -EINVAL;
+    }
+    *dst = (uint64_t)json_integer_value(v);
+    return 0;
+}
+
+static bool
+token_ok(const char *s)
+{
+    for (; *s; s++)
+        if (!(('a' <= *s && *s <= 'z') || ('A' <= *s && *s <= 'Z') ||
+              ('0' <= *s && *s <= '9') || *s == '-' || *s == '_' || *s == '.' || *s == ':'))
+            return false;
+    return true;
+}
+
+static int
+parse_image(json_t *o, struct inst_image *img, const char *what, char *err, size_t errlen)
+{
+    int r;
+    memset(img, 0, sizeof *img);
+    if (!json_is_object(o)) {
+        snprintf(err, errlen, "%s: must be an object", what);
+        return -EINVAL;
+    }
+    json_t *props = json_object_get(o, "properties");
+    if ((r = get_str(o, "id", img->id, sizeof img->id, true, what, err, errlen)) ||
+        (r = get_str(o, "disk_format", img->disk_format, sizeof img->disk_format, false, what, err, errlen)) ||
+        (r = get_str(o, "container_format", img->container_format, sizeof img->container_format, false, what, err, errlen)) ||
+        (r = get_str(o, "sha512", img->sha512, sizeof img->sha512, false, what, err, errlen)))
+        return r;
+    if (!img->sha512[0] && (r = get_str(o, "os_hash_value", img->sha512, sizeof img->sha512,
+                                        false, what, err, errlen)))
+        return r;
+    uint64_t size;
+    if ((r = get_uint(o, "size", UINT64_MAX >> 1, &size, what, err, errlen)))
+        return r;
+    img->size = size;
+    json_t *src = json_is_object(props) ? props : o;
+    if ((r = get_str(src, "kernel_id", img->kernel_id, sizeof img->kernel_id, false, what, err, errlen)) ||
+        (r = get_str(src, "ramdisk_id", img->ramdisk_id, sizeof img->ramdisk_id, false, what, err, errlen)) ||
+        (r = get_str(src, "os_command_line", img->os_command_line, sizeof img->os_command_line,
+                     false, what, err, errlen)))
+        return r;
+    if (!token_ok(img->id) || !token_ok(img->disk_format) || !token_ok(img->container_format) ||
+        !token_ok(img->kernel_id) || !token_ok(img->ramdisk_id)) {
+        snprintf(err, errlen, "%s: ids and formats may only use [A-Za-z0-9._:-]", what);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int
+parse_instance(json_t *o, struct inst_desired *d, size_t idx, char *err, size_t errlen)
+{
+    char what[96];
+    int r;
+    uint64_t v;
+    snprintf(what, sizeof what, "instances[%zu]", idx);
+    if (!json_is_object(o)) {
+        snprintf(err, errlen, "%s: must be an object", what);
+        return -EINVAL;
+    }
+    if ((r = get_str(o, "uuid", d->uuid, sizeof d->uuid, true, what, err, errlen)))
+        return r;
+    if (strlen(d->uuid) != 36 || !token_ok(d->uuid)) {
+        snprintf(err, errlen, "%s: 'uuid' must be a canonical UUID", what);
+        return -EINVAL;
+    }
+    snprintf(what, sizeof what, "instance %s", d->uuid);
+    if ((r = get_str(o, "name", d->name, sizeof d->name, false, what, err, errlen)))
+        return r;
+    json_t *fl = json_object_get(o, "flavor");
+    json_t *fsrc = json_is_object(fl) ? fl : o;
+    if ((r = get_uint(fsrc, "vcpus", 1024, &v, what, err, errlen)))
+        return r;
+    d->vcpus = v ? (unsigned)v : 1;
+    if ((r = get_uint(fsrc, "ram_mb", 1u << 24, &v, what, err, errlen)))
+        return r;
+    d->ram_mb = v ? (unsigned)v : 128;
+    if ((r = get_uint(fsrc, "disk_gb", 1u << 20, &v, what, err, errlen)))
+        return r;
+    d->disk_gb = (unsigned)v;
+    json_t *deleted = json_object_get(o, "deleted");
+    d->deleted = json_is_true(deleted);
+    if (d->deleted && !json_object_get(o, "image"))
+        return 0;
+    char sub[128];
+    snprintf(sub, sizeof sub, "%s image", d->uuid);
+    if ((r = parse_image(json_object_get(o, "image"), &d->image, sub, err, errlen)))
+        return r;
+    json_t *k = json_object_get(o, "kernel"), *rd = json_object_get(o, "ramdisk");
+    if (k && !json_is_null(k)) {
+        snprintf(sub, sizeof sub, "%s kernel", d->uuid);
+        if ((r = parse_image(k, &d->kernel, sub, err, errlen)))
+            return r;
+    } else if (d->image.kernel_id[0]) {
+        snprintf(err, errlen, "%s: image has kernel_id %s but no 'kernel' object", what, d->image.kernel_id);
+        return -EINVAL;
+    }
+    if (rd && !json_is_null(rd)) {
+        snprintf(sub, sizeof sub, "%s ramdisk", d->uuid);
+        if ((r = parse_image(rd, &d->ramdisk, sub, err, errlen)))
+            return r;
+    }
+    json_t *ports = json_object_get(o, "ports");
+    if (ports && !json_is_array(ports)) {
+        snprintf(err, errlen, "%s: 'ports' must be an array", what);
+        return -EINVAL;
+    }
+    if (json_array_size(ports) > INST_MAX_PORTS) {
+        snprintf(err, errlen, "%s: at most %d ports", what, INST_MAX_PORTS);
+        return -E2BIG;
+    }
+    size_t i;
+    json_t *p;
+    json_array_foreach(ports, i, p) {
+        struct inst_port *ip = &d->ports[d->n_ports++];
+        if (!json_is_object(p) ||
+            (r = get_str(p, "id", ip->id, sizeof ip->id, false, what, err, errlen)) ||
+            (r = get_str(p, "mac", ip->mac, sizeof ip->mac, true, what, err, errlen)) ||
+            (r = get_str(p, "tap", ip->tap, sizeof ip->tap, false, what, err, errlen))) {
+            if (!json_is_object(p))
+                snprintf(err, errlen, "%s: ports must be objects", what);
+            return -EINVAL;
+        }
+        if (!token_ok(ip->mac) || !token_ok(ip->tap)) {
+            snprintf(err, errlen, "%s: bad port mac or tap", what);
+            return -EINVAL;
+        }
+    }
+    char power[16];
+    if ((r = get_str(o, "power_state", power, sizeof power, false, what, err, errlen)))
+        return r;
+    d->power = POWER_RUNNING;
+    if (power[0] && (power_state_parse(power, &d->power) < 0 ||
+                     (d->power != POWER_RUNNING && d->power != POWER_SHUTOFF &&
+                      d->power != POWER_PAUSED && d->power != POWER_SUSPENDED))) {
+        snprintf(err, errlen, "%s: power_state must be running, shutoff, paused or suspended", what);
+        return -EINVAL;
+    }
+    if ((r = get_uint(o, "generation", UINT64_MAX >> 1, &d->generation, what, err, errlen)))
+        return r;
+    if (!d->generation)
+        d->generation = 1;   /* 0 means "created, nothing applied yet" in metadata. */
+    if ((r = get_str(o, "reboot", d->reboot, sizeof d->reboot, false, what, err, errlen)))
+        return r;
+    if (d->reboot[0] && strcmp(d->reboot, "soft") && strcmp(d->reboot, "hard")) {
+        snprintf(err, errlen, "%s: reboot must be \"soft\" or \"hard\"", what);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int
+sj_parse_desired(const char *text, size_t len, struct desired_set *out,
+                 char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (len > SJ_MAX_DOC_BYTES) {
+        snprintf(err, errlen, "desired state larger than %u bytes", SJ_MAX_DOC_BYTES);
+        return -E2BIG;
+    }
+    json_error_t je;
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    if (!root) {
+        snprintf(err, errlen, "desired state: line %d: %s", je.line, je.text);
+        return -EINVAL;
+    }
+    int r = 0;
+    json_t *insts = json_object_get(root, "instances");
+    if (!json_is_object(root) || !json_is_array(insts)) {
+        snprintf(err, errlen, "desired state: expected {\"instances\": [...]}");
+        r = -EINVAL;
+        goto out;
+    }
+    size_t n = json_array_size(insts);
+    if (n > SJ_MAX_INSTANCES) {
+        snprintf(err, errlen, "desired state: more than %d instances", SJ_MAX_INSTANCES);
+        r = -E2BIG;
+        goto out;
+    }
+    uint64_t ver;
+    if ((r = get_uint(root, "version", UINT64_MAX >> 1, &ver, "desired state", err, errlen)))
+        goto out;
+    out->version = ver;
+    out->insts = calloc(n ? n : 1, sizeof *out->insts);
+    if (!out->insts) {
+        r = -ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if ((r = parse_instance(json_array_get(insts, i), &out->insts[i], i, err, errlen)))
+            goto out;
+        struct desired_set before = { .insts = out->insts, .n = i };
+        if (desired_set_find(&before, out->insts[i].uuid)) {
+            snprintf(err, errlen, "desired state: instance %s listed twice", out->insts[i].uuid);
+            r = -EINVAL;
+            goto out;
+        }
+        out->n = i + 1;
+    }
+out:
+    json_decref(root);
+    if (r)
+        desired_set_free(out);
+    return r;
+}
+
+const char *
+sj_vm_state(enum rc_state s)
+{
+    switch (s) {
+    case RC_NEW:
+    case RC_BUILDING: return "building";
+    case RC_ACTIVE: return "active";
+    case RC_STOPPED: return "stopped";
+    case RC_PAUSED: return "paused";
+    case RC_SUSPENDED: return "suspended";
+    case RC_ERROR: return "error";
+    case RC_ORPHANED: return "orphaned";
+    case RC_DELETING: return "deleting";
+    case RC_DELETED: return "deleted";
+    case RC_N_STATES:
+    default:
+        return "error";
+    }
+}
+
+char *
+sj_observed(const char *node, const struct rc_observed *obs, size_t n,
+            uint64_t desired_version)
+{
+    json_t *root = json_object();
+    json_t *arr = json_array();
+    json_object_set_new(root, "node", json_string(node));
+    json_object_set_new(root, "desired_version", json_integer((json_int_t)desired_version));
+    for (size_t i = 0; i < n; i++) {
+        const struct rc_observed *o = &obs[i];
+        json_t *j = json_object();
+        json_object_set_new(j, "uuid", json_string(o->uuid));
+        json_object_set_new(j, "vm_state", json_string(sj_vm_state(o->state)));
+        json_object_set_new(j, "agent_state", json_string(rc_state_name(o->state)));
+        json_object_set_new(j, "power_state", json_string(power_state_name(o->power)));
+        json_object_set_new(j, "generation", json_integer((json_int_t)o->generation));
+        json_object_set_new(j, "fault", o->fault[0] ? json_string(o->fault) : json_null());
+        json_array_append_new(arr, j);
+    }
+    json_object_set_new(root, "instances", arr);
+    char *s = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(root);
+    return s;
+}
+
+char *
+sj_event(const char *node, const char *uuid, const char *event, const char *detail,
+         const char *timestamp)
+{
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s}", "node", node, "uuid", uuid,
+                          "event", event, "detail", detail ? detail : "",
+                          "time", timestamp);
+    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(j);
+    return s;
+}

@@ -1,0 +1,243 @@
+#include "storage.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "proc.h"
+#include "strbuf.h"
+
+struct storage {
+    char root[PATH_MAX - 64];
+    struct img_cache *cache;
+    bool containers;
+};
+
+static bool
+uuid_ok(const char *u)
+{
+    if (strlen(u) != 36)
+        return false;
+    for (int i = 0; i < 36; i++) {
+        char c = u[i];
+        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+                                (c >= 'A' && c <= 'F')))
+            return false;
+    }
+    return true;
+}
+
+int
+storage_new(const char *state_dir, struct img_cache *cache, bool containers,
+            struct storage **out)
+{
+    struct storage *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    bfmt(s->root, sizeof s->root, "%s/instances", state_dir);
+    s->cache = cache;
+    s->containers = containers;
+    if (mkdir(state_dir, 0755) < 0 && errno != EEXIST) {
+        free(s);
+        return -errno;
+    }
+    if (mkdir(s->root, 0755) < 0 && errno != EEXIST) {
+        free(s);
+        return -errno;
+    }
+    *out = s;
+    return 0;
+}
+
+void
+storage_free(struct storage *s)
+{
+    free(s);
+}
+
+void
+storage_inst_dir(const struct storage *s, const char *uuid, char out[PATH_MAX])
+{
+    bfmt(out, PATH_MAX, "%s/%s", s->root, uuid);
+}
+
+/* The format qemu-img sees in 'path' ("qcow2", "raw"). */
+static int
+probe_format(const char *path, char *fmt, size_t len, char *err, size_t errlen)
+{
+    char out[8192];
+    const char *argv[] = { "qemu-img", "info", "--output=json", "-U", (char *)path, NULL };
+    int r = proc_run(argv, out, sizeof out, err, errlen);
+    if (r)
+        return r;
+    json_t *j = json_loads(out, 0, NULL);
+    const char *f = json_string_value(json_object_get(j, "format"));
+    bfmt(fmt, len, "%s", f && (!strcmp(f, "qcow2") || !strcmp(f, "raw")) ? f : "raw");
+    json_decref(j);
+    return 0;
+}
+
+static int
+st_prepare(void *ctx, const struct inst_desired *d, struct rc_prepared *p,
+           char *err, size_t errlen)
+{
+    struct storage *s = ctx;
+    int r;
+    if (!uuid_ok(d->uuid)) {
+        bfmt(err, errlen, "invalid uuid '%s'", d->uuid);
+        return -EINVAL;
+    }
+    storage_inst_dir(s, d->uuid, p->inst_dir);
+    if (mkdir(p->inst_dir, 0755) < 0 && errno != EEXIST) {
+        r = -errno;
+        bfmt(err, errlen, "%s: %s", p->inst_dir, strerror(-r));
+        return r;
+    }
+    bfmt(p->console_log, sizeof p->console_log, "%s/console.log", p->inst_dir);
+    const struct inst_image *img = &d->image;
+    bool container = s->containers || !strcmp(img->container_format, "docker") ||
+                     !strcmp(img->container_format, "ociarchive");
+    if (container)
+        return img_cache_layer(s->cache, img, p->rootfs, err, errlen);
+
+    if (!strcmp(img->disk_format, "aki") || !strcmp(img->disk_format, "ari")) {
+        bfmt(err, errlen, "image %s is a %s: it cannot boot by itself", img->id, img->disk_format);
+        return -EINVAL;
+    }
+    if (img->kernel_id[0]) {
+        if ((r = img_cache_base(s->cache, &d->kernel, p->kernel, err, errlen)))
+            return r;
+        if (img->ramdisk_id[0] &&
+            (r = img_cache_base(s->cache, &d->ramdisk, p->ramdisk, err, errlen)))
+            return r;
+    }
+    char base[PATH_MAX], fmt[8];
+    if ((r = img_cache_base(s->cache, img, base, err, errlen)))
+        return r;
+    if (!strcmp(img->disk_format, "qcow2") || !strcmp(img->disk_format, "raw"))
+        bfmt(fmt, sizeof fmt, "%s", img->disk_format);
+    else if ((r = probe_format(base, fmt, sizeof fmt, err, errlen)))
+        return r;
+    bfmt(p->disk, sizeof p->disk, "%s/disk.qcow2", p->inst_dir);
+    bfmt(p->disk_format, sizeof p->disk_format, "qcow2");
+    return img_cache_overlay(s->cache, base, fmt, p->disk, d->disk_gb, err, errlen);
+}
+
+static int
+st_remove(void *ctx, const char *uuid, char *err, size_t errlen)
+{
+    struct storage *s = ctx;
+    if (!uuid_ok(uuid)) {
+        bfmt(err, errlen, "invalid uuid '%s'", uuid);
+        return -EINVAL;
+    }
+    char dir[PATH_MAX];
+    storage_inst_dir(s, uuid, dir);
+    struct stat st;
+    if (stat(dir, &st) < 0 && errno == ENOENT)
+        return 0;
+    /* A container's overlay may still be mounted after a crash. */
+    char merged[PATH_MAX + 16];
+    bfmt(merged, sizeof merged, "%s/rootfs", dir);
+    const char *um[] = { "umount", "-l", merged, NULL };
+    char e2[64];
+    if (proc_run(um, NULL, 0, e2, sizeof e2)) {
+        /* Not mounted: the usual case. */
+    }
+    const char *argv[] = { "rm", "-rf", "--one-file-system", dir, NULL };
+    return proc_run(argv, NULL, 0, err, errlen);
+}
+
+static int
+st_list(void *ctx, char (**out)[37], size_t *n)
+{
+    struct storage *s = ctx;
+    *out = NULL;
+    *n = 0;
+    DIR *d = opendir(s->root);
+    if (!d)
+        return -errno;
+    size_t cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!uuid_ok(e->d_name))
+            continue;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 32;
+            char (*v)[37] = realloc(*out, cap * sizeof *v);
+            if (!v) {
+                closedir(d);
+                free(*out);
+                *out = NULL;
+                *n = 0;
+                return -ENOMEM;
+            }
+            *out = v;
+        }
+        bfmt((*out)[(*n)++], 37, "%s", e->d_name);
+    }
+    closedir(d);
+    return 0;
+}
+
+struct rc_storage
+storage_interface(struct storage *s)
+{
+    return (struct rc_storage){ .prepare = st_prepare, .remove = st_remove,
+                                .list = st_list, .ctx = s };
+}
+
+int
+storage_console(const struct storage *s, const char *uuid, unsigned max_lines,
+                char **out, size_t *len)
+{
+    *out = NULL;
+    *len = 0;
+    if (!uuid_ok(uuid))
+        return -EINVAL;
+    char p[PATH_MAX];
+    bfmt(p, sizeof p, "%s/%s/console.log", s->root, uuid);
+    FILE *f = fopen(p, "re");
+    if (!f)
+        return -errno;
+    /* Only the tail: a console log grows without bound. */
+    const long cap = 1 << 20;
+    long start = 0;
+    if (fseek(f, 0, SEEK_END) == 0) {
+        long size = ftell(f);
+        start = size > cap ? size - cap : 0;
+    }
+    fseek(f, start, SEEK_SET);
+    char *buf = malloc((size_t)cap + 1);
+    if (!buf) {
+        fclose(f);
+        return -ENOMEM;
+    }
+    size_t n = fread(buf, 1, (size_t)cap, f);
+    fclose(f);
+    buf[n] = 0;
+    size_t from = 0;
+    if (max_lines) {
+        unsigned lines = 0;
+        size_t i = n;
+        if (i && buf[i - 1] == '\n')
+            i--;
+        while (i > 0) {
+            if (buf[i - 1] == '\n' && ++lines == max_lines)
+                break;
+            i--;
+        }
+        from = i;
+    }
+    memmove(buf, buf + from, n - from + 1);
+    *out = buf;
+    *len = n - from;
+    return 0;
+}

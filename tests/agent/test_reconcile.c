@@ -1,0 +1,544 @@
+/* Reconciler transcripts with the fake hypervisor and a fake storage:
+ * create, power actions, a guest that powers itself off, deletion, the
+ * grace period for instances nobody wants, retries and ERROR, foreign
+ * instances never touched, and convergence after a crash at every step
+ * (a fresh reconciler, as after kill -9, over the same hypervisor). */
+#include "reconcile.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hypervisor.h"
+#include "../check.h"
+
+#define U1 "11111111-1111-4111-8111-111111111111"
+#define U2 "22222222-2222-4222-8222-222222222222"
+#define UF "ffffffff-ffff-4fff-8fff-ffffffffffff"
+
+/* ---- a fake storage: a set of uuids with "directories" */
+
+struct fstore {
+    char dirs[16][37];
+    int n;
+    int fail_remove, fail_prepare;
+    int prepares, removes;
+};
+
+static int
+fs_prepare(void *ctx, const struct inst_desired *d, struct rc_prepared *p, char *err, size_t len)
+{
+    struct fstore *s = ctx;
+    s->prepares++;
+    if (s->fail_prepare) {
+        s->fail_prepare--;
+        snprintf(err, len, "image fetch failed");
+        return -EIO;
+    }
+    int i;
+    for (i = 0; i < s->n; i++)
+        if (!strcmp(s->dirs[i], d->uuid))
+            break;
+    if (i == s->n && s->n < 16)
+        snprintf(s->dirs[s->n++], 37, "%s", d->uuid);
+    snprintf(p->inst_dir, sizeof p->inst_dir, "/fake/%s", d->uuid);
+    snprintf(p->disk, sizeof p->disk, "/fake/%s/disk.qcow2", d->uuid);
+    snprintf(p->console_log, sizeof p->console_log, "/fake/%s/console.log", d->uuid);
+    return 0;
+}
+
+static int
+fs_remove(void *ctx, const char *uuid, char *err, size_t len)
+{
+    struct fstore *s = ctx;
+    s->removes++;
+    if (s->fail_remove) {
+        s->fail_remove--;
+        snprintf(err, len, "crash during rm");
+        return -EIO;
+    }
+    for (int i = 0; i < s->n; i++)
+        if (!strcmp(s->dirs[i], uuid)) {
+            memcpy(s->dirs[i], s->dirs[--s->n], 37);
+            break;
+        }
+    return 0;
+}
+
+static int
+fs_list(void *ctx, char (**out)[37], size_t *n)
+{
+    struct fstore *s = ctx;
+    *out = calloc(16, 37);
+    memcpy(*out, s->dirs, sizeof s->dirs);
+    *n = (size_t)s->n;
+    return 0;
+}
+
+static bool
+fs_has(const struct fstore *s, const char *uuid)
+{
+    for (int i = 0; i < s->n; i++)
+        if (!strcmp(s->dirs[i], uuid))
+            return true;
+    return false;
+}
+
+/* ---- events */
+
+static char events[4096];
+
+static void
+on_event(void *ctx, const char *uuid, const char *event, const char *detail)
+{
+    size_t n = strlen(events);
+    snprintf(events + n, sizeof events - n, "%.8s:%s ", uuid, event);
+}
+
+/* ---- helpers */
+
+struct world {
+    struct hypervisor *hv;
+    struct fstore fs;
+    struct rc_storage st;
+    struct rc_config cfg;
+    struct reconciler *rc;
+    struct inst_desired insts[4];
+    struct desired_set ds;
+};
+
+static void
+world_init(struct world *w)
+{
+    memset(w, 0, sizeof *w);
+    struct hv_config hc = { .type = "fake" };
+    char err[128];
+    if (hv_open(&hc, &w->hv, err, sizeof err))
+        abort();
+    w->st = (struct rc_storage){ fs_prepare, fs_remove, fs_list, &w->fs };
+    w->cfg = (struct rc_config){ .grace_ms = 60000, .max_attempts = 3, .stop_timeout_ms = 1000 };
+    if (rc_new(w->hv, &w->st, &w->cfg, on_event, NULL, &w->rc))
+        abort();
+    w->ds.insts = w->insts;
+    events[0] = 0;
+}
+
+/* A fresh reconciler over the same hypervisor and storage: kill -9 and
+ * restart. */
+static void
+world_restart(struct world *w)
+{
+    rc_free(w->rc);
+    if (rc_new(w->hv, &w->st, &w->cfg, on_event, NULL, &w->rc))
+        abort();
+}
+
+static void
+world_free(struct world *w)
+{
+    rc_free(w->rc);
+    hv_close(w->hv);
+}
+
+static struct inst_desired *
+add(struct world *w, const char *uuid, enum power_state p, uint64_t gen)
+{
+    struct inst_desired *d = &w->insts[w->ds.n++];
+    memset(d, 0, sizeof *d);
+    snprintf(d->uuid, sizeof d->uuid, "%s", uuid);
+    snprintf(d->name, sizeof d->name, "vm-%.4s", uuid);
+    d->vcpus = 1;
+    d->ram_mb = 128;
+    d->disk_gb = 1;
+    snprintf(d->image.id, sizeof d->image.id, "img1");
+    snprintf(d->image.disk_format, sizeof d->image.disk_format, "qcow2");
+    d->power = p;
+    d->generation = gen;
+    return d;
+}
+
+static int
+pass(struct world *w, uint64_t now)
+{
+    struct rc_pass_stats st;
+    int r = rc_pass(w->rc, &w->ds, now, &st);
+    return r ? r : (int)st.actions;
+}
+
+static enum power_state
+hv_power(struct world *w, const char *uuid)
+{
+    struct inst_actual *v;
+    size_t n;
+    enum power_state p = POWER_NOSTATE;
+    if (w->hv->class->list(w->hv, &v, &n))
+        return p;
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(v[i].uuid, uuid))
+            p = v[i].power;
+    free(v);
+    return p;
+}
+
+static size_t
+hv_count(struct world *w)
+{
+    struct inst_actual *v;
+    size_t n = 0;
+    if (w->hv->class->list(w->hv, &v, &n) == 0)
+        free(v);
+    return n;
+}
+
+static enum rc_state
+state(struct world *w, const char *uuid)
+{
+    const struct rc_inst *ri = rc_find(w->rc, uuid);
+    return ri ? ri->state : RC_N_STATES;
+}
+
+/* ---- transcripts */
+
+static void
+test_create_and_power(void)
+{
+    struct world w;
+    world_init(&w);
+    struct inst_desired *d = add(&w, U1, POWER_RUNNING, 1);
+
+    CHECK(pass(&w, 1000) > 0);
+    CHECK_INT(hv_power(&w, U1), POWER_RUNNING);
+    CHECK_INT(state(&w, U1), RC_ACTIVE);
+    CHECK(strstr(events, "11111111:created"));
+    CHECK_STR(hv_fake_disk(w.hv, U1), "/fake/" U1 "/disk.qcow2");
+    /* Idempotent: nothing more to do. */
+    CHECK_INT(pass(&w, 2000), 0);
+    CHECK_INT(hv_fake_calls(w.hv, "create"), 1);
+
+    /* Stop (generation 2). */
+    d->power = POWER_SHUTOFF;
+    d->generation = 2;
+    CHECK(pass(&w, 3000) > 0);
+    CHECK_INT(hv_power(&w, U1), POWER_SHUTOFF);
+    CHECK_INT(state(&w, U1), RC_STOPPED);
+    CHECK_INT(pass(&w, 4000), 0);
+
+    /* Start, soft reboot (once), pause, suspend, resume. */
+    d->power = POWER_RUNNING;
+    d->generation = 3;
+    pass(&w, 5000);
+    CHECK_INT(hv_power(&w, U1), POWER_RUNNING);
+    CHECK_INT(hv_fake_calls(w.hv, "start"), 1);
+    snprintf(d->reboot, sizeof d->reboot, "soft");
+    d->generation = 4;
+    pass(&w, 6000);
+    pass(&w, 7000);
+    CHECK_INT(hv_fake_calls(w.hv, "reboot"), 1);
+    CHECK_INT(state(&w, U1), RC_ACTIVE);
+    d->reboot[0] = 0;
+    d->power = POWER_PAUSED;
+    d->generation = 5;
+    pass(&w, 8000);
+    CHECK_INT(hv_power(&w, U1), POWER_PAUSED);
+    CHECK_INT(state(&w, U1), RC_PAUSED);
+    d->power = POWER_SUSPENDED;
+    d->generation = 6;
+    pass(&w, 9000);
+    CHECK_INT(hv_power(&w, U1), POWER_SUSPENDED);
+    CHECK_INT(state(&w, U1), RC_SUSPENDED);
+    d->power = POWER_RUNNING;
+    d->generation = 7;
+    pass(&w, 10000);
+    CHECK_INT(hv_power(&w, U1), POWER_RUNNING);
+    CHECK_INT(hv_fake_calls(w.hv, "resume"), 1);
+    CHECK_INT(state(&w, U1), RC_ACTIVE);
+
+    /* Created straight into PAUSED: create, then pause, in one pass. */
+    add(&w, U2, POWER_PAUSED, 1);
+    pass(&w, 11000);
+    CHECK_INT(hv_power(&w, U2), POWER_PAUSED);
+    CHECK_INT(state(&w, U2), RC_PAUSED);
+
+    /* Delete now. */
+    d->deleted = true;
+    pass(&w, 12000);
+    CHECK_INT(hv_power(&w, U1), POWER_NOSTATE);
+    CHECK(!fs_has(&w.fs, U1));
+    CHECK_INT(state(&w, U1), RC_DELETED);
+    CHECK(strstr(events, "11111111:deleted"));
+    CHECK_INT(pass(&w, 13000), 0);
+    world_free(&w);
+}
+
+static void
+test_guest_powers_off(void)
+{
+    struct world w;
+    world_init(&w);
+    add(&w, U1, POWER_RUNNING, 1);
+    pass(&w, 1000);
+    CHECK(hv_fake_set_power(w.hv, U1, POWER_SHUTOFF) == 0);
+    events[0] = 0;
+    pass(&w, 2000);
+    /* Reported SHUTOFF, not restarted behind the user's back. */
+    CHECK_INT(state(&w, U1), RC_STOPPED);
+    CHECK_INT(hv_power(&w, U1), POWER_SHUTOFF);
+    CHECK_INT(hv_fake_calls(w.hv, "start"), 0);
+    CHECK(strstr(events, "11111111:power-off-by-guest"));
+    /* Same after a restart of the agent. */
+    world_restart(&w);
+    CHECK_INT(pass(&w, 3000), 0);
+    CHECK_INT(state(&w, U1), RC_STOPPED);
+    /* The user starts it again: a new generation. */
+    w.insts[0].generation = 2;
+    pass(&w, 4000);
+    CHECK_INT(hv_power(&w, U1), POWER_RUNNING);
+    world_free(&w);
+}
+
+static void
+test_orphan_grace_and_foreign(void)
+{
+    struct world w;
+    world_init(&w);
+    hv_fake_add_foreign(w.hv, UF);
+    add(&w, U1, POWER_RUNNING, 1);
+    pass(&w, 1000);
+    CHECK_INT(hv_count(&w), 1);   /* The foreign one is not listed. */
+
+    /* U1 disappears from the desired state (a glitch or a real delete). */
+    w.ds.n = 0;
+    events[0] = 0;
+    pass(&w, 10000);
+    CHECK_INT(state(&w, U1), RC_ORPHANED);
+    CHECK(strstr(events, "11111111:orphan-found"));
+    pass(&w, 69999);
+    CHECK_INT(hv_power(&w, U1), POWER_RUNNING);
+    /* Back within the grace period: kept. */
+    w.ds.n = 1;
+    pass(&w, 70000);
+    CHECK_INT(state(&w, U1), RC_ACTIVE);
+    w.ds.n = 0;
+    pass(&w, 80000);
+    pass(&w, 139999);
+    CHECK_INT(hv_power(&w, U1), POWER_RUNNING);
+    pass(&w, 140000);
+    CHECK_INT(hv_power(&w, U1), POWER_NOSTATE);
+    CHECK(!fs_has(&w.fs, U1));
+    CHECK(strstr(events, "11111111:orphan-deleted"));
+
+    /* The foreign instance survived everything, even being desired. */
+    add(&w, UF, POWER_SHUTOFF, 1);
+    for (int i = 0; i < 5; i++)
+        pass(&w, 200000 + (uint64_t)i * 1000);
+    CHECK_INT(state(&w, UF), RC_ERROR);
+    w.ds.n = 0;
+    pass(&w, 1000000);
+    pass(&w, 2000000);
+    CHECK(hv_fake_foreign_intact(w.hv, UF));
+    world_free(&w);
+}
+
+static void
+test_retries_and_error(void)
+{
+    struct world w;
+    world_init(&w);
+    add(&w, U1, POWER_RUNNING, 1);
+    w.fs.fail_prepare = 2;
+    pass(&w, 1000);
+    CHECK_INT(state(&w, U1), RC_BUILDING);
+    pass(&w, 2000);
+    CHECK_INT(state(&w, U1), RC_BUILDING);
+    pass(&w, 3000);
+    CHECK_INT(state(&w, U1), RC_ACTIVE);
+    CHECK_STR(rc_find(w.rc, U1)->fault, "");
+
+    /* Three failures: ERROR with the fault, and no more attempts. */
+    add(&w, U2, POWER_RUNNING, 1);
+    hv_fake_fail(w.hv, "create", -EIO, 10);
+    pass(&w, 4000);
+    pass(&w, 5000);
+    pass(&w, 6000);
+    CHECK_INT(state(&w, U2), RC_ERROR);
+    CHECK(strstr(rc_find(w.rc, U2)->fault, "injected failure of create") != NULL);
+    unsigned calls = hv_fake_calls(w.hv, "create");
+    pass(&w, 7000);
+    CHECK_INT(hv_fake_calls(w.hv, "create"), calls);
+    /* A new generation (the user retries): tried again. */
+    hv_fake_fail(w.hv, "create", 0, 0);
+    w.insts[1].generation = 2;
+    pass(&w, 8000);
+    CHECK_INT(state(&w, U2), RC_ACTIVE);
+
+    /* The hypervisor cannot list: the pass does nothing at all. */
+    hv_fake_fail(w.hv, "list", -EIO, 1);
+    w.ds.n = 0;
+    CHECK_INT(pass(&w, 999999999), -EIO);
+    CHECK_INT(hv_count(&w), 2);
+    world_free(&w);
+}
+
+/* kill -9 after each step of a create, a reboot and a delete, then a
+ * restart: the same end state, no duplicate, nothing leaked. */
+static void
+test_crash_convergence(void)
+{
+    /* Crash after create, before the generation was recorded. */
+    struct world w;
+    world_init(&w);
+    add(&w, U1, POWER_RUNNING, 1);
+    hv_fake_fail(w.hv, "set_generation", -EINTR, 1);
+    pass(&w, 1000);
+    world_restart(&w);
+    pass(&w, 2000);
+    CHECK_INT(hv_fake_calls(w.hv, "create"), 1);
+    CHECK_INT(hv_count(&w), 1);
+    CHECK_INT(state(&w, U1), RC_ACTIVE);
+    CHECK_INT(rc_find(w.rc, U1)->generation, 1);
+    world_free(&w);
+
+    /* Crash between define and start (defined, never started). */
+    world_init(&w);
+    add(&w, U1, POWER_RUNNING, 1);
+    hv_fake_fail(w.hv, "set_generation", -EINTR, 1);
+    pass(&w, 1000);
+    hv_fake_set_power(w.hv, U1, POWER_SHUTOFF);   /* As if start never happened. */
+    world_restart(&w);
+    pass(&w, 2000);
+    CHECK_INT(hv_power(&w, U1), POWER_RUNNING);
+    CHECK_INT(state(&w, U1), RC_ACTIVE);
+    world_free(&w);
+
+    /* Crash during create's storage preparation: retried, one instance. */
+    world_init(&w);
+    add(&w, U1, POWER_RUNNING, 1);
+    w.fs.fail_prepare = 1;
+    pass(&w, 1000);
+    world_restart(&w);
+    pass(&w, 2000);
+    CHECK_INT(hv_count(&w), 1);
+    CHECK_INT(state(&w, U1), RC_ACTIVE);
+
+    /* Crash during a reboot after the reboot, before the mark: at most one
+     * more reboot, then stable. */
+    snprintf(w.insts[0].reboot, sizeof w.insts[0].reboot, "hard");
+    w.insts[0].generation = 2;
+    hv_fake_fail(w.hv, "set_generation", -EINTR, 1);
+    pass(&w, 3000);
+    world_restart(&w);
+    pass(&w, 4000);
+    pass(&w, 5000);
+    CHECK_INT(hv_fake_calls(w.hv, "reboot"), 2);
+    CHECK_INT(state(&w, U1), RC_ACTIVE);
+
+    /* Crash during delete, after undefine, before the files went. */
+    w.insts[0].deleted = true;
+    w.fs.fail_remove = 1;
+    pass(&w, 6000);
+    CHECK_INT(hv_count(&w), 0);
+    CHECK(fs_has(&w.fs, U1));
+    world_restart(&w);
+    pass(&w, 7000);
+    CHECK(!fs_has(&w.fs, U1));
+    /* And when the instance is not even desired any more. */
+    add(&w, U2, POWER_RUNNING, 1);
+    pass(&w, 8000);
+    w.ds.n = 0;
+    w.fs.fail_remove = 1;
+    pass(&w, 9000);
+    pass(&w, 9000 + 60000);
+    CHECK_INT(hv_count(&w), 0);
+    world_restart(&w);
+    pass(&w, 200000);
+    CHECK(!fs_has(&w.fs, U2));
+    CHECK_INT(w.fs.n, 0);
+    world_free(&w);
+}
+
+/* The pure state machine, one decision at a time. */
+static void
+test_decide_table(void)
+{
+    struct rc_config cfg = { .grace_ms = 100, .max_attempts = 3 };
+    struct rc_inst ri = { .state = RC_NEW };
+    struct inst_desired d = { .power = POWER_RUNNING, .generation = 5 };
+    struct inst_actual a = { .power = POWER_SHUTOFF, .generation = 4 };
+
+    struct rc_step s = rc_decide(&ri, &d, NULL, 1, &cfg);
+    CHECK_INT(s.action, RCA_CREATE);
+    CHECK_INT(ri.state, RC_BUILDING);
+    s = rc_decide(&ri, &d, &a, 2, &cfg);
+    CHECK_INT(s.action, RCA_START);
+    CHECK(s.mark);
+    a.generation = 5;
+    s = rc_decide(&ri, &d, &a, 3, &cfg);
+    CHECK_INT(s.action, RCA_NONE);
+    CHECK_INT(ri.state, RC_STOPPED);
+    d.power = POWER_SUSPENDED;
+    d.generation = 6;
+    s = rc_decide(&ri, &d, &a, 4, &cfg);
+    CHECK_INT(s.action, RCA_START);
+    CHECK(!s.mark);
+    a.power = POWER_RUNNING;
+    s = rc_decide(&ri, &d, &a, 5, &cfg);
+    CHECK_INT(s.action, RCA_SUSPEND);
+    CHECK(s.mark);
+    s = rc_decide(&ri, NULL, &a, 1000, &cfg);
+    CHECK_INT(s.action, RCA_NONE);
+    CHECK_INT(ri.state, RC_ORPHANED);
+    s = rc_decide(&ri, NULL, &a, 1099, &cfg);
+    CHECK_INT(s.action, RCA_NONE);
+    s = rc_decide(&ri, NULL, &a, 1100, &cfg);
+    CHECK_INT(s.action, RCA_DELETE);
+    s = rc_decide(&ri, NULL, NULL, 1200, &cfg);
+    CHECK_INT(s.action, RCA_NONE);
+    CHECK_INT(ri.state, RC_DELETED);
+    CHECK_STR(rc_state_name(RC_SUSPENDED), "suspended");
+    CHECK_STR(rc_action_name(RCA_REBOOT_HARD), "reboot-hard");
+}
+
+/* Scale: 1000 instances through the fake provider. */
+static void
+test_scale(void)
+{
+    struct hv_config hc = { .type = "fake" };
+    struct hypervisor *hv;
+    char err[128];
+    CHECK(hv_open(&hc, &hv, err, sizeof err) == 0);
+    struct fstore fs = { 0 };
+    struct rc_storage st = { fs_prepare, fs_remove, NULL, &fs };
+    struct rc_config cfg = { .grace_ms = 0, .max_attempts = 3 };
+    struct reconciler *rc;
+    CHECK(rc_new(hv, &st, &cfg, NULL, NULL, &rc) == 0);
+    struct desired_set ds = { .n = 1000 };
+    ds.insts = calloc(ds.n, sizeof *ds.insts);
+    for (size_t i = 0; i < ds.n; i++) {
+        snprintf(ds.insts[i].uuid, 37, "%08x-0000-4000-8000-000000000000", (unsigned)i & 0xfffffffu);
+        ds.insts[i].power = POWER_RUNNING;
+        ds.insts[i].generation = 1;
+    }
+    struct rc_pass_stats ps;
+    CHECK(rc_pass(rc, &ds, 1, &ps) == 0);
+    CHECK_INT(ps.actions, 1000);
+    CHECK(rc_pass(rc, &ds, 2, &ps) == 0);
+    CHECK_INT(ps.actions, 0);
+    fprintf(stderr, "scale: steady-state pass over %u instances: %.2f ms\n", ps.desired,
+            (double)ps.duration_ns / 1e6);
+    free(ds.insts);
+    rc_free(rc);
+    hv_close(hv);
+}
+
+int
+main(void)
+{
+    test_decide_table();
+    test_create_and_power();
+    test_guest_powers_off();
+    test_orphan_grace_and_foreign();
+    test_retries_and_error();
+    test_crash_convergence();
+    test_scale();
+    return check_exit();
+}

@@ -1,0 +1,124 @@
+/* The desired-state document (docs/agent-channel.md) and the observed one. */
+#include "state_json.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../check.h"
+
+static const char good[] =
+    "{\"version\": 7, \"instances\": ["
+    " {\"uuid\": \"11111111-1111-4111-8111-111111111111\", \"name\": \"vm1\","
+    "  \"flavor\": {\"vcpus\": 2, \"ram_mb\": 256, \"disk_gb\": 1},"
+    "  \"image\": {\"id\": \"ami1\", \"disk_format\": \"ami\", \"container_format\": \"ami\","
+    "             \"sha512\": \"ab\", \"properties\": {\"kernel_id\": \"aki1\", \"ramdisk_id\": \"ari1\","
+    "             \"os_command_line\": \"console=ttyS0\"}},"
+    "  \"kernel\": {\"id\": \"aki1\", \"disk_format\": \"aki\"},"
+    "  \"ramdisk\": {\"id\": \"ari1\", \"disk_format\": \"ari\"},"
+    "  \"ports\": [{\"id\": \"p1\", \"mac\": \"fa:16:3e:00:00:01\", \"tap\": \"tap1\"}],"
+    "  \"power_state\": \"paused\", \"generation\": 4, \"reboot\": \"hard\"},"
+    " {\"uuid\": \"22222222-2222-4222-8222-222222222222\", \"deleted\": true}"
+    "]}";
+
+static int
+parse(const char *s, struct desired_set *ds, char *err)
+{
+    return sj_parse_desired(s, strlen(s), ds, err, 256);
+}
+
+static void
+test_good(void)
+{
+    struct desired_set ds;
+    char err[256] = "";
+    CHECK_INT(parse(good, &ds, err), 0);
+    CHECK_INT(ds.version, 7);
+    CHECK_INT(ds.n, 2);
+    const struct inst_desired *d = desired_set_find(&ds, "11111111-1111-4111-8111-111111111111");
+    CHECK(d != NULL);
+    if (d) {
+        CHECK_STR(d->name, "vm1");
+        CHECK_INT(d->vcpus, 2);
+        CHECK_INT(d->ram_mb, 256);
+        CHECK_INT(d->disk_gb, 1);
+        CHECK_STR(d->image.kernel_id, "aki1");
+        CHECK_STR(d->image.ramdisk_id, "ari1");
+        CHECK_STR(d->image.os_command_line, "console=ttyS0");
+        CHECK_STR(d->kernel.id, "aki1");
+        CHECK_STR(d->ramdisk.disk_format, "ari");
+        CHECK_INT(d->n_ports, 1);
+        CHECK_STR(d->ports[0].tap, "tap1");
+        CHECK_INT(d->power, POWER_PAUSED);
+        CHECK_INT(d->generation, 4);
+        CHECK_STR(d->reboot, "hard");
+        CHECK(!d->deleted);
+    }
+    CHECK(ds.insts[1].deleted);
+    CHECK(desired_set_find(&ds, "33333333-3333-4333-8333-333333333333") == NULL);
+    desired_set_free(&ds);
+}
+
+static void
+test_bad(void)
+{
+    static const char *const bad[] = {
+        "",
+        "[]",
+        "{\"instances\": {}}",
+        "{\"instances\": [{\"name\": \"no uuid\"}]}",
+        "{\"instances\": [{\"uuid\": \"not-a-uuid\", \"image\": {\"id\": \"i\"}}]}",
+        "{\"instances\": [{\"uuid\": \"11111111-1111-4111-8111-111111111111\"}]}",
+        "{\"instances\": [{\"uuid\": \"11111111-1111-4111-8111-111111111111\", \"image\": {\"id\": \"../etc\"}}]}",
+        "{\"instances\": [{\"uuid\": \"11111111-1111-4111-8111-111111111111\", \"image\": {\"id\": \"i\"}, \"power_state\": \"crashed\"}]}",
+        "{\"instances\": [{\"uuid\": \"11111111-1111-4111-8111-111111111111\", \"image\": {\"id\": \"i\"}, \"reboot\": \"sideways\"}]}",
+        "{\"instances\": [{\"uuid\": \"11111111-1111-4111-8111-111111111111\", \"image\": {\"id\": \"i\"}, \"vcpus\": -1}]}",
+        "{\"instances\": [{\"uuid\": \"11111111-1111-4111-8111-111111111111\", \"image\": {\"id\": \"i\", \"kernel_id\": \"k\"}}]}",
+        "{\"instances\": [{\"uuid\": \"11111111-1111-4111-8111-111111111111\", \"image\": {\"id\": \"i\"}},"
+        "                {\"uuid\": \"11111111-1111-4111-8111-111111111111\", \"image\": {\"id\": \"i\"}}]}",
+        "{\"instances\": [{\"uuid\": \"11111111-1111-4111-8111-111111111111\", \"image\": {\"id\": \"i\"},"
+        " \"ports\": [{\"mac\":\"a\"},{\"mac\":\"a\"},{\"mac\":\"a\"},{\"mac\":\"a\"},{\"mac\":\"a\"},"
+        "{\"mac\":\"a\"},{\"mac\":\"a\"},{\"mac\":\"a\"},{\"mac\":\"a\"}]}]}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct desired_set ds;
+        char err[256] = "";
+        int r = parse(bad[i], &ds, err);
+        if (r >= 0)
+            fprintf(stderr, "accepted bad document %zu: %s\n", i, bad[i]);
+        CHECK(r < 0);
+        CHECK(err[0] != 0);
+        CHECK(ds.insts == NULL);
+    }
+}
+
+static void
+test_observed(void)
+{
+    struct rc_observed o[2] = {
+        { .uuid = "11111111-1111-4111-8111-111111111111", .state = RC_ACTIVE,
+          .power = POWER_RUNNING, .generation = 3 },
+        { .uuid = "22222222-2222-4222-8222-222222222222", .state = RC_ERROR,
+          .power = POWER_NOSTATE, .fault = "create: \"boom\"" },
+    };
+    char *s = sj_observed("node1", o, 2, 9);
+    CHECK(strstr(s, "\"node\":\"node1\""));
+    CHECK(strstr(s, "\"desired_version\":9"));
+    CHECK(strstr(s, "\"vm_state\":\"active\""));
+    CHECK(strstr(s, "\"power_state\":\"running\""));
+    CHECK(strstr(s, "\"vm_state\":\"error\""));
+    CHECK(strstr(s, "\"fault\":\"create: \\\"boom\\\"\""));
+    free(s);
+    s = sj_event("node1", o[0].uuid, "created", "", "2026-11-25T00:00:00Z");
+    CHECK(strstr(s, "\"event\":\"created\""));
+    free(s);
+}
+
+int
+main(void)
+{
+    test_good();
+    test_bad();
+    test_observed();
+    return check_exit();
+}

@@ -1,0 +1,198 @@
+"""Helpers shared by the compute tests: a Cloud with compute calls, fake
+compute hosts inserted into PostgreSQL, and nimbus-scheduler processes."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'api'))
+import nimbus_test as nt  # noqa: E402
+
+IMAGE = '11111111-1111-1111-1111-111111111111'
+NET = '22222222-2222-2222-2222-222222222222'
+
+failures = []
+
+
+def check(cond, what):
+    if cond:
+        print('ok   ', what)
+    else:
+        print('FAIL ', what)
+        failures.append(what)
+
+
+def done():
+    if failures:
+        print(f'{len(failures)} check(s) failed:', *failures, sep='\n  ')
+        sys.exit(1)
+    print('all checks passed')
+
+
+class Compute:
+    def __init__(self, cloud, token):
+        self.c = cloud
+        self.token = token
+
+    def req(self, method, path, body=None, headers=None):
+        h = {'X-Auth-Token': self.token}
+        h.update(headers or {})
+        return self.c.request('compute', method, '/v2.1' + path, body, h)
+
+    def create(self, name='vm', flavor='1', **extra):
+        srv = {'name': name, 'imageRef': IMAGE, 'flavorRef': flavor,
+               'networks': [{'uuid': NET}]}
+        hints = extra.pop('hints', None)
+        srv.update(extra)
+        body = {'server': srv}
+        if hints:
+            body['os:scheduler_hints'] = hints
+        return self.req('POST', '/servers', body)
+
+
+def sql(cloud, q):
+    return nt.psql(cloud.conninfo, q)
+
+
+def add_hosts(cloud, n, vcpus=8, ram=16384, disk=100, az='nova', prefix='host', cpu_ratio=2.0):
+    sql(cloud, f"""INSERT INTO compute_nodes (host, hypervisor_hostname, vcpus, memory_mb,
+        local_gb, cpu_allocation_ratio, ram_allocation_ratio, disk_allocation_ratio,
+        availability_zone, last_heartbeat)
+        SELECT '{prefix}' || g, '{prefix}' || g || '.nimbus', {vcpus}, {ram}, {disk},
+               {cpu_ratio}, 1.0, 1.0, '{az}', now() + interval '1 hour'
+          FROM generate_series(1, {n}) g""")
+
+
+def make_project(cloud, admin_token, name):
+    """A project with a member user; returns (project_id, member token)."""
+    h = {'X-Auth-Token': admin_token}
+    st, _, b = cloud.request('identity', 'POST', '/v3/projects',
+                             {'project': {'name': name, 'domain_id': 'default'}}, h)
+    assert st == 201, (st, b)
+    pid = b['project']['id']
+    pw = 'pw-' + uuid.uuid4().hex[:8]
+    st, _, b = cloud.request('identity', 'POST', '/v3/users',
+                             {'user': {'name': 'u-' + name, 'domain_id': 'default',
+                                       'password': pw, 'default_project_id': pid}}, h)
+    assert st == 201, (st, b)
+    uid = b['user']['id']
+    st, _, b = cloud.request('identity', 'GET', '/v3/roles?name=member', None, h)
+    rid = b['roles'][0]['id']
+    st, _, _ = cloud.request('identity', 'PUT', f'/v3/projects/{pid}/users/{uid}/roles/{rid}',
+                             None, h)
+    assert st in (200, 204), st
+    tok, _ = cloud.token(user='u-' + name, password=pw, project=name)
+    return pid, tok
+
+
+class Schedulers:
+    """n nimbus-scheduler processes on the cloud's configuration."""
+
+    def __init__(self, cloud, n, extra=''):
+        self.procs = []
+        self.cloud = cloud
+        conf = os.path.join(cloud.dir, 'sched.conf')
+        with open(cloud.config) as f:
+            text = f.read()
+        with open(conf, 'w') as f:
+            f.write(text + '\n[scheduler]\nsweep_interval = 1\n' + extra + '\n')
+        wrapper = os.environ.get('NIMBUS_API_WRAPPER', '').split()
+        for i in range(n):
+            log = open(os.path.join(cloud.dir, f'sched{i}.log'), 'ab')
+            self.procs.append(subprocess.Popen(
+                wrapper + [os.path.join(nt.BUILD, 'scheduler/nimbus-scheduler'),
+                           '--config', conf], stdout=log, stderr=log))
+
+    def wait_idle(self, timeout=120):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if sql(self.cloud, 'SELECT count(*) FROM build_requests') == '0':
+                return True
+            for p in self.procs:
+                if p.poll() is not None:
+                    raise RuntimeError(f'scheduler exited with {p.returncode}')
+            time.sleep(0.1)
+        return False
+
+    def stop(self):
+        codes = []
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                codes.append(p.wait(30))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                codes.append('timeout')
+        return codes
+
+    def logs(self):
+        out = ''
+        for i in range(len(self.procs)):
+            with open(os.path.join(self.cloud.dir, f'sched{i}.log'), 'rb') as f:
+                out += f.read().decode(errors='replace')[-3000:]
+        return out
+
+
+class StubImageService:
+    """A minimal Glance v2 stand-in (version document, image show, list by
+    name) registered in the catalog, so the client's image lookups in
+    `server show/list/create` work before nimbus-image is part of the test
+    cloud.  Serves one image."""
+
+    def __init__(self, cloud, admin_token, image_id=IMAGE, name='cirros'):
+        import http.server
+        import threading
+        port = nt.free_port()
+        base = f'http://127.0.0.1:{port}'
+        img = {'id': image_id, 'name': name, 'status': 'active', 'visibility': 'public',
+               'disk_format': 'qcow2', 'container_format': 'bare', 'size': 1024,
+               'min_disk': 0, 'min_ram': 0, 'protected': False, 'tags': [],
+               'owner': 'x', 'checksum': None, 'os_hidden': False,
+               'created_at': '2026-01-01T00:00:00Z', 'updated_at': '2026-01-01T00:00:00Z',
+               'self': f'/v2/images/{image_id}', 'file': f'/v2/images/{image_id}/file',
+               'schema': '/v2/schemas/image'}
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def reply(self, st, body):
+                data = json.dumps(body).encode()
+                self.send_response(st)
+                self.send_header('Content-Type', 'application/json')
+                self.send_header('Content-Length', str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                path, _, q = self.path.partition('?')
+                if path in ('/', '/v2', '/v2/'):
+                    return self.reply(300 if path == '/' else 200, {'versions': [
+                        {'id': 'v2.18', 'status': 'CURRENT',
+                         'links': [{'rel': 'self', 'href': base + '/v2/'}]}]})
+                if path == '/v2/images':
+                    if 'name=' in q and f'name={name}' not in q:
+                        return self.reply(200, {'images': [], 'first': '/v2/images', 'schema': '/v2/schemas/images'})
+                    return self.reply(200, {'images': [img], 'first': '/v2/images', 'schema': '/v2/schemas/images'})
+                if path == f'/v2/images/{image_id}':
+                    return self.reply(200, img)
+                return self.reply(404, {'message': 'not found'})
+
+        self.srv = http.server.ThreadingHTTPServer(('127.0.0.1', port), H)
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        h = {'X-Auth-Token': admin_token}
+        st, _, b = cloud.request('identity', 'POST', '/v3/services',
+                                 {'service': {'type': 'image', 'name': 'glance'}}, h)
+        assert st == 201, (st, b)
+        st, _, b = cloud.request('identity', 'POST', '/v3/endpoints', {'endpoint': {
+            'service_id': b['service']['id'], 'interface': 'public', 'url': base,
+            'region_id': 'RegionOne'}}, h)
+        assert st == 201, (st, b)
+
+    def close(self):
+        self.srv.shutdown()
