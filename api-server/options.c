@@ -64,6 +64,14 @@ const struct conf_option api_options[] = {
       "'failed_login_window'." },
     { "identity", "failed_login_window", CONF_INT, "60", 1, 86400,
       "Window in seconds for the failed-login limits." },
+    /* [network] */
+    { "network", "vni_min", CONF_INT, "1", 1, 16777215,
+      "Lowest VXLAN network identifier handed out to tenant networks." },
+    { "network", "vni_max", CONF_INT, "16777215", 1, 16777215,
+      "Highest VXLAN network identifier handed out to tenant networks." },
+    { "network", "underlay_mtu", CONF_INT, "1500", 576, 9216,
+      "MTU of the underlay network; VXLAN networks get 50 bytes less "
+      "(advertised to guests by DHCP)." },
     /* [image]: read by nimbus-image (image-service/img_options.c has the
      * same rows, so one file configures every daemon). */
     { "image", "host", CONF_STR, "127.0.0.1", 0, 0,
@@ -94,11 +102,17 @@ const struct conf_option api_options[] = {
 
 const size_t api_options_count = ARRAY_SIZE(api_options);
 
+/* Sections of the shared nimbus.conf that other daemons own and validate. */
+const char *const conf_foreign_sections[] = {
+    "scheduler", "compute", "network_agent", NULL,
+};
+
 struct conf *
 api_config_load(const char *path)
 {
     char err[512];
     struct conf *c = conf_new(api_options, api_options_count);
+    conf_set_foreign(c, conf_foreign_sections);
     const char *p = path ? path : API_DEFAULT_CONFIG;
     if (!path && access(p, F_OK) < 0 && errno == ENOENT)
         return c;

@@ -9,6 +9,7 @@
 
 extern const struct conf_option api_options[];
 extern const size_t api_options_count;
+extern const char *const conf_foreign_sections[];
 
 #define API_DEFAULT_CONFIG "/etc/nimbus/nimbus.conf"
 

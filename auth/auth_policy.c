@@ -89,6 +89,15 @@ static const struct policy_entry policy_table[] = {
     { "compute:limits", READER },
     { "compute:os-hypervisors", ADMIN },
     { "compute:os-services", ADMIN },
+    { "compute:servers:action:admin", ADMIN },
+    { "compute:flavors:manage", ADMIN },
+    { "compute:os-server-groups", MEMBER },
+    { "compute:os-server-groups:list", READER },
+    { "compute:os-quota-sets:show", READER },
+    { "compute:os-quota-sets:update", ADMIN },
+    { "compute:os-availability-zone", ANYONE },
+    { "compute:os-availability-zone:detail", ADMIN },
+    { "compute:os-instance-actions", READER },
 
     /* Image (Glance v2). */
     { "image:create", MEMBER },
@@ -126,6 +135,13 @@ static const struct policy_entry policy_table[] = {
     { "network:delete_security_group", MEMBER },
     { "network:create_security_group_rule", MEMBER },
     { "network:delete_security_group_rule", MEMBER },
+    { "network:get_quota", READER },
+    { "network:update_quota", ADMIN },
+    { "network:delete_quota", ADMIN },
+    { "network:list_quotas", ADMIN },
+    { "network:update_security_group", MEMBER },
+    { "network:get_security_group_rule", READER },
+    { "network:list_security_group_rules", READER },
 };
 
 #undef ADMIN

@@ -9,6 +9,14 @@
 #include "util.h"
 
 const struct conf_option img_options[] = {
+    /* [network]: nimbus-api's, accepted so one file serves both. */
+    { "network", "vni_min", CONF_INT, "1", 1, 16777215,
+      "Lowest VXLAN network identifier handed out to tenant networks." },
+    { "network", "vni_max", CONF_INT, "16777215", 1, 16777215,
+      "Highest VXLAN network identifier handed out to tenant networks." },
+    { "network", "underlay_mtu", CONF_INT, "1500", 576, 9216,
+      "MTU of the underlay network; VXLAN networks get 50 bytes less "
+      "(advertised to guests by DHCP)." },
     /* [image]: nimbus-image's own options.  The same rows belong in
      * nimbus-api's table (api-server/options.c). */
     { "image", "host", CONF_STR, "127.0.0.1", 0, 0,
@@ -95,6 +103,8 @@ img_config_load(const char *path)
 {
     char err[512];
     struct conf *c = conf_new(img_options, img_options_count);
+    static const char *const foreign[] = { "scheduler", "compute", "network_agent", NULL };
+    conf_set_foreign(c, foreign);
     const char *p = path ? path : IMG_DEFAULT_CONFIG;
     if (!path && access(p, F_OK) < 0 && errno == ENOENT)
         return c;

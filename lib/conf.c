@@ -12,7 +12,23 @@ struct conf {
     const struct conf_option *opts;
     size_t n;
     char **values;      /* Parallel to opts; malloc'd text. */
+    const char *const *foreign;     /* Sections skipped unread, or NULL. */
 };
+
+void
+conf_set_foreign(struct conf *c, const char *const *sections)
+{
+    c->foreign = sections;
+}
+
+static bool
+section_foreign(const struct conf *c, const char *section)
+{
+    for (const char *const *f = c->foreign; f && *f; f++)
+        if (!strcmp(*f, section))
+            return true;
+    return false;
+}
 
 static void
 die_oom(void)
@@ -188,6 +204,7 @@ conf_load(struct conf *c, const char *path, char *err, size_t errlen)
     char section[128] = "";
     char msg[512];
     int lineno = 0, rc = 0;
+    bool skipping = false;
     while (fgets(line, sizeof line, f)) {
         lineno++;
         if (!strchr(line, '\n') && !feof(f)) {
@@ -208,7 +225,8 @@ conf_load(struct conf *c, const char *path, char *err, size_t errlen)
             }
             *e = '\0';
             snprintf(section, sizeof section, "%s", trim(s + 1));
-            if (!section_known(c, section)) {
+            skipping = section_foreign(c, section);
+            if (!skipping && !section_known(c, section)) {
                 set_err(err, errlen, "%s:%d: unknown section [%s]", path,
                         lineno, section);
                 rc = -ENOENT;
@@ -216,6 +234,8 @@ conf_load(struct conf *c, const char *path, char *err, size_t errlen)
             }
             continue;
         }
+        if (skipping)
+            continue;
         char *eq = strchr(s, '=');
         if (!eq) {
             set_err(err, errlen, "%s:%d: expected 'name = value'", path, lineno);

@@ -30,6 +30,11 @@ struct conf;
 struct conf *conf_new(const struct conf_option *opts, size_t n);
 void conf_free(struct conf *c);
 
+/* Declares sections that belong to other daemons sharing the file: their
+ * lines are skipped unread (their owner validates them).  'sections' is a
+ * NULL-terminated array that must outlive the conf. */
+void conf_set_foreign(struct conf *c, const char *const *sections);
+
 /* Reads 'path' over the defaults.  On error returns a negative errno and
  * writes a message naming the file, line and option into 'err'. */
 int conf_load(struct conf *c, const char *path, char *err, size_t errlen)

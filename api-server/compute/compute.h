@@ -28,32 +28,23 @@
 #define POL_SERVERS_UPDATE "compute:servers:update"
 #define POL_SERVERS_DELETE "compute:servers:delete"
 #define POL_SERVERS_ACTION "compute:servers:action"
-/* Wanted: compute:servers:action:admin (admin). */
-#define POL_SERVERS_ACTION_ADMIN "compute:os-hypervisors"
+#define POL_SERVERS_ACTION_ADMIN "compute:servers:action:admin"
 #define POL_FLAVORS_CREATE "compute:flavors:create"
 #define POL_FLAVORS_DELETE "compute:flavors:delete"
 #define POL_FLAVORS_LIST "compute:flavors:list"
 #define POL_FLAVORS_SHOW "compute:flavors:show"
-/* Wanted: compute:flavors:manage (admin) for access and extra specs. */
-#define POL_FLAVORS_MANAGE "compute:flavors:create"
+#define POL_FLAVORS_MANAGE "compute:flavors:manage"
 #define POL_KEYPAIRS "compute:os-keypairs"
 #define POL_LIMITS "compute:limits"
 #define POL_HYPERVISORS "compute:os-hypervisors"
 #define POL_SERVICES "compute:os-services"
-/* Wanted: compute:os-server-groups (project_member). */
-#define POL_SERVER_GROUPS "compute:servers:create"
-/* Wanted: compute:os-server-groups:list (project_reader). */
-#define POL_SERVER_GROUPS_LIST "compute:servers:list"
-/* Wanted: compute:os-quota-sets:show (project_reader). */
-#define POL_QUOTAS_SHOW "compute:limits"
-/* Wanted: compute:os-quota-sets:update (admin). */
-#define POL_QUOTAS_UPDATE "compute:os-hypervisors"
-/* Wanted: compute:os-availability-zone (authenticated). */
-#define POL_AZ "compute:flavors:list"
-/* Wanted: compute:os-availability-zone:detail (admin). */
-#define POL_AZ_DETAIL "compute:os-hypervisors"
-/* Wanted: compute:os-instance-actions (project_reader). */
-#define POL_INSTANCE_ACTIONS "compute:servers:show"
+#define POL_SERVER_GROUPS "compute:os-server-groups"
+#define POL_SERVER_GROUPS_LIST "compute:os-server-groups:list"
+#define POL_QUOTAS_SHOW "compute:os-quota-sets:show"
+#define POL_QUOTAS_UPDATE "compute:os-quota-sets:update"
+#define POL_AZ "compute:os-availability-zone"
+#define POL_AZ_DETAIL "compute:os-availability-zone:detail"
+#define POL_INSTANCE_ACTIONS "compute:os-instance-actions"
 
 /* Longest name accepted (Nova's columns). */
 #define COMPUTE_NAME_MAX 255

@@ -69,11 +69,11 @@ struct net_op {
     X(sg_list, "GET", "/v2.0/security-groups", "sg_list", "network:list_security_groups", NET_LIST, 0, "security_groups") \
     X(sg_create, "POST", "/v2.0/security-groups", "sg_create", "network:create_security_group", NET_WRITE, NET_F_BODY, "security_group") \
     X(sg_show, "GET", "/v2.0/security-groups/{id}", "sg_show", "network:get_security_group", NET_SHOW, NET_F_ID, "security_group") \
-    X(sg_update, "PUT", "/v2.0/security-groups/{id}", "sg_update", "network:create_security_group", NET_WRITE, NET_F_ID | NET_F_BODY, "security_group") \
+    X(sg_update, "PUT", "/v2.0/security-groups/{id}", "sg_update", "network:update_security_group", NET_WRITE, NET_F_ID | NET_F_BODY, "security_group") \
     X(sg_delete, "DELETE", "/v2.0/security-groups/{id}", "sg_delete", "network:delete_security_group", NET_WRITE, NET_F_ID, "security_group") \
-    X(sgr_list, "GET", "/v2.0/security-group-rules", "sgr_list", "network:list_security_groups", NET_LIST, 0, "security_group_rules") \
+    X(sgr_list, "GET", "/v2.0/security-group-rules", "sgr_list", "network:list_security_group_rules", NET_LIST, 0, "security_group_rules") \
     X(sgr_create, "POST", "/v2.0/security-group-rules", "sgr_create", "network:create_security_group_rule", NET_WRITE, NET_F_BODY, "security_group_rule") \
-    X(sgr_show, "GET", "/v2.0/security-group-rules/{id}", "sgr_show", "network:get_security_group", NET_SHOW, NET_F_ID, "security_group_rule") \
+    X(sgr_show, "GET", "/v2.0/security-group-rules/{id}", "sgr_show", "network:get_security_group_rule", NET_SHOW, NET_F_ID, "security_group_rule") \
     X(sgr_delete, "DELETE", "/v2.0/security-group-rules/{id}", "sgr_delete", "network:delete_security_group_rule", NET_WRITE, NET_F_ID, "security_group_rule") \
     X(quota_list, "GET", "/v2.0/quotas", "quota_list", NULL, NET_WRITE, NET_F_QUOTA_ADMIN, "quotas") \
     X(quota_show, "GET", "/v2.0/quotas/{id}", "quota_show", NULL, NET_WRITE, NET_F_ID | NET_F_QUOTA_READ, "quota") \
@@ -110,15 +110,16 @@ net_conf_defaults(struct net_conf *c)
     c->underlay_mtu = NET_DEFAULT_UNDERLAY_MTU;
 }
 
-/* The [network] options are not in api-server/options.c yet (the lead
- * adds vni_min, vni_max and underlay_mtu); until then the defaults above
- * apply.  conf_int() aborts on an undeclared option, so they are not read
- * here yet. */
+/* The [network] options of api-server/options.c. */
 static void
 net_conf_load(const struct api *a, struct net_conf *c)
 {
-    (void)a;
     net_conf_defaults(c);
+    c->vni_min = (int)conf_int(a->conf, "network", "vni_min");
+    c->vni_max = (int)conf_int(a->conf, "network", "vni_max");
+    c->underlay_mtu = (int)conf_int(a->conf, "network", "underlay_mtu");
+    if (c->vni_max < c->vni_min)
+        c->vni_max = c->vni_min;
 }
 
 /* ---- Policy on attributes. */

@@ -82,6 +82,15 @@ test_conf(void)
     unlink(p);
     free(p);
 
+    /* Sections owned by other daemons are skipped, not validated. */
+    static const char *const foreign[] = { "scheduler", NULL };
+    conf_set_foreign(c, foreign);
+    p = write_tmp("[scheduler]\nanything = goes\n[api]\nport = 7000\n");
+    CHECK_INT(conf_load(c, p, err, sizeof err), 0);
+    CHECK_INT(conf_int(c, "api", "port"), 7000);
+    unlink(p);
+    free(p);
+
     CHECK(conf_set(c, "log", "debug", "maybe", err, sizeof err) == -EINVAL);
     CHECK(conf_set(c, "api", "port", "12a", err, sizeof err) == -EINVAL);
     CHECK(conf_load(c, "/nonexistent/nimbus.conf", err, sizeof err) == -ENOENT);
