@@ -1,0 +1,76 @@
+#!/usr/bin/python3
+"""bench/image_bench.py: upload and download throughput of nimbus-image for
+one file, in the same run as `cp` of the file on the same disk and as md5
+and sha512 of the same bytes computed in parallel (what any honest upload
+must at least do).  Starts nimbus-api and nimbus-image against a throwaway
+PostgreSQL (tests/ harness), prints figures and ratios, never asserts.
+
+  bench/image_bench.py [SIZE_MIB]        default 1024
+
+Environment: NIMBUS_BUILD (default <repo>/build), NIMBUS_TEST_PG (a running
+cluster; otherwise one is started)."""
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault('NIMBUS_SOURCE', REPO)
+os.environ.setdefault('NIMBUS_BUILD', os.path.join(REPO, 'build'))
+sys.path.insert(0, os.path.join(REPO, 'tests', 'api'))
+sys.path.insert(0, os.path.join(REPO, 'tests', 'image'))
+import image_test  # noqa: E402
+
+
+def timed(cmd, **kw):
+    t0 = time.monotonic()
+    subprocess.run(cmd, check=True, **kw)
+    return time.monotonic() - t0
+
+
+def main():
+    mib = int(sys.argv[1]) if len(sys.argv) > 1 else 1024
+    work = tempfile.mkdtemp(prefix='nimbus-image-bench-', dir='/var/tmp')
+    src = os.path.join(work, 'data')
+    subprocess.run(['dd', 'if=/dev/urandom', f'of={src}', 'bs=1M', f'count={mib}',
+                    'status=none'], check=True)
+    size = os.path.getsize(src)
+    cloud = image_test.ImageCloud(image_conf={'max_image_size': size * 2},
+                                  extra_conf={'log': {'level': 'warn'}})
+    try:
+        tok = cloud.admin_token()
+        t_cp = timed(['cp', src, os.path.join(work, 'copy')])
+        os.unlink(os.path.join(work, 'copy'))
+        # md5 and sha512 in parallel over the bytes (page cache warm).
+        t0 = time.monotonic()
+        procs = [subprocess.Popen([h, src], stdout=subprocess.DEVNULL)
+                 for h in ('md5sum', 'sha512sum')]
+        for p in procs:
+            p.wait()
+        t_hash = time.monotonic() - t0
+
+        img = cloud.create_image(tok, name='bench', disk_format='raw')
+        url = cloud.url('image', f"/v2/images/{img['id']}/file")
+        t_up = timed(['curl', '-sf', '-X', 'PUT', '-H', f'X-Auth-Token: {tok}',
+                      '-H', 'Content-Type: application/octet-stream',
+                      '--data-binary', f'@{src}', url])
+        out = os.path.join(work, 'download')
+        t_down = timed(['curl', '-sf', '-H', f'X-Auth-Token: {tok}', '-o', out, url])
+        same = subprocess.run(['cmp', '-s', src, out]).returncode == 0
+        mb = size / (1 << 20)
+        print(f'image bench: {mb:.0f} MiB, nimbus-image RSS after '
+              f'{image_test.vm_rss_kib(cloud.image_pid())} KiB, download identical: {same}')
+        print(f'  cp                      {mb / t_cp:8.1f} MiB/s')
+        print(f'  md5 + sha512 (parallel) {mb / t_hash:8.1f} MiB/s')
+        print(f'  upload                  {mb / t_up:8.1f} MiB/s   '
+              f'time / hashing time = {t_up / t_hash:.2f} (aim <= 1.2)')
+        print(f'  download                {mb / t_down:8.1f} MiB/s   '
+              f'download / cp = {t_cp / t_down:.2f} (aim >= 0.9)')
+    finally:
+        cloud.close()
+        subprocess.run(['rm', '-rf', work])
+
+
+if __name__ == '__main__':
+    main()
