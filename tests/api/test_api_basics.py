@@ -104,6 +104,16 @@ class VersionDocuments(unittest.TestCase):
         self.assertEqual(st, 405)
         self.assertIn('GET', h.get('allow', ''))
 
+    def test_bad_tokens_get_keystone_401_everywhere(self):
+        # As keystonemiddleware does in front of OpenStack's services.
+        for svc, path in (('identity', '/v3/projects'), ('compute', '/v2.1/servers'),
+                          ('network', '/v2.0/networks')):
+            for hdr in ({}, {'X-Auth-Token': 'not-a-token'}):
+                st, h, b = self.cloud.request(svc, 'GET', path, headers=hdr)
+                self.assertEqual(st, 401, (svc, hdr))
+                self.assertEqual(b['error']['code'], 401, (svc, b))
+                self.assertTrue(h['www-authenticate'].startswith('Keystone uri='), h)
+
     def test_malformed_json_is_400(self):
         st, _, b = self.cloud.request('identity', 'POST', '/v3/auth/tokens', body='{"auth": ')
         self.assertEqual(st, 400)

@@ -531,5 +531,39 @@ class Network(unittest.TestCase):
         self.assertIn('NeutronError', b)
 
 
+class VniRange(unittest.TestCase):
+    """[network] vni_min/vni_max bound the VNIs handed out; exhaustion is a
+    clean NeutronError, and deleting a network frees its VNI."""
+
+    def test_exhaustion_and_reuse(self):
+        cloud = nt.Cloud(extra_conf={'network': {'vni_min': 4000, 'vni_max': 4001,
+                                                 'underlay_mtu': 9000}})
+        try:
+            tok, _ = cloud.token()
+            h = {'X-Auth-Token': tok}
+
+            def create(name):
+                return cloud.request('network', 'POST', '/v2.0/networks',
+                                     {'network': {'name': name}}, h)
+            st1, _, a = create('v1')
+            st2, _, b = create('v2')
+            self.assertEqual((st1, st2), (201, 201))
+            vnis = sorted(n['network']['provider:segmentation_id'] for n in (a, b))
+            self.assertEqual(vnis, [4000, 4001])
+            self.assertEqual(a['network']['mtu'], 8950)
+            st, _, c = create('v3')
+            self.assertEqual(st, 503, c)
+            self.assertEqual(c['NeutronError']['type'], 'NoNetworkAvailable')
+            st, _, _ = cloud.request('network', 'DELETE',
+                                     f"/v2.0/networks/{a['network']['id']}", headers=h)
+            self.assertEqual(st, 204)
+            st, _, c = create('v4')
+            self.assertEqual(st, 201)
+            self.assertEqual(c['network']['provider:segmentation_id'],
+                             a['network']['provider:segmentation_id'])
+        finally:
+            cloud.close()
+
+
 if __name__ == '__main__':
     unittest.main(verbosity=2)

@@ -1,0 +1,168 @@
+"""A real guest through the whole stack: kernel, initrd and disk uploaded to
+nimbus-image (aki/ari/ami with kernel_id/ramdisk_id/os_command_line), a
+server created through the Compute API, placed by nimbus-scheduler, booted
+by nimbus-compute with libvirt + QEMU from images it downloads over HTTP;
+the guest's console (through the agent's console endpoint, which
+os-getConsoleOutput will proxy to) shows it booted; delete removes the
+domain.  Exits 77 (skipped) without root, libvirtd or the test guest."""
+import atexit
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, '..', 'image'))
+import compute_lib  # noqa: E402
+from compute_lib import NET, Compute, Schedulers, check, done, nt, sql  # noqa: E402,F401
+
+
+def skip(why):
+    print('skipped:', why)
+    sys.exit(77)
+
+
+AGENT = os.path.join(nt.BUILD, 'compute-agent', 'nimbus-compute')
+VIRSH = ['virsh', '-q', '-c', 'qemu:///system']
+if os.geteuid() != 0:
+    skip('not root')
+if not os.path.exists(AGENT):
+    skip('nimbus-compute not built')
+if subprocess.run(VIRSH + ['version'], capture_output=True).returncode != 0:
+    skip('libvirtd not reachable (run deploy/libvirt-setup)')
+GUEST = os.path.join(nt.BUILD, 'agent-test-guest')
+if subprocess.run([os.path.join(nt.SOURCE, 'deploy', 'build-guest'), GUEST],
+                  capture_output=True).returncode != 0:
+    skip('cannot build the test guest')
+
+from image_test import ImageCloud  # noqa: E402
+
+NODE = 'libvirt-node'
+cloud = ImageCloud()
+tok, body = cloud.token()
+api = Compute(cloud, tok)
+
+
+def upload(name, path, disk_format, **props):
+    img = cloud.create_image(tok, name=name, disk_format=disk_format,
+                             container_format=disk_format, visibility='public', **props)
+    with open(path, 'rb') as f:
+        st, b = cloud.upload(tok, img['id'], f.read())
+    check(st == 204, f'{name} uploaded ({st} {b})')
+    return img['id']
+
+
+kernel = upload('guest-kernel', os.path.join(GUEST, 'vmlinuz'), 'aki')
+ramdisk = upload('guest-initrd', os.path.join(GUEST, 'initrd.img'), 'ari')
+image = upload('guest', os.path.join(GUEST, 'disk.qcow2'), 'ami', kernel_id=kernel,
+               ramdisk_id=ramdisk, os_command_line='console=ttyS0 quiet')
+
+token_file = os.path.join(cloud.dir, 'node.token')
+cloud.manage('node', 'add', NODE, '--output', token_file)
+state = os.path.join(cloud.dir, 'agent-state')
+agent_conf = os.path.join(cloud.dir, 'agent.conf')
+with open(agent_conf, 'w') as f:
+    f.write(f"""[agent]
+node = {NODE}
+state_dir = {state}
+image_fetch = http
+image_url = http://127.0.0.1:{cloud.image_port}
+image_auth_url = {cloud.url('identity', '/v3')}
+image_username = admin
+image_password = {nt.ADMIN_PASSWORD}
+reconcile_interval = 2
+stop_timeout = 5
+listen = 127.0.0.1
+port = 0
+[hypervisor]
+type = libvirt
+[source]
+type = http
+api_url = {cloud.url('compute', '/agent/v1')}
+node_token_file = {token_file}
+heartbeat = 2
+""")
+os.chmod(cloud.dir, 0o755)   # QEMU (user libvirt-qemu) reads the overlays.
+agent_log = os.path.join(cloud.dir, 'agent.log')
+agent = subprocess.Popen([AGENT, '--config', agent_conf], stdout=open(agent_log, 'ab'),
+                         stderr=subprocess.STDOUT)
+scheds = Schedulers(cloud, 1)
+servers = []
+
+
+def cleanup():
+    if agent.poll() is None:
+        agent.kill()
+    for p in scheds.procs:
+        if p.poll() is None:
+            p.kill()
+    for u in servers:
+        subprocess.run(VIRSH + ['destroy', 'nimbus-' + u], capture_output=True)
+        subprocess.run(VIRSH + ['undefine', '--managed-save', 'nimbus-' + u],
+                       capture_output=True)
+
+
+atexit.register(cleanup)
+
+
+def log_tail():
+    with open(agent_log, 'rb') as f:
+        return f.read().decode(errors='replace')[-4000:]
+
+
+def wait_for(what, fn, timeout):
+    t0 = time.time()
+    v = None
+    while time.time() < t0 + timeout:
+        if agent.poll() is not None:
+            break
+        v = fn()
+        if v:
+            check(True, f'{what} ({time.time() - t0:.1f}s)')
+            return v
+        time.sleep(0.5)
+    check(False, f'{what} (last: {v!r})')
+    return None
+
+
+def status(sid):
+    st, _, b = api.req('GET', f'/servers/{sid}')
+    return b['server']['status'] if st == 200 else st
+
+
+wait_for('the agent registers', lambda: sql(cloud, f"""SELECT count(*) FROM compute_nodes
+         WHERE hypervisor_hostname = '{NODE}'""") == '1', 30)
+st, _, b = api.req('POST', '/servers', {'server': {'name': 'guest', 'imageRef': image,
+                                                  'flavorRef': '1',
+                                                  'networks': [{'uuid': NET}]}})
+check(st == 202, f'server create ({st})')
+sid = b['server']['id'] if st == 202 else None
+if sid:
+    servers.append(sid)
+    wait_for('BUILD -> ACTIVE with a real QEMU guest', lambda: status(sid) == 'ACTIVE', 180)
+    port = None
+    for line in log_tail().splitlines():
+        if '/healthz and /metrics on 127.0.0.1:' in line:
+            port = line.rsplit(':', 1)[1].strip()
+
+    def console():
+        try:
+            with urllib.request.urlopen(
+                    f'http://127.0.0.1:{port}/v1/instances/{sid}/console?length=50',
+                    timeout=5) as r:
+                return 'nimbus-guest: ready' in r.read().decode(errors='replace')
+        except OSError:
+            return False
+
+    wait_for("the guest's console shows it booted", console, 600)
+    st, _, _ = api.req('DELETE', f'/servers/{sid}')
+    check(st == 204, 'delete 204')
+    wait_for('deleted: 404', lambda: status(sid) == 404, 120)
+    names = subprocess.run(VIRSH + ['list', '--all', '--name'], capture_output=True,
+                           text=True).stdout
+    check('nimbus-' + sid not in names, 'the domain is gone')
+
+if compute_lib.failures:
+    print('---- agent log\n' + log_tail())
+done()
