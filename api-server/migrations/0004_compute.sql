@@ -446,6 +446,30 @@ BEGIN
         RETURN jsonb_build_object('code', 400, 'message',
             format('Flavor %s could not be found.', r->>'flavor_ref'));
     END IF;
+    -- The image must be one the project may boot (nimbus-image's table).
+    IF coalesce(r->>'image_ref', '') <> '' AND NOT EXISTS (
+            SELECT 1 FROM images im
+            WHERE im.id::text = lower(r->>'image_ref') AND im.status = 'active'
+              AND (im.visibility IN ('public', 'community') OR im.owner = proj
+                   OR (r->>'admin')::boolean
+                   OR EXISTS (SELECT 1 FROM image_members m WHERE m.image_id = im.id
+                              AND m.member_id = proj AND m.status = 'accepted'))) THEN
+        RETURN jsonb_build_object('code', 400, 'message',
+            format('Image %s could not be found.', r->>'image_ref'));
+    END IF;
+    -- Networks given by uuid must exist and be the project's or shared.
+    IF EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(r->'networks', '[]'::jsonb)) x
+               WHERE jsonb_typeof(x) = 'object' AND x ? 'uuid'
+                 AND NOT EXISTS (SELECT 1 FROM net.networks n WHERE n.id = x->>'uuid'
+                                 AND (n.project_id = proj OR n.shared
+                                      OR (r->>'admin')::boolean))) THEN
+        RETURN jsonb_build_object('code', 400, 'message', format(
+            'Network %s could not be found.',
+            (SELECT x->>'uuid' FROM jsonb_array_elements(r->'networks') x
+             WHERE jsonb_typeof(x) = 'object' AND x ? 'uuid'
+               AND NOT EXISTS (SELECT 1 FROM net.networks n WHERE n.id = x->>'uuid')
+             LIMIT 1)));
+    END IF;
     IF r->>'key_name' IS NOT NULL THEN
         SELECT * INTO kp FROM keypairs WHERE user_id = r->>'user_id' AND name = r->>'key_name';
         IF NOT FOUND THEN

@@ -138,61 +138,14 @@ class Schedulers:
         return out
 
 
-class StubImageService:
-    """A minimal Glance v2 stand-in (version document, image show, list by
-    name) registered in the catalog, so the client's image lookups in
-    `server show/list/create` work before nimbus-image is part of the test
-    cloud.  Serves one image."""
-
-    def __init__(self, cloud, admin_token, image_id=IMAGE, name='cirros'):
-        import http.server
-        import threading
-        port = nt.free_port()
-        base = f'http://127.0.0.1:{port}'
-        img = {'id': image_id, 'name': name, 'status': 'active', 'visibility': 'public',
-               'disk_format': 'qcow2', 'container_format': 'bare', 'size': 1024,
-               'min_disk': 0, 'min_ram': 0, 'protected': False, 'tags': [],
-               'owner': 'x', 'checksum': None, 'os_hidden': False,
-               'created_at': '2026-01-01T00:00:00Z', 'updated_at': '2026-01-01T00:00:00Z',
-               'self': f'/v2/images/{image_id}', 'file': f'/v2/images/{image_id}/file',
-               'schema': '/v2/schemas/image'}
-
-        class H(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def reply(self, st, body):
-                data = json.dumps(body).encode()
-                self.send_response(st)
-                self.send_header('Content-Type', 'application/json')
-                self.send_header('Content-Length', str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                path, _, q = self.path.partition('?')
-                if path in ('/', '/v2', '/v2/'):
-                    return self.reply(300 if path == '/' else 200, {'versions': [
-                        {'id': 'v2.18', 'status': 'CURRENT',
-                         'links': [{'rel': 'self', 'href': base + '/v2/'}]}]})
-                if path == '/v2/images':
-                    if 'name=' in q and f'name={name}' not in q:
-                        return self.reply(200, {'images': [], 'first': '/v2/images', 'schema': '/v2/schemas/images'})
-                    return self.reply(200, {'images': [img], 'first': '/v2/images', 'schema': '/v2/schemas/images'})
-                if path == f'/v2/images/{image_id}':
-                    return self.reply(200, img)
-                return self.reply(404, {'message': 'not found'})
-
-        self.srv = http.server.ThreadingHTTPServer(('127.0.0.1', port), H)
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-        h = {'X-Auth-Token': admin_token}
-        st, _, b = cloud.request('identity', 'POST', '/v3/services',
-                                 {'service': {'type': 'image', 'name': 'glance'}}, h)
-        assert st == 201, (st, b)
-        st, _, b = cloud.request('identity', 'POST', '/v3/endpoints', {'endpoint': {
-            'service_id': b['service']['id'], 'interface': 'public', 'url': base,
-            'region_id': 'RegionOne'}}, h)
-        assert st == 201, (st, b)
-
-    def close(self):
-        self.srv.shutdown()
+def seed(cloud):
+    """What the tests create servers from, in the cloud's own tables: a
+    public active image IMAGE (nimbus-image's table) and a shared network
+    NET (the network module's), so that server creation validates them as
+    it does for users.  Tests that need the image service itself run it
+    (tests/image/image_test.py ImageCloud) and upload through its API."""
+    sql(cloud, "INSERT INTO images (id, name, owner, status, visibility, disk_format, "
+               f"container_format, size) VALUES ('{IMAGE}', 'cirros', 'seed', 'active', "
+               "'public', 'qcow2', 'bare', 1024) ON CONFLICT DO NOTHING")
+    sql(cloud, "INSERT INTO net.networks (id, project_id, name, shared, mtu, network_type) "
+               f"VALUES ('{NET}', 'seed', 'seed-net', true, 1450, 'vxlan') ON CONFLICT DO NOTHING")

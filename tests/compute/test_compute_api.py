@@ -7,9 +7,10 @@ import concurrent.futures
 import json
 import re
 
-from compute_lib import IMAGE, NET, Compute, add_hosts, check, done, make_project, nt, sql
+from compute_lib import IMAGE, NET, Compute, add_hosts, check, done, make_project, nt, sql, seed
 
 cloud = nt.Cloud()
+seed(cloud)
 tok, body = cloud.token()
 admin_project = body['token']['project']['id']
 adm = Compute(cloud, tok)
@@ -122,6 +123,11 @@ for bad, what in [({'server': {'name': 'x', 'imageRef': 'nope', 'flavorRef': '1'
                   ({'server': {'name': 'x', 'imageRef': IMAGE, 'flavorRef': '1', 'user_data': '***'}}, 'bad user_data'),
                   ({'server': {'name': 'x', 'imageRef': IMAGE, 'flavorRef': '1', 'description': 'd'}}, '2.19 field'),
                   ({'server': {'imageRef': IMAGE, 'flavorRef': '1'}}, 'no name'),
+                  ({'server': {'name': 'x', 'imageRef': '33333333-3333-4333-8333-333333333333',
+                               'flavorRef': '1'}}, 'unknown image'),
+                  ({'server': {'name': 'x', 'imageRef': IMAGE, 'flavorRef': '1',
+                               'networks': [{'uuid': '44444444-4444-4444-8444-444444444444'}]}},
+                   'unknown network'),
                   ({'nothing': 1}, 'no server')]:
     st, _, b = A.req('POST', '/servers', bad)
     check(st == 400 and 'badRequest' in b, f'create with {what} -> 400 badRequest')

@@ -5,13 +5,14 @@ import os
 import re
 import time
 
-from compute_lib import (Compute, Schedulers, add_hosts, check, done, nt, sql)
+from compute_lib import (Compute, Schedulers, add_hosts, check, done, nt, seed, sql)
 
 N_REQ = int(os.environ.get('SCHED_TEST_REQUESTS', '1000'))
 N_HOSTS = int(os.environ.get('SCHED_TEST_HOSTS', '50'))
 N_SCHED = int(os.environ.get('SCHED_TEST_SCHEDULERS', '3'))
 
 cloud = nt.Cloud()
+seed(cloud)
 tok, body = cloud.token()
 admin_project = body['token']['project']['id']
 api = Compute(cloud, tok)
@@ -70,6 +71,7 @@ print(f'lost races (host refreshed, decided again): {races}')
 # ---- Affinity / anti-affinity / no valid host, on a fresh cloud.
 cloud.close()
 cloud = nt.Cloud()
+seed(cloud)
 tok, body = cloud.token()
 api = Compute(cloud, tok)
 add_hosts(cloud, 3, prefix='aff')
