@@ -496,6 +496,7 @@ api_shutdown(struct api *a, void (*done)(void *arg), void *arg)
     st->arg = arg;
     st->pending = API_N_SERVICES;
     identity_stop(a);
+    api_modules_stop(a);
     for (int s = 0; s < API_N_SERVICES; s++)
         http_server_shutdown(a->servers[s], one_server_done, st);
 }
@@ -504,6 +505,7 @@ void
 api_free(struct api *a)
 {
     identity_free(a);
+    api_modules_free(a);
     for (int s = 0; s < API_N_SERVICES; s++) {
         http_server_free(a->servers[s]);
         a->servers[s] = NULL;

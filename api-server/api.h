@@ -134,6 +134,12 @@ void identity_register(struct api *a);
 void compute_register(struct api *a);
 void network_register(struct api *a);
 void api_modules_register(struct api *a);
+/* At shutdown, modules answer the requests they hold (long polls); at free,
+ * they release what they own. */
+void compute_stop(struct api *a);
+void compute_free(struct api *a);
+void api_modules_stop(struct api *a);
+void api_modules_free(struct api *a);
 int identity_init(struct api *a) __attribute__((warn_unused_result));
 void identity_stop(struct api *a);
 /* Loads the token keys again (SIGHUP after a rotation); on failure the old

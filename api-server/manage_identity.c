@@ -12,18 +12,23 @@
 #include "auth_password.h"
 #include "db.h"
 #include "manage.h"
+#include "manage_node.h"
 #include "util.h"
 
 const char *
 manage_extra_usage(void)
 {
-    return "  keys setup         create the token signing key directory ([identity] key_dir)\n"
+    static char text[2048];
+    snprintf(text, sizeof text, "%s%s",
+           "  keys setup         create the token signing key directory ([identity] key_dir)\n"
            "  keys rotate [--max-keys N]\n"
            "                     add a new primary signing key, keep at most N (default 3)\n"
            "  bootstrap --password PW [--username admin] [--project admin] [--role admin]\n"
            "            [--region RegionOne] [--public-host HOST] [--image-url URL]\n"
            "                     create the admin user, project and roles and the service\n"
-           "                     catalog; safe to run again (resets the admin password)\n";
+           "                     catalog; safe to run again (resets the admin password)\n",
+             manage_node_usage());
+    return text;
 }
 
 static int
@@ -267,6 +272,8 @@ manage_extra_command(const struct conf *conf, int argc, char **argv)
     }
     if (!strcmp(argv[0], "bootstrap"))
         return cmd_bootstrap(conf, argc, argv);
+    if (!strcmp(argv[0], "node"))
+        return manage_node_command(conf, argc, argv);
     fprintf(stderr, "nimbus-manage: unknown command '%s' (see 'nimbus-manage help')\n", argv[0]);
     return 2;
 }

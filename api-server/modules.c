@@ -14,3 +14,21 @@ api_modules_register(struct api *a)
 #endif
     (void)a;
 }
+
+void
+api_modules_stop(struct api *a)
+{
+#if NIMBUS_HAVE_COMPUTE
+    compute_stop(a);
+#endif
+    (void)a;
+}
+
+void
+api_modules_free(struct api *a)
+{
+#if NIMBUS_HAVE_COMPUTE
+    compute_free(a);
+#endif
+    (void)a;
+}

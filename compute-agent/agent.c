@@ -15,6 +15,7 @@
 
 #ifdef NIMBUS_HAVE_CURL
 #include "channel.h"
+#include "image_fetch_http.h"
 #endif
 #include "http.h"
 #include "image_cache.h"
@@ -46,6 +47,7 @@ struct agent {
     http_server *http;
 #ifdef NIMBUS_HAVE_CURL
     struct chan *chan;
+    struct img_http *img_http;
 #endif
     int open_handles;
     void (*done)(void *arg);
@@ -458,6 +460,28 @@ agent_start(uv_loop_t *loop, const struct agent_config *cfg, struct agent **out,
     char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%s/images", cfg->state_dir);
     struct img_fetcher f = { img_fetch_dir, (void *)cfg->image_source_dir };
+    if (cfg->image_fetch && !strcmp(cfg->image_fetch, "http")) {
+#ifdef NIMBUS_HAVE_CURL
+        struct img_http_config hc = {
+            .image_url = cfg->image_url, .auth_url = cfg->image_auth_url,
+            .username = cfg->image_username, .password = cfg->image_password,
+            .project = cfg->image_project,
+        };
+        if ((r = img_http_new(&hc, &a->img_http))) {
+            snprintf(err, errlen, "image fetch over http: %s", r == -EINVAL
+                     ? "[agent] image_url, image_auth_url and image_username are required"
+                     : strerror(-r));
+            return r;
+        }
+        f = (struct img_fetcher){ img_fetch_http, a->img_http };
+#else
+        snprintf(err, errlen, "built without libcurl: no image fetch over http");
+        return -ENOTSUP;
+#endif
+    } else if (cfg->image_fetch && cfg->image_fetch[0] && strcmp(cfg->image_fetch, "dir")) {
+        snprintf(err, errlen, "[agent] image_fetch must be dir or http, not '%s'", cfg->image_fetch);
+        return -EINVAL;
+    }
     if ((r = img_cache_new(dir, f, &a->cache))) {
         snprintf(err, errlen, "image cache %s: %s", dir, strerror(-r));
         return r;
@@ -586,6 +610,9 @@ agent_free(struct agent *a)
     rc_free(a->rc);
     storage_free(a->storage);
     img_cache_free(a->cache);
+#ifdef NIMBUS_HAVE_CURL
+    img_http_free(a->img_http);
+#endif
     hv_close(a->hv);
     http_server_free(a->http);
     desired_set_free(&a->desired);

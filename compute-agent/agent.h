@@ -26,6 +26,9 @@ struct agent_config {
     const char *node;                 /* This node's name. */
     const char *state_dir;
     const char *image_source_dir;     /* img_fetch_dir's directory. */
+    const char *image_fetch;          /* "dir" (default) or "http" (image_fetch_http.h). */
+    const char *image_url, *image_auth_url, *image_username, *image_password,
+               *image_project;        /* http fetcher (interim password auth). */
     unsigned interval_ms;             /* Timer between passes. */
     uint64_t image_max_age_s;         /* Unused cached images older than this go; 0 keeps all. */
     struct rc_config rc;

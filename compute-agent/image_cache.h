@@ -22,9 +22,9 @@
 #include "instance.h"
 
 /* A fetcher writes the bytes of image 'img' to the file 'dest' (created by
- * the fetcher).  Today: img_fetch_dir (copy from a directory).  Later: from
- * nimbus-image over HTTP (GET /v2/images/{id}/file with the node's token),
- * with the same signature.  Returns 0 or -errno with a message in 'err'. */
+ * the fetcher): img_fetch_dir (copy from a directory) or img_fetch_http
+ * (nimbus-image, image_fetch_http.h).  Returns 0 or -errno with a message
+ * in 'err'. */
 struct img_fetcher {
     int (*fetch)(void *ctx, const struct inst_image *img, const char *dest,
                  char *err, size_t errlen);

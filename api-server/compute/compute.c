@@ -115,4 +115,17 @@ compute_register(struct api *a)
     compute_keypairs_register(a);
     compute_servers_register(a);
     compute_admin_register(a);
+    compute_agent_register(a);
+}
+
+void
+compute_stop(struct api *a)
+{
+    compute_agent_stop(a);
+}
+
+void
+compute_free(struct api *a)
+{
+    compute_agent_free(a);
 }

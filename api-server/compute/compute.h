@@ -82,5 +82,10 @@ void compute_flavors_register(struct api *a);
 void compute_keypairs_register(struct api *a);
 void compute_servers_register(struct api *a);
 void compute_admin_register(struct api *a);
+/* The agent channel (compute_agent.c): its routes, and the long polls it
+ * holds, answered at shutdown (stop) and released (free). */
+void compute_agent_register(struct api *a);
+void compute_agent_stop(struct api *a);
+void compute_agent_free(struct api *a);
 
 #endif

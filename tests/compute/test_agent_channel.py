@@ -26,6 +26,7 @@ from image_test import ImageCloud  # noqa: E402
 NODE = 'agent-node-1'
 
 cloud = ImageCloud()
+compute_lib.seed(cloud)   # the shared network NET servers attach to
 tok, body = cloud.token()
 admin_project = body['token']['project']['id']
 api = Compute(cloud, tok)

@@ -7,6 +7,7 @@ os-getConsoleOutput will proxy to) shows it booted; delete removes the
 domain.  Exits 77 (skipped) without root, libvirtd or the test guest."""
 import atexit
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -40,6 +41,7 @@ from image_test import ImageCloud  # noqa: E402
 
 NODE = 'libvirt-node'
 cloud = ImageCloud()
+compute_lib.seed(cloud)   # the shared network NET servers attach to
 tok, body = cloud.token()
 api = Compute(cloud, tok)
 
@@ -60,6 +62,8 @@ image = upload('guest', os.path.join(GUEST, 'disk.qcow2'), 'ami', kernel_id=kern
 
 token_file = os.path.join(cloud.dir, 'node.token')
 cloud.manage('node', 'add', NODE, '--output', token_file)
+with open(token_file) as f:
+    node_secret = f.read().strip()
 state = os.path.join(cloud.dir, 'agent-state')
 agent_conf = os.path.join(cloud.dir, 'agent.conf')
 with open(agent_conf, 'w') as f:
@@ -104,6 +108,7 @@ def cleanup():
 
 
 atexit.register(cleanup)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
 
 
 def log_tail():
@@ -148,9 +153,10 @@ if sid:
 
     def console():
         try:
-            with urllib.request.urlopen(
-                    f'http://127.0.0.1:{port}/v1/instances/{sid}/console?length=50',
-                    timeout=5) as r:
+            rq = urllib.request.Request(
+                f'http://127.0.0.1:{port}/v1/instances/{sid}/console?length=50',
+                headers={'Authorization': 'Bearer ' + node_secret})
+            with urllib.request.urlopen(rq, timeout=5) as r:
                 return 'nimbus-guest: ready' in r.read().decode(errors='replace')
         except OSError:
             return False
