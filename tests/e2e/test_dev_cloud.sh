@@ -124,6 +124,27 @@ test_image_active() {
         || { echo "$out"; return 1; }
 }
 
+# A server from the test image on the demo network, booted by this
+# machine's nimbus-compute under QEMU, then deleted.
+server_boots() {
+    local out status
+    out=$(openstack_as nimbus-demo server create --flavor m1.tiny --image nimbus-test \
+          --network demo-net --wait -f json e2e-vm 2>&1) || { echo "$out"; return 1; }
+    status=$(jq -r .status <<<"$out")
+    [ "$status" = ACTIVE ] || { echo "status $status"; echo "$out"; return 1; }
+}
+
+server_deletes() {
+    openstack_as nimbus-demo server delete --wait e2e-vm || return 1
+    ! openstack_as nimbus-demo server show e2e-vm >/dev/null 2>&1
+}
+
+checks_compute() {
+    check "deploy/dev runs nimbus-compute on this machine" test -f "$NIMBUS_STATE/compute-agent.conf"
+    check "openstack server create --wait (test image, demo-net) reaches ACTIVE" server_boots
+    check "openstack server delete --wait" server_deletes
+}
+
 nothing_of_ours_runs() {
     local left
     left=$(pgrep -af -- "$NIMBUS_STATE" | grep -v "^$$ " || true)
@@ -133,7 +154,7 @@ nothing_of_ours_runs() {
 checks_down() {
     check "deploy/dev down" "$DEV" down
     E2E_CLOUD_UP=0
-    check "no process of ours is left (nimbus-api, nimbus-image, postgres)" nothing_of_ours_runs
+    check "no process of ours is left (daemons, guests, postgres)" nothing_of_ours_runs
     check "deploy/dev status reports stopped (exit 3)" bash -c '"$1" status >/dev/null; [ $? -eq 3 ]' _ "$DEV"
 }
 
@@ -145,5 +166,6 @@ checks_health_and_metrics
 checks_dev_script
 checks_openstack_client
 checks_image
+checks_compute
 checks_down
 e2e_finish
