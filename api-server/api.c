@@ -240,7 +240,7 @@ api_db_error(http_request *req, int status, const struct db_error *err)
 {
     struct api_req *ar = api_req(req);
     if (status == -ENOTCONN || status == -EBUSY || status == -ETIMEDOUT ||
-        status == -ECANCELED) {
+        status == -ECANCELED || status == -EAGAIN) {
         ar->api->counters.db_unavailable++;
         http_resp_header(req, "Retry-After", "1");
         api_error(req, 503, "The database is unavailable; try again later.");
@@ -271,12 +271,30 @@ struct api_query_ctx {
     http_request *req;
     api_query_cb cb;
     void *ctx;
+    const char *sql;
+    int nparams;
+    const char *const *params;
+    int attempts;
 };
+
+/* A statement PostgreSQL aborted for a deadlock or a serialization failure
+ * was rolled back whole (each api_query() statement is its own
+ * transaction), so running it again is safe; a few attempts ride out
+ * contention between API calls and agent reports on the same rows. */
+#define API_QUERY_ATTEMPTS 4
 
 static void
 api_query_done(int status, db_result *res, const struct db_error *err, void *arg)
 {
     struct api_query_ctx *q = arg;
+    if (status == -EAGAIN && ++q->attempts < API_QUERY_ATTEMPTS) {
+        int rc = db_query(api_req(q->req)->api->db, q->sql, q->nparams, q->params,
+                          api_query_done, q);
+        if (rc == 0)
+            return;
+        status = rc;
+        err = NULL;
+    }
     if (status < 0) {
         api_db_error(q->req, status, err);
         return;
@@ -293,6 +311,10 @@ api_query(http_request *req, const char *sql, int nparams,
     q->req = req;
     q->cb = cb;
     q->ctx = ctx;
+    q->sql = sql;
+    q->nparams = nparams;
+    q->params = params;
+    q->attempts = 0;
     int rc = db_query(ar->api->db, sql, nparams, params, api_query_done, q);
     if (rc < 0)
         api_db_error(req, rc, NULL);
