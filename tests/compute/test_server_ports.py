@@ -290,6 +290,56 @@ want = {'id': bp['id'], 'mac': bp['mac_address'],
                                     'prefixlen': 24, 'gateway': '10.10.0.1'}]}
 check(inst and inst[0]['ports'] == [want],
       f"the desired document carries the port ({inst[0]['ports'] if inst else None})")
+
+# ---- os-interface on the ACTIVE server.
+st, _, b = A.req('GET', f'/servers/{bid}/os-interface')
+check(st == 200 and b == {'interfaceAttachments': [{
+    'port_state': bp['status'], 'port_id': bp['id'], 'net_id': neta,
+    'mac_addr': bp['mac_address'], 'fixed_ips': bp['fixed_ips']}]},
+    f'os-interface list ({st} {b})')
+st, _, b = A.req('POST', f'/servers/{bid}/os-interface',
+                 {'interfaceAttachment': {'net_id': neta, 'fixed_ips': [{'ip_address': '10.10.0.77'}]}})
+check(st == 200 and b['interfaceAttachment']['fixed_ips'][0]['ip_address'] == '10.10.0.77',
+      f'os-interface attach a network with a fixed IP ({st} {b})')
+att = b['interfaceAttachment']['port_id'] if st == 200 else ''
+st, _, b = net(tok, 'GET', f'/ports/{att}')
+check(st == 200 and b['port']['device_id'] == bid and b['port']['binding:host_id'] == NODE,
+      'the new port belongs to the server and is bound to its node')
+st, _, b = A.req('POST', f'/servers/{bid}/os-interface',
+                 {'interfaceAttachment': {'port_id': user_port}})
+check(st == 200 and b['interfaceAttachment']['port_id'] == user_port,
+      f'os-interface attach the user port ({st})')
+st, _, b = A.req('POST', f'/servers/{bid}/os-interface',
+                 {'interfaceAttachment': {'port_id': user_port}})
+check(st == 409, f'attaching a port in use: 409 ({st})')
+st, _, b = B.req('POST', f'/servers/{bid}/os-interface',
+                 {'interfaceAttachment': {'net_id': netb}})
+check(st == 404, f"another project's server: 404 ({st})")
+st, _, b = A.req('POST', f'/servers/{bid}/os-interface',
+                 {'interfaceAttachment': {'port_id': user_port, 'net_id': neta}})
+check(st == 400, f'port_id and net_id together: 400 ({st})')
+st, _, b = A.req('POST', f'/servers/{bid}/os-interface',
+                 {'interfaceAttachment': {'net_id': netb}})
+check(st == 404, f"another project's network: 404 ({st})")
+st, _, b = cloud.request('compute', 'GET', f'/agent/v1/nodes/{NODE}/desired?since=0', None,
+                         {'Authorization': 'Bearer ' + open(token_file).read().strip()})
+inst = [i for i in b['instances'] if i['uuid'] == bid]
+check(inst and [x['id'] for x in inst[0]['ports']] == [bp['id'], att, user_port],
+      'the desired document lists the three ports in attach order')
+st, _, b = A.req('GET', f'/servers/{bid}/os-interface/{att}')
+check(st == 200 and b['interfaceAttachment']['port_id'] == att, 'os-interface show')
+st, _, b = A.req('GET', f'/servers/{bid}/os-interface/{a_free_port}')
+check(st == 404, f'os-interface show of a port not attached: 404 ({st})')
+st, _, _ = A.req('DELETE', f'/servers/{bid}/os-interface/{att}')
+check(st == 202 and net(tok, 'GET', f'/ports/{att}')[0] == 404,
+      'detach of a port the server created: 202, the port is deleted')
+st, _, _ = A.req('DELETE', f'/servers/{bid}/os-interface/{user_port}')
+st2, _, b = net(tok, 'GET', f'/ports/{user_port}')
+check(st == 202 and b['port']['device_id'] == '' and b['port']['binding:host_id'] == '',
+      'detach of the user port: 202, released')
+st, _, _ = A.req('DELETE', f'/servers/{bid}/os-interface/{user_port}')
+check(st == 404, f'detach again: 404 ({st})')
+
 st, _, _ = A.req('DELETE', f'/servers/{bid}')
 check(st == 204, 'delete vm-bound (through the agent)')
 wait_for('vm-bound gone', lambda: server(A, bid) == 404)
@@ -327,6 +377,18 @@ if os.path.exists(OPENSTACK):
           if pl and isinstance(pl[0]['Fixed IP Addresses'], list)
           else pl and len(pl) == 1 and '10.30.0.' in str(pl[0]['Fixed IP Addresses']),
           f'openstack port list --server cli-vm ({pl})')
+    st, _, b = net(tok, 'POST', '/ports', {'port': {'network_id': adm_net, 'name': 'extra'}})
+    extra = b['port']['id']
+    r = subprocess.run([OPENSTACK, 'server', 'add', 'port', 'cli-vm', 'extra'], env=env,
+                       capture_output=True, text=True, timeout=120)
+    pl = osc('port', 'list', '--server', 'cli-vm')
+    check(r.returncode == 0 and pl and {x['ID'] for x in pl} >= {extra},
+          f'openstack server add port ({r.stderr[-300:]})')
+    r = subprocess.run([OPENSTACK, 'server', 'remove', 'port', 'cli-vm', 'extra'], env=env,
+                       capture_output=True, text=True, timeout=120)
+    pl = osc('port', 'list', '--server', 'cli-vm')
+    check(r.returncode == 0 and pl is not None and extra not in {x['ID'] for x in pl},
+          f'openstack server remove port ({r.stderr[-300:]})')
     r = subprocess.run([OPENSTACK, 'server', 'delete', '--wait', 'cli-vm'], env=env,
                        capture_output=True, text=True, timeout=120)
     check(r.returncode == 0, f'openstack server delete --wait ({r.stderr[-300:]})')
