@@ -199,6 +199,31 @@ BEGIN
             r := r || jsonb_build_object('networks', nets);
         END IF;
     END IF;
+    -- Security groups by name (or id) in the project, for the new ports
+    -- (unknown names fail even without ports, as in Nova).
+    FOR g IN SELECT * FROM jsonb_array_elements(coalesce(r->'security_groups',
+                                                         '[{"name": "default"}]')) LOOP
+        nm := g->>'name';
+        IF nm = 'default' THEN
+            -- Created on first use, so only when a port will have it.
+            CONTINUE WHEN jsonb_array_length(nets) = 0;
+            gid := net.default_sg(proj);
+        ELSE
+            SELECT count(*), min(id) INTO n_nets, gid FROM net.security_groups
+             WHERE project_id = proj AND (name = nm OR id = nm);
+            IF n_nets = 0 THEN
+                RETURN jsonb_build_object('code', 400, 'message',
+                    format('Security group %s not found.', nm));
+            ELSIF n_nets > 1 THEN
+                RETURN jsonb_build_object('code', 409, 'message', format(
+                    'Multiple security groups found matching ''%s''. Use an ID to be more '
+                    'specific.', nm));
+            END IF;
+        END IF;
+        IF NOT sgs ? gid THEN
+            sgs := sgs || to_jsonb(gid);
+        END IF;
+    END LOOP;
     IF jsonb_array_length(nets) = 0 THEN
         RETURN compute_server_create_rows(r);
     END IF;
@@ -230,28 +255,6 @@ BEGIN
         IF p.device_id <> '' THEN
             RETURN jsonb_build_object('code', 409, 'message',
                 format('Port %s is still in use.', p.id));
-        END IF;
-    END LOOP;
-    -- Security groups by name (or id) in the project, for the new ports.
-    FOR g IN SELECT * FROM jsonb_array_elements(coalesce(r->'security_groups',
-                                                         '[{"name": "default"}]')) LOOP
-        nm := g->>'name';
-        IF nm = 'default' THEN
-            gid := net.default_sg(proj);
-        ELSE
-            SELECT count(*), min(id) INTO n_nets, gid FROM net.security_groups
-             WHERE project_id = proj AND (name = nm OR id = nm);
-            IF n_nets = 0 THEN
-                RETURN jsonb_build_object('code', 400, 'message',
-                    format('Security group %s not found.', nm));
-            ELSIF n_nets > 1 THEN
-                RETURN jsonb_build_object('code', 409, 'message', format(
-                    'Multiple security groups found matching ''%s''. Use an ID to be more '
-                    'specific.', nm));
-            END IF;
-        END IF;
-        IF NOT sgs ? gid THEN
-            sgs := sgs || to_jsonb(gid);
         END IF;
     END LOOP;
     owner := CASE WHEN EXISTS (SELECT 1 FROM images im

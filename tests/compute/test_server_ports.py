@@ -170,6 +170,8 @@ check(st == 409 and 'Multiple possible networks found' in b['conflictingRequest'
 st, _, b = create(C, 'vm-none')
 check(st == 202, f'C (no network) without networks: 202 ({st})')
 check(st == 202 and server(C, b['server']['id'])['addresses'] == {}, 'no port, addresses {}')
+st, _, b = create(C, 'vm-sg0', security_groups=[{'name': 'nope'}])
+check(st == 400, f'an unknown security group without any port: 400 ({st})')
 
 # ---- max_count: a port per instance.
 st, _, b = create(B, 'multi', [{'uuid': netb}], min_count=2, max_count=2)
