@@ -942,8 +942,15 @@ servers_action(http_request *req, struct api_req *ar)
         if (v && !json_is_null(v)) {
             if (json_is_integer(v))
                 n = (long)json_integer_value(v);
-            else if (json_is_string(v) && *json_string_value(v))
-                n = strtol(json_string_value(v), NULL, 10);
+            else if (json_is_string(v) && *json_string_value(v)) {
+                /* Nova's schema: an integer, or a string of digits. */
+                char *end;
+                errno = 0;
+                n = strtol(json_string_value(v), &end, 10);
+                if (*end || errno)
+                    n = -2;
+            } else
+                n = -2;
             if (n < -1 || n > 100000) {
                 api_error(req, 400, "Invalid input for field/attribute length.");
                 goto out;
