@@ -17,10 +17,12 @@
 #include "channel.h"
 #include "image_fetch_http.h"
 #endif
+#include "console_report.h"
 #include "http.h"
 #include "image_cache.h"
 #include "log.h"
 #include "state_json.h"
+#include "snapshot.h"
 #include "storage.h"
 #include "util.h"
 
@@ -33,6 +35,8 @@ struct agent {
     struct img_cache *cache;
     struct storage *storage;
     struct reconciler *rc;
+    struct snap *snap;                /* Resize and snapshot disk work. */
+    struct console_report *consoles;  /* Console tails in the observed state. */
 
     struct desired_set desired;       /* Read by the pass in flight. */
     bool have_desired;
@@ -121,6 +125,12 @@ pass_work(uv_work_t *w)
         for (size_t i = 0; i < n; i++)
             a->state_counts[obs[i].state]++;
         a->observed_json = sj_observed(a->cfg.node, obs, n, a->desired.version);
+        char *with = a->observed_json && a->consoles
+                     ? console_report_add(a->consoles, a->observed_json, now_ms()) : NULL;
+        if (with) {
+            free(a->observed_json);
+            a->observed_json = with;
+        }
     }
     free(obs);
     if (a->cfg.image_max_age_s && a->cache) {
@@ -492,6 +502,16 @@ agent_start(uv_loop_t *loop, const struct agent_config *cfg, struct agent **out,
         return r;
     }
     struct rc_storage si = storage_interface(a->storage);
+    struct snap_config sc = { .image_url = cfg->image_url, .node_token = cfg->node_token };
+#ifdef NIMBUS_HAVE_CURL
+    sc.auth = a->img_http;
+#endif
+    if ((r = snap_new(&sc, a->storage, &a->snap)) ||
+        (r = console_report_new(a->storage, &a->consoles))) {
+        snprintf(err, errlen, "agent: %s", strerror(-r));
+        return r;
+    }
+    snap_attach(a->snap, &si);
     if ((r = rc_new(a->hv, &si, &cfg->rc, on_event, a, &a->rc))) {
         snprintf(err, errlen, "reconciler: %s", strerror(-r));
         return r;
@@ -608,6 +628,8 @@ agent_free(struct agent *a)
     chan_stop(a->chan);
 #endif
     rc_free(a->rc);
+    snap_free(a->snap);
+    console_report_free(a->consoles);
     storage_free(a->storage);
     img_cache_free(a->cache);
 #ifdef NIMBUS_HAVE_CURL

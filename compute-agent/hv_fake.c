@@ -3,6 +3,7 @@
 #include "hypervisor.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +28,27 @@ struct fake_inst {
     bool foreign;
     bool foreign_touched;
     char disk[256];
+    char console[512];           /* Its console log, "" for none. */
+    unsigned vcpus, ram_mb, disk_gb;
 };
+
+/* Appends one line to the instance's console log, as a guest would print
+ * it, so that console output can be tested end to end without a guest. */
+static void __attribute__((format(printf, 2, 3)))
+fake_console(const struct fake_inst *i, const char *fmt, ...)
+{
+    if (!i->console[0])
+        return;
+    FILE *f = fopen(i->console, "ae");
+    if (!f)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(f, fmt, ap);
+    va_end(ap);
+    fputc('\n', f);
+    fclose(f);
+}
 
 struct hv_fake {
     struct hypervisor up;
@@ -151,8 +172,17 @@ fake_create(struct hypervisor *hv, const struct hv_create_args *a, bool start)
         return -ENOMEM;
     snprintf(i->disk, sizeof i->disk, "%s", a->disk_path ? a->disk_path :
              a->rootfs_path ? a->rootfs_path : "");
-    if (start && i->a.power == POWER_SHUTOFF)
+    if (a->console_log && strlen(a->console_log) < sizeof i->console)
+        snprintf(i->console, sizeof i->console, "%s", a->console_log);
+    i->vcpus = a->d->vcpus;
+    i->ram_mb = a->d->ram_mb;
+    i->disk_gb = a->d->disk_gb;
+    fake_console(i, "nimbus-fake: %s defined with %u vcpus, %u MiB RAM, %u GiB disk",
+                 a->d->name, i->vcpus, i->ram_mb, i->disk_gb);
+    if (start && i->a.power == POWER_SHUTOFF) {
         i->a.power = POWER_RUNNING;
+        fake_console(i, "nimbus-fake: booted with %u vcpus, %u MiB RAM", i->vcpus, i->ram_mb);
+    }
     return 0;
 }
 
@@ -171,8 +201,11 @@ fake_create(struct hypervisor *hv, const struct hv_create_args *a, bool start)
     }
 
 FAKE_SIMPLE(fake_start, FOP_start,
-            if (i->a.power == POWER_SHUTOFF || i->a.power == POWER_CRASHED)
-                i->a.power = POWER_RUNNING)
+            if (i->a.power == POWER_SHUTOFF || i->a.power == POWER_CRASHED) {
+                i->a.power = POWER_RUNNING;
+                fake_console(i, "nimbus-fake: booted with %u vcpus, %u MiB RAM", i->vcpus,
+                             i->ram_mb);
+            })
 FAKE_SIMPLE(fake_pause, FOP_pause,
             if (i->a.power != POWER_RUNNING && i->a.power != POWER_PAUSED) return -EINVAL;
             i->a.power = POWER_PAUSED)
@@ -194,6 +227,8 @@ fake_stop(struct hypervisor *hv, const char *uuid, unsigned timeout_ms)
     struct fake_inst *i = fake_owned(f, uuid);
     if (!i)
         return -ENOENT;
+    if (i->a.power != POWER_SHUTOFF)
+        fake_console(i, "nimbus-fake: powered off");
     i->a.power = POWER_SHUTOFF;
     return 0;
 }
@@ -324,4 +359,15 @@ hv_fake_disk(struct hypervisor *hv, const char *uuid)
 {
     struct fake_inst *i = fake_find(fake_cast(hv), uuid);
     return i ? i->disk : NULL;
+}
+
+int
+hv_fake_flavor(struct hypervisor *hv, const char *uuid, unsigned *vcpus, unsigned *ram_mb)
+{
+    struct fake_inst *i = fake_owned(fake_cast(hv), uuid);
+    if (!i)
+        return -ENOENT;
+    *vcpus = i->vcpus;
+    *ram_mb = i->ram_mb;
+    return 0;
 }

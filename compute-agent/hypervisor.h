@@ -107,6 +107,9 @@ void hv_fake_add_foreign(struct hypervisor *hv, const char *uuid);
 bool hv_fake_foreign_intact(struct hypervisor *hv, const char *uuid);
 /* Number of calls of 'op' so far. */
 unsigned hv_fake_calls(struct hypervisor *hv, const char *op);
+/* The vCPUs and RAM of the last create() of 'uuid'; -ENOENT if unknown. */
+int hv_fake_flavor(struct hypervisor *hv, const char *uuid, unsigned *vcpus, unsigned *ram_mb)
+    __attribute__((warn_unused_result));
 /* The disk (or rootfs) path of the last create() of 'uuid', or NULL. */
 const char *hv_fake_disk(struct hypervisor *hv, const char *uuid);
 

@@ -68,6 +68,11 @@ struct inst_desired {
     uint64_t generation;
     char reboot[8];              /* "", "soft" or "hard": reboot when applying 'generation'. */
     bool deleted;                /* Delete now (no grace period). */
+    /* Work of 'generation' besides the power state: "" (none), "resize"
+     * (redefine with this flavor, grow the disk) or "snapshot" (copy the
+     * disk to image 'snapshot_image' of nimbus-image). */
+    char action[12];
+    char snapshot_image[64];
 };
 
 /* A whole desired state: every instance the node should have. */

@@ -180,6 +180,11 @@ rc_decide(struct rc_inst *ri, const struct inst_desired *d,
     if (a->generation < d->generation) {
         bool fresh = a->generation == 0;   /* Created, first generation not yet recorded. */
         struct rc_step s = power_step(a->power, d->power, d->reboot, fresh);
+        /* A created instance already has the flavor of the document. */
+        if (!strcmp(d->action, "resize") && !fresh)
+            s = step(RCA_RESIZE, true);
+        else if (!strcmp(d->action, "snapshot") && s.action == RCA_MARK)
+            s = step(RCA_SNAPSHOT, true);
         if (ri->state == RC_NEW || ri->state == RC_ERROR || ri->state == RC_DELETED)
             ri->state = fresh ? RC_BUILDING : state_of_power(a->power);
         return s;
@@ -273,6 +278,90 @@ find_actual(const struct inst_actual *v, size_t n, const char *uuid)
     return NULL;
 }
 
+/* Prepares the storage of 'd' and defines the instance from it (create,
+ * and redefinition after a resize), started when 'start'. */
+static int
+define(struct reconciler *rc, const struct inst_desired *d, bool start, char *err,
+       size_t errlen)
+{
+    struct rc_prepared p;
+    memset(&p, 0, sizeof p);
+    int r = rc->storage.prepare(rc->storage.ctx, d, &p, err, errlen);
+    if (r)
+        return r;
+    struct hv_create_args args = {
+        .d = d,
+        .inst_dir = p.inst_dir,
+        .disk_path = p.disk[0] ? p.disk : NULL,
+        .disk_format = p.disk_format[0] ? p.disk_format : "qcow2",
+        .kernel_path = p.kernel[0] ? p.kernel : NULL,
+        .ramdisk_path = p.ramdisk[0] ? p.ramdisk : NULL,
+        .rootfs_path = p.rootfs[0] ? p.rootfs : NULL,
+        .console_log = p.console_log,
+    };
+    r = rc->hv->class->create(rc->hv, &args, start);
+    if (r)
+        bfmt(err, errlen, "%s", rc->hv->err[0] ? rc->hv->err : strerror(-r));
+    return r;
+}
+
+/* Cold resize in place: the guest stops (ACPI, then forced), its disk
+ * grows, it is redefined with the flavor of the document and started
+ * again when it should run.  Each part is idempotent. */
+static int
+resize(struct reconciler *rc, const struct inst_desired *d, struct inst_actual *a,
+       char *err, size_t errlen)
+{
+    struct hypervisor *hv = rc->hv;
+    int r;
+    if (a->power != POWER_SHUTOFF && a->power != POWER_CRASHED && a->power != POWER_NOSTATE) {
+        if ((r = hv->class->stop(hv, d->uuid, rc->cfg.stop_timeout_ms))) {
+            bfmt(err, errlen, "stop: %s", hv->err[0] ? hv->err : strerror(-r));
+            return r;
+        }
+        a->power = POWER_SHUTOFF;
+    }
+    if (!rc->storage.grow) {
+        bfmt(err, errlen, "this node's storage cannot grow disks");
+        return -ENOTSUP;
+    }
+    if ((r = rc->storage.grow(rc->storage.action_ctx, d, err, errlen)))
+        return r;
+    return define(rc, d, d->power == POWER_RUNNING, err, errlen);
+}
+
+/* A snapshot: a running guest is paused only while its disk is copied. */
+static int
+snapshot(struct reconciler *rc, const struct inst_desired *d, const struct inst_actual *a,
+         char *err, size_t errlen)
+{
+    struct hypervisor *hv = rc->hv;
+    if (!rc->storage.snapshot || !rc->storage.upload) {
+        bfmt(err, errlen, "this node cannot take snapshots");
+        return -ENOTSUP;
+    }
+    bool paused = false;
+    int r;
+    if (a->power == POWER_RUNNING) {
+        if ((r = hv->class->pause(hv, d->uuid))) {
+            bfmt(err, errlen, "pause: %s", hv->err[0] ? hv->err : strerror(-r));
+            return r;
+        }
+        paused = true;
+    }
+    r = rc->storage.snapshot(rc->storage.action_ctx, d, err, errlen);
+    if (paused) {
+        int u = hv->class->unpause(hv, d->uuid);
+        if (u && !r) {
+            bfmt(err, errlen, "unpause: %s", hv->err[0] ? hv->err : strerror(-u));
+            r = u;
+        }
+    }
+    if (r)
+        return r;
+    return rc->storage.upload(rc->storage.action_ctx, d, err, errlen);
+}
+
 /* Carries out one step.  Returns 0 or -errno with 'err' set; on success
  * updates 'a' (a local copy) to what the instance should now be. */
 static int
@@ -290,32 +379,30 @@ execute(struct reconciler *rc, struct rc_inst *ri, const struct inst_desired *d,
     case RCA_NONE:
         return 0;
     case RCA_CREATE: {
-        struct rc_prepared p;
-        memset(&p, 0, sizeof p);
-        r = rc->storage.prepare(rc->storage.ctx, d, &p, err, errlen);
+        bool start = d->power != POWER_SHUTOFF;
+        r = define(rc, d, start, err, errlen);
         if (r)
             return r;
-        struct hv_create_args args = {
-            .d = d,
-            .inst_dir = p.inst_dir,
-            .disk_path = p.disk[0] ? p.disk : NULL,
-            .disk_format = p.disk_format[0] ? p.disk_format : "qcow2",
-            .kernel_path = p.kernel[0] ? p.kernel : NULL,
-            .ramdisk_path = p.ramdisk[0] ? p.ramdisk : NULL,
-            .rootfs_path = p.rootfs[0] ? p.rootfs : NULL,
-            .console_log = p.console_log,
-        };
-        bool start = d->power != POWER_SHUTOFF;
-        r = hv->class->create(hv, &args, start);
         after = start ? POWER_RUNNING : POWER_SHUTOFF;
         event = "created";
-        if (!r) {
-            *present = true;
-            bfmt(a->uuid, sizeof a->uuid, "%s", uuid);
-            a->generation = 0;
-        }
+        *present = true;
+        bfmt(a->uuid, sizeof a->uuid, "%s", uuid);
+        a->generation = 0;
         break;
     }
+    case RCA_RESIZE:
+        r = resize(rc, d, a, err, errlen);
+        if (r)
+            return r;
+        after = d->power == POWER_RUNNING ? POWER_RUNNING : POWER_SHUTOFF;
+        event = "resized";
+        break;
+    case RCA_SNAPSHOT:
+        r = snapshot(rc, d, a, err, errlen);
+        if (r)
+            return r;
+        event = "snapshot-uploaded";
+        break;
     case RCA_START:
         r = hv->class->start(hv, uuid);
         after = POWER_RUNNING;

@@ -8,6 +8,10 @@
  *   desired, generation newer   apply the wanted power state (start, stop,
  *                               reboot, pause, suspend...), then record the
  *                               generation in the instance's metadata
+ *   desired, generation newer   with action "resize": stop, grow the disk,
+ *   and an action              redefine with the new flavor, start again as
+ *                              wanted; "snapshot": pause a running guest,
+ *                              copy its disk, resume, upload the copy
  *   desired, generation applied nothing: a guest that powered itself off is
  *                               reported SHUTOFF, not restarted (Nova's rule)
  *   desired with deleted=true   destroy, remove storage
@@ -66,6 +70,8 @@ const char *rc_state_name(enum rc_state s);
     X(SUSPEND, "suspend")                                                  \
     X(RESUME, "resume")                                                    \
     X(MARK, "mark")             /* Only record the generation. */          \
+    X(RESIZE, "resize")         /* Stop, grow the disk, redefine, start. */ \
+    X(SNAPSHOT, "snapshot")     /* Copy the disk (paused), upload it. */   \
     X(DELETE, "delete")
 
 enum rc_action {
@@ -128,6 +134,16 @@ struct rc_storage {
     /* Uuids of the instances that have storage; *out malloc'd. */
     int (*list)(void *ctx, char (**out)[37], size_t *n);
     void *ctx;
+    /* Optional actions (NULL: the action fails with -ENOTSUP), called with
+     * 'action_ctx'.  grow: makes the instance's disk at least d->disk_gb,
+     * never smaller, keeping its data (resize).  snapshot: copies the disk
+     * as it is now to a file of the instance (the caller pauses a running
+     * guest around it); upload: sends that copy to image
+     * d->snapshot_image and removes it. */
+    int (*grow)(void *ctx, const struct inst_desired *d, char *err, size_t errlen);
+    int (*snapshot)(void *ctx, const struct inst_desired *d, char *err, size_t errlen);
+    int (*upload)(void *ctx, const struct inst_desired *d, char *err, size_t errlen);
+    void *action_ctx;
 };
 
 /* What the agent reports for one instance. */

@@ -213,6 +213,22 @@ parse_instance(json_t *o, struct inst_desired *d, size_t idx, char *err, size_t 
         snprintf(err, errlen, "%s: reboot must be \"soft\" or \"hard\"", what);
         return -EINVAL;
     }
+    /* The action of this generation (resize, snapshot), when any. */
+    if ((r = get_str(o, "action", d->action, sizeof d->action, false, what, err, errlen)))
+        return r;
+    if (d->action[0] && strcmp(d->action, "resize") && strcmp(d->action, "snapshot")) {
+        snprintf(err, errlen, "%s: action must be \"\", \"resize\" or \"snapshot\"", what);
+        return -EINVAL;
+    }
+    json_t *snap = json_object_get(o, "snapshot");
+    if (!strcmp(d->action, "snapshot") &&
+        (!json_is_object(snap) ||
+         (r = get_str(snap, "image_id", d->snapshot_image, sizeof d->snapshot_image, true,
+                      what, err, errlen)) ||
+         strspn(d->snapshot_image, "0123456789abcdef-") != strlen(d->snapshot_image))) {
+        snprintf(err, errlen, "%s: a snapshot needs snapshot.image_id (a uuid)", what);
+        return -EINVAL;
+    }
     return 0;
 }
 

@@ -866,6 +866,24 @@ static const struct action_def actions[] = {
 };
 
 static void
+create_image_done(http_request *req, struct api_req *ar, db_result *res, void *arg)
+{
+    (void)ar;
+    (void)arg;
+    const char *c = db_rows(res) > 0 ? db_getn(res, 0, "code") : NULL;
+    int code = c ? atoi(c) : 500;
+    if (code >= 400) {
+        const char *msg = db_getn(res, 0, "message");
+        api_error(req, code, "%s", msg ? msg : http_status_text(code));
+        return;
+    }
+    const char *loc = db_getn(res, 0, "location");
+    if (loc && loc[0])
+        http_resp_header(req, "Location", loc);
+    (void)http_respond(req, 202, NULL, NULL, 0);
+}
+
+static void
 servers_action(http_request *req, struct api_req *ar)
 {
     if (compute_version_check(req) < 0 || api_authenticate(req, ar) < 0)
@@ -903,9 +921,14 @@ servers_action(http_request *req, struct api_req *ar)
                       NULL, NULL) < 0)
         goto out;
     if (!strcmp(def->name, "createImage")) {
-        api_error(req, 501, "createImage is not available yet: snapshots need the image "
-                  "service integration.");
-        goto out;
+        v = json_object_get(args, "name");
+        if (!v || !json_is_string(v) || !name_valid(json_string_value(v))) {
+            api_error(req, 400, "Invalid input for field/attribute name.");
+            goto out;
+        }
+        v = json_object_get(args, "metadata");
+        if (v && check_metadata(req, v) < 0)
+            goto out;
     }
     if (!strcmp(def->name, "resize")) {
         char buf[256];
@@ -938,8 +961,15 @@ servers_action(http_request *req, struct api_req *ar)
         if (v && !json_is_null(v)) {
             if (json_is_integer(v))
                 n = (long)json_integer_value(v);
-            else if (json_is_string(v) && *json_string_value(v))
-                n = strtol(json_string_value(v), NULL, 10);
+            else if (json_is_string(v) && *json_string_value(v)) {
+                /* Nova's schema: an integer, or a string of digits. */
+                char *end;
+                errno = 0;
+                n = strtol(json_string_value(v), &end, 10);
+                if (*end || errno)
+                    n = -2;
+            } else
+                n = -2;
             if (n < -1 || n > 100000) {
                 api_error(req, 400, "Invalid input for field/attribute length.");
                 goto out;
@@ -965,6 +995,18 @@ servers_action(http_request *req, struct api_req *ar)
     p[6] = compute_json_text(req, c);
     p[7] = compute_dup(req, pass);
     json_decref(c);
+    if (!strcmp(def->name, "createImage")) {
+        /* 202 with the new image's address in Location (Nova at 2.1). */
+        compute_query(req,
+            "SELECT (r->>'code')::int AS code, r->>'message' AS message,"
+            " CASE WHEN r ? 'image_id' THEN rtrim(coalesce((SELECT e.url FROM endpoints e"
+            "   JOIN services s ON s.id = e.service_id WHERE s.type = 'image'"
+            "   AND e.interface = 'public' AND e.enabled ORDER BY e.id LIMIT 1), ''), '/')"
+            "   || '/v2/images/' || (r->>'image_id') END AS location"
+            " FROM (SELECT compute_server_action($4::uuid, $5, $6::jsonb, $7::jsonb) AS r) x",
+            7, p, create_image_done, NULL);
+        goto out;
+    }
     compute_run(req,
         "SELECT (r->>'code')::int AS code, r->>'message' AS message,"
         " CASE WHEN r ? 'output' THEN jsonb_build_object('output', r->'output')"

@@ -2,9 +2,12 @@
 nimbus-image (aki/ari/ami with kernel_id/ramdisk_id/os_command_line), a
 server created through the Compute API, placed by nimbus-scheduler, booted
 by nimbus-compute with libvirt + QEMU from images it downloads over HTTP;
-the guest's console (through the agent's console endpoint, which
-os-getConsoleOutput will proxy to) shows it booted; delete removes the
-domain.  Exits 77 (skipped) without root, libvirtd or the test guest."""
+the guest's console shows it booted, through the agent's console endpoint,
+os-getConsoleOutput and `openstack console log show` (the agent pushes
+console tails in its observed reports); a cold resize redefines the domain
+with the new vCPUs and RAM and grows its disk, the guest boots again, and
+revertResize brings the old flavor back; createImage uploads the guest's
+disk to nimbus-image as a qcow2 snapshot; delete removes the domain.  Exits 77 (skipped) without root, libvirtd or the test guest."""
 import atexit
 import os
 import signal
@@ -162,6 +165,68 @@ if sid:
             return False
 
     wait_for("the guest's console shows it booted", console, 600)
+
+    def api_console(length=None):
+        b = {} if length is None else {'length': length}
+        st, _, r = api.req('POST', f'/servers/{sid}/action', {'os-getConsoleOutput': b})
+        return r['output'] if st == 200 else ''
+
+    wait_for('os-getConsoleOutput shows the guest\'s boot messages',
+             lambda: 'nimbus-guest: ready' in api_console(), 30)
+    conf = cloud.clouds_yaml()
+    env = {k: v for k, v in os.environ.items() if not k.startswith('OS_')}
+    env.update(OS_CLIENT_CONFIG_FILE=conf, OS_CLOUD='test')
+    r = subprocess.run(['/usr/bin/openstack', 'console', 'log', 'show', '--lines', '40', sid],
+                       env=env, capture_output=True, text=True, timeout=120)
+    check(r.returncode == 0 and 'nimbus-guest: ready' in r.stdout,
+          f'openstack console log show --lines 40 prints it ({r.returncode} {r.stderr[-300:]})')
+
+    def domain_xml():
+        return subprocess.run(VIRSH + ['dumpxml', '--inactive', 'nimbus-' + sid],
+                              capture_output=True, text=True).stdout
+
+    def booted_again():
+        # The log is appended to: a new boot adds a second "ready" line.
+        return api_console().count('nimbus-guest: ready') >= boots + 1
+
+    # ---- Cold resize on this host, then revert.
+    sql(cloud, "INSERT INTO flavors (id, name, vcpus, ram, disk) VALUES ('q2', 'q2', 2, 640, 2)")
+    boots = api_console().count('nimbus-guest: ready')
+    st, _, b = api.req('POST', f'/servers/{sid}/action', {'resize': {'flavorRef': 'q2'}})
+    check(st == 202, f'resize to 2 vCPUs, 640 MiB, 2 GiB ({st} {b})')
+    wait_for('VERIFY_RESIZE', lambda: status(sid) == 'VERIFY_RESIZE', 120)
+    x = domain_xml()
+    check("<vcpu placement='static'>2</vcpu>" in x and '655360' in x,
+          'the domain is redefined with 2 vCPUs and 640 MiB')
+    disk = os.path.join(state, 'instances', sid, 'disk.qcow2')
+    info = subprocess.run(['qemu-img', 'info', '-U', '--output=json', disk],
+                          capture_output=True, text=True).stdout
+    check('"virtual-size": 2147483648' in info, 'its disk grew to 2 GiB')
+    wait_for('the resized guest booted again', booted_again, 300)
+    boots = api_console().count('nimbus-guest: ready')
+    st, _, _ = api.req('POST', f'/servers/{sid}/action', {'revertResize': None})
+    check(st == 202, 'revertResize 202')
+    wait_for('revert -> ACTIVE', lambda: status(sid) == 'ACTIVE', 120)
+    x = domain_xml()
+    check("<vcpu placement='static'>1</vcpu>" in x and '524288' in x,
+          'the domain has 1 vCPU and 512 MiB again')
+    wait_for('and booted again', booted_again, 300)
+
+    # ---- Snapshot of the running guest into nimbus-image.
+    st, h, _ = api.req('POST', f'/servers/{sid}/action', {'createImage': {'name': 'guest-snap'}})
+    snap = h.get('location', '').rsplit('/', 1)[-1]
+    check(st == 202 and snap, f'createImage 202 ({st})')
+
+    def snap_status():
+        st, _, b = cloud.img('GET', f'/v2/images/{snap}', tok)
+        return b.get('status') if st == 200 else st
+
+    wait_for('the snapshot image becomes active', lambda: snap_status() == 'active', 120)
+    st, _, b = cloud.img('GET', f'/v2/images/{snap}', tok)
+    check(b.get('disk_format') == 'ami' and b.get('kernel_id') == kernel
+          and b.get('image_type') == 'snapshot',
+          'an ami like its base, with the same kernel, marked as a snapshot')
+    check(status(sid) == 'ACTIVE', 'the guest runs on (paused only while its disk was copied)')
     st, _, _ = api.req('DELETE', f'/servers/{sid}')
     check(st == 204, 'delete 204')
     wait_for('deleted: 404', lambda: status(sid) == 404, 120)

@@ -1,0 +1,304 @@
+"""Server actions carried out by the agent, end to end with the fake
+hypervisor: nimbus-api + nimbus-scheduler + nimbus-compute (http source,
+real image cache and qcow2 overlays, base image from nimbus-image).
+
+- os-getConsoleOutput answers the instance's own console log, pushed by
+  the agent in its observed reports (the fake hypervisor prints a line per
+  boot with the flavor it booted with), whole and with `length`.
+- resize (same host) -> RESIZE -> VERIFY_RESIZE with the guest redefined
+  with the new flavor and its overlay grown; revertResize -> the old
+  flavor; resize + confirmResize -> the new one; the node's usage holds
+  the larger flavor while unconfirmed; quota and bad input refused.
+- createImage -> 202 with Location; a queued image owned by the project
+  becomes active with the overlay flattened to qcow2 (uploaded by the
+  agent), task image_snapshot -> none.
+- another project sees 404 for all of it; delete during VERIFY_RESIZE
+  gives everything back."""
+import atexit
+import hashlib
+import os
+import subprocess
+import sys
+import time
+
+import compute_lib
+from compute_lib import NET, Compute, Schedulers, check, done, nt, sql
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'image'))
+from image_test import ImageCloud  # noqa: E402
+
+NODE = 'actions-node-1'
+
+cloud = ImageCloud()
+compute_lib.seed(cloud)
+tok, body = cloud.token()
+admin_project = body['token']['project']['id']
+api = Compute(cloud, tok)
+for r in ('instances', 'cores', 'ram'):
+    sql(cloud, f"INSERT INTO quotas VALUES ('{admin_project}', '{r}', -1)")
+sql(cloud, "INSERT INTO flavors (id, name, vcpus, ram, disk) VALUES "
+           "('r2', 'r2.small', 2, 1024, 2), ('r4', 'r4.big', 4, 1024, 2)")
+
+token_file = os.path.join(cloud.dir, 'node.token')
+cloud.manage('node', 'add', NODE, '--output', token_file)
+
+data = bytes(range(256)) * 4096        # 1 MiB raw base image
+IMAGE = cloud.create_image(tok, name='blank', min_ram=0)['id']
+st, _ = cloud.upload(tok, IMAGE, data)
+check(st == 204, f'base image uploaded ({st})')
+state_dir = os.path.join(cloud.dir, 'agent-state')
+agent_conf = os.path.join(cloud.dir, 'agent.conf')
+with open(agent_conf, 'w') as f:
+    f.write(f"""[agent]
+node = {NODE}
+state_dir = {state_dir}
+image_source_dir = {cloud.dir}/no-such-dir
+image_fetch = http
+image_url = http://127.0.0.1:{cloud.image_port}
+image_auth_url = {cloud.url('identity', '/v3')}
+image_username = admin
+image_password = {nt.ADMIN_PASSWORD}
+image_project = admin
+reconcile_interval = 1
+delete_grace = 5
+listen = 127.0.0.1
+port = 0
+[hypervisor]
+type = fake
+[source]
+type = http
+api_url = {cloud.url('compute', '/agent/v1')}
+node_token_file = {token_file}
+poll_wait = 20
+heartbeat = 1
+""")
+agent_log = os.path.join(cloud.dir, 'agent.log')
+log = open(agent_log, 'ab')
+wrapper = os.environ.get('NIMBUS_API_WRAPPER', '').split()
+agent = subprocess.Popen(wrapper + [os.path.join(nt.BUILD, 'compute-agent/nimbus-compute'),
+                                    '--config', agent_conf], stdout=log, stderr=log)
+scheds = Schedulers(cloud, 1)
+
+
+def cleanup():
+    if agent.poll() is None:
+        agent.kill()
+    for p in scheds.procs:
+        if p.poll() is None:
+            p.kill()
+
+
+atexit.register(cleanup)
+
+
+def agent_log_tail():
+    with open(agent_log, 'rb') as f:
+        return f.read().decode(errors='replace')[-3000:]
+
+
+def wait_for(what, fn, timeout=15):
+    t0 = time.time()
+    v = None
+    while time.time() < t0 + timeout:
+        if agent.poll() is not None:
+            check(False, f'{what}: nimbus-compute exited with {agent.returncode}\n'
+                  + agent_log_tail())
+            return None
+        v = fn()
+        if v:
+            check(True, f'{what} ({time.time() - t0:.1f}s)')
+            return v
+        time.sleep(0.1)
+    check(False, f'{what} (last: {v!r})')
+    return None
+
+
+def server(sid, a=None):
+    st, _, b = (a or api).req('GET', f'/servers/{sid}')
+    return b['server'] if st == 200 else st
+
+
+def status_is(sid, want):
+    def f():
+        s = server(sid)
+        got = s if isinstance(s, int) else (s['status'], s['OS-EXT-STS:task_state'])
+        return got == want or got == (want, None)
+    return f
+
+
+def act(sid, body, a=None):
+    return (a or api).req('POST', f'/servers/{sid}/action', body)
+
+
+def used():
+    return sql(cloud, f"""SELECT vcpus_used || '/' || memory_mb_used || '/' || local_gb_used
+                          FROM compute_nodes WHERE hypervisor_hostname = '{NODE}'""")
+
+
+def console(sid, length=None):
+    b = {'os-getConsoleOutput': {} if length is None else {'length': length}}
+    st, _, r = act(sid, b)
+    return r['output'] if st == 200 else st
+
+
+wait_for('the agent registers', lambda: sql(cloud, f"""SELECT count(*) FROM compute_nodes
+    WHERE hypervisor_hostname = '{NODE}'""") == '1')
+st, _, b = api.req('POST', '/servers', {'server': {'name': 'vm1', 'imageRef': IMAGE,
+                                                  'flavorRef': '1', 'networks': [{'uuid': NET}]}})
+check(st == 202, f'server create 202 ({st} {b})')
+sid = b['server']['id']
+wait_for('vm1 ACTIVE', status_is(sid, 'ACTIVE'))
+
+# ---- Console output: the agent's console log of the instance.
+out = wait_for('os-getConsoleOutput shows the boot line the guest printed',
+               lambda: isinstance(console(sid), str)
+               and 'nimbus-fake: booted with 1 vcpus, 512 MiB RAM' in console(sid) and console(sid))
+check(out and out.splitlines()[0].startswith('nimbus-fake: vm1 defined with 1 vcpus'),
+      'the whole log, from its first line')
+# Nova's tail: the log split at newlines, the last 'length' pieces joined
+# (the log ends with a newline, so its last piece is empty).
+check(console(sid, 2) == 'nimbus-fake: booted with 1 vcpus, 512 MiB RAM\n',
+      f'length=2: the last line only ({console(sid, 2)!r})')
+check(console(sid, '2') == console(sid, 2), 'length as a string, as novaclient sends it')
+check(console(sid, 'x2') == 400 and console(sid, -5) == 400, 'a bad length answers 400')
+check(act(sid, {'os-stop': None})[0] == 202, 'os-stop')
+wait_for('SHUTOFF', status_is(sid, 'SHUTOFF'))
+wait_for('the console log follows the guest (powered off)',
+         lambda: str(console(sid)).rstrip('\n').endswith('nimbus-fake: powered off'))
+check(act(sid, {'os-start': None})[0] == 202, 'os-start')
+wait_for('ACTIVE again', status_is(sid, 'ACTIVE'))
+
+# ---- Resize, revert.
+check(used() == '1/512/1', f'node usage of flavor 1 ({used()})')
+st, _, b = act(sid, {'resize': {'flavorRef': 'r2'}})
+check(st == 202, f'resize accepted ({st} {b})')
+s = server(sid)
+check(s['status'] == 'RESIZE' or s['status'] == 'VERIFY_RESIZE',
+      f'status RESIZE right after ({s["status"]}, {s["OS-EXT-STS:task_state"]})')
+check(used() == '2/1024/2', f'the node claims the new flavor ({used()})')
+wait_for('resize -> VERIFY_RESIZE', status_is(sid, 'VERIFY_RESIZE'))
+s = server(sid)
+check(s['flavor']['id'] == 'r2', 'the server shows the new flavor')
+wait_for('the guest was redefined and booted with the new flavor (its console says so)',
+         lambda: 'booted with 2 vcpus, 1024 MiB RAM' in str(console(sid)))
+disk = os.path.join(state_dir, 'instances', sid, 'disk.qcow2')
+
+
+def vsize():
+    r = subprocess.run(['qemu-img', 'info', '-U', '--output=json', disk],
+                       capture_output=True, text=True)
+    import json
+    return json.loads(r.stdout)['virtual-size'] if r.returncode == 0 else r.stderr
+
+
+check(vsize() == 2 << 30, f'the overlay grew to the new flavor\'s 2 GiB ({vsize()})')
+check(act(sid, {'os-stop': None})[0] == 409, 'VERIFY_RESIZE: os-stop refused (409)')
+check(act(sid, {'resize': {'flavorRef': 'r4'}})[0] == 409, 'VERIFY_RESIZE: resize again 409')
+st, _, b = act(sid, {'revertResize': None})
+check(st == 202, f'revertResize accepted ({st} {b})')
+wait_for('revert -> ACTIVE', status_is(sid, 'ACTIVE'))
+check(server(sid)['flavor']['id'] == '1', 'the old flavor is back')
+wait_for('the guest booted with the old flavor again',
+         lambda: str(console(sid)).rstrip('\n').endswith('booted with 1 vcpus, 512 MiB RAM'))
+check(used() == '1/512/1', f'the node is back to the old usage ({used()})')
+check(act(sid, {'confirmResize': None})[0] == 409, 'confirmResize when not resized: 409')
+
+# ---- Resize, confirm (stopped: stays stopped, as Nova does).
+check(act(sid, {'os-stop': None})[0] == 202, 'os-stop')
+wait_for('SHUTOFF', status_is(sid, 'SHUTOFF'))
+check(act(sid, {'resize': {'flavorRef': 'r2'}})[0] == 202, 'resize of a stopped server')
+wait_for('VERIFY_RESIZE', status_is(sid, 'VERIFY_RESIZE'))
+check(server(sid)['OS-EXT-STS:power_state'] == 4, 'still powered off')
+st, _, _ = act(sid, {'confirmResize': None})
+check(st == 204, f'confirmResize 204 ({st})')
+s = server(sid)
+check((s['status'], s['flavor']['id']) == ('SHUTOFF', 'r2'), f'SHUTOFF with the new flavor ({s["status"]})')
+check(used() == '2/1024/2', f'the node keeps the new usage only ({used()})')
+check(act(sid, {'os-start': None})[0] == 202, 'os-start')
+wait_for('ACTIVE with the new flavor, booted with 2 vcpus',
+         lambda: status_is(sid, 'ACTIVE')() and
+         str(console(sid)).rstrip('\n').endswith('booted with 2 vcpus, 1024 MiB RAM'))
+
+# ---- Bad resizes.
+for body, code, what in (({'resize': {'flavorRef': 'r2'}}, 400, 'same flavor'),
+                         ({'resize': {'flavorRef': '1'}}, 400, 'a smaller disk'),
+                         ({'resize': {'flavorRef': 'nope'}}, 400, 'unknown flavor'),
+                         ({'resize': {}}, 400, 'no flavorRef'),
+                         ({'resize': None}, 400, 'null body')):
+    st, _, b = act(sid, body)
+    check(st == code and 'badRequest' in (b or {}), f'resize to {what}: {code} ({st} {b})')
+sql(cloud, f"UPDATE quotas SET hard_limit = 3 WHERE project_id = '{admin_project}' AND resource = 'cores'")
+st, _, b = act(sid, {'resize': {'flavorRef': 'r4'}})
+check(st == 403 and 'Quota exceeded for cores' in str(b), f'resize over the cores quota: 403 ({st} {b})')
+sql(cloud, f"UPDATE quotas SET hard_limit = -1 WHERE project_id = '{admin_project}' AND resource = 'cores'")
+check(server(sid)['status'] == 'ACTIVE', 'refused resizes change nothing')
+
+# ---- Another project: 404.
+_, ptok = compute_lib.make_project(cloud, tok, 'other')
+other = Compute(cloud, ptok)
+for body in ({'resize': {'flavorRef': 'r4'}}, {'createImage': {'name': 'x'}},
+             {'os-getConsoleOutput': {}}, {'confirmResize': None}):
+    st, _, _ = act(sid, body, other)
+    check(st == 404, f'another project: {list(body)[0]} 404 ({st})')
+
+# ---- Snapshot.
+for body in ({'createImage': {}}, {'createImage': {'name': ''}},
+             {'createImage': {'name': 'x', 'metadata': {'k': 5}}}):
+    st, _, b = act(sid, body)
+    check(st == 400, f'createImage {body["createImage"]}: 400 ({st})')
+st, h, b = act(sid, {'createImage': {'name': 'snap1', 'metadata': {'purpose': 'test'}}})
+check(st == 202 and '/v2/images/' in h.get('location', ''),
+      f'createImage 202 with Location ({st} {h.get("location")})')
+snap = h.get('location', '').rsplit('/', 1)[-1]
+s = server(sid)
+check(s['OS-EXT-STS:task_state'] in ('image_snapshot', None), 'task image_snapshot')
+check(act(sid, {'createImage': {'name': 'again'}})[0] in (409, 202), 'a second snapshot')
+
+
+def image():
+    st, _, b = cloud.img('GET', f'/v2/images/{snap}', tok)
+    return b if st == 200 else st
+
+
+im = image()
+check(isinstance(im, dict) and im['owner'] == admin_project and im['visibility'] == 'private'
+      and im.get('image_type') == 'snapshot' and im.get('instance_uuid') == sid
+      and im.get('base_image_ref') == IMAGE and im.get('purpose') == 'test'
+      and im['disk_format'] == 'qcow2', f'a snapshot image of the project ({im})')
+wait_for('the agent uploaded it: image active', lambda: (image() or {}).get('status') == 'active',
+         timeout=30)
+wait_for('task back to none', status_is(sid, 'ACTIVE'))
+st, _, raw = cloud.img('GET', f'/v2/images/{snap}/file', tok, raw=True)
+check(st == 200 and raw[:4] == b'QFI\xfb', f'its data is a qcow2 file ({st}, {raw[:4]!r})')
+path = os.path.join(cloud.dir, 'snap.qcow2')
+with open(path, 'wb') as f:
+    f.write(raw)
+r = subprocess.run(['qemu-img', 'info', '--output=json', path], capture_output=True, text=True)
+import json  # noqa: E402
+info = json.loads(r.stdout) if r.returncode == 0 else {}
+check(info.get('virtual-size') == 2 << 30 and 'backing-filename' not in info,
+      f'flattened (no backing file), the 2 GiB disk ({info.get("virtual-size")})')
+r = subprocess.run(['qemu-img', 'dd', '-f', 'qcow2', '-O', 'raw', 'bs=1M', 'count=1',
+                    f'if={path}', f'of={path}.raw'], capture_output=True)
+check(r.returncode == 0 and hashlib.sha512(open(f'{path}.raw', 'rb').read()).hexdigest()
+      == hashlib.sha512(data).hexdigest(), 'holding the base image\'s bytes')
+check(not os.path.exists(os.path.join(state_dir, 'instances', sid, 'snapshot.qcow2')),
+      'the agent removed its local copy')
+
+# ---- Delete during VERIFY_RESIZE gives everything back.
+check(act(sid, {'resize': {'flavorRef': 'r4'}})[0] == 202, 'resize to r4')
+wait_for('VERIFY_RESIZE', status_is(sid, 'VERIFY_RESIZE'))
+check(used() == '4/1024/2', f'usage of the larger flavor ({used()})')
+st, _, _ = api.req('DELETE', f'/servers/{sid}')
+check(st == 204, 'delete during VERIFY_RESIZE')
+wait_for('gone', lambda: server(sid) == 404)
+check(used() == '0/0/0', f'the node has all its resources back ({used()})')
+
+agent.terminate()
+agent.wait(30)
+scheds.stop()
+cloud.stop()
+if compute_lib.failures:
+    print('---- agent log\n' + agent_log_tail())
+    print('---- api log\n' + cloud.log_tail(60))
+done()
