@@ -632,7 +632,7 @@ class ImageLimits(unittest.TestCase):
 
 
 class BigUpload(unittest.TestCase):
-    """A large streamed upload (NIMBUS_IMAGE_BIG_MB, default 1024 MiB)
+    """A large streamed upload (NIMBUS_IMAGE_BIG_MB, default 2048 MiB)
     keeps nimbus-image's RSS flat; the download is byte-identical (by
     digest)."""
 
@@ -650,7 +650,7 @@ class BigUpload(unittest.TestCase):
             raise AssertionError(f'nimbus-image exited with {rc}:\n{log}')
 
     def test_big_streamed_upload_flat_rss(self):
-        mib = int(os.environ.get('NIMBUS_IMAGE_BIG_MB', '1024'))
+        mib = int(os.environ.get('NIMBUS_IMAGE_BIG_MB', '2048'))
         img = self.c.create_image(self.tok, name='big')
         pid = self.c.image_pid()
         rss0 = it.vm_rss_kib(pid)
