@@ -713,7 +713,7 @@ download_loaded(http_request *req, struct img_req *ir, db_result *res, void *arg
     const char *vis = db_getn(res, 0, "visibility");
     const char *target = (!strcmp(vis, "public") || !strcmp(vis, "community") ||
                           strcmp(owner, ir->project)) ? NULL : owner;
-    if (auth_policy_check("image:download", ir->tok, target, NULL) < 0) {
+    if (!ir->node && auth_policy_check("image:download", ir->tok, target, NULL) < 0) {
         img_error(req, 403, "You are not authorized to download this image.");
         return;
     }
@@ -808,6 +808,13 @@ image_download(http_request *req, struct img_req *ir)
                   download_loaded, NULL);
         return;
     }
+    if (ir->node) {
+        p[1] = ir->node;
+        img_query(req, arena_printf(mem, "SELECT " IMG_COLUMNS " FROM images i WHERE "
+                                    "i.id = $1 AND " IMG_NODE_SQL, 2),
+                  2, p, download_loaded, NULL);
+        return;
+    }
     char *sql = arena_printf(mem, "SELECT " IMG_COLUMNS " FROM images i WHERE i.id = $1 AND "
                              IMG_VISIBLE_SQL, 2, 2);
     img_query(req, sql, 2, p, download_loaded, NULL);
@@ -817,6 +824,7 @@ void
 img_data_register(struct img_ctx *ctx)
 {
     struct http_route_opts stream = { .flags = HTTP_ROUTE_STREAM, .max_body_bytes = 0 };
-    img_route(ctx, "PUT", "/v2/images/{id}/file", image_upload, true, &stream);
-    img_route(ctx, "GET", "/v2/images/{id}/file", image_download, true, NULL);
+    img_route(ctx, "PUT", "/v2/images/{id}/file", image_upload, IMG_AUTH_TOKEN, &stream);
+    img_route(ctx, "GET", "/v2/images/{id}/file", image_download,
+              IMG_AUTH_TOKEN | IMG_AUTH_NODE, NULL);
 }

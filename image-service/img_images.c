@@ -387,6 +387,12 @@ load_visible(http_request *req, struct img_req *ir, const char *id, img_query_cb
         img_query(req, "SELECT " IMG_COLUMNS " FROM images i WHERE i.id = $1", 1, p, cb, arg);
         return;
     }
+    if (ir->node) {
+        p[1] = ir->node;
+        img_query(req, arena_printf(mem, "SELECT " IMG_COLUMNS " FROM images i WHERE "
+                                    "i.id = $1 AND " IMG_NODE_SQL, 2), 2, p, cb, arg);
+        return;
+    }
     p[1] = ir->project;
     char *sql = arena_printf(mem, "SELECT " IMG_COLUMNS " FROM images i WHERE i.id = $1 AND "
                              IMG_VISIBLE_SQL, 2, 2);
@@ -406,7 +412,7 @@ shown(http_request *req, struct img_req *ir, db_result *res, void *arg)
 static void
 image_show(http_request *req, struct img_req *ir)
 {
-    if (auth_policy_check("image:get", ir->tok, NULL, NULL) < 0) {
+    if (!ir->node && auth_policy_check("image:get", ir->tok, NULL, NULL) < 0) {
         img_error(req, 403, "You are not authorized to read images.");
         return;
     }
@@ -1041,11 +1047,11 @@ image_reactivate(http_request *req, struct img_req *ir)
 void
 img_images_register(struct img_ctx *ctx)
 {
-    img_route(ctx, "POST", "/v2/images", image_create, true, NULL);
-    img_route(ctx, "GET", "/v2/images", image_list, true, NULL);
-    img_route(ctx, "GET", "/v2/images/{id}", image_show, true, NULL);
-    img_route(ctx, "PATCH", "/v2/images/{id}", image_patch, true, NULL);
-    img_route(ctx, "DELETE", "/v2/images/{id}", image_delete, true, NULL);
-    img_route(ctx, "POST", "/v2/images/{id}/actions/deactivate", image_deactivate, true, NULL);
-    img_route(ctx, "POST", "/v2/images/{id}/actions/reactivate", image_reactivate, true, NULL);
+    img_route(ctx, "POST", "/v2/images", image_create, IMG_AUTH_TOKEN, NULL);
+    img_route(ctx, "GET", "/v2/images", image_list, IMG_AUTH_TOKEN, NULL);
+    img_route(ctx, "GET", "/v2/images/{id}", image_show, IMG_AUTH_TOKEN | IMG_AUTH_NODE, NULL);
+    img_route(ctx, "PATCH", "/v2/images/{id}", image_patch, IMG_AUTH_TOKEN, NULL);
+    img_route(ctx, "DELETE", "/v2/images/{id}", image_delete, IMG_AUTH_TOKEN, NULL);
+    img_route(ctx, "POST", "/v2/images/{id}/actions/deactivate", image_deactivate, IMG_AUTH_TOKEN, NULL);
+    img_route(ctx, "POST", "/v2/images/{id}/actions/reactivate", image_reactivate, IMG_AUTH_TOKEN, NULL);
 }

@@ -631,6 +631,114 @@ class ImageLimits(unittest.TestCase):
         self.assertEqual((b['status'], b['size']), ('active', 1 << 20))
 
 
+class NodeCredential(unittest.TestCase):
+    """A compute node reads, with its node credential (nimbus-manage node
+    add; Authorization: Bearer), the metadata and data of the active images
+    of instances scheduled to it (and their kernel and ramdisk), and
+    nothing else."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.c = it.ImageCloud()
+        cls.admin = cls.c.admin_token()
+        cls.cred = {}
+        for node in ('node-a', 'node-b'):
+            path = os.path.join(cls.c.dir, node + '.cred')
+            cls.c.manage('node', 'add', node, '--output', path)
+            with open(path) as f:
+                cls.cred[node] = f.read().strip()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.c.stop_image()
+        log = cls.c.image_log_tail(80)
+        cls.c.close()
+        if rc != 0:
+            raise AssertionError(f'nimbus-image exited with {rc}:\n{log}')
+
+    def node_req(self, method, path, node='node-a', secret=None, body=None, headers=None):
+        h = {'Authorization': 'Bearer ' + (secret if secret is not None else self.cred[node])}
+        h.update(headers or {})
+        return self.c.request('image', method, path, body, headers=h, raw=True)
+
+    def schedule(self, image_id, node):
+        """An instance of 'image_id' placed on 'node' (the row the scheduler
+        writes)."""
+        sid = str(uuid.uuid4())
+        it.nt.psql(self.c.conninfo,
+                   "INSERT INTO instances (uuid, name, project_id, user_id, image_ref, "
+                   "flavor_id, vcpus, memory_mb, root_gb, reservation_id, host, node) VALUES "
+                   f"('{sid}', 'vm', 'p', 'u', '{image_id}', '1', 1, 64, 1, 'r-1', "
+                   f"'{node}', '{node}')")
+        return sid
+
+    def active_image(self, data, **attrs):
+        img = self.c.create_image(self.admin, visibility='private', **attrs)
+        st, b = self.c.upload(self.admin, img['id'], data)
+        self.assertEqual(st, 204, b)
+        return img['id']
+
+    def test_node_reads_images_of_its_instances(self):
+        kernel = os.urandom(4096)
+        kid = self.active_image(kernel, disk_format='aki', container_format='aki')
+        data = os.urandom(300000)
+        iid = self.active_image(data, kernel_id=kid)
+        other = self.active_image(b'x' * 1000)
+        self.schedule(iid, 'node-a')
+        st, h, b = self.node_req('GET', f'/v2/images/{iid}')
+        self.assertEqual(st, 200, b)
+        self.assertEqual(json.loads(b)['checksum'], it.md5(data))
+        st, h, b = self.node_req('GET', f'/v2/images/{iid}/file')
+        self.assertEqual((st, it.md5(b)), (200, it.md5(data)))
+        st, h, b = self.node_req('GET', f'/v2/images/{kid}/file')
+        self.assertEqual((st, b), (200, kernel), 'the kernel of an instance on the node')
+        # Another node, or an image no instance on the node uses: 404 (as
+        # for any image the caller cannot see).
+        st, _, _ = self.node_req('GET', f'/v2/images/{iid}/file', node='node-b')
+        self.assertEqual(st, 404)
+        st, _, _ = self.node_req('GET', f'/v2/images/{other}', node='node-a')
+        self.assertEqual(st, 404)
+
+    def test_wrong_or_revoked_credential_is_401(self):
+        iid = self.active_image(b'y' * 5000)
+        self.schedule(iid, 'node-a')
+        st, _, b = self.node_req('GET', f'/v2/images/{iid}/file', secret='0' * 64)
+        self.assertEqual(st, 401)
+        glance_error(self, json.loads(b), 401)
+        st, _, _ = self.node_req('GET', f'/v2/images/{iid}/file', secret='z' * 5000)
+        self.assertEqual(st, 401)
+        path = os.path.join(self.c.dir, 'node-r.cred')
+        self.c.manage('node', 'add', 'node-r', '--output', path)
+        with open(path) as f:
+            secret = f.read().strip()
+        self.schedule(iid, 'node-r')
+        st, _, _ = self.node_req('GET', f'/v2/images/{iid}/file', secret=secret)
+        self.assertEqual(st, 200)
+        self.c.manage('node', 'revoke', 'node-r')
+        st, _, _ = self.node_req('GET', f'/v2/images/{iid}/file', secret=secret)
+        self.assertEqual(st, 401)
+
+    def test_node_cannot_change_anything(self):
+        iid = self.active_image(b'z' * 5000)
+        self.schedule(iid, 'node-a')
+        for method, path, body, hdr in (
+                ('POST', '/v2/images', {'name': 'n', 'disk_format': 'raw',
+                                        'container_format': 'bare'}, None),
+                ('GET', '/v2/images', None, None),
+                ('PATCH', f'/v2/images/{iid}', [{'op': 'add', 'path': '/k', 'value': 'v'}],
+                 PATCH),
+                ('DELETE', f'/v2/images/{iid}', None, None),
+                ('PUT', f'/v2/images/{iid}/file', b'data',
+                 {'Content-Type': 'application/octet-stream'}),
+                ('POST', f'/v2/images/{iid}/actions/deactivate', None, None),
+                ('GET', f'/v2/images/{iid}/members', None, None)):
+            st, _, b = self.node_req(method, path, body=body, headers=hdr)
+            self.assertEqual(st, 403, (method, path, b))
+            glance_error(self, json.loads(b), 403)
+        _, _, b = self.c.img('GET', f'/v2/images/{iid}', self.admin)
+        self.assertEqual((b['status'], b.get('k')), ('active', None))
+
+
 class BigUpload(unittest.TestCase):
     """A large streamed upload (NIMBUS_IMAGE_BIG_MB, default 2048 MiB)
     keeps nimbus-image's RSS flat; the download is byte-identical (by
