@@ -191,9 +191,15 @@ img_image_json(const db_result *res, int row)
     json_object_set_new(o, "protected", json_boolean(b && *b == 't'));
     b = db_getn(res, row, "os_hidden");
     json_object_set_new(o, "os_hidden", json_boolean(b && *b == 't'));
-    json_object_set_new(o, "checksum", str_or_null(db_getn(res, row, "checksum")));
-    json_object_set_new(o, "os_hash_algo", str_or_null(db_getn(res, row, "os_hash_algo")));
-    json_object_set_new(o, "os_hash_value", str_or_null(db_getn(res, row, "os_hash_value")));
+    /* Staged data (status uploading) gets its digests at import, as in
+     * Glance. */
+    bool staged = !strcmp(db_getn(res, row, "status"), "uploading");
+    json_object_set_new(o, "checksum",
+                        str_or_null(staged ? NULL : db_getn(res, row, "checksum")));
+    json_object_set_new(o, "os_hash_algo",
+                        str_or_null(staged ? NULL : db_getn(res, row, "os_hash_algo")));
+    json_object_set_new(o, "os_hash_value",
+                        str_or_null(staged ? NULL : db_getn(res, row, "os_hash_value")));
     json_object_set_new(o, "size", int_or_null(db_getn(res, row, "size")));
     json_object_set_new(o, "virtual_size", int_or_null(db_getn(res, row, "virtual_size")));
     json_object_set_new(o, "disk_format", str_or_null(db_getn(res, row, "disk_format")));
@@ -566,8 +572,9 @@ recover_tick(uv_timer_t *t)
         return;
     const char *p[1] = { ctx->instance };
     if (db_query(ctx->db, "UPDATE images SET status = 'queued', upload_token = NULL, "
-                 "updated_at = now() WHERE status = 'saving' AND "
-                 "(upload_token IS NULL OR left(upload_token, 16) <> $1) RETURNING id",
+                 "updated_at = now() WHERE (status = 'saving' AND "
+                 "(upload_token IS NULL OR left(upload_token, 16) <> $1)) OR "
+                 "(status = 'uploading' AND left(upload_token, 16) <> $1) RETURNING id",
                  1, p, recovered, ctx) == 0)
         ctx->recovering = true;
 }

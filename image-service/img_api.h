@@ -143,6 +143,11 @@ json_t *img_image_json(const db_result *res, int row);
     "OR lower(b.properties->>'kernel_id') = i.id::text " \
     "OR lower(b.properties->>'ramdisk_id') = i.id::text)))"
 
+/* Import methods offered (GET /v2/info/import, the OpenStack-image-import-
+ * methods header) and the id of the one store (GET /v2/info/stores). */
+#define IMG_IMPORT_METHODS "glance-direct"
+#define IMG_STORE_ID "file"
+
 /* Module entry points. */
 void img_images_register(struct img_ctx *ctx);
 void img_members_register(struct img_ctx *ctx);

@@ -68,6 +68,7 @@ struct upload {
     uint64_t received;
     uint64_t cap;
     bool cap_is_quota;
+    bool stage;                /* PUT .../stage: ends in 'uploading', not 'active'. */
     /* Ring of buffers.  Buffer number n (counted from 0 over the whole
      * upload) lives in buf[n % UP_RING]; 'filled' buffers were handed to
      * the stages, buffer 'filled' is being filled by the loop.  A stage
@@ -262,8 +263,8 @@ activated(int status, db_result *res, const struct db_error *err, void *arg)
         return;
     }
     ctx->counters.uploads_completed++;
-    log_info("image", "image %s: %" PRIu64 " bytes stored, md5 %s", up->id, up->received,
-             up->md5hex);
+    log_info("image", "image %s: %" PRIu64 " bytes %s, md5 %s", up->id, up->received,
+             up->stage ? "staged" : "stored", up->md5hex);
     (void)http_respond(up->req, 204, NULL, NULL, 0);
     upload_free(up);
 }
@@ -290,13 +291,13 @@ job_commit_done(uv_work_t *w, int status)
     char size[24], vsize[24];
     snprintf(size, sizeof size, "%" PRIu64, up->received);
     snprintf(vsize, sizeof vsize, "%" PRId64, up->virtual_size);
-    const char *p[6] = { up->id, up->nonce, size, up->virtual_size >= 0 ? vsize : NULL,
-                         up->md5hex, up->shahex };
-    if (db_query(up->ctx->db, "UPDATE images SET status = 'active', size = $3, "
+    const char *p[7] = { up->id, up->nonce, size, up->virtual_size >= 0 ? vsize : NULL,
+                         up->md5hex, up->shahex, up->stage ? "uploading" : "active" };
+    if (db_query(up->ctx->db, "UPDATE images SET status = $7, size = $3, "
                  "virtual_size = $4, checksum = $5, os_hash_algo = 'sha512', "
                  "os_hash_value = $6, upload_token = NULL, updated_at = now() "
                  "WHERE id = $1 AND upload_token = $2 RETURNING id",
-                 6, p, activated, up) < 0)
+                 7, p, activated, up) < 0)
         activated(-ENOTCONN, NULL, NULL, up);
 }
 
@@ -444,6 +445,7 @@ static void
 upload_loaded(http_request *req, struct img_req *ir, db_result *res, void *arg)
 {
     struct img_ctx *ctx = ir->ctx;
+    bool stage = arg != NULL;
     if (db_rows(res) == 0) {
         img_error(req, 404, "No image found with ID %s", http_req_param(req, "id"));
         return;
@@ -457,7 +459,8 @@ upload_loaded(http_request *req, struct img_req *ir, db_result *res, void *arg)
     const char *status = db_getn(res, 0, "status");
     if (strcmp(status, "queued")) {
         ctx->counters.upload_conflicts++;
-        img_error(req, 409, "Image status transition from %s to saving is not allowed.", status);
+        img_error(req, 409, "Image status transition from %s to %s is not allowed.", status,
+                  stage ? "uploading" : "saving");
         return;
     }
     const char *df = db_getn(res, 0, "disk_format"), *cf = db_getn(res, 0, "container_format");
@@ -508,24 +511,30 @@ upload_loaded(http_request *req, struct img_req *ir, db_result *res, void *arg)
     }
     up->cap = cap;
     up->cap_is_quota = quota;
+    up->stage = stage;
     snprintf(up->id, sizeof up->id, "%s", db_getn(res, 0, "id"));
     snprintf(up->disk_format, sizeof up->disk_format, "%s", df);
     char rnd[33];
     util_uuid4_hex(rnd);
     snprintf(up->nonce, sizeof up->nonce, "%s%.16s", ctx->instance, rnd);
-    const char *p[2] = { up->id, up->nonce };
-    int rc = db_query(ctx->db, "UPDATE images SET status = 'saving', upload_token = $2, "
+    const char *p[3] = { up->id, up->nonce, stage ? "uploading" : "saving" };
+    int rc = db_query(ctx->db, "UPDATE images SET status = $3, upload_token = $2, "
                       "updated_at = now() WHERE id = $1 AND status = 'queued' RETURNING id",
-                      2, p, claim_done, up);
+                      3, p, claim_done, up);
     if (rc < 0) {
         img_db_error(req, rc, NULL);
         upload_free(up);
     }
 }
 
+/* PUT /v2/images/{id}/file ('stage' false) and PUT /v2/images/{id}/stage
+ * (the first step of glance-direct import): the same streamed upload and
+ * checks; staged data waits in 'uploading' for POST .../import. */
 static void
-image_upload(http_request *req, struct img_req *ir)
+upload_start(http_request *req, struct img_req *ir, bool stage)
 {
+    static const char staging = 1;
+    void *arg = stage ? (void *)&staging : NULL;
     const char *id = http_req_param(req, "id");
     if (auth_policy_check("image:upload", ir->tok, NULL, NULL) < 0 && !ir->admin) {
         img_error(req, 403, "You are not authorized to upload image data.");
@@ -543,12 +552,24 @@ image_upload(http_request *req, struct img_req *ir)
                        "WHERE o.owner = i.owner AND o.id <> i.id) AS used";
     if (ir->admin) {
         img_query(req, arena_printf(mem, "SELECT " IMG_COLUMNS ", %s FROM images i "
-                                    "WHERE i.id = $1", used), 1, p, upload_loaded, NULL);
+                                    "WHERE i.id = $1", used), 1, p, upload_loaded, arg);
         return;
     }
     char *sql = arena_printf(mem, "SELECT " IMG_COLUMNS ", %s FROM images i WHERE i.id = $1 "
                              "AND " IMG_VISIBLE_SQL, used, 2, 2);
-    img_query(req, sql, 2, p, upload_loaded, NULL);
+    img_query(req, sql, 2, p, upload_loaded, arg);
+}
+
+static void
+image_upload(http_request *req, struct img_req *ir)
+{
+    upload_start(req, ir, false);
+}
+
+static void
+image_stage(http_request *req, struct img_req *ir)
+{
+    upload_start(req, ir, true);
 }
 
 /* ---- Download. */
@@ -825,6 +846,7 @@ img_data_register(struct img_ctx *ctx)
 {
     struct http_route_opts stream = { .flags = HTTP_ROUTE_STREAM, .max_body_bytes = 0 };
     img_route(ctx, "PUT", "/v2/images/{id}/file", image_upload, IMG_AUTH_TOKEN, &stream);
+    img_route(ctx, "PUT", "/v2/images/{id}/stage", image_stage, IMG_AUTH_TOKEN, &stream);
     img_route(ctx, "GET", "/v2/images/{id}/file", image_download,
               IMG_AUTH_TOKEN | IMG_AUTH_NODE, NULL);
 }
