@@ -472,14 +472,11 @@ agent_start(uv_loop_t *loop, const struct agent_config *cfg, struct agent **out,
     struct img_fetcher f = { img_fetch_dir, (void *)cfg->image_source_dir };
     if (cfg->image_fetch && !strcmp(cfg->image_fetch, "http")) {
 #ifdef NIMBUS_HAVE_CURL
-        struct img_http_config hc = {
-            .image_url = cfg->image_url, .auth_url = cfg->image_auth_url,
-            .username = cfg->image_username, .password = cfg->image_password,
-            .project = cfg->image_project,
-        };
+        struct img_http_config hc = { .image_url = cfg->image_url,
+                                      .node_token = cfg->node_token };
         if ((r = img_http_new(&hc, &a->img_http))) {
             snprintf(err, errlen, "image fetch over http: %s", r == -EINVAL
-                     ? "[agent] image_url, image_auth_url and image_username are required"
+                     ? "[agent] image_url and [source] node_token_file are required"
                      : strerror(-r));
             return r;
         }

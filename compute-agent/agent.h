@@ -27,15 +27,14 @@ struct agent_config {
     const char *state_dir;
     const char *image_source_dir;     /* img_fetch_dir's directory. */
     const char *image_fetch;          /* "dir" (default) or "http" (image_fetch_http.h). */
-    const char *image_url, *image_auth_url, *image_username, *image_password,
-               *image_project;        /* http fetcher (interim password auth). */
+    const char *image_url;            /* http fetcher: nimbus-image (with node_token). */
     unsigned interval_ms;             /* Timer between passes. */
     uint64_t image_max_age_s;         /* Unused cached images older than this go; 0 keeps all. */
     struct rc_config rc;
     struct hv_config hv;
     const char *source;               /* "file" or "http". */
     const char *api_url;              /* http: base URL of the channel. */
-    const char *node_token;           /* http: node credential. */
+    const char *node_token;           /* http source and http fetcher: node credential. */
     unsigned poll_wait_s, heartbeat_ms;
     const char *desired_file;
     const char *observed_file;

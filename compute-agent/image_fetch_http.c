@@ -2,66 +2,47 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
-#include <jansson.h>
 
 #include "strbuf.h"
 
-/* Longest token accepted from Keystone, and the reuse period of one. */
-#define HTTP_TOKEN_MAX 1024
-#define HTTP_TOKEN_REUSE_S (30 * 60)
+/* Longest node credential sent (nimbus-manage makes 64 characters). */
+#define HTTP_CRED_MAX 256
 /* Cap on an image of unknown size. */
 #define HTTP_IMAGE_MAX ((curl_off_t)256 << 30)
 
 struct img_http {
-    char *image_url, *auth_url, *username, *password, *project, *domain;
-    pthread_mutex_t mu;
-    char token[HTTP_TOKEN_MAX + 1];   /* "" when none. */
-    time_t token_time;
+    char *image_url;
+    char auth[HTTP_CRED_MAX + 32];    /* "Authorization: Bearer <credential>". */
 };
-
-static char *
-dup_trim(const char *s)
-{
-    char *d = strdup(s ? s : "");
-    size_t n = d ? strlen(d) : 0;
-    while (n && d[n - 1] == '/')
-        d[--n] = 0;
-    return d;
-}
 
 int
 img_http_new(const struct img_http_config *cfg, struct img_http **out)
 {
-    if (!cfg->image_url || !cfg->image_url[0] || !cfg->auth_url || !cfg->auth_url[0] ||
-        !cfg->username || !cfg->username[0])
+    if (!cfg->image_url || !cfg->image_url[0] || !cfg->node_token || !cfg->node_token[0])
+        return -EINVAL;
+    if (strlen(cfg->node_token) > HTTP_CRED_MAX || strpbrk(cfg->node_token, "\r\n"))
         return -EINVAL;
     curl_global_init(CURL_GLOBAL_DEFAULT);
     struct img_http *h = calloc(1, sizeof *h);
     if (!h)
         return -ENOMEM;
-    h->image_url = dup_trim(cfg->image_url);
-    h->auth_url = dup_trim(cfg->auth_url);
-    h->username = dup_trim(cfg->username);
-    h->password = strdup(cfg->password ? cfg->password : "");
-    h->project = strdup(cfg->project && cfg->project[0] ? cfg->project : "admin");
-    h->domain = strdup(cfg->domain && cfg->domain[0] ? cfg->domain : "Default");
-    pthread_mutex_init(&h->mu, NULL);
-    if (!h->image_url || !h->auth_url || !h->username || !h->password || !h->project ||
-        !h->domain) {
+    h->image_url = strdup(cfg->image_url);
+    if (!h->image_url) {
         img_http_free(h);
         return -ENOMEM;
     }
+    size_t n = strlen(h->image_url);
+    while (n && h->image_url[n - 1] == '/')
+        h->image_url[--n] = 0;
+    bfmt(h->auth, sizeof h->auth, "Authorization: Bearer %s", cfg->node_token);
     *out = h;
     return 0;
 }
@@ -72,96 +53,8 @@ img_http_free(struct img_http *h)
     if (!h)
         return;
     free(h->image_url);
-    free(h->auth_url);
-    free(h->username);
-    free(h->password);
-    free(h->project);
-    free(h->domain);
-    pthread_mutex_destroy(&h->mu);
+    explicit_bzero(h->auth, sizeof h->auth);
     free(h);
-}
-
-/* ---- Keystone token. */
-
-struct token_hdr {
-    char token[HTTP_TOKEN_MAX + 1];
-};
-
-static size_t
-on_header(char *buf, size_t size, size_t n, void *ud)
-{
-    struct token_hdr *t = ud;
-    size_t len = size * n;
-    static const char name[] = "X-Subject-Token:";
-    if (len > sizeof name - 1 && !strncasecmp(buf, name, sizeof name - 1)) {
-        const char *v = buf + sizeof name - 1;
-        size_t vl = len - (sizeof name - 1);
-        while (vl && (*v == ' ' || *v == '\t')) {
-            v++;
-            vl--;
-        }
-        while (vl && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
-            vl--;
-        if (vl && vl <= HTTP_TOKEN_MAX) {
-            memcpy(t->token, v, vl);
-            t->token[vl] = 0;
-        }
-    }
-    return len;
-}
-
-static size_t
-discard(char *buf, size_t size, size_t n, void *ud)
-{
-    (void)buf;
-    (void)ud;
-    return size * n;
-}
-
-/* Asks Keystone for a token into h->token (called with h->mu held). */
-static int
-get_token(struct img_http *h, char *err, size_t errlen)
-{
-    json_t *body = json_pack("{s:{s:{s:[s], s:{s:{s:s, s:s, s:{s:s}}}}, s:{s:{s:s, s:{s:s}}}}}",
-        "auth", "identity", "methods", "password", "password", "user", "name", h->username,
-        "password", h->password, "domain", "name", h->domain,
-        "scope", "project", "name", h->project, "domain", "name", h->domain);
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
-    if (!text) {
-        bfmt(err, errlen, "image fetch: out of memory");
-        return -ENOMEM;
-    }
-    char url[1024];
-    bfmt(url, sizeof url, "%s/auth/tokens", h->auth_url);
-    CURL *c = curl_easy_init();
-    struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
-    struct token_hdr t = { .token = "" };
-    long status = 0;
-    CURLcode rc = CURLE_FAILED_INIT;
-    if (c && hdr) {
-        curl_easy_setopt(c, CURLOPT_URL, url);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, text);
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
-        curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-        curl_easy_setopt(c, CURLOPT_HEADERDATA, &t);
-        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
-        curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
-        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-        rc = curl_easy_perform(c);
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    }
-    curl_slist_free_all(hdr);
-    curl_easy_cleanup(c);
-    free(text);
-    if (rc != CURLE_OK || status != 201 || !t.token[0]) {
-        bfmt(err, errlen, "image fetch: token from %s: %s", url,
-             rc != CURLE_OK ? curl_easy_strerror(rc) : status != 201 ? "refused" : "no token");
-        return -EACCES;
-    }
-    memcpy(h->token, t.token, sizeof h->token);
-    h->token_time = time(NULL);
-    return 0;
 }
 
 /* ---- Download. */
@@ -195,20 +88,19 @@ on_data(char *buf, size_t size, size_t n, void *ud)
 
 /* One GET; returns the HTTP status or -1 (with 'err') when there was none. */
 static long
-download(struct img_http *h, const char *token, const struct inst_image *img,
-         const char *dest, char *err, size_t errlen)
+download(struct img_http *h, const struct inst_image *img, const char *dest,
+         char *err, size_t errlen)
 {
     int fd = open(dest, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         bfmt(err, errlen, "%s: %s", dest, strerror(errno));
         return -1;
     }
-    char url[1024], auth[HTTP_TOKEN_MAX + 32];
+    char url[1024];
     bfmt(url, sizeof url, "%s/v2/images/%s/file", h->image_url, img->id);
-    bfmt(auth, sizeof auth, "X-Auth-Token: %s", token);
     struct sink s = { .fd = fd, .max = img->size ? (curl_off_t)img->size : HTTP_IMAGE_MAX };
     CURL *c = curl_easy_init();
-    struct curl_slist *hdr = curl_slist_append(NULL, auth);
+    struct curl_slist *hdr = curl_slist_append(NULL, h->auth);
     long status = -1;
     CURLcode rc = CURLE_FAILED_INIT;
     if (c && hdr) {
@@ -249,33 +141,13 @@ img_fetch_http(void *ctx, const struct inst_image *img, const char *dest,
                char *err, size_t errlen)
 {
     struct img_http *h = ctx;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        char token[HTTP_TOKEN_MAX + 1];
-        pthread_mutex_lock(&h->mu);
-        int r = 0;
-        if (!h->token[0] || time(NULL) - h->token_time > HTTP_TOKEN_REUSE_S)
-            r = get_token(h, err, errlen);
-        memcpy(token, h->token, sizeof token);
-        pthread_mutex_unlock(&h->mu);
-        if (r)
-            return r;
-        long status = download(h, token, img, dest, err, errlen);
-        if (status == 200)
-            return 0;
-        if (status == 401) {
-            /* Expired or revoked: forget it (unless another thread already
-             * replaced it) and try once more with a new one. */
-            pthread_mutex_lock(&h->mu);
-            if (!strcmp(h->token, token))
-                h->token[0] = 0;
-            pthread_mutex_unlock(&h->mu);
-            continue;
-        }
-        unlink(dest);
-        return status == 404 ? -ENOENT : -EIO;
-    }
+    long status = download(h, img, dest, err, errlen);
+    if (status == 200)
+        return 0;
     unlink(dest);
-    return -EACCES;
+    if (status == 401 || status == 403)
+        return -EACCES;
+    return status == 404 ? -ENOENT : -EIO;
 }
 
 int

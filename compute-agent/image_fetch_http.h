@@ -1,13 +1,10 @@
 /* An image fetcher (struct img_fetcher) that downloads base images from
  * nimbus-image: GET <image_url>/v2/images/{id}/file.
  *
- * Interim authentication: nimbus-image accepts user tokens only, so the
- * fetcher gets a project-scoped Keystone token with a password from the
- * agent's configuration ([agent] image_username, image_password,
- * image_project) and keeps it for reuse, asking for a new one after 30
- * minutes or after a 401.  The lasting design (node credentials accepted by
- * nimbus-image for the images of the node's instances, or a short-lived
- * token in the desired state) is in docs/agent-channel.md. */
+ * The agent authenticates with its node credential (the one it speaks the
+ * agent channel with, `nimbus-manage node add`) as "Authorization: Bearer";
+ * nimbus-image lets a node read the active images of the instances
+ * scheduled to it (docs/image.md). */
 #ifndef NIMBUS_AGENT_IMAGE_FETCH_HTTP_H
 #define NIMBUS_AGENT_IMAGE_FETCH_HTTP_H
 
@@ -17,16 +14,12 @@
 
 struct img_http_config {
     const char *image_url;     /* e.g. http://127.0.0.1:9292 (no /v2). */
-    const char *auth_url;      /* Keystone v3 base, e.g. http://127.0.0.1:5000/v3. */
-    const char *username;
-    const char *password;
-    const char *project;
-    const char *domain;        /* User and project domain name ("Default"). */
+    const char *node_token;    /* The node credential (one line). */
 };
 
 struct img_http;
 
-/* Copies 'cfg'.  Returns 0 or -ENOMEM / -EINVAL (missing URL or user). The
+/* Copies 'cfg'.  Returns 0 or -ENOMEM / -EINVAL (missing URL or credential). The
  * caller owns *out and frees it with img_http_free(). */
 int img_http_new(const struct img_http_config *cfg, struct img_http **out)
     __attribute__((warn_unused_result));

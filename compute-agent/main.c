@@ -32,18 +32,9 @@ static const struct conf_option options[] = {
       "Directory the image cache fetches <image id> files from (until nimbus-image serves agents)." },
     { "agent", "image_fetch", CONF_STR, "dir", 0, 0,
       "Where base images come from: dir (image_source_dir) or http (nimbus-image, "
-      "GET /v2/images/{id}/file)." },
+      "GET /v2/images/{id}/file with the node credential of [source] node_token_file)." },
     { "agent", "image_url", CONF_STR, NULL, 0, 0,
       "http image fetch: nimbus-image's base URL, e.g. http://127.0.0.1:9292." },
-    { "agent", "image_auth_url", CONF_STR, NULL, 0, 0,
-      "http image fetch: Keystone v3 URL (http://host:5000/v3) for the token (interim)." },
-    { "agent", "image_username", CONF_STR, NULL, 0, 0,
-      "http image fetch: user whose token reads the images (interim, until nimbus-image "
-      "accepts node credentials)." },
-    { "agent", "image_password", CONF_STR, NULL, 0, 0,
-      "http image fetch: that user's password (keep this file mode 0600)." },
-    { "agent", "image_project", CONF_STR, "admin", 0, 0,
-      "http image fetch: project of the token (domain Default)." },
     { "agent", "listen", CONF_STR, "127.0.0.1", 0, 0,
       "Address of /healthz and /metrics; empty for none." },
     { "agent", "port", CONF_INT, "8790", 0, 65535,
@@ -61,7 +52,8 @@ static const struct conf_option options[] = {
     { "source", "api_url", CONF_STR, "http://127.0.0.1:8774/agent/v1", 0, 0,
       "http source: base URL of the agent channel on nimbus-api." },
     { "source", "node_token_file", CONF_STR, NULL, 0, 0,
-      "http source: file holding this node's credential (one line)." },
+      "File holding this node's credential (one line): the http source and the http "
+      "image fetch send it." },
     { "source", "poll_wait", CONF_INT, "30", 1, 60,
       "http source: seconds a long poll for the desired state may wait." },
     { "source", "heartbeat", CONF_INT, "5", 1, 3600,
@@ -192,11 +184,11 @@ main(int argc, char **argv)
         conf_free(conf);
         return 2;
     }
-    if (!strcmp(source, "http")) {
+    if (!strcmp(source, "http") || !strcmp(conf_str(conf, "agent", "image_fetch"), "http")) {
         const char *tf = conf_str(conf, "source", "node_token_file");
         FILE *f = tf && tf[0] ? fopen(tf, "re") : NULL;
         if (!f || !fgets(token, sizeof token, f)) {
-            log_error("main", "http source: cannot read the node credential from '%s'",
+            log_error("main", "cannot read the node credential from [source] node_token_file '%s'",
                       tf ? tf : "");
             if (f)
                 fclose(f);
@@ -212,10 +204,6 @@ main(int argc, char **argv)
         .image_source_dir = conf_str(conf, "agent", "image_source_dir"),
         .image_fetch = conf_str(conf, "agent", "image_fetch"),
         .image_url = conf_str(conf, "agent", "image_url"),
-        .image_auth_url = conf_str(conf, "agent", "image_auth_url"),
-        .image_username = conf_str(conf, "agent", "image_username"),
-        .image_password = conf_str(conf, "agent", "image_password"),
-        .image_project = conf_str(conf, "agent", "image_project"),
         .interval_ms = (unsigned)conf_int(conf, "agent", "reconcile_interval") * 1000u,
         .image_max_age_s = (uint64_t)conf_int(conf, "agent", "image_max_age"),
         .rc = {

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "arena.h"
 #include "auth_policy.h"
@@ -20,7 +21,7 @@
 struct img_route {
     struct img_ctx *ctx;
     img_handler_fn fn;
-    bool auth;
+    unsigned auth;
     struct img_route *next;
 };
 
@@ -190,9 +191,15 @@ img_image_json(const db_result *res, int row)
     json_object_set_new(o, "protected", json_boolean(b && *b == 't'));
     b = db_getn(res, row, "os_hidden");
     json_object_set_new(o, "os_hidden", json_boolean(b && *b == 't'));
-    json_object_set_new(o, "checksum", str_or_null(db_getn(res, row, "checksum")));
-    json_object_set_new(o, "os_hash_algo", str_or_null(db_getn(res, row, "os_hash_algo")));
-    json_object_set_new(o, "os_hash_value", str_or_null(db_getn(res, row, "os_hash_value")));
+    /* Staged data (status uploading) gets its digests at import, as in
+     * Glance. */
+    bool staged = !strcmp(db_getn(res, row, "status"), "uploading");
+    json_object_set_new(o, "checksum",
+                        str_or_null(staged ? NULL : db_getn(res, row, "checksum")));
+    json_object_set_new(o, "os_hash_algo",
+                        str_or_null(staged ? NULL : db_getn(res, row, "os_hash_algo")));
+    json_object_set_new(o, "os_hash_value",
+                        str_or_null(staged ? NULL : db_getn(res, row, "os_hash_value")));
     json_object_set_new(o, "size", int_or_null(db_getn(res, row, "size")));
     json_object_set_new(o, "virtual_size", int_or_null(db_getn(res, row, "virtual_size")));
     json_object_set_new(o, "disk_format", str_or_null(db_getn(res, row, "disk_format")));
@@ -219,15 +226,78 @@ img_image_json(const db_result *res, int row)
 
 /* ---- Dispatch. */
 
+/* ---- Node credentials.  A compute agent sends the credential that
+ * `nimbus-manage node add` made (docs/agent-channel.md) as "Authorization:
+ * Bearer <secret>"; only its SHA-256 is stored (agent_nodes.secret_hash).
+ * The secret is never logged. */
+
+static const char *
+bearer_secret(http_request *req)
+{
+    const char *h = http_req_header(req, "authorization");
+    if (!h || strncasecmp(h, "Bearer ", 7))
+        return NULL;
+    h += 7;
+    while (*h == ' ')
+        h++;
+    return h;
+}
+
+static void
+node_checked(int status, db_result *res, const struct db_error *err, void *arg)
+{
+    http_request *req = arg;
+    struct img_req *ir = img_req(req);
+    const struct img_route *rt = ir->route;
+    if (status < 0) {
+        img_db_error(req, status, err);
+        return;
+    }
+    if (db_rows(res) == 0) {
+        img_error(req, 401, "The node credential is not valid.");
+        return;
+    }
+    if (!(rt->auth & IMG_AUTH_NODE)) {
+        img_error(req, 403, "A node credential may only read images.");
+        return;
+    }
+    ir->node = arena_strdup(http_req_arena(req), db_getn(res, 0, "name"));
+    rt->fn(req, ir);
+}
+
+static void
+node_auth(http_request *req, struct img_req *ir, const char *secret)
+{
+    size_t n = strlen(secret);
+    if (n == 0 || n > IMG_NODE_SECRET_MAX) {
+        img_error(req, 401, "The node credential is not valid.");
+        return;
+    }
+    const char **p = arena_zalloc(http_req_arena(req), sizeof *p);
+    p[0] = secret;
+    int rc = db_query(ir->ctx->db, "SELECT name FROM agent_nodes WHERE secret_hash = "
+                      "encode(sha256(convert_to($1, 'UTF8')), 'hex') AND NOT revoked",
+                      1, p, node_checked, req);
+    if (rc < 0)
+        img_db_error(req, rc, NULL);
+}
+
 static void
 trampoline(http_request *req, void *data)
 {
     struct img_route *rt = data;
     struct img_req *ir = req_attach(req, rt->ctx);
+    ir->route = rt;
     http_resp_header(req, "x-openstack-request-id", http_req_id(req));
     if (rt->auth) {
+        const char *token = http_req_header(req, "x-auth-token");
+        const char *secret = token ? NULL : bearer_secret(req);
+        if (secret) {
+            node_auth(req, ir, secret);
+            return;
+        }
         struct auth_token *tok = arena_alloc(http_req_arena(req), sizeof *tok);
-        int rc = auth_verifier_check(rt->ctx->auth, http_req_header(req, "x-auth-token"), tok);
+        int rc = auth_verifier_check(rt->ctx->auth, token, tok);
         if (rc == -EAGAIN) {
             http_resp_header(req, "Retry-After", "1");
             img_error(req, 503, "The service is starting; try again shortly.");
@@ -246,7 +316,7 @@ trampoline(http_request *req, void *data)
 
 void
 img_route(struct img_ctx *ctx, const char *method, const char *pattern,
-          img_handler_fn fn, bool auth, const struct http_route_opts *opts)
+          img_handler_fn fn, unsigned auth, const struct http_route_opts *opts)
 {
     struct img_route *rt = malloc(sizeof *rt);
     if (!rt)
@@ -502,8 +572,9 @@ recover_tick(uv_timer_t *t)
         return;
     const char *p[1] = { ctx->instance };
     if (db_query(ctx->db, "UPDATE images SET status = 'queued', upload_token = NULL, "
-                 "updated_at = now() WHERE status = 'saving' AND "
-                 "(upload_token IS NULL OR left(upload_token, 16) <> $1) RETURNING id",
+                 "updated_at = now() WHERE (status = 'saving' AND "
+                 "(upload_token IS NULL OR left(upload_token, 16) <> $1)) OR "
+                 "(status = 'uploading' AND left(upload_token, 16) <> $1) RETURNING id",
                  1, p, recovered, ctx) == 0)
         ctx->recovering = true;
 }
@@ -543,14 +614,14 @@ img_api_start(struct img_ctx *ctx)
     ctx->recover_timer.data = ctx;
     ctx->recover_open = true;
     uv_timer_start(&ctx->recover_timer, recover_tick, 0, 500);
-    img_route(ctx, "GET", "/", root, false, NULL);
-    img_route(ctx, "GET", "/v2", v2_root, false, NULL);
-    img_route(ctx, "GET", "/versions", root, false, NULL);
-    img_route(ctx, "GET", "/healthz", healthz, false, NULL);
-    img_route(ctx, "GET", "/metrics", metrics, false, NULL);
-    img_route(ctx, "GET", "/v2/schemas/image", schema_image, true, NULL);
-    img_route(ctx, "GET", "/v2/schemas/images", schema_images, true, NULL);
-    img_route(ctx, "GET", "/v2/schemas/member", schema_member, true, NULL);
+    img_route(ctx, "GET", "/", root, IMG_AUTH_NONE, NULL);
+    img_route(ctx, "GET", "/v2", v2_root, IMG_AUTH_NONE, NULL);
+    img_route(ctx, "GET", "/versions", root, IMG_AUTH_NONE, NULL);
+    img_route(ctx, "GET", "/healthz", healthz, IMG_AUTH_NONE, NULL);
+    img_route(ctx, "GET", "/metrics", metrics, IMG_AUTH_NONE, NULL);
+    img_route(ctx, "GET", "/v2/schemas/image", schema_image, IMG_AUTH_TOKEN, NULL);
+    img_route(ctx, "GET", "/v2/schemas/images", schema_images, IMG_AUTH_TOKEN, NULL);
+    img_route(ctx, "GET", "/v2/schemas/member", schema_member, IMG_AUTH_TOKEN, NULL);
     img_images_register(ctx);
     img_members_register(ctx);
     img_data_register(ctx);

@@ -15,6 +15,7 @@
 
 struct auth_token;
 struct auth_verifier;
+struct img_route;
 struct img_store;
 
 struct img_counters {
@@ -55,10 +56,22 @@ struct img_ctx {
 /* Per-request state, in the request's arena. */
 struct img_req {
     struct img_ctx *ctx;
-    struct auth_token *tok;        /* Set by authentication. */
+    struct auth_token *tok;        /* Set by token authentication. */
     const char *project;           /* The token's project ("" if none). */
     bool admin;
+    /* Set instead of 'tok' when a compute node authenticated with its
+     * node credential (Authorization: Bearer, table agent_nodes): the
+     * node's name.  Only routes registered with IMG_AUTH_NODE see it. */
+    const char *node;
+    const struct img_route *route; /* The route being served. */
 };
+
+/* Who may call a route. */
+#define IMG_AUTH_NONE 0u           /* Anyone (discovery, health). */
+#define IMG_AUTH_TOKEN 1u          /* A valid X-Auth-Token. */
+#define IMG_AUTH_NODE 2u           /* Also a node credential (read-only routes). */
+/* Longest node credential looked up (nimbus-manage makes 64 characters). */
+#define IMG_NODE_SECRET_MAX 256
 
 typedef void (*img_handler_fn)(http_request *req, struct img_req *ir);
 
@@ -69,10 +82,12 @@ int img_api_start(struct img_ctx *ctx) __attribute__((warn_unused_result));
 void img_api_shutdown(struct img_ctx *ctx, void (*done)(void *arg), void *arg);
 void img_api_free(struct img_ctx *ctx);
 
-/* Adds a route whose handler runs after authentication (when 'auth') with
- * the request's img_req.  Aborts on failure (start-up only). */
+/* Adds a route whose handler runs after authentication ('auth', IMG_AUTH_*
+ * flags) with the request's img_req.  A valid node credential on a route
+ * without IMG_AUTH_NODE gets 403, an unknown or revoked one 401.  Aborts
+ * on failure (start-up only). */
 void img_route(struct img_ctx *ctx, const char *method, const char *pattern,
-               img_handler_fn fn, bool auth, const struct http_route_opts *opts);
+               img_handler_fn fn, unsigned auth, const struct http_route_opts *opts);
 
 struct img_req *img_req(http_request *req);
 
@@ -116,6 +131,22 @@ json_t *img_image_json(const db_result *res, int row);
     "(i.owner = $%d OR i.visibility IN ('public', 'community') OR " \
     "(i.visibility = 'shared' AND EXISTS (SELECT 1 FROM image_members m " \
     "WHERE m.image_id = i.id AND m.member_id = $%d)))"
+
+/* SQL condition (on alias "i", parameter $'pn' = the node's name) for
+ * "a compute node may read this image": it is active and it is the image,
+ * the kernel or the ramdisk of an instance scheduled to that node.  Filled
+ * through arena_printf() with 'pn' once. */
+#define IMG_NODE_SQL \
+    "(i.status = 'active' AND EXISTS (SELECT 1 FROM instances s " \
+    "LEFT JOIN images b ON s.image_ref ~ '^[0-9a-fA-F-]{36}$' AND b.id = s.image_ref::uuid " \
+    "WHERE s.node = $%d AND NOT s.deleted AND (lower(s.image_ref) = i.id::text " \
+    "OR lower(b.properties->>'kernel_id') = i.id::text " \
+    "OR lower(b.properties->>'ramdisk_id') = i.id::text)))"
+
+/* Import methods offered (GET /v2/info/import, the OpenStack-image-import-
+ * methods header) and the id of the one store (GET /v2/info/stores). */
+#define IMG_IMPORT_METHODS "glance-direct"
+#define IMG_STORE_ID "file"
 
 /* Module entry points. */
 void img_images_register(struct img_ctx *ctx);

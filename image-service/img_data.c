@@ -3,12 +3,14 @@
  *
  * Upload.  The image is claimed in one conditional UPDATE (queued → saving
  * with a random upload token), so of two concurrent uploads exactly one
- * wins and the other gets 409.  The body is received into one of two 1 MiB
- * buffers while the other is written to the store and hashed on libuv's
- * thread pool: one job writes and computes MD5, another computes SHA-512
- * over the same bytes, so the two digests run in parallel and the loop
- * stays free.  When both buffers are busy, reading from the socket pauses
- * (back-pressure), so memory stays constant whatever the size.  The first
+ * wins and the other gets 409.  The body is received into a ring of six
+ * 1 MiB buffers.  Each full buffer goes through three stages, each a job on
+ * libuv's thread pool: writing to the store, MD5 and SHA-512.  The stages
+ * run in parallel with each other and with the loop, which keeps receiving
+ * into the next buffer; each stage takes the buffers in order, so one may
+ * run a few buffers behind another.  When the ring is full, reading from
+ * the socket pauses (back-pressure), so memory stays constant whatever the
+ * size.  The first
  * bytes are kept for the disk format check (img_format.h).  At the end the
  * store commits (fsync, rename) and the row becomes active with size,
  * checksum, os_hash_value and virtual_size, in an UPDATE that names the
@@ -37,7 +39,22 @@
 #include "util.h"
 
 #define UP_BATCH (1u << 20)
+#define UP_RING 6u             /* Buffers in the ring: 6 MiB per upload. */
 #define DL_CHUNK (256u * 1024u)
+
+/* The three things done to every buffer, each on its own thread-pool job
+ * so that they run in parallel; each stage takes the buffers in order. */
+enum up_stage { UP_WRITE, UP_MD5, UP_SHA512, UP_STAGES };
+
+struct upload;
+
+struct up_job {
+    uv_work_t work;
+    struct upload *up;
+    enum up_stage stage;
+    uint64_t seq;              /* Buffer being processed. */
+    bool busy;
+};
 
 struct upload {
     http_request *req;
@@ -51,12 +68,20 @@ struct upload {
     uint64_t received;
     uint64_t cap;
     bool cap_is_quota;
-    char *buf[2];
-    size_t len[2];
-    size_t size[2];
-    int fill;                  /* Buffer being filled. */
-    int proc;                  /* Buffer being processed, or -1. */
-    int inflight;              /* Thread-pool jobs running (0 to 2). */
+    bool stage;                /* PUT .../stage: ends in 'uploading', not 'active'. */
+    /* Ring of buffers.  Buffer number n (counted from 0 over the whole
+     * upload) lives in buf[n % UP_RING]; 'filled' buffers were handed to
+     * the stages, buffer 'filled' is being filled by the loop.  A stage
+     * has done the buffers below its done[] count; a buffer is reused once
+     * every stage is past it, and reading from the socket pauses while
+     * the ring is full, so memory stays bounded whatever the size. */
+    char *buf[UP_RING];
+    size_t len[UP_RING];       /* Set when a buffer is handed over. */
+    size_t fill_len;           /* Bytes in the buffer being filled. */
+    uint64_t filled;
+    uint64_t done[UP_STAGES];
+    struct up_job job[UP_STAGES];
+    int inflight;              /* Stage jobs running. */
     int io_err;                /* Store write error (worker thread). */
     bool paused;
     bool body_ended;
@@ -64,7 +89,7 @@ struct upload {
     int body_status;
     int fail_status;           /* HTTP status to answer on failure. */
     char fail_msg[256];
-    uv_work_t job_md5, job_sha, job_commit;
+    uv_work_t job_commit;
     int commit_rc;
     char md5hex[IMG_MD5_HEX_SIZE];
     char shahex[IMG_SHA512_HEX_SIZE];
@@ -82,8 +107,8 @@ upload_free(struct upload *up)
         up->ctx->store->ops->abort(up->w);
     img_hash_free(up->md5);
     img_hash_free(up->sha);
-    free(up->buf[0]);
-    free(up->buf[1]);
+    for (unsigned i = 0; i < UP_RING; i++)
+        free(up->buf[i]);
     up->ctx->uploads_active--;
     free(up);
 }
@@ -97,49 +122,85 @@ upload_fail(struct upload *up, int status, const char *msg)
     snprintf(up->fail_msg, sizeof up->fail_msg, "%s", msg);
 }
 
-/* ---- Thread-pool jobs. */
+/* ---- The stages (thread pool).  A stage job reads its buffer and its
+ * own state only; the loop does not touch a buffer until every stage is
+ * past it. */
 
 static void
-job_write_md5(uv_work_t *w)
+stage_run(uv_work_t *w)
 {
-    struct upload *up = w->data;
-    const char *b = up->buf[up->proc];
-    size_t n = up->len[up->proc];
-    int rc = up->ctx->store->ops->write(up->w, b, n);
-    if (rc < 0)
-        up->io_err = rc;
-    img_hash_update(up->md5, b, n);
+    struct up_job *j = w->data;
+    struct upload *up = j->up;
+    unsigned slot = (unsigned)(j->seq % UP_RING);
+    const char *b = up->buf[slot];
+    size_t n = up->len[slot];
+    switch (j->stage) {
+    case UP_WRITE: {
+        int rc = up->ctx->store->ops->write(up->w, b, n);
+        if (rc < 0)
+            up->io_err = rc;
+        break;
+    }
+    case UP_MD5:
+        img_hash_update(up->md5, b, n);
+        break;
+    case UP_SHA512:
+        img_hash_update(up->sha, b, n);
+        break;
+    case UP_STAGES:
+        break;
+    }
 }
 
 static void
-job_sha512(uv_work_t *w)
+stage_done(uv_work_t *w, int status)
 {
-    struct upload *up = w->data;
-    img_hash_update(up->sha, up->buf[up->proc], up->len[up->proc]);
-}
-
-static void
-job_done(uv_work_t *w, int status)
-{
-    struct upload *up = w->data;
-    if (--up->inflight > 0)
-        return;
-    up->len[up->proc] = 0;
-    up->proc = -1;
+    struct up_job *j = w->data;
+    struct upload *up = j->up;
+    j->busy = false;
+    up->inflight--;
+    up->done[j->stage] = j->seq + 1;
     if (up->io_err)
         upload_fail(up, 500, "Writing the image data to the store failed.");
     upload_pump(up);
 }
 
-static void
-dispatch(struct upload *up)
+/* The oldest buffer some stage still needs. */
+static uint64_t
+ring_tail(const struct upload *up)
 {
-    up->proc = up->fill;
-    up->fill = 1 - up->fill;
-    up->inflight = 2;
-    up->job_md5.data = up->job_sha.data = up;
-    uv_queue_work(up->ctx->loop, &up->job_md5, job_write_md5, job_done);
-    uv_queue_work(up->ctx->loop, &up->job_sha, job_sha512, job_done);
+    uint64_t t = up->done[0];
+    for (int s = 1; s < UP_STAGES; s++)
+        if (up->done[s] < t)
+            t = up->done[s];
+    return t;
+}
+
+/* Hands the buffer being filled to the stages. */
+static void
+ring_hand_over(struct upload *up)
+{
+    up->len[up->filled % UP_RING] = up->fill_len;
+    up->fill_len = 0;
+    up->filled++;
+}
+
+/* Starts every idle stage on its next filled buffer.  After a failure no
+ * new job starts (the write stage must not touch an aborted writer). */
+static void
+stages_kick(struct upload *up)
+{
+    if (up->fail_status)
+        return;
+    for (int s = 0; s < UP_STAGES; s++) {
+        struct up_job *j = &up->job[s];
+        if (j->busy || up->done[s] >= up->filled)
+            continue;
+        j->busy = true;
+        j->seq = up->done[s];
+        up->inflight++;
+        uv_queue_work(up->ctx->loop, &j->work, stage_run, stage_done);
+    }
 }
 
 /* ---- Ending an upload. */
@@ -202,8 +263,8 @@ activated(int status, db_result *res, const struct db_error *err, void *arg)
         return;
     }
     ctx->counters.uploads_completed++;
-    log_info("image", "image %s: %" PRIu64 " bytes stored, md5 %s", up->id, up->received,
-             up->md5hex);
+    log_info("image", "image %s: %" PRIu64 " bytes %s, md5 %s", up->id, up->received,
+             up->stage ? "staged" : "stored", up->md5hex);
     (void)http_respond(up->req, 204, NULL, NULL, 0);
     upload_free(up);
 }
@@ -230,13 +291,13 @@ job_commit_done(uv_work_t *w, int status)
     char size[24], vsize[24];
     snprintf(size, sizeof size, "%" PRIu64, up->received);
     snprintf(vsize, sizeof vsize, "%" PRId64, up->virtual_size);
-    const char *p[6] = { up->id, up->nonce, size, up->virtual_size >= 0 ? vsize : NULL,
-                         up->md5hex, up->shahex };
-    if (db_query(up->ctx->db, "UPDATE images SET status = 'active', size = $3, "
+    const char *p[7] = { up->id, up->nonce, size, up->virtual_size >= 0 ? vsize : NULL,
+                         up->md5hex, up->shahex, up->stage ? "uploading" : "active" };
+    if (db_query(up->ctx->db, "UPDATE images SET status = $7, size = $3, "
                  "virtual_size = $4, checksum = $5, os_hash_algo = 'sha512', "
                  "os_hash_value = $6, upload_token = NULL, updated_at = now() "
                  "WHERE id = $1 AND upload_token = $2 RETURNING id",
-                 6, p, activated, up) < 0)
+                 7, p, activated, up) < 0)
         activated(-ENOTCONN, NULL, NULL, up);
 }
 
@@ -269,23 +330,24 @@ upload_finish(struct upload *up)
     uv_queue_work(up->ctx->loop, &up->job_commit, job_commit_run, job_commit_done);
 }
 
-/* Starts the next batch when the workers are idle, or ends the upload. */
+/* Hands a full buffer (or the last one) to the stages, resumes reading
+ * when the ring has room again, and ends the upload once the body is in
+ * and every stage is idle. */
 static void
 upload_pump(struct upload *up)
 {
-    if (up->inflight)
-        return;
-    bool stop = up->fail_status != 0;
-    size_t n = up->len[up->fill];
-    if (!stop && n > 0 && (n >= UP_BATCH || up->body_ended)) {
-        dispatch(up);
-        if (up->paused) {
-            up->paused = false;
-            http_req_resume(up->req);
-        }
-        return;
+    if (!up->fail_status) {
+        if (up->body_ended && up->fill_len > 0)
+            ring_hand_over(up);
+        stages_kick(up);
     }
-    if (up->body_ended)
+    bool room = up->filled - ring_tail(up) < UP_RING - 1;
+    if (up->paused && (room || up->fail_status)) {
+        up->paused = false;
+        http_req_resume(up->req);
+    }
+    if (up->body_ended && up->inflight == 0 &&
+        (up->fail_status || (ring_tail(up) == up->filled && up->fill_len == 0)))
         upload_finish(up);
 }
 
@@ -305,27 +367,29 @@ on_data(http_request *req, const char *data, size_t len, void *arg)
     up->received += len;
     up->ctx->counters.bytes_uploaded += len;
     img_format_feed(&up->probe, data, len);
-    int f = up->fill;
-    if (up->len[f] + len > up->size[f]) {
-        size_t ns = up->len[f] + len;
-        char *nb = realloc(up->buf[f], ns);
-        if (!nb) {
-            upload_fail(up, 500, "Out of memory.");
-            return -ENOMEM;
+    while (len > 0) {
+        /* Reading pauses one buffer before the ring is full, and the HTTP
+         * layer delivers far less than a buffer after a pause, so the
+         * buffer being filled is never one a stage still reads. */
+        if (up->filled - ring_tail(up) >= UP_RING) {
+            upload_fail(up, 500, "The upload buffers overflowed.");
+            return -ENOBUFS;
         }
-        up->buf[f] = nb;
-        up->size[f] = ns;
-    }
-    memcpy(up->buf[f] + up->len[f], data, len);
-    up->len[f] += len;
-    if (up->len[f] >= UP_BATCH) {
-        if (up->inflight) {
-            if (!up->paused) {
+        unsigned slot = (unsigned)(up->filled % UP_RING);
+        size_t take = UP_BATCH - up->fill_len;
+        if (take > len)
+            take = len;
+        memcpy(up->buf[slot] + up->fill_len, data, take);
+        up->fill_len += take;
+        data += take;
+        len -= take;
+        if (up->fill_len == UP_BATCH) {
+            ring_hand_over(up);
+            stages_kick(up);
+            if (up->filled - ring_tail(up) >= UP_RING - 1 && !up->paused) {
                 up->paused = true;
                 http_req_pause(req);
             }
-        } else {
-            upload_pump(up);
         }
     }
     return 0;
@@ -381,6 +445,7 @@ static void
 upload_loaded(http_request *req, struct img_req *ir, db_result *res, void *arg)
 {
     struct img_ctx *ctx = ir->ctx;
+    bool stage = arg != NULL;
     if (db_rows(res) == 0) {
         img_error(req, 404, "No image found with ID %s", http_req_param(req, "id"));
         return;
@@ -394,7 +459,8 @@ upload_loaded(http_request *req, struct img_req *ir, db_result *res, void *arg)
     const char *status = db_getn(res, 0, "status");
     if (strcmp(status, "queued")) {
         ctx->counters.upload_conflicts++;
-        img_error(req, 409, "Image status transition from %s to saving is not allowed.", status);
+        img_error(req, 409, "Image status transition from %s to %s is not allowed.", status,
+                  stage ? "uploading" : "saving");
         return;
     }
     const char *df = db_getn(res, 0, "disk_format"), *cf = db_getn(res, 0, "container_format");
@@ -423,11 +489,10 @@ upload_loaded(http_request *req, struct img_req *ir, db_result *res, void *arg)
         return;
     }
     struct upload *up = calloc(1, sizeof *up);
-    if (up) {
-        up->buf[0] = malloc(UP_BATCH + 65536);
-        up->buf[1] = malloc(UP_BATCH + 65536);
-    }
-    if (!up || !up->buf[0] || !up->buf[1] || img_hash_new(IMG_HASH_MD5, &up->md5) < 0 ||
+    bool bufs = up != NULL;
+    for (unsigned i = 0; up && i < UP_RING; i++)
+        bufs = (up->buf[i] = malloc(UP_BATCH)) != NULL && bufs;
+    if (!up || !bufs || img_hash_new(IMG_HASH_MD5, &up->md5) < 0 ||
         img_hash_new(IMG_HASH_SHA512, &up->sha) < 0) {
         if (up) {
             ctx->uploads_active++;
@@ -437,30 +502,39 @@ upload_loaded(http_request *req, struct img_req *ir, db_result *res, void *arg)
         return;
     }
     ctx->uploads_active++;
-    up->size[0] = up->size[1] = UP_BATCH + 65536;
     up->req = req;
     up->ctx = ctx;
-    up->proc = -1;
+    for (int st = 0; st < UP_STAGES; st++) {
+        up->job[st].up = up;
+        up->job[st].stage = (enum up_stage)st;
+        up->job[st].work.data = &up->job[st];
+    }
     up->cap = cap;
     up->cap_is_quota = quota;
+    up->stage = stage;
     snprintf(up->id, sizeof up->id, "%s", db_getn(res, 0, "id"));
     snprintf(up->disk_format, sizeof up->disk_format, "%s", df);
     char rnd[33];
     util_uuid4_hex(rnd);
     snprintf(up->nonce, sizeof up->nonce, "%s%.16s", ctx->instance, rnd);
-    const char *p[2] = { up->id, up->nonce };
-    int rc = db_query(ctx->db, "UPDATE images SET status = 'saving', upload_token = $2, "
+    const char *p[3] = { up->id, up->nonce, stage ? "uploading" : "saving" };
+    int rc = db_query(ctx->db, "UPDATE images SET status = $3, upload_token = $2, "
                       "updated_at = now() WHERE id = $1 AND status = 'queued' RETURNING id",
-                      2, p, claim_done, up);
+                      3, p, claim_done, up);
     if (rc < 0) {
         img_db_error(req, rc, NULL);
         upload_free(up);
     }
 }
 
+/* PUT /v2/images/{id}/file ('stage' false) and PUT /v2/images/{id}/stage
+ * (the first step of glance-direct import): the same streamed upload and
+ * checks; staged data waits in 'uploading' for POST .../import. */
 static void
-image_upload(http_request *req, struct img_req *ir)
+upload_start(http_request *req, struct img_req *ir, bool stage)
 {
+    static const char staging = 1;
+    void *arg = stage ? (void *)&staging : NULL;
     const char *id = http_req_param(req, "id");
     if (auth_policy_check("image:upload", ir->tok, NULL, NULL) < 0 && !ir->admin) {
         img_error(req, 403, "You are not authorized to upload image data.");
@@ -478,12 +552,24 @@ image_upload(http_request *req, struct img_req *ir)
                        "WHERE o.owner = i.owner AND o.id <> i.id) AS used";
     if (ir->admin) {
         img_query(req, arena_printf(mem, "SELECT " IMG_COLUMNS ", %s FROM images i "
-                                    "WHERE i.id = $1", used), 1, p, upload_loaded, NULL);
+                                    "WHERE i.id = $1", used), 1, p, upload_loaded, arg);
         return;
     }
     char *sql = arena_printf(mem, "SELECT " IMG_COLUMNS ", %s FROM images i WHERE i.id = $1 "
                              "AND " IMG_VISIBLE_SQL, used, 2, 2);
-    img_query(req, sql, 2, p, upload_loaded, NULL);
+    img_query(req, sql, 2, p, upload_loaded, arg);
+}
+
+static void
+image_upload(http_request *req, struct img_req *ir)
+{
+    upload_start(req, ir, false);
+}
+
+static void
+image_stage(http_request *req, struct img_req *ir)
+{
+    upload_start(req, ir, true);
 }
 
 /* ---- Download. */
@@ -648,7 +734,7 @@ download_loaded(http_request *req, struct img_req *ir, db_result *res, void *arg
     const char *vis = db_getn(res, 0, "visibility");
     const char *target = (!strcmp(vis, "public") || !strcmp(vis, "community") ||
                           strcmp(owner, ir->project)) ? NULL : owner;
-    if (auth_policy_check("image:download", ir->tok, target, NULL) < 0) {
+    if (!ir->node && auth_policy_check("image:download", ir->tok, target, NULL) < 0) {
         img_error(req, 403, "You are not authorized to download this image.");
         return;
     }
@@ -743,6 +829,13 @@ image_download(http_request *req, struct img_req *ir)
                   download_loaded, NULL);
         return;
     }
+    if (ir->node) {
+        p[1] = ir->node;
+        img_query(req, arena_printf(mem, "SELECT " IMG_COLUMNS " FROM images i WHERE "
+                                    "i.id = $1 AND " IMG_NODE_SQL, 2),
+                  2, p, download_loaded, NULL);
+        return;
+    }
     char *sql = arena_printf(mem, "SELECT " IMG_COLUMNS " FROM images i WHERE i.id = $1 AND "
                              IMG_VISIBLE_SQL, 2, 2);
     img_query(req, sql, 2, p, download_loaded, NULL);
@@ -752,6 +845,8 @@ void
 img_data_register(struct img_ctx *ctx)
 {
     struct http_route_opts stream = { .flags = HTTP_ROUTE_STREAM, .max_body_bytes = 0 };
-    img_route(ctx, "PUT", "/v2/images/{id}/file", image_upload, true, &stream);
-    img_route(ctx, "GET", "/v2/images/{id}/file", image_download, true, NULL);
+    img_route(ctx, "PUT", "/v2/images/{id}/file", image_upload, IMG_AUTH_TOKEN, &stream);
+    img_route(ctx, "PUT", "/v2/images/{id}/stage", image_stage, IMG_AUTH_TOKEN, &stream);
+    img_route(ctx, "GET", "/v2/images/{id}/file", image_download,
+              IMG_AUTH_TOKEN | IMG_AUTH_NODE, NULL);
 }

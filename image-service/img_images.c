@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "arena.h"
 #include "auth_policy.h"
@@ -284,6 +285,9 @@ created(http_request *req, struct img_req *ir, db_result *res, void *arg)
     json_t *img = img_image_json(res, 0);
     http_resp_header(req, "Location", arena_printf(http_req_arena(req), "%s/v2/images/%s",
                                                    base_of(req), db_getn(res, 0, "id")));
+    /* Clients (openstacksdk's use_import) read the import methods from
+     * this header of the create answer, as Glance sends it. */
+    http_resp_header(req, "OpenStack-image-import-methods", IMG_IMPORT_METHODS);
     log_info("image", "image %s created by project %s", db_getn(res, 0, "id"), ir->project);
     img_reply_json(req, 201, img);
 }
@@ -387,6 +391,12 @@ load_visible(http_request *req, struct img_req *ir, const char *id, img_query_cb
         img_query(req, "SELECT " IMG_COLUMNS " FROM images i WHERE i.id = $1", 1, p, cb, arg);
         return;
     }
+    if (ir->node) {
+        p[1] = ir->node;
+        img_query(req, arena_printf(mem, "SELECT " IMG_COLUMNS " FROM images i WHERE "
+                                    "i.id = $1 AND " IMG_NODE_SQL, 2), 2, p, cb, arg);
+        return;
+    }
     p[1] = ir->project;
     char *sql = arena_printf(mem, "SELECT " IMG_COLUMNS " FROM images i WHERE i.id = $1 AND "
                              IMG_VISIBLE_SQL, 2, 2);
@@ -406,7 +416,7 @@ shown(http_request *req, struct img_req *ir, db_result *res, void *arg)
 static void
 image_show(http_request *req, struct img_req *ir)
 {
-    if (auth_policy_check("image:get", ir->tok, NULL, NULL) < 0) {
+    if (!ir->node && auth_policy_check("image:get", ir->tok, NULL, NULL) < 0) {
         img_error(req, 403, "You are not authorized to read images.");
         return;
     }
@@ -601,14 +611,21 @@ list_param(const char *name, const char *value, void *arg)
         }
         sb_and(b, arena_printf(mem, "i.id = $%d", sb_param(b, value)));
     } else if (!strcmp(name, "protected") || !strcmp(name, "os_hidden")) {
-        if (strcmp(value, "true") && strcmp(value, "false")) {
+        /* The spellings Glance accepts (oslo's bool_from_string, strict);
+         * openstacksdk sends "True". */
+        static const char *const yes[] = { "true", "t", "1", "on", "y", "yes" };
+        static const char *const no[] = { "false", "f", "0", "off", "n", "no" };
+        const char *v = NULL;
+        for (size_t k = 0; k < ARRAY_SIZE(yes) && !v; k++)
+            v = !strcasecmp(value, yes[k]) ? "true" : !strcasecmp(value, no[k]) ? "false" : NULL;
+        if (!v) {
             st->err_status = 400;
             st->err = "Boolean filters take true or false";
             return -1;
         }
         if (!strcmp(name, "os_hidden"))
             st->hidden_given = true;
-        sb_and(b, arena_printf(mem, "i.%s = $%d", name, sb_param(b, value)));
+        sb_and(b, arena_printf(mem, "i.%s = $%d", name, sb_param(b, v)));
     } else if (!strcmp(name, "size_min") || !strcmp(name, "size_max")) {
         char *end;
         long long x = strtoll(value, &end, 10);
@@ -1038,14 +1055,126 @@ image_reactivate(http_request *req, struct img_req *ir)
     load_visible(req, ir, http_req_param(req, "id"), action_loaded, NULL);
 }
 
+/* ---- Interoperable import (glance-direct): PUT .../stage leaves the
+ * image 'uploading' with its data complete in the store (img_data.c);
+ * POST .../import makes it active.  Nothing is left to convert or copy, so
+ * the import completes before the answer: 'importing' is never seen. */
+
+static void
+imported(http_request *req, struct img_req *ir, db_result *res, void *arg)
+{
+    if (db_rows(res) == 0) {
+        img_error(req, 409, "Image %s is no longer staged: it changed during the import.",
+                  http_req_param(req, "id"));
+        return;
+    }
+    log_info("image", "image %s imported (glance-direct)", db_getn(res, 0, "id"));
+    (void)http_respond(req, 202, NULL, NULL, 0);
+}
+
+static void
+import_loaded(http_request *req, struct img_req *ir, db_result *res, void *arg)
+{
+    if (db_rows(res) == 0) {
+        img_error(req, 404, "No image found with ID %s", http_req_param(req, "id"));
+        return;
+    }
+    const char *owner = db_getn(res, 0, "owner");
+    if (!img_may_modify(ir, owner) ||
+        auth_policy_check("image:upload", ir->tok, ir->admin ? NULL : owner, NULL) < 0) {
+        img_error(req, 403, "You are not permitted to import data to this image.");
+        return;
+    }
+    const char *status = db_getn(res, 0, "status");
+    if (strcmp(status, "uploading") || db_getn(res, 0, "staging")) {
+        img_error(req, 409, "Image needs to be staged before 'glance-direct' method can be "
+                  "used (status %s%s).", status,
+                  db_getn(res, 0, "staging") ? ", staging in progress" : "");
+        return;
+    }
+    const char **p = arena_zalloc(http_req_arena(req), sizeof *p);
+    p[0] = arena_strdup(http_req_arena(req), db_getn(res, 0, "id"));
+    img_query(req, "UPDATE images SET status = 'active', updated_at = now() "
+              "WHERE id = $1 AND status = 'uploading' AND upload_token IS NULL RETURNING id",
+              1, p, imported, NULL);
+}
+
+static void
+image_import(http_request *req, struct img_req *ir)
+{
+    json_t *j = parse_json(req);
+    if (!j)
+        return;
+    json_t *method = json_object_get(j, "method");
+    const char *name = json_string_value(json_object_get(method, "name"));
+    json_t *stores = json_object_get(j, "stores");
+    json_t *all = json_object_get(j, "all_stores");
+    const char *bad = NULL;
+    if (!json_is_object(method) || !name)
+        bad = "Import request requires a 'method' object with a 'name'.";
+    else if (strcmp(name, "glance-direct"))
+        bad = "Import method not supported; available: " IMG_IMPORT_METHODS ".";
+    else if (all && !json_is_boolean(all))
+        bad = "'all_stores' must be a boolean.";
+    else if (stores && !json_is_array(stores))
+        bad = "'stores' must be a list of store ids.";
+    size_t i;
+    json_t *v;
+    if (!bad && stores)
+        json_array_foreach(stores, i, v)
+            if (!json_is_string(v) || strcmp(json_string_value(v), IMG_STORE_ID))
+                bad = "Unknown store: this cloud has the store '" IMG_STORE_ID "' only.";
+    json_decref(j);
+    if (bad) {
+        img_error(req, 400, "%s", bad);
+        return;
+    }
+    const char *id = http_req_param(req, "id");
+    if (!id || !util_is_uuid(id)) {
+        img_error(req, 404, "No image found with ID %s", id ? id : "");
+        return;
+    }
+    struct arena *mem = http_req_arena(req);
+    const char **p = arena_zalloc(mem, 2 * sizeof *p);
+    p[0] = id;
+    p[1] = ir->project;
+    const char *cols = "SELECT i.id, i.owner, i.status, "
+                       "CASE WHEN i.upload_token IS NOT NULL THEN 't' END AS staging "
+                       "FROM images i WHERE i.id = $1";
+    if (ir->admin)
+        img_query(req, cols, 1, p, import_loaded, NULL);
+    else
+        img_query(req, arena_printf(mem, "%s AND " IMG_VISIBLE_SQL, cols, 2, 2), 2, p,
+                  import_loaded, NULL);
+}
+
+/* GET /v2/info/import and /v2/info/stores (Glance's discovery calls). */
+static void
+info_import(http_request *req, struct img_req *ir)
+{
+    img_reply_json(req, 200, json_pack("{s:{s:s,s:s,s:[s]}}", "import-methods",
+                                       "description", "Import methods available.",
+                                       "type", "array", "value", "glance-direct"));
+}
+
+static void
+info_stores(http_request *req, struct img_req *ir)
+{
+    img_reply_json(req, 200, json_pack("{s:[{s:s,s:s,s:b}]}", "stores", "id", IMG_STORE_ID,
+                                       "description", "Filesystem store", "default", 1));
+}
+
 void
 img_images_register(struct img_ctx *ctx)
 {
-    img_route(ctx, "POST", "/v2/images", image_create, true, NULL);
-    img_route(ctx, "GET", "/v2/images", image_list, true, NULL);
-    img_route(ctx, "GET", "/v2/images/{id}", image_show, true, NULL);
-    img_route(ctx, "PATCH", "/v2/images/{id}", image_patch, true, NULL);
-    img_route(ctx, "DELETE", "/v2/images/{id}", image_delete, true, NULL);
-    img_route(ctx, "POST", "/v2/images/{id}/actions/deactivate", image_deactivate, true, NULL);
-    img_route(ctx, "POST", "/v2/images/{id}/actions/reactivate", image_reactivate, true, NULL);
+    img_route(ctx, "POST", "/v2/images/{id}/import", image_import, IMG_AUTH_TOKEN, NULL);
+    img_route(ctx, "GET", "/v2/info/import", info_import, IMG_AUTH_TOKEN, NULL);
+    img_route(ctx, "GET", "/v2/info/stores", info_stores, IMG_AUTH_TOKEN, NULL);
+    img_route(ctx, "POST", "/v2/images", image_create, IMG_AUTH_TOKEN, NULL);
+    img_route(ctx, "GET", "/v2/images", image_list, IMG_AUTH_TOKEN, NULL);
+    img_route(ctx, "GET", "/v2/images/{id}", image_show, IMG_AUTH_TOKEN | IMG_AUTH_NODE, NULL);
+    img_route(ctx, "PATCH", "/v2/images/{id}", image_patch, IMG_AUTH_TOKEN, NULL);
+    img_route(ctx, "DELETE", "/v2/images/{id}", image_delete, IMG_AUTH_TOKEN, NULL);
+    img_route(ctx, "POST", "/v2/images/{id}/actions/deactivate", image_deactivate, IMG_AUTH_TOKEN, NULL);
+    img_route(ctx, "POST", "/v2/images/{id}/actions/reactivate", image_reactivate, IMG_AUTH_TOKEN, NULL);
 }

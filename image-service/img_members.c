@@ -262,9 +262,9 @@ members_delete(http_request *req, struct img_req *ir)
 void
 img_members_register(struct img_ctx *ctx)
 {
-    img_route(ctx, "POST", "/v2/images/{id}/members", members_add, true, NULL);
-    img_route(ctx, "GET", "/v2/images/{id}/members", members_list, true, NULL);
-    img_route(ctx, "GET", "/v2/images/{id}/members/{member}", members_show, true, NULL);
-    img_route(ctx, "PUT", "/v2/images/{id}/members/{member}", members_update, true, NULL);
-    img_route(ctx, "DELETE", "/v2/images/{id}/members/{member}", members_delete, true, NULL);
+    img_route(ctx, "POST", "/v2/images/{id}/members", members_add, IMG_AUTH_TOKEN, NULL);
+    img_route(ctx, "GET", "/v2/images/{id}/members", members_list, IMG_AUTH_TOKEN, NULL);
+    img_route(ctx, "GET", "/v2/images/{id}/members/{member}", members_show, IMG_AUTH_TOKEN, NULL);
+    img_route(ctx, "PUT", "/v2/images/{id}/members/{member}", members_update, IMG_AUTH_TOKEN, NULL);
+    img_route(ctx, "DELETE", "/v2/images/{id}/members/{member}", members_delete, IMG_AUTH_TOKEN, NULL);
 }

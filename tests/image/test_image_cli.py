@@ -127,6 +127,24 @@ class ImageCLI(unittest.TestCase):
         self.assertNotEqual(r.returncode, 0)
         self.assertNotIn(iid, self.c.store_files())
 
+    def test_import_glance_direct(self):
+        """openstack image create --import: create, PUT .../stage, POST
+        .../import {"method": {"name": "glance-direct"}}."""
+        src = os.path.join(self.c.dir, 'import.raw')
+        data = os.urandom(3 << 20)
+        with open(src, 'wb') as f:
+            f.write(data)
+        img = self.js('image', 'create', '--import', '--disk-format', 'raw',
+                      '--container-format', 'bare', '--file', src, 'cli-imported')
+        shown = self.js('image', 'show', img['id'])
+        self.assertEqual(shown['status'], 'active')
+        self.assertEqual(shown['checksum'], hashlib.md5(data).hexdigest())
+        self.assertEqual(shown['size'], len(data))
+        out = os.path.join(self.c.dir, 'imported.out')
+        self.osc('image', 'save', '--file', out, img['id'], fmt=False)
+        with open(out, 'rb') as f:
+            self.assertEqual(f.read(), data)
+
 
 if __name__ == '__main__':
     unittest.main(verbosity=2)
