@@ -21,11 +21,12 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tests', 'compute'))
-from compute_lib import Schedulers, add_hosts, nt, sql  # noqa: E402
+from compute_lib import Schedulers, add_hosts, nt, seed, sql  # noqa: E402
 
 
 def run(hosts, requests, nsched):
     cloud = nt.Cloud()
+    seed(cloud)
     _, body = cloud.token()
     project = body['token']['project']['id']
     add_hosts(cloud, hosts, vcpus=64, ram=262144, disk=4000)

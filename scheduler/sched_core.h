@@ -35,6 +35,7 @@ struct sched_host {
     time_t last_heartbeat;        /* 0 when never. */
     bool disabled, forced_down;
     bool present;                 /* False once deleted from the table. */
+    bool runc;                    /* hypervisor_type is runc: runs containers. */
     char host[SCHED_NAME_MAX + 1];
     char node[SCHED_NAME_MAX + 1];
     char az[SCHED_NAME_MAX + 1];
@@ -46,6 +47,9 @@ struct sched_host {
 struct sched_hosts {
     struct sched_host *v;
     size_t n, cap;
+    /* Changes whenever the array moves (reload, growth, re-sort): host
+     * pointers taken before are then invalid. */
+    uint64_t generation;
 };
 
 void sched_hosts_free(struct sched_hosts *h);
@@ -64,7 +68,10 @@ struct sched_host *sched_hosts_find(struct sched_hosts *h, int64_t id);
     " disk_allocation_ratio, load, build_failures, disabled, forced_down," \
     " coalesce(extract(epoch FROM last_heartbeat)::bigint, 0) AS heartbeat"
 
-/* What one build request asks for (from build_requests.spec). */
+/* What one build request asks for (from build_requests.spec).  The host
+ * and instance lists of groups and hints are allocated only for requests
+ * that have them (sched_request_lists), so that a whole batch of plain
+ * requests stays small. */
 struct sched_request {
     char instance[37];
     int64_t vcpus, memory_mb, disk_gb;
@@ -72,25 +79,39 @@ struct sched_request {
     char force_host[SCHED_NAME_MAX + 1];   /* "" = none. */
     char group[37];                        /* "" = none. */
     char group_policy[32];
+    char image_ref[37];                    /* "" = none or not a uuid. */
     char hypervisor_type[64];              /* Image property, "" = any. */
     char architecture[32];                 /* Image property, "" = any. */
+    char container_format[32];             /* The image's, "" = unknown. */
     /* Hosts of the group's other members, and of the same_host /
-     * different_host instances (filled from the database). */
-    char group_hosts[SCHED_MAX_LIST][SCHED_NAME_MAX + 1];
+     * different_host instances (filled from the database).  NULL until
+     * sched_request_lists; each holds SCHED_MAX_LIST entries. */
+    char (*group_hosts)[SCHED_NAME_MAX + 1];
     size_t n_group_hosts;
-    char same_hosts[SCHED_MAX_LIST][SCHED_NAME_MAX + 1];
+    char (*same_hosts)[SCHED_NAME_MAX + 1];
     size_t n_same_hosts;
-    char diff_hosts[SCHED_MAX_LIST][SCHED_NAME_MAX + 1];
+    char (*diff_hosts)[SCHED_NAME_MAX + 1];
     size_t n_diff_hosts;
     /* Instance uuids from the hints (resolved to hosts by the cycle). */
-    char same_ids[SCHED_MAX_LIST][37];
+    char (*same_ids)[37];
     size_t n_same_ids;
-    char diff_ids[SCHED_MAX_LIST][37];
+    char (*diff_ids)[37];
     size_t n_diff_ids;
 };
 
+/* Allocates the lists of 'rq' (no-op when they exist).  Returns 0 or
+ * -ENOMEM. */
+int sched_request_lists(struct sched_request *rq) __attribute__((warn_unused_result));
+/* Frees the lists (NULL-safe) and zeroes the request. */
+void sched_request_clear(struct sched_request *rq);
+
+/* True for the container images (container_format docker or ociarchive):
+ * they run only on hosts whose hypervisor_type is runc, and nothing else
+ * runs there. */
+bool sched_request_is_container(const struct sched_request *rq);
+
 /* Parses a build request spec (JSON text) into 'rq' (zeroed by the
- * caller; large: allocate it on the heap); returns 0 or -EINVAL. */
+ * caller; free with sched_request_clear); returns 0, -EINVAL or -ENOMEM. */
 int sched_request_parse(struct sched_request *rq, const char *instance, const char *spec)
     __attribute__((warn_unused_result));
 
@@ -103,6 +124,11 @@ struct sched_policy {
     int host_subset_size;             /* Pick at random among the best N. */
     int hosts_sampled;                /* >0: consider this many random hosts
                                        * (all when none of them fits). */
+    uint64_t tie_seed;                /* Order of equally good hosts: by id when
+                                       * 0, else a permutation of the ids
+                                       * proper to this scheduler, so that
+                                       * several schedulers facing identical
+                                       * hosts do not all race for the same. */
 };
 
 /* A filter keeps a host (true) or removes it. */
@@ -163,6 +189,55 @@ size_t sched_select(const struct sched_pipeline *p, const struct sched_policy *p
                     const struct sched_hosts *hosts, const struct sched_request *rq,
                     struct sched_host **out, struct sched_trace *trace, unsigned rnd);
 
+/* A ranking of the hosts for the requests of one shape (same resources,
+ * zone and image; no group, hint or forced host), so that a batch of them
+ * costs one pass over the hosts instead of one per request: the hosts that
+ * pass the filters, in a heap ordered by weight.  The weighers' [0, 1]
+ * normalisation is computed once, when the ranking is built; a host's
+ * filters and weight are evaluated again when it reaches the top, so
+ * resources taken meanwhile (by this ranking or any other decision on the
+ * same view) are seen.  The ranking holds pointers into the host view and
+ * is stale once its generation changes. */
+struct sched_rank_entry {
+    struct sched_host *h;
+    double w;
+    uint64_t key;                     /* Tie-break (lower first). */
+};
+
+struct sched_ranking {
+    struct sched_request shape;       /* Its lists stay NULL. */
+    uint64_t generation;              /* hosts->generation when built. */
+    struct sched_rank_entry *heap;
+    size_t n, cap;
+    size_t active[SCHED_MAX_FILTERS];
+    size_t n_active;
+    double lo[SCHED_MAX_WEIGHERS], span[SCHED_MAX_WEIGHERS], mult[SCHED_MAX_WEIGHERS];
+};
+
+/* A ranking chooses among at most this many best hosts. */
+#define SCHED_RANK_SUBSET_MAX 64
+
+/* True when 'rq' can be decided by a ranking. */
+bool sched_ranking_eligible(const struct sched_request *rq);
+/* True when 'rq' has the shape of 'r' (and 'r' is built on the current
+ * generation of 'hosts'). */
+bool sched_ranking_matches(const struct sched_ranking *r, const struct sched_hosts *hosts,
+                           const struct sched_request *rq);
+/* Builds 'r' (zeroed or previously built) for the shape of 'rq'.  Returns 0
+ * or -ENOMEM. */
+int sched_ranking_build(struct sched_ranking *r, const struct sched_pipeline *p,
+                        const struct sched_policy *pol, const struct sched_hosts *hosts,
+                        const struct sched_request *rq) __attribute__((warn_unused_result));
+/* The best host for the shape now, or NULL when none passes the filters any
+ * longer (hosts that fail are dropped).  With host_subset_size N > 1 the
+ * choice is random among the N best.  The caller then adds the request's
+ * resources to the host and calls sched_ranking_settle. */
+struct sched_host *sched_ranking_next(struct sched_ranking *r, const struct sched_pipeline *p,
+                                      const struct sched_policy *pol, unsigned rnd);
+/* Re-weighs the host last returned by sched_ranking_next. */
+void sched_ranking_settle(struct sched_ranking *r, const struct sched_pipeline *p);
+void sched_ranking_free(struct sched_ranking *r);
+
 /* Formats the fault message for a request no host could take. */
 void sched_trace_format(const struct sched_pipeline *p, const struct sched_trace *t,
                         char *buf, size_t len);
@@ -172,6 +247,8 @@ void sched_trace_format(const struct sched_pipeline *p, const struct sched_trace
 struct sched_counters {
     uint64_t placed, no_valid_host, lost_races, cycles, leased, errors, rescheduled;
 };
+
+#define SCHED_MAX_RANKINGS 8
 
 struct sched_ctx {
     db_conn *conn;
@@ -184,6 +261,10 @@ struct sched_ctx {
     int max_reschedules;
     struct sched_hosts hosts;
     bool hosts_loaded;
+    /* Rankings of the current cycle (rebuilt each cycle; the heaps are
+     * kept for reuse). */
+    struct sched_ranking rankings[SCHED_MAX_RANKINGS];
+    size_t n_rankings;
     struct sched_counters counters;
     unsigned seed;
     /* Decision latencies (lease to claim or failure) in ms, for the
@@ -202,13 +283,16 @@ int sched_load_hosts(struct sched_ctx *s) __attribute__((warn_unused_result));
 /* Reloads the hosts with these ids. */
 int sched_refresh_hosts(struct sched_ctx *s, const int64_t *ids, size_t n)
     __attribute__((warn_unused_result));
-/* Takes up to batch_size requests and places each.  Returns the number of
- * requests handled (placed or failed), or a negative errno. */
+/* Takes up to batch_size requests, decides them all against the host view
+ * and claims them with one statement per round (see sched_cycle.c).
+ * Returns the number of requests leased, or a negative errno. */
 int sched_cycle(struct sched_ctx *s) __attribute__((warn_unused_result));
 /* Builds stuck on a dead host (no heartbeat for service_down_time, or
  * forced down): gives their resources back and puts them back in the queue,
  * or ERROR after max_reschedules.  Returns how many, or a negative errno. */
 int sched_rescue_dead_hosts(struct sched_ctx *s) __attribute__((warn_unused_result));
+/* Frees what the context owns (not the connection). */
+void sched_ctx_free(struct sched_ctx *s);
 
 /* Records this scheduler's heartbeat in scheduler_services. */
 int sched_heartbeat(struct sched_ctx *s) __attribute__((warn_unused_result));

@@ -82,38 +82,82 @@ sched_refresh_hosts(struct sched_ctx *s, const int64_t *ids, size_t n)
     return rc;
 }
 
-/* Fills the group's member hosts and the hint hosts of 'rq'. */
+/* A PostgreSQL array literal under construction ("{a,b}"); p is owned by
+ * the caller (free()). */
+struct arr {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+
+static void
+arr_add(struct arr *a, const char *item)
+{
+    size_t n = strlen(item);
+    if (a->oom)
+        return;
+    /* Separator, item, and room for the closing brace and NUL. */
+    if (a->len + n + 3 > a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 256;
+        while (cap < a->len + n + 3)
+            cap *= 2;
+        char *p = realloc(a->p, cap);
+        if (!p) {
+            a->oom = true;
+            return;
+        }
+        a->p = p;
+        a->cap = cap;
+    }
+    a->p[a->len] = a->len ? ',' : '{';
+    a->len++;
+    memcpy(a->p + a->len, item, n);
+    a->len += n;
+    a->p[a->len] = '\0';
+}
+
+static void
+arr_add_i64(struct arr *a, int64_t v)
+{
+    char b[24];
+    snprintf(b, sizeof b, "%lld", (long long)v);
+    arr_add(a, b);
+}
+
+/* Closes the literal and returns it; NULL after an allocation failure. */
+static const char *
+arr_end(struct arr *a)
+{
+    if (a->oom)
+        return NULL;
+    if (!a->p)
+        return "{}";
+    a->p[a->len++] = '}';
+    a->p[a->len] = '\0';
+    return a->p;
+}
+
+/* Fills the hosts of the same_host / different_host hints of 'rq'. */
 static int
-resolve_hosts(struct sched_ctx *s, struct sched_request *rq)
+resolve_hints(struct sched_ctx *s, struct sched_request *rq)
 {
     db_result *r = NULL;
     int rc;
-    if (rq->group[0]) {
-        const char *p[2] = { rq->group, rq->instance };
-        rc = exec(s, "SELECT host FROM instances WHERE server_group = $1::uuid"
-                     " AND host IS NOT NULL AND NOT deleted AND uuid <> $2::uuid LIMIT 256",
-                  2, p, &r);
-        if (rc < 0)
-            return rc;
-        for (int i = 0; i < db_rows(r) && rq->n_group_hosts < SCHED_MAX_LIST; i++)
-            snprintf(rq->group_hosts[rq->n_group_hosts++], SCHED_NAME_MAX + 1, "%s",
-                     db_get(r, i, 0));
-        db_result_free(r);
-    }
     for (int pass = 0; pass < 2; pass++) {
         size_t n = pass ? rq->n_diff_ids : rq->n_same_ids;
         if (!n)
             continue;
-        char arr[SCHED_MAX_LIST * 38 + 3];
-        size_t off = 0;
-        arr[off++] = '{';
+        struct arr a = { 0 };
         for (size_t i = 0; i < n; i++)
-            off += (size_t)snprintf(arr + off, sizeof arr - off, "%s%s", i ? "," : "",
-                                    pass ? rq->diff_ids[i] : rq->same_ids[i]);
-        snprintf(arr + off, sizeof arr - off, "}");
-        const char *p[1] = { arr };
+            arr_add(&a, pass ? rq->diff_ids[i] : rq->same_ids[i]);
+        const char *p[1] = { arr_end(&a) };
+        if (!p[0]) {
+            free(a.p);
+            return -ENOMEM;
+        }
         rc = exec(s, "SELECT DISTINCT host FROM instances WHERE uuid = ANY ($1::uuid[])"
                      " AND host IS NOT NULL AND NOT deleted", 1, p, &r);
+        free(a.p);
         if (rc < 0)
             return rc;
         for (int i = 0; i < db_rows(r) && i < SCHED_MAX_LIST; i++) {
@@ -127,64 +171,6 @@ resolve_hosts(struct sched_ctx *s, struct sched_request *rq)
         db_result_free(r);
     }
     return 0;
-}
-
-/* One claim: returns 1 when placed, 0 when the host no longer fits (its
- * row is refreshed), -ENOENT when the request is gone (instance deleted or
- * lease lost), or a negative errno. */
-static int
-claim(struct sched_ctx *s, const struct sched_request *rq, struct sched_host *h)
-{
-    char id[24], v[24], m[24], d[24];
-    snprintf(id, sizeof id, "%lld", (long long)h->id);
-    snprintf(v, sizeof v, "%lld", (long long)rq->vcpus);
-    snprintf(m, sizeof m, "%lld", (long long)rq->memory_mb);
-    snprintf(d, sizeof d, "%lld", (long long)rq->disk_gb);
-    const char *p[6] = { id, v, m, d, rq->instance, s->name };
-    db_result *r = NULL;
-    int rc = exec(s,
-        "WITH inst AS (SELECT uuid FROM instances WHERE uuid = $5::uuid AND NOT deleted"
-        "   FOR UPDATE),"
-        " br AS (SELECT 1 FROM build_requests WHERE instance_uuid = $5::uuid AND claimed_by = $6),"
-        " c AS (UPDATE compute_nodes SET vcpus_used = vcpus_used + $2::int,"
-        "   memory_mb_used = memory_mb_used + $3::int, local_gb_used = local_gb_used + $4::int,"
-        "   running_vms = running_vms + 1, updated_at = now()"
-        "  WHERE id = $1::bigint AND NOT disabled AND NOT forced_down"
-        "   AND vcpus_used + $2::int <= vcpus * cpu_allocation_ratio"
-        "   AND memory_mb_used + $3::int <= (memory_mb - reserved_host_memory_mb)"
-        "       * ram_allocation_ratio"
-        "   AND local_gb_used + $4::int <= local_gb * disk_allocation_ratio"
-        "   AND EXISTS (SELECT 1 FROM inst) AND EXISTS (SELECT 1 FROM br)"
-        "  RETURNING *),"
-        " i AS (UPDATE instances SET host = c.host, node = c.hypervisor_hostname,"
-        "   availability_zone = coalesce(instances.availability_zone, c.availability_zone),"
-        "   task_state = 'spawning', updated_at = clock_timestamp()"
-        "  FROM c WHERE instances.uuid = $5::uuid RETURNING instances.uuid),"
-        " d AS (DELETE FROM build_requests WHERE instance_uuid = $5::uuid"
-        "   AND EXISTS (SELECT 1 FROM c) RETURNING 1),"
-        " ev AS (INSERT INTO instance_action_events (action_id, event, result, finish_time)"
-        "   SELECT a.id, 'schedule_instance', 'Success', clock_timestamp() FROM instance_actions a"
-        "   WHERE a.instance_uuid = $5::uuid AND a.action = 'create' AND EXISTS (SELECT 1 FROM c))"
-        "SELECT (SELECT count(*) FROM inst) AS have_inst, (SELECT count(*) FROM br) AS have_br,"
-        " x.*, CASE WHEN x.id IS NOT NULL THEN"
-        "  pg_notify('nimbus_instance_placed', x.host || ' ' || $5) END"
-        " FROM (SELECT 1) one LEFT JOIN (SELECT " SCHED_HOST_COLUMNS " FROM c) x ON true",
-        6, p, &r);
-    if (rc < 0)
-        return rc;
-    bool have = db_get(r, 0, 0) && strcmp(db_get(r, 0, 0), "0")
-                && db_get(r, 0, 1) && strcmp(db_get(r, 0, 1), "0");
-    bool placed = db_get(r, 0, 2) != NULL;
-    rc = sched_hosts_update(&s->hosts, r, 2);
-    db_result_free(r);
-    if (rc < 0)
-        return rc;
-    if (placed)
-        return 1;
-    if (!have)
-        return -ENOENT;
-    s->counters.lost_races++;
-    return sched_refresh_hosts(s, &h->id, 1);
 }
 
 static int
@@ -206,90 +192,419 @@ fail_request(struct sched_ctx *s, const struct sched_request *rq, const char *ms
         " WHERE uuid = $1::uuid AND NOT deleted AND EXISTS (SELECT 1 FROM br)", 3, p, NULL);
 }
 
-static int
-release_request(struct sched_ctx *s, const struct sched_request *rq)
+/* ---- The batch.
+ *
+ * Each cycle leases up to batch_size requests and runs rounds until every
+ * one is placed, failed or given back:
+ *   1. When requests of server groups are pending, the round is one
+ *      transaction that first locks those groups (in uuid order) and then
+ *      reads their members' hosts, so that members of a group are decided
+ *      by one scheduler at a time against committed placements.
+ *   2. Every pending request is decided against the in-memory host view,
+ *      which is charged as it goes: the requests of one shape share a
+ *      ranking (one pass over the hosts per shape and cycle); the others
+ *      (groups, hints, forced host) filter every host, and a group's
+ *      choices join its members' hosts for the next member.
+ *   3. ONE statement claims all the decisions: it locks the instances and
+ *      their build requests (ours only), then the hosts in id order, adds
+ *      the per-host sums with the condition used + sum <= total x ratio,
+ *      binds the instances, deletes the build requests, records the events
+ *      and notifies the agents.  A host whose condition fails takes none of
+ *      its requests (a lost race): it is read again and those requests are
+ *      decided again in the next round, at most max_attempts times before
+ *      they are given back.
+ *   4. A request no host fits is decided again once on a freshly loaded
+ *      view, then fails with the fault naming the filters.
+ * Locks are always taken in the order groups, instances, hosts (hosts by
+ * id), and a transaction holds them for one claim statement only, so
+ * schedulers cannot deadlock each other or nimbus-api. */
+
+enum item_state { ITEM_PENDING, ITEM_CHOSEN, ITEM_DONE };
+
+struct item {
+    struct sched_request rq;
+    enum item_state state;
+    int64_t host_id;
+    char host[SCHED_NAME_MAX + 1];
+    int attempts;
+    bool no_host;
+    char *fault;
+    bool group_gone;
+};
+
+static void
+item_done(struct sched_ctx *s, struct item *it, uint64_t t0)
 {
-    const char *p[2] = { rq->instance, s->name };
-    return exec(s, "UPDATE build_requests SET claimed_by = NULL, claimed_until = NULL"
-                   " WHERE instance_uuid = $1::uuid AND claimed_by = $2", 2, p, NULL);
+    it->state = ITEM_DONE;
+    if (!s->latency)
+        s->latency = calloc(SCHED_LATENCY_SAMPLES, sizeof *s->latency);
+    if (s->latency && s->n_latency < SCHED_LATENCY_SAMPLES)
+        s->latency[s->n_latency++] = (double)(util_now_ns() - t0) / 1e6;
 }
 
-/* Places one request.  Returns 0 (placed, failed or gone) or a negative
- * errno (database trouble: the lease expires and someone retries). */
+/* Fills the image fields the spec lacks from nimbus-image's table. */
 static int
-place(struct sched_ctx *s, struct sched_request *rq, bool *reloaded)
+resolve_images(struct sched_ctx *s, struct item *items, size_t n)
 {
-    struct sched_host **cand = NULL;
-    struct sched_trace trace;
-    int rc = 0;
-    bool in_tx = false;
-    if (rq->group[0]) {
-        const char *p[1] = { rq->group };
-        db_result *r = NULL;
-        if ((rc = exec(s, "BEGIN", 0, NULL, NULL)) < 0)
-            return rc;
-        in_tx = true;
-        rc = exec(s, "SELECT 1 FROM server_groups WHERE uuid = $1::uuid FOR UPDATE", 1, p, &r);
-        if (rc < 0)
-            goto out;
-        if (db_rows(r) == 0) {
-            rq->group[0] = '\0';        /* Group deleted meanwhile. */
-            rq->group_policy[0] = '\0';
+    struct arr a = { 0 };
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (items[i].state == ITEM_PENDING && items[i].rq.image_ref[0]) {
+            arr_add(&a, items[i].rq.image_ref);
+            k++;
         }
-        db_result_free(r);
+    if (!k)
+        return 0;
+    const char *p[1] = { arr_end(&a) };
+    if (!p[0]) {
+        free(a.p);
+        return -ENOMEM;
     }
-    if ((rc = resolve_hosts(s, rq)) < 0)
+    db_result *r = NULL;
+    int rc = exec(s, "SELECT id::text, coalesce(container_format, ''),"
+                     " coalesce(properties->>'hypervisor_type', ''),"
+                     " coalesce(properties->>'architecture', '')"
+                     " FROM images WHERE id = ANY ($1::uuid[])", 1, p, &r);
+    free(a.p);
+    if (rc < 0)
+        return rc;
+    for (int j = 0; j < db_rows(r); j++) {
+        for (size_t i = 0; i < n; i++) {
+            struct sched_request *rq = &items[i].rq;
+            if (strcmp(rq->image_ref, db_get(r, j, 0)))
+                continue;
+            if (!rq->container_format[0])
+                snprintf(rq->container_format, sizeof rq->container_format, "%s",
+                         db_get(r, j, 1));
+            if (!rq->hypervisor_type[0])
+                snprintf(rq->hypervisor_type, sizeof rq->hypervisor_type, "%s",
+                         db_get(r, j, 2));
+            if (!rq->architecture[0])
+                snprintf(rq->architecture, sizeof rq->architecture, "%s", db_get(r, j, 3));
+        }
+    }
+    db_result_free(r);
+    return 0;
+}
+
+/* Locks the groups of the pending requests and reads their members'
+ * hosts (inside the round's transaction). */
+static int
+lock_groups(struct sched_ctx *s, struct item *items, size_t n)
+{
+    struct arr g = { 0 };
+    int rc = -ENOMEM;
+    db_result *r = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (items[i].state == ITEM_PENDING && items[i].rq.group[0])
+            arr_add(&g, items[i].rq.group);
+    const char *p[1] = { arr_end(&g) };
+    if (!p[0])
         goto out;
-    for (int attempt = 0; attempt < s->max_attempts; attempt++) {
-        free(cand);
-        cand = calloc(s->hosts.n ? s->hosts.n : 1, sizeof *cand);
-        if (!cand) {
-            rc = -ENOMEM;
-            goto out;
-        }
-        s->policy.now = time(NULL);
-        size_t n = sched_select(&s->pipeline, &s->policy, &s->hosts, rq, cand, &trace,
-                                (unsigned)rand_r(&s->seed));
-        if (n == 0 && !*reloaded) {
-            /* Decide "no valid host" on a fresh view only. */
-            *reloaded = true;
-            if ((rc = sched_load_hosts(s)) < 0)
-                goto out;
-            attempt--;
+    rc = exec(s, "SELECT uuid::text FROM server_groups WHERE uuid = ANY ($1::uuid[])"
+                 " ORDER BY uuid FOR UPDATE", 1, p, &r);
+    if (rc < 0)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        struct item *it = &items[i];
+        if (it->state != ITEM_PENDING || !it->rq.group[0])
             continue;
+        bool found = false;
+        for (int j = 0; j < db_rows(r) && !found; j++)
+            found = !strcmp(db_get(r, j, 0), it->rq.group);
+        if (!found) {
+            it->rq.group[0] = '\0';        /* Deleted meanwhile. */
+            it->rq.group_policy[0] = '\0';
         }
-        if (n == 0) {
+        it->rq.n_group_hosts = 0;
+    }
+    db_result_free(r);
+    r = NULL;
+    /* A new statement, hence a snapshot taken after the locks: members
+     * placed by whoever held a lock before us (or by our earlier rounds)
+     * are seen; pending members have no host. */
+    rc = exec(s, "SELECT server_group::text, host FROM instances"
+                 " WHERE server_group = ANY ($1::uuid[]) AND host IS NOT NULL AND NOT deleted",
+              1, p, &r);
+    if (rc < 0)
+        goto out;
+    for (int j = 0; j < db_rows(r); j++) {
+        for (size_t i = 0; i < n; i++) {
+            struct sched_request *rq = &items[i].rq;
+            if (items[i].state == ITEM_PENDING && rq->group[0] && rq->group_hosts
+                && rq->n_group_hosts < SCHED_MAX_LIST && !strcmp(rq->group, db_get(r, j, 0)))
+                snprintf(rq->group_hosts[rq->n_group_hosts++], SCHED_NAME_MAX + 1, "%s",
+                         db_get(r, j, 1));
+        }
+    }
+out:
+    db_result_free(r);
+    free(g.p);
+    return rc;
+}
+
+static struct sched_ranking *
+ranking_for(struct sched_ctx *s, const struct sched_request *rq)
+{
+    for (size_t i = 0; i < s->n_rankings; i++)
+        if (sched_ranking_matches(&s->rankings[i], &s->hosts, rq))
+            return &s->rankings[i];
+    if (s->n_rankings == SCHED_MAX_RANKINGS)
+        return NULL;              /* Many shapes at once: decide one by one. */
+    struct sched_ranking *r = &s->rankings[s->n_rankings];
+    if (sched_ranking_build(r, &s->pipeline, &s->policy, &s->hosts, rq) < 0)
+        return NULL;
+    s->n_rankings++;
+    return r;
+}
+
+/* Decides one pending request against the view and charges the view. */
+static int
+decide(struct sched_ctx *s, struct item *items, size_t n, struct item *it,
+       struct sched_host **cand)
+{
+    struct sched_request *rq = &it->rq;
+    struct sched_host *h = NULL;
+    struct sched_ranking *rk = NULL;
+    if (sched_ranking_eligible(rq) && (rk = ranking_for(s, rq)))
+        h = sched_ranking_next(rk, &s->pipeline, &s->policy, (unsigned)rand_r(&s->seed));
+    if (!h) {
+        struct sched_trace trace;
+        rk = NULL;
+        if (sched_select(&s->pipeline, &s->policy, &s->hosts, rq, cand, &trace,
+                         (unsigned)rand_r(&s->seed)))
+            h = cand[0];
+        if (!h) {
             char msg[1024];
             sched_trace_format(&s->pipeline, &trace, msg, sizeof msg);
-            log_info("sched", "instance %s: %s", rq->instance, msg);
-            rc = fail_request(s, rq, msg);
-            goto out;
+            free(it->fault);
+            it->fault = strdup(msg);
+            it->no_host = true;
+            return it->fault ? 0 : -ENOMEM;
         }
-        rc = claim(s, rq, cand[0]);
-        if (rc == 1) {
+    }
+    h->vcpus_used += rq->vcpus;
+    h->memory_mb_used += rq->memory_mb;
+    h->local_gb_used += rq->disk_gb;
+    h->running_vms++;
+    if (rk)
+        sched_ranking_settle(rk, &s->pipeline);
+    it->state = ITEM_CHOSEN;
+    it->host_id = h->id;
+    snprintf(it->host, sizeof it->host, "%s", h->host);
+    if (rq->group[0]) {
+        /* The next members see this one. */
+        for (size_t i = 0; i < n; i++) {
+            struct sched_request *o = &items[i].rq;
+            if (&items[i] != it && items[i].state == ITEM_PENDING && o->group_hosts
+                && !strcmp(o->group, rq->group) && o->n_group_hosts < SCHED_MAX_LIST)
+                snprintf(o->group_hosts[o->n_group_hosts++], SCHED_NAME_MAX + 1, "%s", h->host);
+        }
+    }
+    return 0;
+}
+
+/* Claims every chosen request in one statement; see the comment above. */
+static int
+claim_batch(struct sched_ctx *s, struct item *items, size_t n, uint64_t t0,
+            int64_t *refresh, size_t *n_refresh)
+{
+    struct arr u = { 0 }, h = { 0 }, v = { 0 }, m = { 0 }, d = { 0 };
+    size_t *idx = calloc(n ? n : 1, sizeof *idx);
+    size_t k = 0;
+    int rc = -ENOMEM;
+    db_result *r = NULL;
+    if (!idx)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        struct item *it = &items[i];
+        if (it->state != ITEM_CHOSEN)
+            continue;
+        idx[k++] = i;
+        arr_add(&u, it->rq.instance);
+        arr_add_i64(&h, it->host_id);
+        arr_add_i64(&v, it->rq.vcpus);
+        arr_add_i64(&m, it->rq.memory_mb);
+        arr_add_i64(&d, it->rq.disk_gb);
+    }
+    if (!k) {
+        rc = 0;
+        goto out;
+    }
+    const char *p[6] = { s->name, arr_end(&u), arr_end(&h), arr_end(&v), arr_end(&m),
+                         arr_end(&d) };
+    if (!p[1] || !p[2] || !p[3] || !p[4] || !p[5])
+        goto out;
+    rc = exec(s,
+        "WITH r AS (SELECT * FROM unnest($2::uuid[], $3::bigint[], $4::int[], $5::int[],"
+        "   $6::int[]) WITH ORDINALITY AS r (uuid, node, v, m, d, ord)),"
+        " x AS (SELECT i.uuid FROM instances i JOIN build_requests b ON b.instance_uuid = i.uuid"
+        "   WHERE i.uuid = ANY ($2::uuid[]) AND NOT i.deleted AND b.claimed_by = $1"
+        "   ORDER BY i.uuid FOR UPDATE OF i, b),"
+        " want AS (SELECT r.node, sum(r.v) v, sum(r.m) m, sum(r.d) d, count(*) c"
+        "   FROM r JOIN x USING (uuid) GROUP BY r.node),"
+        " lk AS (SELECT n.id FROM compute_nodes n WHERE n.id IN (SELECT node FROM want)"
+        "   ORDER BY n.id FOR UPDATE OF n),"
+        " c AS (UPDATE compute_nodes n SET vcpus_used = n.vcpus_used + w.v,"
+        "   memory_mb_used = n.memory_mb_used + w.m, local_gb_used = n.local_gb_used + w.d,"
+        "   running_vms = n.running_vms + w.c, updated_at = now()"
+        "  FROM want w JOIN lk ON lk.id = w.node"
+        "  WHERE n.id = w.node AND NOT n.disabled AND NOT n.forced_down"
+        "   AND n.vcpus_used + w.v <= n.vcpus * n.cpu_allocation_ratio"
+        "   AND n.memory_mb_used + w.m <= (n.memory_mb - n.reserved_host_memory_mb)"
+        "       * n.ram_allocation_ratio"
+        "   AND n.local_gb_used + w.d <= n.local_gb * n.disk_allocation_ratio"
+        "  RETURNING n.*),"
+        " won AS (SELECT r.uuid, c.id, c.host, c.hypervisor_hostname, c.availability_zone"
+        "   FROM r JOIN x USING (uuid) JOIN c ON c.id = r.node),"
+        " i AS (UPDATE instances SET host = won.host, node = won.hypervisor_hostname,"
+        "   availability_zone = coalesce(instances.availability_zone, won.availability_zone),"
+        "   task_state = 'spawning', updated_at = clock_timestamp()"
+        "  FROM won WHERE instances.uuid = won.uuid),"
+        " del AS (DELETE FROM build_requests b USING won WHERE b.instance_uuid = won.uuid),"
+        " ev AS (INSERT INTO instance_action_events (action_id, event, result, finish_time)"
+        "   SELECT a.id, 'schedule_instance', 'Success', clock_timestamp()"
+        "   FROM instance_actions a JOIN won ON a.instance_uuid = won.uuid"
+        "   WHERE a.action = 'create')"
+        "SELECT r.ord, x.uuid IS NOT NULL, won.uuid IS NOT NULL,"
+        " CASE WHEN won.uuid IS NOT NULL THEN"
+        "  pg_notify('nimbus_instance_placed', won.host || ' ' || won.uuid::text) END, hc.*"
+        " FROM r LEFT JOIN x USING (uuid) LEFT JOIN won USING (uuid)"
+        " LEFT JOIN (SELECT " SCHED_HOST_COLUMNS " FROM c) hc ON hc.id = won.id",
+        6, p, &r);
+    if (rc < 0)
+        goto out;
+    for (int j = 0; j < db_rows(r); j++) {
+        long ord = strtol(db_get(r, j, 0), NULL, 10);
+        if (ord < 1 || (size_t)ord > k)
+            continue;
+        struct item *it = &items[idx[ord - 1]];
+        bool have = db_get(r, j, 1)[0] == 't';
+        bool placed = db_get(r, j, 2)[0] == 't';
+        if (placed) {
             s->counters.placed++;
-            rc = 0;
-            goto out;
+            item_done(s, it, t0);
+        } else if (!have) {
+            item_done(s, it, t0);         /* Deleted meanwhile, or lease lost. */
+            refresh[(*n_refresh)++] = it->host_id;
+        } else {
+            s->counters.lost_races++;
+            it->state = ITEM_PENDING;
+            it->attempts++;
+            refresh[(*n_refresh)++] = it->host_id;
         }
-        if (rc == -ENOENT) {
-            rc = 0;                     /* Deleted meanwhile, or lease lost. */
-            goto out;
+    }
+    rc = sched_hosts_update(&s->hosts, r, 4);
+out:
+    db_result_free(r);
+    free(idx);
+    free(u.p);
+    free(h.p);
+    free(v.p);
+    free(m.p);
+    free(d.p);
+    return rc;
+}
+
+static int
+release_requests(struct sched_ctx *s, struct item *items, size_t n)
+{
+    struct arr u = { 0 };
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (items[i].state != ITEM_DONE) {
+            arr_add(&u, items[i].rq.instance);
+            k++;
         }
-        if (rc < 0)
+    if (!k)
+        return 0;
+    const char *p[2] = { arr_end(&u), s->name };
+    int rc = p[0] ? exec(s, "UPDATE build_requests SET claimed_by = NULL, claimed_until = NULL"
+                            " WHERE instance_uuid = ANY ($1::uuid[]) AND claimed_by = $2",
+                         2, p, NULL) : -ENOMEM;
+    free(u.p);
+    return rc;
+}
+
+/* One round over the pending requests.  Returns 0 or a negative errno. */
+static int
+round_run(struct sched_ctx *s, struct item *items, size_t n, uint64_t t0, bool *reloaded)
+{
+    bool tx = false, reload = false;
+    int64_t *refresh = calloc(n, sizeof *refresh);
+    size_t n_refresh = 0;
+    struct sched_host **cand = NULL;
+    int rc;
+    if (!refresh)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        if (items[i].state == ITEM_PENDING && items[i].rq.group[0])
+            tx = true;
+    if (tx) {
+        if ((rc = exec(s, "BEGIN", 0, NULL, NULL)) < 0) {
+            free(refresh);
+            return rc;
+        }
+        if ((rc = lock_groups(s, items, n)) < 0)
+            goto out;
+    }
+    if (!(cand = calloc(s->hosts.n ? s->hosts.n : 1, sizeof *cand))) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    s->policy.now = time(NULL);
+    for (size_t i = 0; i < n; i++)
+        if (items[i].state == ITEM_PENDING && (rc = decide(s, items, n, &items[i], cand)) < 0)
+            goto out;
+    if ((rc = claim_batch(s, items, n, t0, refresh, &n_refresh)) < 0)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        struct item *it = &items[i];
+        if (it->state == ITEM_PENDING && it->no_host) {
+            it->no_host = false;
+            if (!*reloaded) {
+                reload = true;            /* Decide "no valid host" on a fresh view only. */
+            } else {
+                log_info("sched", "instance %s: %s", it->rq.instance, it->fault);
+                if ((rc = fail_request(s, &it->rq, it->fault)) < 0)
+                    goto out;
+                item_done(s, it, t0);
+            }
+        }
+    }
+    if (tx) {
+        tx = false;
+        if ((rc = exec(s, "COMMIT", 0, NULL, NULL)) < 0)
             goto out;
     }
     /* Lost every race: give the request back for the next cycle. */
-    rc = release_request(s, rq);
-out:
-    if (in_tx) {
-        if (rc < 0)
-            (void)exec(s, "ROLLBACK", 0, NULL, NULL);
-        else
-            rc = exec(s, "COMMIT", 0, NULL, NULL);
-        if (rc < 0 && (rc = sched_load_hosts(s)) == 0)
-            rc = -EAGAIN;   /* Claims of a rolled-back transaction never happened. */
+    for (size_t i = 0; i < n; i++)
+        if (items[i].state == ITEM_PENDING && items[i].attempts >= s->max_attempts) {
+            const char *p[2] = { items[i].rq.instance, s->name };
+            if ((rc = exec(s, "UPDATE build_requests SET claimed_by = NULL, claimed_until = NULL"
+                              " WHERE instance_uuid = $1::uuid AND claimed_by = $2",
+                           2, p, NULL)) < 0)
+                goto out;
+            items[i].state = ITEM_DONE;
+        }
+    if (reload) {
+        *reloaded = true;
+        rc = sched_load_hosts(s);
+    } else {
+        /* Hosts whose claim failed, and hosts charged for requests that
+         * were gone: read them again. */
+        rc = sched_refresh_hosts(s, refresh, n_refresh);
     }
+out:
+    if (tx) {
+        (void)exec(s, "ROLLBACK", 0, NULL, NULL);
+        if (rc >= 0)
+            rc = -EIO;
+    }
+    if (rc < 0 && sched_load_hosts(s) < 0)
+        s->hosts_loaded = false;   /* Claims of a rolled-back round never happened. */
     free(cand);
+    free(refresh);
     return rc;
 }
 
@@ -311,43 +626,74 @@ sched_cycle(struct sched_ctx *s)
         "   WHERE claimed_until IS NULL OR claimed_until < now()"
         "   ORDER BY created_at LIMIT $3::int FOR UPDATE SKIP LOCKED) q"
         " WHERE b.instance_uuid = q.instance_uuid"
-        " RETURNING b.instance_uuid, b.spec::text, b.attempts, b.created_at"
-        " ", 3, p, &r);
+        " RETURNING b.instance_uuid, b.spec::text, b.attempts, b.created_at", 3, p, &r);
     if (rc < 0)
         return rc;
+    uint64_t t0 = util_now_ns();
     s->counters.cycles++;
-    int n = db_rows(r);
-    s->counters.leased += (uint64_t)n;
-    bool reloaded = false;
-    struct sched_request *rq = malloc(sizeof *rq);
-    if (!rq) {
+    size_t n = (size_t)db_rows(r);
+    s->counters.leased += n;
+    if (!n) {
+        db_result_free(r);
+        return 0;
+    }
+    struct item *items = calloc(n, sizeof *items);
+    if (!items) {
         db_result_free(r);
         return -ENOMEM;
     }
-    for (int i = 0; i < n; i++) {
-        memset(rq, 0, sizeof *rq);
-        if (sched_request_parse(rq, db_get(r, i, 0), db_get(r, i, 1)) < 0) {
-            log_warn("sched", "instance %s: malformed build request", db_get(r, i, 0));
-            (void)fail_request(s, rq, "Malformed build request.");
-            continue;
+    /* Rankings are rebuilt every cycle: the view changed in between. */
+    s->n_rankings = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct item *it = &items[i];
+        if ((rc = sched_request_parse(&it->rq, db_get(r, (int)i, 0), db_get(r, (int)i, 1))) < 0) {
+            log_warn("sched", "instance %s: malformed build request", db_get(r, (int)i, 0));
+            (void)fail_request(s, &it->rq, "Malformed build request.");
+            item_done(s, it, t0);
+        } else if (atoi(db_get(r, (int)i, 2)) > 5) {
+            (void)fail_request(s, &it->rq, "Scheduling abandoned after 5 attempts.");
+            item_done(s, it, t0);
+        } else if ((it->rq.n_same_ids || it->rq.n_diff_ids)
+                   && (rc = resolve_hints(s, &it->rq)) < 0) {
+            goto out;
         }
-        if (atoi(db_get(r, i, 2)) > 5) {
-            (void)fail_request(s, rq, "Scheduling abandoned after 5 attempts.");
-            continue;
-        }
-        uint64_t t0 = util_now_ns();
-        rc = place(s, rq, &reloaded);
-        if (!s->latency)
-            s->latency = calloc(SCHED_LATENCY_SAMPLES, sizeof *s->latency);
-        if (s->latency && s->n_latency < SCHED_LATENCY_SAMPLES)
-            s->latency[s->n_latency++] = (double)(util_now_ns() - t0) / 1e6;
-        if (rc < 0 && rc != -EAGAIN)
-            log_warn("sched", "instance %s: placement failed (%d); retried after the lease",
-                     rq->instance, rc);
     }
-    free(rq);
+    if ((rc = resolve_images(s, items, n)) < 0)
+        goto out;
+    bool reloaded = false;
+    for (;;) {
+        bool pending = false;
+        for (size_t i = 0; i < n && !pending; i++)
+            pending = items[i].state != ITEM_DONE;
+        if (!pending)
+            break;
+        if ((rc = round_run(s, items, n, t0, &reloaded)) < 0)
+            goto out;
+    }
+    rc = (int)n;
+out:
+    if (rc < 0) {
+        log_warn("sched", "cycle failed (%d); %zu requests given back", rc, n);
+        (void)release_requests(s, items, n);
+    }
+    for (size_t i = 0; i < n; i++) {
+        sched_request_clear(&items[i].rq);
+        free(items[i].fault);
+    }
+    free(items);
     db_result_free(r);
-    return n;
+    return rc;
+}
+
+void
+sched_ctx_free(struct sched_ctx *s)
+{
+    for (size_t i = 0; i < SCHED_MAX_RANKINGS; i++)
+        sched_ranking_free(&s->rankings[i]);
+    s->n_rankings = 0;
+    sched_hosts_free(&s->hosts);
+    free(s->latency);
+    s->latency = NULL;
 }
 
 int
@@ -406,7 +752,7 @@ sched_rescue_dead_hosts(struct sched_ctx *s)
         "   'memory_mb', st.memory_mb, 'root_gb', st.root_gb + st.ephemeral_gb,"
         "   'availability_zone', st.availability_zone, 'group', st.server_group,"
         "   'group_policy', (SELECT policy FROM server_groups g WHERE g.uuid = st.server_group),"
-        "   'hints', st.scheduler_hints)"
+        "   'hints', st.scheduler_hints, 'image_ref', st.image_ref)"
         "  FROM stuck st WHERE st.reschedules < $2::int"
         "  ON CONFLICT (instance_uuid) DO NOTHING RETURNING instance_uuid),"
         " upd AS (UPDATE instances i SET host = NULL, node = NULL, updated_at = clock_timestamp(),"

@@ -297,6 +297,9 @@ sched_daemon_run(const struct conf *c, bool once)
         snprintf(s->name, sizeof s->name, "%s-%ld", hn, (long)getpid());
     }
     s->seed = (unsigned)getpid() ^ (unsigned)time(NULL);
+    /* Equally good hosts in an order of this scheduler's own, so that
+     * schedulers facing identical hosts claim different ones. */
+    s->policy.tie_seed = ((uint64_t)getpid() << 32 ^ (uint64_t)time(NULL)) | 1;
 
     char *msg = NULL;
     const char *conninfo = conf_str(c, "database", "connection");
@@ -360,8 +363,7 @@ out:
     http_server_free(d->http);
     if (s->conn)
         db_sync_close(s->conn);
-    sched_hosts_free(&s->hosts);
-    free(s->latency);
+    sched_ctx_free(s);
     uv_mutex_destroy(&d->lock);
     (void)uv_loop_close(d->loop);
     free(d);

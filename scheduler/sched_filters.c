@@ -8,7 +8,7 @@
 #include <strings.h>
 
 static bool
-in_list(const char (*list)[SCHED_NAME_MAX + 1], size_t n, const char *host)
+in_list(char (*list)[SCHED_NAME_MAX + 1], size_t n, const char *host)
 {
     for (size_t i = 0; i < n; i++)
         if (!strcmp(list[i], host))
@@ -67,10 +67,15 @@ f_disk(const struct sched_host *h, const struct sched_request *rq,
     return (double)(h->local_gb_used + rq->disk_gb) <= (double)h->local_gb * h->disk_ratio;
 }
 
+/* Container images (container_format docker or ociarchive) run only on
+ * runc hosts, and runc hosts run nothing else; then the image's
+ * hypervisor_type and architecture properties, when set, must match. */
 static bool
 f_image_props(const struct sched_host *h, const struct sched_request *rq,
               const struct sched_policy *pol)
 {
+    if (h->runc != sched_request_is_container(rq))
+        return false;
     if (rq->hypervisor_type[0] && strcasecmp(rq->hypervisor_type, h->hypervisor_type))
         return false;
     return !rq->architecture[0] || !strcasecmp(rq->architecture, h->architecture);
@@ -110,11 +115,6 @@ f_different_host(const struct sched_host *h, const struct sched_request *rq,
 
 static bool a_az(const struct sched_request *rq) { return rq->az[0] != '\0'; }
 static bool a_force(const struct sched_request *rq) { return rq->force_host[0] != '\0'; }
-static bool
-a_image(const struct sched_request *rq)
-{
-    return rq->hypervisor_type[0] || rq->architecture[0];
-}
 static bool a_aff(const struct sched_request *rq) { return !strcmp(rq->group_policy, "affinity"); }
 static bool
 a_anti(const struct sched_request *rq)
@@ -137,7 +137,9 @@ const struct sched_filter sched_filters[] = {
     { "ram", "Free RAM with ram_allocation_ratio fits the flavor.", f_ram },
     { "cpu", "Free vCPUs with cpu_allocation_ratio fit the flavor.", f_cpu },
     { "disk", "Free disk with disk_allocation_ratio fits the flavor.", f_disk },
-    { "image_properties", "Hypervisor type and architecture match the image's.", f_image_props, a_image },
+    { "image_properties", "Container images (docker, ociarchive) only on runc hosts and"
+      " nothing else there; hypervisor type and architecture match the image's.",
+      f_image_props },
     { "affinity", "Hard affinity: the host of the group's other members.", f_affinity, a_aff },
     { "anti_affinity", "Hard anti-affinity: no other member of the group.", f_anti_affinity, a_anti },
     { "same_host", "The host of the instances in the same_host hint.", f_same_host, a_same },

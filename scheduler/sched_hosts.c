@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "util.h"
 
@@ -15,6 +16,7 @@ sched_hosts_free(struct sched_hosts *h)
     free(h->v);
     h->v = NULL;
     h->n = h->cap = 0;
+    h->generation++;
 }
 
 struct sched_host *
@@ -86,6 +88,7 @@ sched_hosts_update(struct sched_hosts *h, const db_result *r, int col)
                     return -ENOMEM;
                 h->v = v;
                 h->cap = cap;
+                h->generation++;
             }
             x = &h->v[h->n++];
             if (h->n > 1 && h->v[h->n - 2].id > id)
@@ -115,8 +118,10 @@ sched_hosts_update(struct sched_hosts *h, const db_result *r, int col)
         x->forced_down = get_b(r, i, col + 20);
         x->last_heartbeat = (time_t)get_i64(r, i, col + 21);
         x->present = true;
+        x->runc = !strcasecmp(x->hypervisor_type, "runc");
         if (resort) {
             qsort(h->v, h->n, sizeof *h->v, cmp_host_id);
+            h->generation++;
             resort = false;
         }
     }
@@ -128,6 +133,42 @@ jstr(json_t *o, const char *k)
 {
     const char *s = json_string_value(json_object_get(o, k));
     return s ? s : "";
+}
+
+int
+sched_request_lists(struct sched_request *rq)
+{
+    if (rq->group_hosts)
+        return 0;
+    rq->group_hosts = calloc(SCHED_MAX_LIST, sizeof *rq->group_hosts);
+    rq->same_hosts = calloc(SCHED_MAX_LIST, sizeof *rq->same_hosts);
+    rq->diff_hosts = calloc(SCHED_MAX_LIST, sizeof *rq->diff_hosts);
+    rq->same_ids = calloc(SCHED_MAX_LIST, sizeof *rq->same_ids);
+    rq->diff_ids = calloc(SCHED_MAX_LIST, sizeof *rq->diff_ids);
+    if (!rq->group_hosts || !rq->same_hosts || !rq->diff_hosts || !rq->same_ids
+        || !rq->diff_ids) {
+        sched_request_clear(rq);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+void
+sched_request_clear(struct sched_request *rq)
+{
+    free(rq->group_hosts);
+    free(rq->same_hosts);
+    free(rq->diff_hosts);
+    free(rq->same_ids);
+    free(rq->diff_ids);
+    memset(rq, 0, sizeof *rq);
+}
+
+bool
+sched_request_is_container(const struct sched_request *rq)
+{
+    return !strcasecmp(rq->container_format, "docker")
+           || !strcasecmp(rq->container_format, "ociarchive");
 }
 
 static void
@@ -167,9 +208,18 @@ sched_request_parse(struct sched_request *rq, const char *instance, const char *
     json_t *props = json_object_get(j, "image_properties");
     copy_str(rq->hypervisor_type, sizeof rq->hypervisor_type, jstr(props, "hypervisor_type"));
     copy_str(rq->architecture, sizeof rq->architecture, jstr(props, "architecture"));
+    copy_str(rq->container_format, sizeof rq->container_format,
+             jstr(props, "container_format"));
+    if (util_is_uuid(jstr(j, "image_ref")))
+        copy_str(rq->image_ref, sizeof rq->image_ref, jstr(j, "image_ref"));
     json_t *hints = json_object_get(j, "hints");
-    uuid_list(json_object_get(hints, "same_host"), rq->same_ids, &rq->n_same_ids);
-    uuid_list(json_object_get(hints, "different_host"), rq->diff_ids, &rq->n_diff_ids);
+    json_t *same = json_object_get(hints, "same_host");
+    json_t *diff = json_object_get(hints, "different_host");
+    int rc = 0;
+    if ((same || diff || rq->group[0]) && (rc = sched_request_lists(rq)) == 0) {
+        uuid_list(same, rq->same_ids, &rq->n_same_ids);
+        uuid_list(diff, rq->diff_ids, &rq->n_diff_ids);
+    }
     json_decref(j);
-    return 0;
+    return rc;
 }

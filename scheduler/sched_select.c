@@ -1,6 +1,8 @@
 /* The decision: filter the hosts, weigh the survivors, order them. */
 #include "sched_core.h"
 
+#include <errno.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,7 +11,22 @@
 struct scored {
     struct sched_host *h;
     double w;
+    uint64_t key;
 };
+
+/* The tie-break key of a host: its id, or a permutation of the ids proper
+ * to the scheduler (splitmix64 of id ^ seed). */
+static uint64_t
+tie_key(const struct sched_policy *pol, const struct sched_host *h)
+{
+    if (!pol->tie_seed)
+        return (uint64_t)h->id;
+    uint64_t z = (uint64_t)h->id ^ pol->tie_seed;
+    z += 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
 
 static int
 cmp_scored(const void *a, const void *b)
@@ -17,7 +34,7 @@ cmp_scored(const void *a, const void *b)
     const struct scored *x = a, *y = b;
     if (x->w != y->w)
         return x->w < y->w ? 1 : -1;
-    return (x->h->id > y->h->id) - (x->h->id < y->h->id);
+    return (x->key > y->key) - (x->key < y->key);
 }
 
 /* Filters and weighs the hosts of 'idx' (NULL: all of them). */
@@ -63,8 +80,10 @@ select_among(const struct sched_pipeline *p, const struct sched_policy *pol,
         free(raw);
         return n;               /* Unweighed order still gives valid hosts. */
     }
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         s[i].h = out[i];
+        s[i].key = tie_key(pol, out[i]);
+    }
     for (size_t w = 0; w < p->n_weighers; w++) {
         double mult = p->weighers[w]->multiplier(pol);
         if (mult == 0 || (p->weighers[w]->applies && !p->weighers[w]->applies(rq)))
@@ -137,6 +156,218 @@ sched_select(const struct sched_pipeline *p, const struct sched_policy *pol,
          * valid host" is never a sampling accident. */
     }
     return select_among(p, pol, hosts, NULL, hosts->n, rq, out, trace, rnd);
+}
+
+/* ---- Rankings. */
+
+bool
+sched_ranking_eligible(const struct sched_request *rq)
+{
+    return !rq->group[0] && !rq->force_host[0] && !rq->n_same_ids && !rq->n_diff_ids;
+}
+
+bool
+sched_ranking_matches(const struct sched_ranking *r, const struct sched_hosts *hosts,
+                      const struct sched_request *rq)
+{
+    const struct sched_request *a = &r->shape;
+    return r->heap && r->generation == hosts->generation && a->vcpus == rq->vcpus
+           && a->memory_mb == rq->memory_mb && a->disk_gb == rq->disk_gb
+           && !strcmp(a->az, rq->az) && !strcmp(a->hypervisor_type, rq->hypervisor_type)
+           && !strcmp(a->architecture, rq->architecture)
+           && sched_request_is_container(a) == sched_request_is_container(rq);
+}
+
+/* True when entry a goes before entry b. */
+static bool
+rank_before(const struct sched_rank_entry *a, const struct sched_rank_entry *b)
+{
+    return a->w > b->w || (a->w == b->w && a->key < b->key);
+}
+
+static void
+rank_sift_down(struct sched_ranking *r, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, best = i;
+        if (l < r->n && rank_before(&r->heap[l], &r->heap[best]))
+            best = l;
+        if (l + 1 < r->n && rank_before(&r->heap[l + 1], &r->heap[best]))
+            best = l + 1;
+        if (best == i)
+            return;
+        struct sched_rank_entry t = r->heap[i];
+        r->heap[i] = r->heap[best];
+        r->heap[best] = t;
+        i = best;
+    }
+}
+
+static void
+rank_sift_up(struct sched_ranking *r, size_t i)
+{
+    while (i > 0) {
+        size_t up = (i - 1) / 2;
+        if (!rank_before(&r->heap[i], &r->heap[up]))
+            return;
+        struct sched_rank_entry t = r->heap[i];
+        r->heap[i] = r->heap[up];
+        r->heap[up] = t;
+        i = up;
+    }
+}
+
+static double
+rank_weight(const struct sched_ranking *r, const struct sched_pipeline *p,
+            const struct sched_host *h)
+{
+    double w = 0;
+    for (size_t k = 0; k < p->n_weighers; k++)
+        if (r->mult[k] != 0 && r->span[k] > 0)
+            w += r->mult[k] * (p->weighers[k]->weigh(h, &r->shape) - r->lo[k]) / r->span[k];
+    return w;
+}
+
+static bool
+rank_pass(const struct sched_ranking *r, const struct sched_pipeline *p,
+          const struct sched_policy *pol, const struct sched_host *h)
+{
+    for (size_t k = 0; k < r->n_active; k++)
+        if (!p->filters[r->active[k]]->pass(h, &r->shape, pol))
+            return false;
+    return true;
+}
+
+static void
+rank_pop(struct sched_ranking *r)
+{
+    r->heap[0] = r->heap[--r->n];
+    rank_sift_down(r, 0);
+}
+
+int
+sched_ranking_build(struct sched_ranking *r, const struct sched_pipeline *p,
+                    const struct sched_policy *pol, const struct sched_hosts *hosts,
+                    const struct sched_request *rq)
+{
+    struct sched_rank_entry *heap = r->heap;
+    size_t cap = r->cap;
+    if (cap < hosts->n || !heap) {
+        free(heap);
+        cap = hosts->n ? hosts->n : 1;
+        if (!(heap = malloc(cap * sizeof *heap))) {
+            memset(r, 0, sizeof *r);
+            return -ENOMEM;
+        }
+    }
+    memset(r, 0, sizeof *r);
+    r->heap = heap;
+    r->cap = cap;
+    r->generation = hosts->generation;
+    /* The shape: everything the filters and weighers read, without lists. */
+    struct sched_request *a = &r->shape;
+    a->vcpus = rq->vcpus;
+    a->memory_mb = rq->memory_mb;
+    a->disk_gb = rq->disk_gb;
+    memcpy(a->az, rq->az, sizeof a->az);
+    memcpy(a->hypervisor_type, rq->hypervisor_type, sizeof a->hypervisor_type);
+    memcpy(a->architecture, rq->architecture, sizeof a->architecture);
+    memcpy(a->container_format, rq->container_format, sizeof a->container_format);
+    for (size_t f = 0; f < p->n_filters; f++)
+        if (!p->filters[f]->applies || p->filters[f]->applies(a))
+            r->active[r->n_active++] = f;
+    for (size_t i = 0; i < hosts->n; i++) {
+        struct sched_host *h = &hosts->v[i];
+        if (rank_pass(r, p, pol, h))
+            r->heap[r->n++] = (struct sched_rank_entry){ h, 0, tie_key(pol, h) };
+    }
+    for (size_t k = 0; k < p->n_weighers; k++) {
+        double mult = p->weighers[k]->multiplier(pol);
+        if (mult == 0 || (p->weighers[k]->applies && !p->weighers[k]->applies(a)))
+            continue;
+        double lo = 0, hi = 0;
+        for (size_t i = 0; i < r->n; i++) {
+            double x = p->weighers[k]->weigh(r->heap[i].h, a);
+            if (i == 0 || x < lo)
+                lo = x;
+            if (i == 0 || x > hi)
+                hi = x;
+        }
+        r->mult[k] = mult;
+        r->lo[k] = lo;
+        r->span[k] = hi - lo;
+    }
+    for (size_t i = 0; i < r->n; i++)
+        r->heap[i].w = rank_weight(r, p, r->heap[i].h);
+    for (size_t i = r->n / 2; i-- > 0;)
+        rank_sift_down(r, i);
+    return 0;
+}
+
+/* Brings the best valid host to the top: drops hosts that fail the filters
+ * now and re-weighs the top until its weight is current. */
+static bool
+rank_top(struct sched_ranking *r, const struct sched_pipeline *p,
+         const struct sched_policy *pol)
+{
+    while (r->n) {
+        struct sched_rank_entry *t = &r->heap[0];
+        if (!rank_pass(r, p, pol, t->h)) {
+            rank_pop(r);
+            continue;
+        }
+        double w = rank_weight(r, p, t->h);
+        if (w == t->w)
+            return true;
+        t->w = w;
+        rank_sift_down(r, 0);
+    }
+    return false;
+}
+
+struct sched_host *
+sched_ranking_next(struct sched_ranking *r, const struct sched_pipeline *p,
+                   const struct sched_policy *pol, unsigned rnd)
+{
+    size_t subset = pol->host_subset_size > 1 ? (size_t)pol->host_subset_size : 1;
+    if (subset > SCHED_RANK_SUBSET_MAX)
+        subset = SCHED_RANK_SUBSET_MAX;
+    struct sched_rank_entry best[SCHED_RANK_SUBSET_MAX];
+    size_t k = 0;
+    while (k < subset && rank_top(r, p, pol)) {
+        best[k++] = r->heap[0];
+        rank_pop(r);
+    }
+    if (!k)
+        return NULL;
+    size_t pick = rnd % k;
+    for (size_t i = 0; i < k; i++) {
+        if (i == pick)
+            continue;
+        r->heap[r->n] = best[i];
+        rank_sift_up(r, r->n++);
+    }
+    /* The choice goes back on top until the caller has taken its share. */
+    r->heap[r->n] = best[pick];
+    r->heap[r->n].w = HUGE_VAL;
+    rank_sift_up(r, r->n++);
+    return best[pick].h;
+}
+
+void
+sched_ranking_settle(struct sched_ranking *r, const struct sched_pipeline *p)
+{
+    if (!r->n)
+        return;
+    r->heap[0].w = rank_weight(r, p, r->heap[0].h);
+    rank_sift_down(r, 0);
+}
+
+void
+sched_ranking_free(struct sched_ranking *r)
+{
+    free(r->heap);
+    memset(r, 0, sizeof *r);
 }
 
 void
