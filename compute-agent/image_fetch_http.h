@@ -31,9 +31,9 @@ void img_http_free(struct img_http *h);
 int img_fetch_http(void *ctx, const struct inst_image *img, const char *dest,
                    char *err, size_t errlen);
 
-/* The authentication header of the fetcher's token ("X-Auth-Token: ..."),
- * asking Keystone for one when needed, for other calls to nimbus-image
- * (snapshot uploads).  Returns 0 or -errno with 'err'. */
+/* The authentication header of the fetcher ("Authorization: Bearer <node
+ * credential>") for other calls to nimbus-image (snapshot uploads).
+ * Returns 0 or -errno with 'err'. */
 int img_http_auth_header(struct img_http *h, char *out, size_t len, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 /* The header from img_http_auth_header() was refused (401): forget it. */
