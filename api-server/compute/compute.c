@@ -116,6 +116,7 @@ compute_register(struct api *a)
     compute_servers_register(a);
     compute_admin_register(a);
     compute_agent_register(a);
+    compute_console_register(a);
 }
 
 void
