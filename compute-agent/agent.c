@@ -15,6 +15,7 @@
 
 #ifdef NIMBUS_HAVE_CURL
 #include "channel.h"
+#include "console_proxy.h"
 #include "image_fetch_http.h"
 #endif
 #include "console_report.h"
@@ -52,6 +53,7 @@ struct agent {
 #ifdef NIMBUS_HAVE_CURL
     struct chan *chan;
     struct img_http *img_http;
+    struct cproxy *proxy;             /* Console proxy, or NULL. */
 #endif
     int open_handles;
     void (*done)(void *arg);
@@ -308,6 +310,16 @@ take_desired(struct agent *a, struct desired_set *ds)
 }
 
 #ifdef NIMBUS_HAVE_CURL
+/* The console proxy's question: where is the console of 'uuid'? */
+static int
+console_target(void *ctx, const char *uuid, const char *protocol, char *addr, size_t len)
+{
+    struct agent *a = ctx;
+    if (!a->hv->class->console)
+        return -ENOTSUP;
+    return a->hv->class->console(a->hv, uuid, protocol, addr, len);
+}
+
 static void
 on_chan_desired(void *arg, struct desired_set *ds)
 {
@@ -342,6 +354,8 @@ node_facts(struct agent *a)
                           "hypervisor_type", a->hv->class->virt_type(a->hv),
                           "cpu_model", model, "vcpus", (json_int_t)cpus,
                           "ram_mb", (json_int_t)ram_mb, "disk_gb", (json_int_t)disk_gb);
+    if (j && a->proxy)
+        json_object_set_new(j, "console_url", json_string(cproxy_url(a->proxy)));
     char *s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(j);
     return s;
@@ -534,6 +548,16 @@ agent_start(uv_loop_t *loop, const struct agent_config *cfg, struct agent **out,
     uv_timer_start(&a->timer, on_timer, cfg->interval_ms, cfg->interval_ms);
     if (cfg->source && !strcmp(cfg->source, "http")) {
 #ifdef NIMBUS_HAVE_CURL
+        if (cfg->console_listen && cfg->console_listen[0]) {
+            struct cproxy_config pc = {
+                .listen_host = cfg->console_listen, .port = cfg->console_port,
+                .public_url = cfg->console_public_url, .api_url = cfg->api_url,
+                .node = cfg->node, .node_token = cfg->node_token,
+            };
+            if ((r = cproxy_start(&pc, console_target, a, &a->proxy, err, errlen)))
+                return r;
+            log_info("agent", "console proxy at %s", cproxy_url(a->proxy));
+        }
         char *facts = node_facts(a);
         struct chan_config cc = {
             .api_url = cfg->api_url, .node = cfg->node, .token = cfg->node_token,
@@ -608,6 +632,8 @@ agent_stop(struct agent *a, void (*done)(void *arg), void *arg)
 #ifdef NIMBUS_HAVE_CURL
     chan_stop(a->chan);
     a->chan = NULL;
+    cproxy_stop(a->proxy);
+    a->proxy = NULL;
 #endif
     if (a->http) {
         a->open_handles++;
@@ -623,6 +649,7 @@ agent_free(struct agent *a)
         return;
 #ifdef NIMBUS_HAVE_CURL
     chan_stop(a->chan);
+    cproxy_stop(a->proxy);
 #endif
     rc_free(a->rc);
     snap_free(a->snap);

@@ -39,6 +39,9 @@ struct agent_config {
     const char *desired_file;
     const char *observed_file;
     const char *events_file;
+    const char *console_listen;       /* Console proxy (http source only); NULL/"": none. */
+    int console_port;
+    const char *console_public_url;   /* Handed out by nimbus-api; NULL: from listen/port. */
     const char *listen_host;          /* /healthz and /metrics; NULL: none. */
     int listen_port;
 };

@@ -201,6 +201,66 @@ lv_create(struct hypervisor *hv, const struct hv_create_args *a, bool start)
     return r;
 }
 
+/* The value of attribute 'attr' of the first element starting with
+ * 'elem' in 'xml' (libvirt writes attributes in single quotes). */
+static bool
+xml_attr(const char *xml, const char *elem, const char *attr, char *out, size_t len)
+{
+    const char *e = strstr(xml, elem);
+    if (!e)
+        return false;
+    const char *close = strchr(e, '>');
+    char pat[64];
+    snprintf(pat, sizeof pat, " %s='", attr);
+    const char *a = strstr(e, pat);
+    if (!a || (close && a > close))
+        return false;
+    a += strlen(pat);
+    size_t n = strcspn(a, "'");
+    if (n >= len)
+        return false;
+    memcpy(out, a, n);
+    out[n] = 0;
+    return true;
+}
+
+static int
+lv_console(struct hypervisor *hv, const char *uuid, const char *protocol, char *addr,
+           size_t len)
+{
+    struct hv_libvirt *lv = lv_cast(hv);
+    virDomainPtr dom = virDomainLookupByUUIDString(lv->conn, uuid);
+    if (!dom)
+        return -ENOENT;
+    char *md = lv_metadata(dom);
+    char *xml = md && virDomainIsActive(dom) == 1 ? virDomainGetXMLDesc(dom, 0) : NULL;
+    free(md);
+    virDomainFree(dom);
+    if (!xml)
+        return -ENOENT;
+    int r = -ENOENT;
+    char v[128];
+    if (!strcmp(protocol, "vnc")) {
+        /* Nimbus defines VNC on loopback with autoport: the port is known
+         * once the domain runs. */
+        if (xml_attr(xml, "<graphics type='vnc'", "port", v, sizeof v) && atoi(v) > 0) {
+            snprintf(addr, len, "127.0.0.1:%d", atoi(v));
+            r = 0;
+        }
+    } else if (!strcmp(protocol, "serial")) {
+        const char *s = strstr(xml, "<serial type='pty'>");
+        if (s && xml_attr(s, "<source path=", "path", v, sizeof v) &&
+            !strncmp(v, "/dev/pts/", 9)) {
+            snprintf(addr, len, "%s", v);
+            r = 0;
+        }
+    } else {
+        r = -ENOTSUP;
+    }
+    free(xml);
+    return r;
+}
+
 static int
 lv_start(struct hypervisor *hv, const char *uuid)
 {
@@ -397,5 +457,6 @@ const struct hypervisor_class hv_libvirt_class = {
     .resume = lv_resume,
     .destroy = lv_destroy,
     .set_generation = lv_set_generation,
+    .console = lv_console,
     .virt_type = lv_virt_type,
 };

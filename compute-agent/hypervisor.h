@@ -68,6 +68,12 @@ struct hypervisor_class {
     int (*destroy)(struct hypervisor *hv, const char *uuid);
     /* Records the generation applied, in the instance's own metadata. */
     int (*set_generation)(struct hypervisor *hv, const char *uuid, uint64_t gen);
+    /* Where the console of a running instance is, for the console proxy:
+     * "host:port" of its VNC server for protocol "vnc", its serial pty for
+     * "serial".  Optional (NULL: none).  Called from the proxy's threads,
+     * concurrently with other operations: must not touch hv->err. */
+    int (*console)(struct hypervisor *hv, const char *uuid, const char *protocol,
+                   char *addr, size_t len);
     /* Host facts for the inventory report: "qemu", "kvm", "xen", "runc". */
     const char *(*virt_type)(struct hypervisor *hv);
 };

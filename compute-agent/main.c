@@ -39,6 +39,13 @@ static const struct conf_option options[] = {
       "Address of /healthz and /metrics; empty for none." },
     { "agent", "port", CONF_INT, "8790", 0, 65535,
       "Port of /healthz and /metrics (0 picks one)." },
+    { "console", "listen", CONF_STR, "", 0, 0,
+      "Address of the console proxy (WebSocket to the instances' VNC and serial consoles, "
+      "http source only); empty for none." },
+    { "console", "port", CONF_INT, "6083", 0, 65535, "Port of the console proxy (0 picks one)." },
+    { "console", "public_url", CONF_STR, NULL, 0, 0,
+      "URL of the console proxy that nimbus-api hands out (e.g. http://node1.example:6083); "
+      "default http://<listen>:<port>." },
     { "hypervisor", "type", CONF_STR, "libvirt", 0, 0,
       "libvirt (KVM, QEMU emulation, Xen), oci (runc containers) or fake (in memory)." },
     { "hypervisor", "libvirt_uri", CONF_STR, "qemu:///system", 0, 0,
@@ -226,6 +233,9 @@ main(int argc, char **argv)
         .desired_file = conf_str(conf, "source", "desired_file"),
         .observed_file = conf_str(conf, "source", "observed_file"),
         .events_file = conf_str(conf, "source", "events_file"),
+        .console_listen = conf_str(conf, "console", "listen"),
+        .console_port = (int)conf_int(conf, "console", "port"),
+        .console_public_url = conf_str(conf, "console", "public_url"),
         .listen_host = conf_str(conf, "agent", "listen"),
         .listen_port = (int)conf_int(conf, "agent", "port"),
     };

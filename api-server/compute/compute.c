@@ -117,6 +117,7 @@ compute_register(struct api *a)
     compute_admin_register(a);
     compute_interfaces_register(a);
     compute_agent_register(a);
+    compute_console_register(a);
 }
 
 void

@@ -89,5 +89,14 @@ void compute_interfaces_register(struct api *a);
 void compute_agent_register(struct api *a);
 void compute_agent_stop(struct api *a);
 void compute_agent_free(struct api *a);
+/* An agent-channel endpoint whose JSON body (at most 1 MiB) goes to the SQL
+ * function 'fn'(node, credential, document) (compute_agent.c). */
+void compute_agent_document(http_request *req, const char *fn);
+/* Remote consoles (compute_console.c): its routes, and the 2.1 actions
+ * os-getVNCConsole / os-getSerialConsole of server 'sid' (policy already
+ * checked; 'args' is the action's object). */
+void compute_console_register(struct api *a);
+void compute_console_action(http_request *req, struct api_req *ar, const char *sid,
+                            const char *action, json_t *args);
 
 #endif

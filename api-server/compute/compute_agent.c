@@ -110,8 +110,8 @@ agent_params(http_request *req)
 
 /* POST register, PUT inventory, PUT observed, POST events: the body (a JSON
  * object of at most AGENT_MAX_BODY bytes) goes to SQL function 'fn'. */
-static void
-agent_document(http_request *req, const char *fn)
+void
+compute_agent_document(http_request *req, const char *fn)
 {
     const char **p = agent_params(req);
     if (!p)
@@ -137,28 +137,28 @@ static void
 agent_register(http_request *req, struct api_req *ar)
 {
     (void)ar;
-    agent_document(req, "compute_agent_register");
+    compute_agent_document(req, "compute_agent_register");
 }
 
 static void
 agent_inventory(http_request *req, struct api_req *ar)
 {
     (void)ar;
-    agent_document(req, "compute_agent_inventory");
+    compute_agent_document(req, "compute_agent_inventory");
 }
 
 static void
 agent_observed(http_request *req, struct api_req *ar)
 {
     (void)ar;
-    agent_document(req, "compute_agent_observed");
+    compute_agent_document(req, "compute_agent_observed");
 }
 
 static void
 agent_events(http_request *req, struct api_req *ar)
 {
     (void)ar;
-    agent_document(req, "compute_agent_events");
+    compute_agent_document(req, "compute_agent_events");
 }
 
 /* ---- Desired state and its long poll. */

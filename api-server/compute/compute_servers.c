@@ -863,6 +863,7 @@ static const struct action_def actions[] = {
     { "rebuild", false, true }, { "createImage", false, true },
     { "os-resetState", true, true }, { "migrate", true, false },
     { "os-migrateLive", true, true }, { "evacuate", true, true },
+    { "os-getVNCConsole", false, true }, { "os-getSerialConsole", false, true },
 };
 
 static void
@@ -920,6 +921,10 @@ servers_action(http_request *req, struct api_req *ar)
     if (api_authorize(req, ar, def->admin ? POL_SERVERS_ACTION_ADMIN : POL_SERVERS_ACTION,
                       NULL, NULL) < 0)
         goto out;
+    if (!strcmp(def->name, "os-getVNCConsole") || !strcmp(def->name, "os-getSerialConsole")) {
+        compute_console_action(req, ar, sid, def->name, args);
+        goto out;
+    }
     if (!strcmp(def->name, "createImage")) {
         v = json_object_get(args, "name");
         if (!v || !json_is_string(v) || !name_valid(json_string_value(v))) {

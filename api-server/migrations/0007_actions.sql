@@ -392,35 +392,63 @@ BEGIN
                                        d || jsonb_build_object('instances', rest));
 END $$;
 
--- ---- Remote consoles.  Creates a one-time token for the instance's
--- console on its node; answers {"code": 200, "token": ..} or an error.
+-- ---- Remote consoles (docs/compute.md).  Each node's agent runs the
+-- console proxy and says at registration where clients reach it.
+ALTER TABLE agent_nodes ADD COLUMN console_url text;
+
+ALTER FUNCTION compute_agent_register(text, text, jsonb) RENAME TO compute_agent_register_base;
+
+CREATE FUNCTION compute_agent_register(p_node text, p_token text, d jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE r jsonb := compute_agent_register_base(p_node, p_token, d);
+BEGIN
+    IF (r->>'code')::int = 200 THEN
+        UPDATE agent_nodes SET console_url = CASE
+            WHEN d->>'console_url' ~ '^https?://[]A-Za-z0-9.:[-]{1,200}(/[A-Za-z0-9._~/-]{0,50})?$'
+            THEN rtrim(d->>'console_url', '/') END
+         WHERE name = p_node;
+    END IF;
+    RETURN r;
+END $$;
+
+-- A one-time token for the console of an instance, good for 10 minutes:
+-- {"code": 200, "url": ...} or an error.  'p_protocol' is 'vnc' or
+-- 'serial'.  Only the token's SHA-256 is stored.
 CREATE FUNCTION compute_console_token(p_uuid uuid, p_protocol text, c jsonb)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     i instances;
     admin boolean := (c->>'admin')::boolean;
     tok text := replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '');
+    base text;
 BEGIN
     SELECT * INTO i FROM instances WHERE uuid = p_uuid AND NOT deleted;
     IF NOT FOUND OR (NOT admin AND i.project_id <> c->>'project_id') THEN
         RETURN jsonb_build_object('code', 404, 'message',
                                   format('Instance %s could not be found.', p_uuid));
     END IF;
-    IF i.vm_state <> 'active' OR i.node IS NULL THEN
+    IF i.vm_state <> 'active' OR i.node IS NULL OR i.power_state <> 1 THEN
+        RETURN jsonb_build_object('code', 409, 'message',
+            format('Instance %s is not ready.', p_uuid));
+    END IF;
+    SELECT console_url INTO base FROM agent_nodes WHERE name = i.node;
+    IF base IS NULL THEN
         RETURN jsonb_build_object('code', 409, 'message', format(
-            'Instance %s is not ready: its console is not available.', p_uuid));
+            'The console proxy of host %s is not available.', i.host));
     END IF;
     DELETE FROM console_tokens WHERE expires_at < clock_timestamp() - interval '1 hour';
     INSERT INTO console_tokens (token_hash, instance_uuid, node, protocol, expires_at)
     VALUES (encode(sha256(convert_to(tok, 'UTF8')), 'hex'), p_uuid, i.node, p_protocol,
             clock_timestamp() + interval '10 minutes');
-    RETURN jsonb_build_object('code', 200, 'token', tok, 'node', i.node);
+    RETURN jsonb_build_object('code', 200, 'url', CASE WHEN p_protocol = 'serial'
+        THEN regexp_replace(base, '^http', 'ws') ELSE base END || '/?token=' || tok);
 END $$;
 
--- Checks and uses up a console token for the proxy of node 'p_node':
--- {"code": 200, "uuid", "protocol"} once, 404 for an unknown, used or
--- expired token, 401/403 for a bad node credential.
-CREATE FUNCTION compute_agent_console_token(p_node text, p_cred text, p_token text)
+-- The proxy of node 'p_node' checks a token ({"token": ...}) and uses it
+-- up: {"code": 200, "body": {"instance_uuid", "protocol"}} once; 404 for
+-- an unknown, used, expired or other node's token; 401/403 for a bad node
+-- credential.
+CREATE FUNCTION compute_agent_console_token(p_node text, p_cred text, d jsonb)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     code integer := compute_agent_auth(p_node, p_cred);
@@ -428,7 +456,7 @@ DECLARE
 BEGIN
     IF code <> 200 THEN RETURN compute_agent_denied(code); END IF;
     UPDATE console_tokens SET used_at = clock_timestamp()
-     WHERE token_hash = encode(sha256(convert_to(p_token, 'UTF8')), 'hex')
+     WHERE token_hash = encode(sha256(convert_to(coalesce(d->>'token', ''), 'UTF8')), 'hex')
        AND node = p_node AND used_at IS NULL AND expires_at > clock_timestamp()
      RETURNING * INTO t;
     IF NOT FOUND THEN

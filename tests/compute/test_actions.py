@@ -12,6 +12,10 @@ real image cache and qcow2 overlays, base image from nimbus-image).
 - createImage -> 202 with Location; a queued image owned by the project
   becomes active with the overlay flattened to qcow2 (uploaded by the
   agent), task image_snapshot -> none.
+- os-getVNCConsole / os-getSerialConsole / remote-consoles hand out a URL
+  of the node's console proxy with a one-time token; the proxy refuses a
+  bogus, used or expired token (the fake hypervisor has no console to
+  relay to: the real relay is tested with QEMU in test_agent_libvirt.py).
 - another project sees 404 for all of it; delete during VERIFY_RESIZE
   gives everything back."""
 import atexit
@@ -22,6 +26,7 @@ import sys
 import time
 
 import compute_lib
+import ws_lib
 from compute_lib import NET, Compute, Schedulers, check, done, nt, sql
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'image'))
@@ -61,6 +66,9 @@ image_password = {nt.ADMIN_PASSWORD}
 image_project = admin
 reconcile_interval = 1
 delete_grace = 5
+listen = 127.0.0.1
+port = 0
+[console]
 listen = 127.0.0.1
 port = 0
 [hypervisor]
@@ -233,11 +241,52 @@ check(st == 403 and 'Quota exceeded for cores' in str(b), f'resize over the core
 sql(cloud, f"UPDATE quotas SET hard_limit = -1 WHERE project_id = '{admin_project}' AND resource = 'cores'")
 check(server(sid)['status'] == 'ACTIVE', 'refused resizes change nothing')
 
+# ---- Remote consoles.
+st, _, b = act(sid, {'os-getVNCConsole': {'type': 'novnc'}})
+url = (b or {}).get('console', {}).get('url', '')
+check(st == 200 and b['console']['type'] == 'novnc' and url.startswith('http://127.0.0.1:')
+      and '/?token=' in url, f'os-getVNCConsole: a novnc URL of the node\'s proxy ({st} {b})')
+st, _, b = act(sid, {'os-getSerialConsole': {'type': 'serial'}})
+check(st == 200 and b['console']['url'].startswith('ws://127.0.0.1:'),
+      f'os-getSerialConsole: a ws:// URL ({st} {b})')
+st, _, b = api.req('POST', f'/servers/{sid}/remote-consoles',
+                   {'remote_console': {'protocol': 'vnc', 'type': 'novnc'}})
+check(st == 200 and set(b['remote_console']) == {'protocol', 'type', 'url'},
+      f'remote-consoles answers remote_console{{protocol, type, url}} ({st} {b})')
+for body in ({'os-getVNCConsole': {'type': 'spice-html5'}}, {'os-getVNCConsole': {}},
+             {'os-getSerialConsole': {'type': 'novnc'}}):
+    st, _, _ = act(sid, body)
+    check(st == 400, f'{body}: 400 ({st})')
+st, _, _ = api.req('POST', f'/servers/{sid}/remote-consoles',
+                   {'remote_console': {'protocol': 'rdp', 'type': 'rdp-html5'}})
+check(st == 400, f'remote-consoles rdp: 400 ({st})')
+tok1 = url.split('token=')[1]
+check(sql(cloud, f"SELECT count(*) FROM console_tokens WHERE token_hash = '{tok1}'") == '0'
+      and sql(cloud, "SELECT count(*) FROM console_tokens WHERE token_hash = encode(sha256('"
+              + tok1 + "'::bytea), 'hex')") == '1', 'only the token\'s hash is stored')
+st, _, text = ws_lib.connect(url.replace('token=', 'token=0') [:-1])
+check(st == 403, f'the proxy refuses a bogus token: 403 ({st})')
+st, _, text = ws_lib.connect(url.split('?')[0] + '?token=' + 'ab' * 32)
+check(st == 403, f'the proxy refuses an unknown token: 403 ({st})')
+st, _, _ = ws_lib.connect(url)
+check(st == 503, f'a good token: the fake hypervisor has no console to relay to: 503 ({st})')
+st, _, _ = ws_lib.connect(url)
+check(st == 403, f'the token is used up: 403 ({st})')
+st, _, b = act(sid, {'os-getVNCConsole': {'type': 'novnc'}})
+sql(cloud, "UPDATE console_tokens SET expires_at = now() - interval '1 s' WHERE used_at IS NULL")
+st, _, _ = ws_lib.connect(b['console']['url'])
+check(st == 403, f'an expired token: 403 ({st})')
+import socket  # noqa: E402
+with socket.create_connection(('127.0.0.1', int(url.split(':')[2].split('/')[0]))) as c:
+    c.sendall(b'GET /?token=x HTTP/1.1\r\nHost: x\r\n\r\n')
+    check(b' 400 ' in c.recv(4096), 'a plain HTTP request (no WebSocket): 400')
+
 # ---- Another project: 404.
 _, ptok = compute_lib.make_project(cloud, tok, 'other')
 other = Compute(cloud, ptok)
 for body in ({'resize': {'flavorRef': 'r4'}}, {'createImage': {'name': 'x'}},
-             {'os-getConsoleOutput': {}}, {'confirmResize': None}):
+             {'os-getConsoleOutput': {}}, {'confirmResize': None},
+             {'os-getVNCConsole': {'type': 'novnc'}}):
     st, _, _ = act(sid, body, other)
     check(st == 404, f'another project: {list(body)[0]} 404 ({st})')
 
