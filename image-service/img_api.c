@@ -64,16 +64,132 @@ img_reply_json(http_request *req, int status, json_t *body)
     free(text);
 }
 
+/* ---- Errors as Glance answers them.  Glance raises webob exceptions,
+ * and webob chooses the body from the Accept header between text/html and
+ * application/json (in that order of preference on a tie), text/plain when
+ * neither is acceptable; an absent or empty Accept accepts neither.  The
+ * message goes through webob's template "${explanation}<br /><br />\n
+ * ${detail}\n${html_comment}\n" with an empty detail. */
+
+/* The quality 'accept' gives to 'type' ("text/html"): the q of the most
+ * specific matching range, 0 when none matches. */
+static double
+accept_q(const char *accept, const char *type)
+{
+    const char *slash = strchr(type, '/');
+    size_t tlen = (size_t)(slash - type);
+    int best = -1;
+    double q = 0;
+    const char *p = accept;
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        char range[128];
+        if (n < sizeof range) {
+            memcpy(range, p, n);
+            range[n] = 0;
+            char *params = strchr(range, ';');
+            if (params)
+                *params++ = 0;
+            char *r = range;
+            while (*r == ' ' || *r == '\t')
+                r++;
+            size_t rl = strcspn(r, " \t");
+            r[rl] = 0;
+            int spec = -1;
+            if (!strcasecmp(r, type))
+                spec = 2;
+            else if (strlen(r) == tlen + 2 && !strncasecmp(r, type, tlen + 1) &&
+                     r[tlen + 1] == '*')
+                spec = 1;
+            else if (!strcmp(r, "*/*"))
+                spec = 0;
+            if (spec > best) {
+                double rq = 1;
+                for (char *a = params; a && *a; ) {
+                    while (*a == ' ' || *a == ';')
+                        a++;
+                    if ((a[0] == 'q' || a[0] == 'Q') && a[1] == '=')
+                        rq = strtod(a + 2, NULL);
+                    a = strchr(a, ';');
+                }
+                best = spec;
+                q = rq;
+            }
+        }
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    return q;
+}
+
+enum img_error_form
+img_error_form(const char *accept)
+{
+    if (!accept)
+        return IMG_ERROR_TEXT;
+    double html = accept_q(accept, "text/html"), json = accept_q(accept, "application/json");
+    if (html <= 0 && json <= 0)
+        return IMG_ERROR_TEXT;
+    return html >= json ? IMG_ERROR_HTML : IMG_ERROR_JSON;
+}
+
+static char *
+html_escape(struct arena *mem, const char *s)
+{
+    size_t n = 0;
+    for (const char *p = s; *p; p++)
+        n += strchr("&<>\"'", *p) ? 6 : 1;
+    char *out = arena_alloc(mem, n + 1), *o = out;
+    for (const char *p = s; *p; p++) {
+        const char *e = *p == '&' ? "&amp;" : *p == '<' ? "&lt;" : *p == '>' ? "&gt;" :
+                        *p == '"' ? "&quot;" : *p == '\'' ? "&#x27;" : NULL;
+        if (e) {
+            size_t el = strlen(e);
+            memcpy(o, e, el);
+            o += el;
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o = 0;
+    return out;
+}
+
 static void
 error_reply(http_request *req, int status, const char *msg)
 {
+    struct arena *mem = http_req_arena(req);
     const char *title = http_status_text(status);
-    char code[96];
-    snprintf(code, sizeof code, "%d %s", status, title);
+    char *code = arena_printf(mem, "%d %s", status, title);
     if (status == 401)
         http_resp_header(req, "WWW-Authenticate", "Keystone uri=\"/v3\"");
-    img_reply_json(req, status, json_pack("{s:s,s:s,s:s}", "message", msg,
-                                          "code", code, "title", title));
+    char *body;
+    const char *type;
+    switch (img_error_form(http_req_header(req, "accept"))) {
+    case IMG_ERROR_JSON:
+        img_reply_json(req, status, json_pack("{s:s,s:s,s:s}", "message",
+                                              arena_printf(mem, "%s<br /><br />\n\n\n", msg),
+                                              "code", code, "title", title));
+        return;
+    case IMG_ERROR_HTML:
+        type = "text/html; charset=UTF-8";
+        body = arena_printf(mem, "<html>\n <head>\n  <title>%s</title>\n </head>\n <body>\n"
+                            "  <h1>%s</h1>\n  %s<br /><br />\n\n\n\n </body>\n</html>",
+                            code, code, html_escape(mem, msg));
+        break;
+    case IMG_ERROR_TEXT:
+    default:
+        /* webob strips the tags: each newline becomes a space, each <br />
+         * a newline. */
+        type = "text/plain; charset=UTF-8";
+        body = arena_printf(mem, "%s\n\n%s\n\n   ", code, msg);
+        for (char *c = body + strlen(code) + 2; *c && c < body + strlen(body) - 5; c++)
+            if (*c == '\n' || *c == '\r')
+                *c = ' ';
+        break;
+    }
+    (void)http_respond(req, status, type, body, strlen(body));
 }
 
 void

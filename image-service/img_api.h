@@ -91,8 +91,16 @@ void img_route(struct img_ctx *ctx, const char *method, const char *pattern,
 
 struct img_req *img_req(http_request *req);
 
-/* Answers in Glance's error shape (webob's JSON form):
- * {"message": ..., "code": "404 Not Found", "title": "Not Found"}. */
+/* The body form of an error for an Accept header (NULL: absent), as webob
+ * chooses it for Glance. */
+enum img_error_form { IMG_ERROR_JSON, IMG_ERROR_HTML, IMG_ERROR_TEXT };
+enum img_error_form img_error_form(const char *accept);
+
+/* Answers in Glance's error shape: for Accept: application/json webob's
+ * JSON form {"message": "...<br /><br />\n\n\n", "code": "404 Not Found",
+ * "title": "Not Found"}; webob's HTML page when text/html is preferred
+ * (Accept: * / *, as curl sends); webob's plain text otherwise (no Accept
+ * header). */
 void img_error(http_request *req, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Answers with 'body' serialised (takes the reference; NULL: no body). */

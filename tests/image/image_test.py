@@ -147,7 +147,8 @@ class ImageCloud(nt.Cloud):
     # ---- Image helpers.
 
     def img(self, method, path, token, body=None, headers=None, raw=False):
-        h = {'X-Auth-Token': token}
+        # Accept as keystoneauth sends it (errors then come as JSON).
+        h = {'X-Auth-Token': token, 'Accept': 'application/json'}
         h.update(headers or {})
         return self.request('image', method, path, body, headers=h, raw=raw)
 
@@ -162,7 +163,8 @@ class ImageCloud(nt.Cloud):
         """PUT the bytes (or an iterable of byte strings) to the image;
         returns (status, parsed body)."""
         conn = http.client.HTTPConnection('127.0.0.1', self.image_port, timeout=120)
-        h = {'X-Auth-Token': token, 'Content-Type': 'application/octet-stream'}
+        h = {'X-Auth-Token': token, 'Content-Type': 'application/octet-stream',
+             'Accept': 'application/json'}
         try:
             if chunked:
                 conn.putrequest('PUT', f'/v2/images/{image_id}/file')

@@ -55,7 +55,8 @@ class ImageAPI(unittest.TestCase):
         self.assertTrue(b['versions'][0]['links'][0]['href'].endswith('/v2/'))
         st, _, b = self.c.request('image', 'GET', '/v2')
         self.assertEqual(st, 200)
-        st, _, b = self.c.request('image', 'GET', '/v2/images')
+        st, _, b = self.c.request('image', 'GET', '/v2/images',
+                                  headers={'Accept': 'application/json'})
         self.assertEqual(st, 401)
         glance_error(self, b, 401)
         st, _, b = self.c.request('image', 'GET', '/v2/images', headers={'X-Auth-Token': 'junk'})
@@ -70,6 +71,44 @@ class ImageAPI(unittest.TestCase):
         self.assertIn('visibility', b['properties'])
         st, _, b = self.c.img('GET', '/v2/schemas/images', self.ta)
         self.assertEqual(st, 200)
+
+    def test_error_shape_follows_accept(self):
+        """Errors are webob's, as Glance sends them: JSON for Accept:
+        application/json (keystoneauth's), an HTML page when text/html is
+        preferred or on a tie (curl's */*), plain text without Accept."""
+        missing = '/v2/images/' + str(uuid.uuid4())
+        msg = f'No image found with ID {missing[11:]}'
+        st, h, b = self.c.request('image', 'GET', missing,
+                                  headers={'X-Auth-Token': self.ta, 'Accept': 'application/json'})
+        self.assertEqual(st, 404)
+        self.assertTrue(h['content-type'].startswith('application/json'))
+        self.assertEqual(b, {'message': msg + '<br /><br />\n\n\n', 'code': '404 Not Found',
+                             'title': 'Not Found'})
+        for accept in ('*/*', 'text/html', 'application/json;q=0.5, text/html'):
+            st, h, b = self.c.request('image', 'GET', missing, raw=True,
+                                      headers={'X-Auth-Token': self.ta, 'Accept': accept})
+            self.assertEqual(st, 404)
+            self.assertTrue(h['content-type'].startswith('text/html'), accept)
+            self.assertEqual(b.decode(), '<html>\n <head>\n  <title>404 Not Found</title>\n'
+                             ' </head>\n <body>\n  <h1>404 Not Found</h1>\n  ' + msg +
+                             '<br /><br />\n\n\n\n </body>\n</html>')
+        st, h, b = self.c.request('image', 'GET', missing, raw=True,
+                                  headers={'X-Auth-Token': self.ta,
+                                           'Accept': 'text/html;q=0.2, application/*'})
+        self.assertTrue(h['content-type'].startswith('application/json'))
+        st, h, b = self.c.request('image', 'GET', missing, raw=True,
+                                  headers={'X-Auth-Token': self.ta})
+        self.assertTrue(h['content-type'].startswith('text/plain'))
+        self.assertEqual(b.decode(), f'404 Not Found\n\n{msg}\n\n   ')
+        # The HTML form escapes what the client gave.
+        st, _, b = self.c.request('image', 'POST', '/v2/images', raw=True,
+                                  body={'name': 'x', 'disk_format': '<b>'},
+                                  headers={'X-Auth-Token': self.ta, 'Accept': 'text/html'})
+        self.assertEqual(st, 400)
+        self.assertNotIn(b'<b>', b)
+        # What the real client shows: openstacksdk parses the JSON form.
+        st, _, b = self.c.img('GET', missing, self.ta)
+        glance_error(self, b, 404)
 
     def test_revoked_token_refused(self):
         pid, tok = self.c.make_project_user('revoke')
@@ -657,7 +696,8 @@ class NodeCredential(unittest.TestCase):
             raise AssertionError(f'nimbus-image exited with {rc}:\n{log}')
 
     def node_req(self, method, path, node='node-a', secret=None, body=None, headers=None):
-        h = {'Authorization': 'Bearer ' + (secret if secret is not None else self.cred[node])}
+        h = {'Authorization': 'Bearer ' + (secret if secret is not None else self.cred[node]),
+             'Accept': 'application/json'}
         h.update(headers or {})
         return self.c.request('image', method, path, body, headers=h, raw=True)
 
@@ -760,7 +800,8 @@ class ImageImport(unittest.TestCase):
     def stage(self, tok, iid, data):
         conn = http.client.HTTPConnection('127.0.0.1', self.c.image_port, timeout=60)
         conn.request('PUT', f'/v2/images/{iid}/stage', body=data,
-                     headers={'X-Auth-Token': tok, 'Content-Type': 'application/octet-stream'})
+                     headers={'X-Auth-Token': tok, 'Content-Type': 'application/octet-stream',
+                              'Accept': 'application/json'})
         r = conn.getresponse()
         body = r.read()
         conn.close()

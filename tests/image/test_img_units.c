@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "img_api.h"
 #include "img_format.h"
 #include "img_hash.h"
 #include "img_options.h"
@@ -202,9 +203,32 @@ test_options(void)
     conf_free(c);
 }
 
+/* webob's choice of error body (Glance), by Accept header. */
+static void
+test_error_form(void)
+{
+    static const struct { const char *accept; enum img_error_form want; } cases[] = {
+        { NULL, IMG_ERROR_TEXT },
+        { "", IMG_ERROR_TEXT },
+        { "application/json", IMG_ERROR_JSON },
+        { "*/*", IMG_ERROR_HTML },
+        { "text/html", IMG_ERROR_HTML },
+        { "text/plain", IMG_ERROR_TEXT },
+        { "application/json;q=0.5, text/html", IMG_ERROR_HTML },
+        { "text/html;q=0.2, application/*", IMG_ERROR_JSON },
+        { "text/*;q=0.9, application/json", IMG_ERROR_JSON },
+        { "application/json, */*;q=0.1", IMG_ERROR_JSON },
+        { "text/html;q=0, application/json;q=0", IMG_ERROR_TEXT },
+        { " APPLICATION/JSON ; q=1", IMG_ERROR_JSON },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        CHECK(img_error_form(cases[i].accept) == cases[i].want);
+}
+
 int
 main(void)
 {
+    test_error_form();
     test_format();
     test_hash();
     test_store();
