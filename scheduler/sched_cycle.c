@@ -444,27 +444,30 @@ claim_batch(struct sched_ctx *s, struct item *items, size_t n, uint64_t t0,
     if (!chosen)
         return -ENOMEM;
     for (size_t i = 0; i < n; i++)
-        if (items[i].state == ITEM_CHOSEN) {
+        if (items[i].state == ITEM_CHOSEN)
             chosen[k++] = &items[i];
-            arr_add(&u, items[i].rq.instance);
-        }
     if (!k) {
         rc = 0;
         goto out;
     }
-    /* 1. The requests still ours and alive; the others are gone. */
+    /* 1. The requests still ours and alive (the others are gone), locked
+     * in uuid order.  Each row is found by its key (LATERAL), whatever the
+     * planner believes about the tables' sizes. */
+    qsort(chosen, k, sizeof *chosen, cmp_item_uuid);
+    for (size_t i = 0; i < k; i++)
+        arr_add(&u, chosen[i]->rq.instance);
     const char *p1[2] = { s->name, arr_end(&u) };
     if (!p1[1])
         goto out;
-    rc = exec(s, "SELECT i.uuid::text FROM instances i"
-                 " JOIN build_requests b ON b.instance_uuid = i.uuid"
-                 " WHERE i.uuid = ANY ($2::uuid[]) AND b.instance_uuid = ANY ($2::uuid[])"
-                 " AND NOT i.deleted AND b.claimed_by = $1"
-                 " ORDER BY i.uuid FOR UPDATE OF i, b", 2, p1, &r);
+    rc = exec(s, "SELECT q.u::text FROM unnest($2::uuid[]) WITH ORDINALITY AS q (u, o)"
+                 " JOIN LATERAL (SELECT 1 FROM instances i WHERE i.uuid = q.u AND NOT i.deleted"
+                 "   FOR UPDATE) li ON true"
+                 " JOIN LATERAL (SELECT 1 FROM build_requests b WHERE b.instance_uuid = q.u"
+                 "   AND b.claimed_by = $1 FOR UPDATE) lb ON true"
+                 " ORDER BY q.o", 2, p1, &r);
     if (rc < 0)
         goto out;
     /* Rows come in uuid order: mark the live ones by a merge. */
-    qsort(chosen, k, sizeof *chosen, cmp_item_uuid);
     size_t live = 0;
     for (size_t i = 0, j = 0; i < k; i++) {
         while (j < (size_t)db_rows(r) && strcmp(db_get(r, (int)j, 0), chosen[i]->rq.instance) < 0)
@@ -521,7 +524,7 @@ claim_batch(struct sched_ctx *s, struct item *items, size_t n, uint64_t t0,
         " running_vms = running_vms + w.wc, updated_at = now()"
         " FROM unnest($1::bigint[], $2::int[], $3::int[], $4::int[], $5::int[])"
         "   AS w (wid, wv, wm, wd, wc)"
-        " WHERE id = w.wid AND NOT disabled AND NOT forced_down"
+        " WHERE id = w.wid AND id = ANY ($1::bigint[]) AND NOT disabled AND NOT forced_down"
         "  AND vcpus_used + w.wv <= vcpus * cpu_allocation_ratio"
         "  AND memory_mb_used + w.wm <= (memory_mb - reserved_host_memory_mb)"
         "      * ram_allocation_ratio"
@@ -579,7 +582,7 @@ claim_batch(struct sched_ctx *s, struct item *items, size_t n, uint64_t t0,
         " i AS (UPDATE instances SET host = w.host, node = w.node,"
         "   availability_zone = coalesce(instances.availability_zone, w.az),"
         "   task_state = 'spawning', updated_at = clock_timestamp()"
-        "  FROM w WHERE instances.uuid = w.uuid),"
+        "  FROM w WHERE instances.uuid = w.uuid AND instances.uuid = ANY ($1::uuid[])),"
         " d AS (DELETE FROM build_requests WHERE instance_uuid = ANY ($1::uuid[])),"
         " e AS (INSERT INTO instance_action_events (action_id, event, result, finish_time)"
         "   SELECT a.id, 'schedule_instance', 'Success', clock_timestamp()"
