@@ -404,105 +404,211 @@ decide(struct sched_ctx *s, struct item *items, size_t n, struct item *it,
     return 0;
 }
 
-/* Claims every chosen request in one statement; see the comment above. */
+static int
+cmp_item_uuid(const void *a, const void *b)
+{
+    const struct item *x = *(struct item *const *)a, *y = *(struct item *const *)b;
+    return strcmp(x->rq.instance, y->rq.instance);
+}
+
+static int
+cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static int
+cmp_item_host(const void *a, const void *b)
+{
+    const struct item *x = *(struct item *const *)a, *y = *(struct item *const *)b;
+    return (x->host_id > y->host_id) - (x->host_id < y->host_id);
+}
+
+/* Claims every chosen request, inside the round's transaction (see the
+ * comment above): lock the instances and our build requests, lock the
+ * hosts in id order, add each host's sum with the condition in one UPDATE,
+ * then bind, dequeue, record and notify the won requests in one statement.
+ * Each step is set-based over arrays, so a batch costs five statements
+ * whatever its size. */
 static int
 claim_batch(struct sched_ctx *s, struct item *items, size_t n, uint64_t t0,
             int64_t *refresh, size_t *n_refresh)
 {
-    struct arr u = { 0 }, h = { 0 }, v = { 0 }, m = { 0 }, d = { 0 };
-    size_t *idx = calloc(n ? n : 1, sizeof *idx);
+    struct arr u = { 0 }, hid = { 0 }, hv = { 0 }, hm = { 0 }, hd = { 0 }, hc = { 0 };
+    struct arr wu = { 0 }, wh = { 0 }, wn = { 0 }, wz = { 0 };
+    struct item **chosen = calloc(n ? n : 1, sizeof *chosen);
     size_t k = 0;
     int rc = -ENOMEM;
     db_result *r = NULL;
-    if (!idx)
+    if (!chosen)
         return -ENOMEM;
-    for (size_t i = 0; i < n; i++) {
-        struct item *it = &items[i];
-        if (it->state != ITEM_CHOSEN)
-            continue;
-        idx[k++] = i;
-        arr_add(&u, it->rq.instance);
-        arr_add_i64(&h, it->host_id);
-        arr_add_i64(&v, it->rq.vcpus);
-        arr_add_i64(&m, it->rq.memory_mb);
-        arr_add_i64(&d, it->rq.disk_gb);
-    }
+    for (size_t i = 0; i < n; i++)
+        if (items[i].state == ITEM_CHOSEN)
+            chosen[k++] = &items[i];
     if (!k) {
         rc = 0;
         goto out;
     }
-    const char *p[6] = { s->name, arr_end(&u), arr_end(&h), arr_end(&v), arr_end(&m),
-                         arr_end(&d) };
-    if (!p[1] || !p[2] || !p[3] || !p[4] || !p[5])
+    /* 1. The requests still ours and alive (the others are gone), locked
+     * in uuid order.  Each row is found by its key (LATERAL), whatever the
+     * planner believes about the tables' sizes. */
+    qsort(chosen, k, sizeof *chosen, cmp_item_uuid);
+    for (size_t i = 0; i < k; i++)
+        arr_add(&u, chosen[i]->rq.instance);
+    const char *p1[2] = { s->name, arr_end(&u) };
+    if (!p1[1])
         goto out;
-    rc = exec(s,
-        "WITH r AS (SELECT * FROM unnest($2::uuid[], $3::bigint[], $4::int[], $5::int[],"
-        "   $6::int[]) WITH ORDINALITY AS r (uuid, node, v, m, d, ord)),"
-        " x AS (SELECT i.uuid FROM instances i JOIN build_requests b ON b.instance_uuid = i.uuid"
-        "   WHERE i.uuid = ANY ($2::uuid[]) AND NOT i.deleted AND b.claimed_by = $1"
-        "   ORDER BY i.uuid FOR UPDATE OF i, b),"
-        " want AS (SELECT r.node, sum(r.v) v, sum(r.m) m, sum(r.d) d, count(*) c"
-        "   FROM r JOIN x USING (uuid) GROUP BY r.node),"
-        " lk AS (SELECT n.id FROM compute_nodes n WHERE n.id IN (SELECT node FROM want)"
-        "   ORDER BY n.id FOR UPDATE OF n),"
-        " c AS (UPDATE compute_nodes n SET vcpus_used = n.vcpus_used + w.v,"
-        "   memory_mb_used = n.memory_mb_used + w.m, local_gb_used = n.local_gb_used + w.d,"
-        "   running_vms = n.running_vms + w.c, updated_at = now()"
-        "  FROM want w JOIN lk ON lk.id = w.node"
-        "  WHERE n.id = w.node AND NOT n.disabled AND NOT n.forced_down"
-        "   AND n.vcpus_used + w.v <= n.vcpus * n.cpu_allocation_ratio"
-        "   AND n.memory_mb_used + w.m <= (n.memory_mb - n.reserved_host_memory_mb)"
-        "       * n.ram_allocation_ratio"
-        "   AND n.local_gb_used + w.d <= n.local_gb * n.disk_allocation_ratio"
-        "  RETURNING n.*),"
-        " won AS (SELECT r.uuid, c.id, c.host, c.hypervisor_hostname, c.availability_zone"
-        "   FROM r JOIN x USING (uuid) JOIN c ON c.id = r.node),"
-        " i AS (UPDATE instances SET host = won.host, node = won.hypervisor_hostname,"
-        "   availability_zone = coalesce(instances.availability_zone, won.availability_zone),"
-        "   task_state = 'spawning', updated_at = clock_timestamp()"
-        "  FROM won WHERE instances.uuid = won.uuid),"
-        " del AS (DELETE FROM build_requests b USING won WHERE b.instance_uuid = won.uuid),"
-        " ev AS (INSERT INTO instance_action_events (action_id, event, result, finish_time)"
-        "   SELECT a.id, 'schedule_instance', 'Success', clock_timestamp()"
-        "   FROM instance_actions a JOIN won ON a.instance_uuid = won.uuid"
-        "   WHERE a.action = 'create')"
-        "SELECT r.ord, x.uuid IS NOT NULL, won.uuid IS NOT NULL,"
-        " CASE WHEN won.uuid IS NOT NULL THEN"
-        "  pg_notify('nimbus_instance_placed', won.host || ' ' || won.uuid::text) END, hc.*"
-        " FROM r LEFT JOIN x USING (uuid) LEFT JOIN won USING (uuid)"
-        " LEFT JOIN (SELECT " SCHED_HOST_COLUMNS " FROM c) hc ON hc.id = won.id",
-        6, p, &r);
+    rc = exec(s, "SELECT q.u::text FROM unnest($2::uuid[]) WITH ORDINALITY AS q (u, o)"
+                 " JOIN LATERAL (SELECT 1 FROM instances i WHERE i.uuid = q.u AND NOT i.deleted"
+                 "   FOR UPDATE) li ON true"
+                 " JOIN LATERAL (SELECT 1 FROM build_requests b WHERE b.instance_uuid = q.u"
+                 "   AND b.claimed_by = $1 FOR UPDATE) lb ON true"
+                 " ORDER BY q.o", 2, p1, &r);
     if (rc < 0)
         goto out;
-    for (int j = 0; j < db_rows(r); j++) {
-        long ord = strtol(db_get(r, j, 0), NULL, 10);
-        if (ord < 1 || (size_t)ord > k)
-            continue;
-        struct item *it = &items[idx[ord - 1]];
-        bool have = db_get(r, j, 1)[0] == 't';
-        bool placed = db_get(r, j, 2)[0] == 't';
-        if (placed) {
-            s->counters.placed++;
-            item_done(s, it, t0);
-        } else if (!have) {
-            item_done(s, it, t0);         /* Deleted meanwhile, or lease lost. */
-            refresh[(*n_refresh)++] = it->host_id;
+    /* Rows come in uuid order: mark the live ones by a merge. */
+    size_t live = 0;
+    for (size_t i = 0, j = 0; i < k; i++) {
+        while (j < (size_t)db_rows(r) && strcmp(db_get(r, (int)j, 0), chosen[i]->rq.instance) < 0)
+            j++;
+        if (j < (size_t)db_rows(r) && !strcmp(db_get(r, (int)j, 0), chosen[i]->rq.instance)) {
+            chosen[live++] = chosen[i];
+        } else {
+            item_done(s, chosen[i], t0);  /* Deleted meanwhile, or lease lost. */
+            refresh[(*n_refresh)++] = chosen[i]->host_id;
+        }
+    }
+    db_result_free(r);
+    r = NULL;
+    if (!live) {
+        rc = 0;
+        goto out;
+    }
+    /* 2. Per-host sums, hosts in id order. */
+    qsort(chosen, live, sizeof *chosen, cmp_item_host);
+    size_t n_hosts = 0;
+    for (size_t i = 0; i < live;) {
+        int64_t v = 0, m = 0, d = 0, c = 0;
+        size_t j = i;
+        for (; j < live && chosen[j]->host_id == chosen[i]->host_id; j++) {
+            v += chosen[j]->rq.vcpus;
+            m += chosen[j]->rq.memory_mb;
+            d += chosen[j]->rq.disk_gb;
+            c++;
+        }
+        arr_add_i64(&hid, chosen[i]->host_id);
+        arr_add_i64(&hv, v);
+        arr_add_i64(&hm, m);
+        arr_add_i64(&hd, d);
+        arr_add_i64(&hc, c);
+        n_hosts++;
+        i = j;
+    }
+    const char *p2[5] = { arr_end(&hid), arr_end(&hv), arr_end(&hm), arr_end(&hd),
+                          arr_end(&hc) };
+    rc = -ENOMEM;
+    if (!p2[0] || !p2[1] || !p2[2] || !p2[3] || !p2[4])
+        goto out;
+    /* Locks in id order first: two schedulers never wait on each other
+     * in a cycle. */
+    rc = exec(s, "SELECT id FROM compute_nodes WHERE id = ANY ($1::bigint[])"
+                 " ORDER BY id FOR UPDATE", 1, p2, NULL);
+    if (rc < 0)
+        goto out;
+    /* 3. The conditional claim: a host whose sum does not fit is left
+     * alone, and all its requests lose. */
+    rc = exec(s,
+        "UPDATE compute_nodes SET vcpus_used = vcpus_used + w.wv,"
+        " memory_mb_used = memory_mb_used + w.wm, local_gb_used = local_gb_used + w.wd,"
+        " running_vms = running_vms + w.wc, updated_at = now()"
+        " FROM unnest($1::bigint[], $2::int[], $3::int[], $4::int[], $5::int[])"
+        "   AS w (wid, wv, wm, wd, wc)"
+        " WHERE id = w.wid AND id = ANY ($1::bigint[]) AND NOT disabled AND NOT forced_down"
+        "  AND vcpus_used + w.wv <= vcpus * cpu_allocation_ratio"
+        "  AND memory_mb_used + w.wm <= (memory_mb - reserved_host_memory_mb)"
+        "      * ram_allocation_ratio"
+        "  AND local_gb_used + w.wd <= local_gb * disk_allocation_ratio"
+        " RETURNING " SCHED_HOST_COLUMNS, 5, p2, &r);
+    if (rc < 0)
+        goto out;
+    if ((rc = sched_hosts_update(&s->hosts, r, 0)) < 0)
+        goto out;
+    /* Won hosts: the result, sorted by id like 'chosen'. */
+    int64_t *won = calloc((size_t)db_rows(r) + 1, sizeof *won);
+    if (!won) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    size_t n_won = 0;
+    for (int j = 0; j < db_rows(r); j++)
+        won[n_won++] = strtoll(db_get(r, j, 0), NULL, 10);
+    qsort(won, n_won, sizeof *won, cmp_i64);
+    size_t placed = 0;
+    for (size_t i = 0, j = 0; i < live; i++) {
+        struct item *it = chosen[i];
+        while (j < n_won && won[j] < it->host_id)
+            j++;
+        if (j < n_won && won[j] == it->host_id) {
+            const struct sched_host *h = sched_hosts_find(&s->hosts, it->host_id);
+            arr_add(&wu, it->rq.instance);
+            arr_add(&wh, h ? h->host : it->host);
+            arr_add(&wn, h ? h->node : it->host);
+            arr_add(&wz, h ? h->az : "");
+            chosen[placed++] = it;
         } else {
             s->counters.lost_races++;
             it->state = ITEM_PENDING;
             it->attempts++;
-            refresh[(*n_refresh)++] = it->host_id;
+            if (!*n_refresh || refresh[*n_refresh - 1] != it->host_id)
+                refresh[(*n_refresh)++] = it->host_id;
         }
     }
-    rc = sched_hosts_update(&s->hosts, r, 4);
+    free(won);
+    db_result_free(r);
+    r = NULL;
+    if (!placed) {
+        rc = 0;
+        goto out;
+    }
+    /* 4. Bind, dequeue, record, notify the agents. */
+    const char *p4[4] = { arr_end(&wu), arr_end(&wh), arr_end(&wn), arr_end(&wz) };
+    rc = -ENOMEM;
+    if (!p4[0] || !p4[1] || !p4[2] || !p4[3])
+        goto out;
+    rc = exec(s,
+        "WITH w AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])"
+        "   AS w (uuid, host, node, az)),"
+        " i AS (UPDATE instances SET host = w.host, node = w.node,"
+        "   availability_zone = coalesce(instances.availability_zone, w.az),"
+        "   task_state = 'spawning', updated_at = clock_timestamp()"
+        "  FROM w WHERE instances.uuid = w.uuid AND instances.uuid = ANY ($1::uuid[])),"
+        " d AS (DELETE FROM build_requests WHERE instance_uuid = ANY ($1::uuid[])),"
+        " e AS (INSERT INTO instance_action_events (action_id, event, result, finish_time)"
+        "   SELECT a.id, 'schedule_instance', 'Success', clock_timestamp()"
+        "   FROM instance_actions a WHERE a.instance_uuid = ANY ($1::uuid[])"
+        "   AND a.action = 'create')"
+        "SELECT count(pg_notify('nimbus_instance_placed', w.host || ' ' || w.uuid::text))"
+        " FROM w", 4, p4, NULL);
+    if (rc < 0)
+        goto out;
+    for (size_t i = 0; i < placed; i++) {
+        s->counters.placed++;
+        item_done(s, chosen[i], t0);
+    }
 out:
     db_result_free(r);
-    free(idx);
+    free(chosen);
     free(u.p);
-    free(h.p);
-    free(v.p);
-    free(m.p);
-    free(d.p);
+    free(hid.p);
+    free(hv.p);
+    free(hm.p);
+    free(hd.p);
+    free(hc.p);
+    free(wu.p);
+    free(wh.p);
+    free(wn.p);
+    free(wz.p);
     return rc;
 }
 
@@ -530,7 +636,7 @@ release_requests(struct sched_ctx *s, struct item *items, size_t n)
 static int
 round_run(struct sched_ctx *s, struct item *items, size_t n, uint64_t t0, bool *reloaded)
 {
-    bool tx = false, reload = false;
+    bool tx = false, groups = false, reload = false;
     int64_t *refresh = calloc(n, sizeof *refresh);
     size_t n_refresh = 0;
     struct sched_host **cand = NULL;
@@ -539,15 +645,14 @@ round_run(struct sched_ctx *s, struct item *items, size_t n, uint64_t t0, bool *
         return -ENOMEM;
     for (size_t i = 0; i < n; i++)
         if (items[i].state == ITEM_PENDING && items[i].rq.group[0])
-            tx = true;
-    if (tx) {
-        if ((rc = exec(s, "BEGIN", 0, NULL, NULL)) < 0) {
-            free(refresh);
-            return rc;
-        }
-        if ((rc = lock_groups(s, items, n)) < 0)
-            goto out;
+            groups = true;
+    if ((rc = exec(s, "BEGIN", 0, NULL, NULL)) < 0) {
+        free(refresh);
+        return rc;
     }
+    tx = true;
+    if (groups && (rc = lock_groups(s, items, n)) < 0)
+        goto out;
     if (!(cand = calloc(s->hosts.n ? s->hosts.n : 1, sizeof *cand))) {
         rc = -ENOMEM;
         goto out;
@@ -622,10 +727,11 @@ sched_cycle(struct sched_ctx *s)
     rc = exec(s,
         "UPDATE build_requests b SET claimed_by = $1,"
         " claimed_until = now() + ($2 || ' seconds')::interval, attempts = b.attempts + 1"
-        " FROM (SELECT instance_uuid FROM build_requests"
+        /* An array, so that the update finds its rows by primary key
+         * instead of joining the whole queue. */
+        " WHERE b.instance_uuid = ANY (ARRAY (SELECT instance_uuid FROM build_requests"
         "   WHERE claimed_until IS NULL OR claimed_until < now()"
-        "   ORDER BY created_at LIMIT $3::int FOR UPDATE SKIP LOCKED) q"
-        " WHERE b.instance_uuid = q.instance_uuid"
+        "   ORDER BY created_at LIMIT $3::int FOR UPDATE SKIP LOCKED))"
         " RETURNING b.instance_uuid, b.spec::text, b.attempts, b.created_at", 3, p, &r);
     if (rc < 0)
         return rc;
