@@ -523,7 +523,11 @@ oci_create(struct hypervisor *hv, const struct hv_create_args *a, bool start)
                          "(device_owner compute:container)", a->d->uuid, a->d->ports[i].id);
             return -EINVAL;
         }
-    int r = write_config(o, a);
+    /* Nothing is made before the ports' devices are there. */
+    int r = hv_ports_ready(hv, a->d);
+    if (r)
+        return r;
+    r = write_config(o, a);
     if (!r)
         r = write_ports(o, a->d);
     if (!r)
