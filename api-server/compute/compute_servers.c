@@ -24,6 +24,8 @@
 #define METADATA_ITEMS_MAX 128
 #define MAX_COUNT_MAX 1000
 #define LIST_MAX_LIMIT 1000
+/* NICs per server: what the compute agent plugs (INST_MAX_PORTS). */
+#define SERVER_PORTS_MAX 8
 
 static const char *
 server_missing(http_request *req, const char *id)
@@ -193,6 +195,11 @@ check_networks(http_request *req, json_t *nets)
         api_error(req, 400, "Bad networks format");
         return -EINVAL;
     }
+    if (json_array_size(nets) > SERVER_PORTS_MAX) {
+        api_error(req, 400, "Bad networks format: at most %d networks or ports per server.",
+                  SERVER_PORTS_MAX);
+        return -EINVAL;
+    }
     json_array_foreach(nets, i, n) {
         json_t *uuid = json_object_get(n, "uuid");
         json_t *port = json_object_get(n, "port");
@@ -334,6 +341,10 @@ servers_create(http_request *req, struct api_req *ar)
             goto out;
         json_object_set(r, "networks", v);
     }
+    /* No networks (omitted or an empty list): Nova's rule with Neutron, the
+     * one network the project can use if there is exactly one. */
+    if (!json_array_size(json_object_get(r, "networks")))
+        json_object_set_new(r, "auto_network", json_true());
     if ((v = json_object_get(s, "key_name")) && !json_is_null(v)) {
         if (!json_is_string(v) || !*json_string_value(v)
             || strlen(json_string_value(v)) > COMPUTE_NAME_MAX) {
@@ -685,7 +696,7 @@ servers_delete(http_request *req, struct api_req *ar)
         7, p, server_missing(req, p[3]));
 }
 
-/* ---- Addresses (filled by the network service once it exists). */
+/* ---- Addresses, from the server's ports (compute_server_addresses). */
 
 static void
 servers_ips(http_request *req, struct api_req *ar)
@@ -697,7 +708,9 @@ servers_ips(http_request *req, struct api_req *ar)
     if (!sid)
         return;             /* Answered: the arena is gone. */
     p[3] = sid;
-    compute_run(req, "SELECT '{\"addresses\": {}}' AS body FROM instances i WHERE " VISIBLE,
+    compute_run(req, "SELECT jsonb_build_object('addresses',"
+                     " compute_server_addresses(i.uuid, false))::text AS body"
+                     " FROM instances i WHERE " VISIBLE,
                 4, p, server_missing(req, p[3]));
 }
 
@@ -706,14 +719,20 @@ servers_ips_network(http_request *req, struct api_req *ar)
 {
     if (compute_begin(req, ar, POL_SERVERS_SHOW) < 0)
         return;
-    const char **p = compute_params(req, ar, 4);
+    const char **p = compute_params(req, ar, 5);
     const char *sid = server_id(req);
     if (!sid)
         return;             /* Answered: the arena is gone. */
     p[3] = sid;
-    compute_run(req, "SELECT 404 AS code, 'Instance is not a member of specified network'"
-                     " AS message FROM instances i WHERE " VISIBLE,
-                4, p, server_missing(req, p[3]));
+    p[4] = http_req_param(req, "network");
+    if (!p[4] || strlen(p[4]) > COMPUTE_NAME_MAX)
+        p[4] = "";
+    compute_run(req, "SELECT CASE WHEN a ? $5 THEN 200 ELSE 404 END AS code,"
+                     " 'Instance is not a member of specified network' AS message,"
+                     " jsonb_build_object($5, a->$5)::text AS body"
+                     " FROM (SELECT compute_server_addresses(i.uuid, false) AS a"
+                     " FROM instances i WHERE " VISIBLE ") x",
+                5, p, server_missing(req, p[3]));
 }
 
 /* ---- Metadata. */
