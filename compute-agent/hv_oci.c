@@ -464,6 +464,20 @@ write_config(struct hv_oci *o, const struct hv_create_args *a)
         "echo \"nimbus-container: started on $(hostname)\"; "
         "while :; do sleep 1; done";
     json_object_set_new(proc, "args", json_pack("[s, s, s]", "/bin/sh", "-c", cmd));
+    /* Docker's default capability set, which images built for Docker
+     * expect (runc's default lacks NET_RAW, so ping would not work). */
+    static const char *const caps[] = {
+        "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
+        "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+    };
+    json_t *capset = json_array();
+    for (size_t c = 0; c < sizeof caps / sizeof caps[0]; c++)
+        json_array_append_new(capset, json_string(caps[c]));
+    json_object_set_new(proc, "capabilities",
+                        json_pack("{s:O, s:O, s:O, s:O}", "bounding", capset, "effective", capset,
+                                  "permitted", capset, "ambient", capset));
+    json_decref(capset);
     char host[64];
     snprintf(host, sizeof host, "%.63s", d->name[0] ? d->name : d->uuid);
     for (char *p = host; *p; p++)

@@ -162,6 +162,10 @@ test_port(const struct inst_desired *tmpl, const char *root)
     inside(root, c.uuid, "cat /proc/net/route", routes, sizeof routes);
     CHECK(strstr(routes, "eth0\t00000000\t0100090A") != NULL);
     CHECK(sh("ping -c 1 -W 2 10.9.0.5 >/dev/null"));
+    /* And out through its default route, with Docker's capabilities (raw
+     * sockets for ping). */
+    inside(root, c.uuid, "busybox ping -c 1 -W 2 10.9.0.1", val, sizeof val);
+    CHECK(strstr(val, "1 packets received") != NULL);
 
     /* Stopped: the device is back under its own name; started: wired again. */
     c.power = POWER_SHUTOFF;
