@@ -6,7 +6,7 @@
 #include "strbuf.h"
 
 static void
-add_metadata(struct strbuf *b, const struct inst_desired *d, uint64_t gen)
+add_metadata(struct strbuf *b, const struct inst_desired *d, const char *node, uint64_t gen)
 {
     sb_add(b, "<" DX_NS_PREFIX ":instance xmlns:" DX_NS_PREFIX "='" DX_NS_URI "'>");
     sb_add(b, "<" DX_NS_PREFIX ":uuid>");
@@ -19,6 +19,11 @@ add_metadata(struct strbuf *b, const struct inst_desired *d, uint64_t gen)
     sb_add(b, "<" DX_NS_PREFIX ":image>");
     sb_add_xml(b, d->image.id);
     sb_add(b, "</" DX_NS_PREFIX ":image>");
+    if (node && node[0]) {
+        sb_add(b, "<" DX_NS_PREFIX ":node>");
+        sb_add_xml(b, node);
+        sb_add(b, "</" DX_NS_PREFIX ":node>");
+    }
     sb_printf(b, "<" DX_NS_PREFIX ":generation>%llu</" DX_NS_PREFIX ":generation>",
               (unsigned long long)gen);
     sb_add(b, "</" DX_NS_PREFIX ":instance>");
@@ -28,8 +33,29 @@ char *
 dx_metadata_xml(const struct inst_desired *d, uint64_t generation)
 {
     struct strbuf b = { 0 };
-    add_metadata(&b, d, generation);
+    add_metadata(&b, d, NULL, generation);
     return sb_steal(&b);
+}
+
+bool
+dx_metadata_node_is(const char *xml, const char *node)
+{
+    const char *p = xml ? strstr(xml, ":node>") : NULL;
+    if (!p)
+        p = xml ? strstr(xml, "<node>") : NULL;
+    if (!p)
+        return false;
+    p = strchr(p, '>') + 1;
+    const char *end = strchr(p, '<');
+    if (!end)
+        return false;
+    /* Names are written escaped: compare with the escaped form. */
+    struct strbuf b = { 0 };
+    sb_add_xml(&b, node);
+    char *want = sb_steal(&b);
+    bool same = want && strlen(want) == (size_t)(end - p) && !strncmp(p, want, (size_t)(end - p));
+    free(want);
+    return same;
 }
 
 uint64_t
@@ -61,7 +87,7 @@ dx_domain_xml(const struct hv_create_args *a, const char *virt_type,
     sb_add(&b, "</uuid>\n  <title>");
     sb_add_xml(&b, d->name);
     sb_add(&b, "</title>\n  <metadata>\n    ");
-    add_metadata(&b, d, generation);
+    add_metadata(&b, d, a->node, generation);
     sb_add(&b, "\n  </metadata>\n");
     sb_printf(&b, "  <memory unit='MiB'>%u</memory>\n", d->ram_mb);
     sb_printf(&b, "  <vcpu placement='static'>%u</vcpu>\n", d->vcpus ? d->vcpus : 1);
@@ -111,6 +137,8 @@ dx_domain_xml(const struct hv_create_args *a, const char *virt_type,
         sb_printf(&b, "'/>\n      <target dev='%s' bus='%s'/>\n    </disk>\n",
                   xen ? "xvda" : "vda", xen ? "xen" : "virtio");
     }
+    /* Ports: the network agent of the node has made the tap and plugged it
+     * into the tenant bridge, so libvirt only opens it (managed='no'). */
     for (unsigned i = 0; i < d->n_ports; i++) {
         const struct inst_port *p = &d->ports[i];
         sb_add(&b, "    <interface type='ethernet'>\n      <mac address='");
@@ -119,10 +147,12 @@ dx_domain_xml(const struct hv_create_args *a, const char *virt_type,
         if (p->tap[0]) {
             sb_add(&b, "      <target dev='");
             sb_add_xml(&b, p->tap);
-            sb_add(&b, "'/>\n");
+            sb_add(&b, "' managed='no'/>\n");
         }
-        sb_printf(&b, "      <model type='%s'/>\n    </interface>\n",
-                  xen ? "netfront" : "virtio");
+        sb_printf(&b, "      <model type='%s'/>\n", xen ? "netfront" : "virtio");
+        if (p->mtu && !xen)
+            sb_printf(&b, "      <mtu size='%u'/>\n", p->mtu);
+        sb_add(&b, "    </interface>\n");
     }
     if (xen) {
         sb_add(&b, "    <console type='pty'>\n      <log file='");

@@ -5,6 +5,7 @@
 #ifndef NIMBUS_AGENT_DOMAIN_XML_H
 #define NIMBUS_AGENT_DOMAIN_XML_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "hypervisor.h"
@@ -23,6 +24,10 @@ char *dx_domain_xml(const struct hv_create_args *a, const char *virt_type,
 
 /* The metadata element alone (for virDomainSetMetadata), malloc'd. */
 char *dx_metadata_xml(const struct inst_desired *d, uint64_t generation);
+
+/* Whether a metadata element names node 'node' (false when it names
+ * another node or none). */
+bool dx_metadata_node_is(const char *xml, const char *node);
 
 /* Parses the generation out of a metadata element; 0 when absent. */
 uint64_t dx_metadata_generation(const char *xml);

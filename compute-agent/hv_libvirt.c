@@ -1,9 +1,11 @@
 /* The libvirt hypervisor provider: KVM, QEMU emulation (TCG) or Xen (libxl)
  * domains.  The only file of Nimbus that includes libvirt's headers.
  *
- * Ownership: a domain is Nimbus's only when it carries the metadata element
- * of namespace DX_NS_URI; every lookup checks it, so a domain created by
- * hand is never listed, stopped or undefined, whatever its name or uuid. */
+ * Ownership: a domain is this agent's only when it carries the metadata
+ * element of namespace DX_NS_URI naming this node; every lookup checks it,
+ * so a domain created by hand, or by the agent of another node sharing the
+ * libvirtd (two "hosts" on one machine in tests), is never listed, stopped
+ * or undefined, whatever its name or uuid. */
 #include "hypervisor.h"
 
 #include <errno.h>
@@ -22,6 +24,7 @@ struct hv_libvirt {
     struct hypervisor up;
     virConnectPtr conn;
     char virt_type[8];
+    char node[256];
 };
 
 static struct hv_libvirt *
@@ -66,6 +69,7 @@ lv_open(const struct hv_config *cfg, struct hypervisor **out)
     lv->up.class = &hv_libvirt_class;
     *out = &lv->up;
     virSetErrorFunc(NULL, lv_quiet);
+    hv_node_name(cfg, lv->node, sizeof lv->node);
     const char *uri = cfg->libvirt_uri && cfg->libvirt_uri[0] ? cfg->libvirt_uri : "qemu:///system";
     lv->conn = virConnectOpen(uri);
     if (!lv->conn)
@@ -94,9 +98,21 @@ lv_close(struct hypervisor *hv)
 /* The Nimbus metadata of 'dom' (malloc'd) or NULL when the domain is not
  * Nimbus's. */
 static char *
-lv_metadata(virDomainPtr dom)
+lv_metadata_any(virDomainPtr dom)
 {
     return virDomainGetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, DX_NS_URI, 0);
+}
+
+/* The same, but NULL too when the domain belongs to another node. */
+static char *
+lv_metadata(struct hv_libvirt *lv, virDomainPtr dom)
+{
+    char *md = lv_metadata_any(dom);
+    if (md && !dx_metadata_node_is(md, lv->node)) {
+        free(md);
+        return NULL;
+    }
+    return md;
 }
 
 static enum power_state
@@ -138,7 +154,7 @@ lv_list(struct hypervisor *hv, struct inst_actual **out, size_t *n)
     *out = calloc(nd ? (size_t)nd : 1, sizeof **out);
     *n = 0;
     for (int i = 0; i < nd; i++) {
-        char *md = lv_metadata(doms[i]);
+        char *md = lv_metadata(lv, doms[i]);
         if (md && *out) {
             struct inst_actual *a = &(*out)[(*n)++];
             if (virDomainGetUUIDString(doms[i], a->uuid) < 0)
@@ -164,10 +180,10 @@ lv_lookup(struct hv_libvirt *lv, const char *uuid, virDomainPtr *out)
         hv_set_error(&lv->up, "no domain %s", uuid);
         return -ENOENT;
     }
-    char *md = lv_metadata(dom);
+    char *md = lv_metadata(lv, dom);
     if (!md) {
         virDomainFree(dom);
-        hv_set_error(&lv->up, "domain %s is not Nimbus's: not touching it", uuid);
+        hv_set_error(&lv->up, "domain %s is not this node's: not touching it", uuid);
         return -ENOENT;
     }
     free(md);
@@ -181,20 +197,26 @@ lv_create(struct hypervisor *hv, const struct hv_create_args *a, bool start)
     struct hv_libvirt *lv = lv_cast(hv);
     virDomainPtr old = virDomainLookupByUUIDString(lv->conn, a->d->uuid);
     if (old) {
-        char *md = lv_metadata(old);
+        char *md = lv_metadata(lv, old);
         virDomainFree(old);
         if (!md) {
-            hv_set_error(hv, "a domain not Nimbus's has uuid %s", a->d->uuid);
+            hv_set_error(hv, "a domain not this node's has uuid %s", a->d->uuid);
             return -EEXIST;
         }
         free(md);
     }
-    char *xml = dx_domain_xml(a, lv->virt_type, 0);
+    /* The taps are the network agent's: define only once they are there, so
+     * that starting never fails half-way on a missing device. */
+    int r = hv_ports_ready(hv, a->d);
+    if (r)
+        return r;
+    struct hv_create_args args = *a;
+    args.node = lv->node;
+    char *xml = dx_domain_xml(&args, lv->virt_type, 0);
     virDomainPtr dom = virDomainDefineXML(lv->conn, xml);
     free(xml);
     if (!dom)
         return lv_fail(hv, "define", a->d->uuid);
-    int r = 0;
     if (start && virDomainIsActive(dom) == 0 && virDomainCreate(dom) < 0)
         r = lv_fail(hv, "start", a->d->uuid);
     virDomainFree(dom);
@@ -404,7 +426,7 @@ lv_set_generation(struct hypervisor *hv, const char *uuid, uint64_t gen)
     int r = lv_lookup(lv_cast(hv), uuid, &dom);
     if (r)
         return r;
-    char *md = lv_metadata(dom);
+    char *md = lv_metadata(lv_cast(hv), dom);
     char *p = md ? strstr(md, "generation>") : NULL;
     if (!p) {
         free(md);

@@ -6,9 +6,20 @@
  * command), rootfs/ (an overlayfs whose lower layer is the image cache's
  * read-only unpacked image and whose upper and work directories are the
  * instance's own), and nimbus-oci.json, the marker that says the container
- * is Nimbus's and holds its applied generation.  runc keeps its state under
- * <state_dir>/runc, so containers of anyone else are never seen.  The
- * container's stdout and stderr go to the console log. */
+ * is Nimbus's, names the node that owns it and holds its applied
+ * generation.  runc keeps its state under <state_dir>/runc, so containers
+ * of anyone else are never seen.  The container's stdout and stderr go to
+ * the console log.
+ *
+ * Ports: the network agent of the node makes a veth pair per port,
+ * "tap<id>" on the tenant bridge and its peer "tpp<id>".  Starting is
+ * "runc create" (the namespaces exist, the process waits), then each peer
+ * is moved into the container's network namespace as eth0, eth1... with
+ * the port's MAC, MTU, addresses and default route (containers run no DHCP
+ * client), then "runc start".  Stopping and deleting move the devices back
+ * out under their own names first, so that the network agent finds its
+ * ports where it left them (and removes them when the port is unbound);
+ * the ports of an instance are kept in ports.json beside the marker. */
 #include "hypervisor.h"
 
 #include <errno.h>
@@ -27,6 +38,7 @@
 
 struct hv_oci {
     struct hypervisor up;
+    char node[256];
     char inst_root[PATH_MAX - 128];
     char runc_root[PATH_MAX - 128];
     char runc[128];
@@ -56,6 +68,7 @@ oci_open(const struct hv_config *cfg, struct hypervisor **out)
     snprintf(o->inst_root, sizeof o->inst_root, "%s/instances", sd);
     snprintf(o->runc_root, sizeof o->runc_root, "%s/runc", sd);
     snprintf(o->runc, sizeof o->runc, "%s", cfg->runc && cfg->runc[0] ? cfg->runc : "runc");
+    hv_node_name(cfg, o->node, sizeof o->node);
     mkdir(sd, 0755);
     mkdir(o->inst_root, 0755);
     mkdir(o->runc_root, 0700);
@@ -83,6 +96,11 @@ read_marker(struct hv_oci *o, const char *uuid, uint64_t *gen, char *rootfs, siz
     json_t *j = json_load_file(p, 0, NULL);
     if (!j)
         return -ENOENT;
+    const char *node = json_string_value(json_object_get(j, "node"));
+    if (node && strcmp(node, o->node)) {
+        json_decref(j);
+        return -ENOENT;   /* Another node's, sharing the state directory. */
+    }
     if (gen)
         *gen = (uint64_t)json_integer_value(json_object_get(j, "generation"));
     if (rootfs)
@@ -98,8 +116,8 @@ write_marker(struct hv_oci *o, const char *uuid, uint64_t gen, const char *lower
     char p[PATH_MAX], tmp[PATH_MAX + 8];
     inst_path(o, uuid, "nimbus-oci.json", p);
     snprintf(tmp, sizeof tmp, "%s.tmp", p);
-    json_t *j = json_pack("{s:s, s:I, s:s}", "uuid", uuid, "generation", (json_int_t)gen,
-                          "lower", lower);
+    json_t *j = json_pack("{s:s, s:I, s:s, s:s}", "uuid", uuid, "generation", (json_int_t)gen,
+                          "lower", lower, "node", o->node);
     int r = j && json_dump_file(j, tmp, JSON_COMPACT) == 0 ? 0 : -EIO;
     json_decref(j);
     if (!r && rename(tmp, p) < 0)
@@ -154,6 +172,188 @@ runc_cmd(struct hv_oci *o, const char *verb, const char *uuid, const char *extra
     int r = proc_run(argv, NULL, 0, err, sizeof err);
     if (r)
         hv_set_error(&o->up, "runc %s %s: %s", verb, id, err);
+    return r;
+}
+
+/* The pid of the container's init (in the agent's pid namespace), or 0. */
+static long
+runc_pid(struct hv_oci *o, const char *uuid)
+{
+    char id[64], out[8192], err[256];
+    snprintf(id, sizeof id, "nimbus-%s", uuid);
+    const char *argv[] = { o->runc, "--root", o->runc_root, "state", id, NULL };
+    if (proc_run(argv, out, sizeof out, err, sizeof err))
+        return 0;
+    json_t *j = json_loads(out, 0, NULL);
+    long pid = (long)json_integer_value(json_object_get(j, "pid"));
+    json_decref(j);
+    return pid;
+}
+
+/* ---- Ports */
+
+static int
+write_ports(struct hv_oci *o, const struct inst_desired *d)
+{
+    json_t *arr = json_array();
+    for (unsigned i = 0; i < d->n_ports; i++) {
+        const struct inst_port *p = &d->ports[i];
+        json_t *ips = json_array();
+        for (unsigned k = 0; k < p->n_fixed_ips; k++)
+            json_array_append_new(ips, json_pack("{s:s, s:i, s:s}", "ip_address",
+                                                 p->fixed_ips[k].ip, "prefixlen",
+                                                 (int)p->fixed_ips[k].prefixlen, "gateway",
+                                                 p->fixed_ips[k].gateway));
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:i, s:o}", "id", p->id,
+                                             "mac", p->mac, "tap", p->tap, "mtu", (int)p->mtu,
+                                             "fixed_ips", ips));
+    }
+    char path[PATH_MAX], tmp[PATH_MAX + 8];
+    inst_path(o, d->uuid, "ports.json", path);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int r = json_dump_file(arr, tmp, JSON_COMPACT) == 0 && rename(tmp, path) == 0 ? 0 : -EIO;
+    json_decref(arr);
+    if (r)
+        hv_set_error(&o->up, "writing %s failed", path);
+    return r;
+}
+
+/* The ports written at create, back as inst_port (the parts needed here). */
+static int
+read_ports(struct hv_oci *o, const char *uuid, struct inst_port *ports, unsigned *n)
+{
+    char path[PATH_MAX];
+    inst_path(o, uuid, "ports.json", path);
+    *n = 0;
+    json_t *arr = json_load_file(path, 0, NULL);
+    if (!arr)
+        return 0;   /* Created before ports were kept: none. */
+    size_t i, k;
+    json_t *p, *f;
+    json_array_foreach(arr, i, p) {
+        if (*n == INST_MAX_PORTS)
+            break;
+        struct inst_port *ip = &ports[(*n)++];
+        memset(ip, 0, sizeof *ip);
+        const char *s;
+        snprintf(ip->id, sizeof ip->id, "%s", (s = json_string_value(json_object_get(p, "id"))) ? s : "");
+        snprintf(ip->mac, sizeof ip->mac, "%s", (s = json_string_value(json_object_get(p, "mac"))) ? s : "");
+        snprintf(ip->tap, sizeof ip->tap, "%s", (s = json_string_value(json_object_get(p, "tap"))) ? s : "");
+        ip->mtu = (unsigned)json_integer_value(json_object_get(p, "mtu"));
+        ip->kind = INST_PORT_VETH;
+        json_array_foreach(json_object_get(p, "fixed_ips"), k, f) {
+            if (ip->n_fixed_ips == INST_MAX_FIXED_IPS)
+                break;
+            struct inst_fixed_ip *fi = &ip->fixed_ips[ip->n_fixed_ips++];
+            snprintf(fi->ip, sizeof fi->ip, "%s",
+                     (s = json_string_value(json_object_get(f, "ip_address"))) ? s : "");
+            snprintf(fi->gateway, sizeof fi->gateway, "%s",
+                     (s = json_string_value(json_object_get(f, "gateway"))) ? s : "");
+            fi->prefixlen = (unsigned)json_integer_value(json_object_get(f, "prefixlen"));
+        }
+    }
+    json_decref(arr);
+    return 0;
+}
+
+/* Runs "ip ARGS..." in the network namespace of process 'pid' (0: the
+ * agent's own). */
+static int
+ip_in(struct hv_oci *o, long pid, const char *const args[], char *err, size_t errlen)
+{
+    const char *argv[24];
+    char t[32];
+    int n = 0;
+    if (pid) {
+        snprintf(t, sizeof t, "%ld", pid);
+        argv[n++] = "nsenter";
+        argv[n++] = "-t";
+        argv[n++] = t;
+        argv[n++] = "-n";
+    }
+    argv[n++] = "ip";
+    for (int i = 0; args[i] && n < 23; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    (void)o;
+    return proc_run(argv, NULL, 0, err, errlen);
+}
+
+/* Moves the port devices out of container 'pid' back into the agent's
+ * namespace under their own names.  Best effort: a device already gone
+ * (the container's namespace died with its process) is the network
+ * agent's to make again. */
+static void
+unplug_ports(struct hv_oci *o, const char *uuid, long pid)
+{
+    struct inst_port ports[INST_MAX_PORTS];
+    unsigned n;
+    if (!pid || read_ports(o, uuid, ports, &n))
+        return;
+    char self[32], err[256];
+    snprintf(self, sizeof self, "%ld", (long)getpid());
+    for (unsigned i = 0; i < n; i++) {
+        char ifname[16], peer[16];
+        snprintf(ifname, sizeof ifname, "eth%u", i);
+        inst_port_peer(&ports[i], peer);
+        const char *down[] = { "link", "set", "dev", ifname, "down", NULL };
+        const char *ren[] = { "link", "set", "dev", ifname, "name", peer, NULL };
+        const char *out[] = { "link", "set", "dev", peer, "netns", self, NULL };
+        if (ip_in(o, pid, down, err, sizeof err) == 0 &&
+            ip_in(o, pid, ren, err, sizeof err) == 0)
+            (void)ip_in(o, pid, out, err, sizeof err);
+    }
+}
+
+/* Moves each port's peer into container 'pid' as eth<i> and configures it. */
+static int
+plug_ports(struct hv_oci *o, const char *uuid, long pid, const struct inst_port *ports,
+           unsigned n)
+{
+    char t[32], err[256];
+    int r;
+    snprintf(t, sizeof t, "%ld", pid);
+    const char *lo[] = { "link", "set", "dev", "lo", "up", NULL };
+    if ((r = ip_in(o, pid, lo, err, sizeof err)))
+        goto fail;
+    bool routed = false;
+    for (unsigned i = 0; i < n; i++) {
+        const struct inst_port *p = &ports[i];
+        char ifname[16], peer[16], mtu[16];
+        snprintf(ifname, sizeof ifname, "eth%u", i);
+        inst_port_peer(p, peer);
+        snprintf(mtu, sizeof mtu, "%u", p->mtu ? p->mtu : 1500);
+        const char *in[] = { "link", "set", "dev", peer, "netns", t, NULL };
+        const char *ren[] = { "link", "set", "dev", peer, "name", ifname, "address", p->mac,
+                              "mtu", mtu, NULL };
+        const char *up[] = { "link", "set", "dev", ifname, "up", NULL };
+        if ((r = ip_in(o, 0, in, err, sizeof err)) || (r = ip_in(o, pid, ren, err, sizeof err)))
+            goto fail;
+        for (unsigned k = 0; k < p->n_fixed_ips; k++) {
+            char cidr[64];
+            snprintf(cidr, sizeof cidr, "%s/%u", p->fixed_ips[k].ip, p->fixed_ips[k].prefixlen);
+            const char *add[] = { strchr(cidr, ':') ? "-6" : "-4", "addr", "add", cidr, "dev",
+                                  ifname, NULL };
+            if ((r = ip_in(o, pid, add, err, sizeof err)))
+                goto fail;
+        }
+        if ((r = ip_in(o, pid, up, err, sizeof err)))
+            goto fail;
+        for (unsigned k = 0; k < p->n_fixed_ips && !routed; k++) {
+            const char *gw = p->fixed_ips[k].gateway;
+            if (!gw[0] || strchr(gw, ':'))
+                continue;
+            const char *route[] = { "-4", "route", "add", "default", "via", gw, "dev", ifname,
+                                    NULL };
+            if ((r = ip_in(o, pid, route, err, sizeof err)))
+                goto fail;
+            routed = true;
+        }
+    }
+    return 0;
+fail:
+    hv_set_error(&o->up, "container %s: wiring its ports: %s", uuid, err);
+    unplug_ports(o, uuid, pid);
     return r;
 }
 
@@ -264,6 +464,20 @@ write_config(struct hv_oci *o, const struct hv_create_args *a)
         "echo \"nimbus-container: started on $(hostname)\"; "
         "while :; do sleep 1; done";
     json_object_set_new(proc, "args", json_pack("[s, s, s]", "/bin/sh", "-c", cmd));
+    /* Docker's default capability set, which images built for Docker
+     * expect (runc's default lacks NET_RAW, so ping would not work). */
+    static const char *const caps[] = {
+        "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
+        "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+    };
+    json_t *capset = json_array();
+    for (size_t c = 0; c < sizeof caps / sizeof caps[0]; c++)
+        json_array_append_new(capset, json_string(caps[c]));
+    json_object_set_new(proc, "capabilities",
+                        json_pack("{s:O, s:O, s:O, s:O}", "bounding", capset, "effective", capset,
+                                  "permitted", capset, "ambient", capset));
+    json_decref(capset);
     char host[64];
     snprintf(host, sizeof host, "%.63s", d->name[0] ? d->name : d->uuid);
     for (char *p = host; *p; p++)
@@ -317,7 +531,19 @@ oci_create(struct hypervisor *hv, const struct hv_create_args *a, bool start)
                      a->d->uuid, a->d->image.id);
         return -EINVAL;
     }
-    int r = write_config(o, a);
+    for (unsigned i = 0; i < a->d->n_ports; i++)
+        if (a->d->ports[i].kind != INST_PORT_VETH) {
+            hv_set_error(hv, "instance %s: port %s is a tap; containers need a veth port "
+                         "(device_owner compute:container)", a->d->uuid, a->d->ports[i].id);
+            return -EINVAL;
+        }
+    /* Nothing is made before the ports' devices are there. */
+    int r = hv_ports_ready(hv, a->d);
+    if (r)
+        return r;
+    r = write_config(o, a);
+    if (!r)
+        r = write_ports(o, a->d);
     if (!r)
         r = write_marker(o, a->d->uuid, 0, a->rootfs_path);
     if (!r && start)
@@ -337,20 +563,56 @@ oci_start(struct hypervisor *hv, const char *uuid)
     runc_status(o, uuid, st, sizeof st);
     if (!strcmp(st, "running") || !strcmp(st, "paused"))
         return 0;
+    if (!strcmp(st, "created")) {
+        /* A start cut short (crash): its ports are moved back, begin again. */
+        unplug_ports(o, uuid, runc_pid(o, uuid));
+    }
     if (st[0] && runc_cmd(o, "delete", uuid, NULL))
         return -EIO;
-    int r = mount_rootfs(o, uuid);
+    struct inst_port ports[INST_MAX_PORTS];
+    unsigned n_ports;
+    int r = read_ports(o, uuid, ports, &n_ports);
     if (r)
+        return r;
+    for (unsigned i = 0; i < n_ports; i++) {
+        char peer[16];
+        inst_port_peer(&ports[i], peer);
+        if (!hv_netdev_exists(peer)) {
+            hv_set_error(hv, "waiting for the network agent to create %s for port %s",
+                         peer, ports[i].id);
+            return -EAGAIN;
+        }
+    }
+    if ((r = mount_rootfs(o, uuid)))
         return r;
     char bundle[PATH_MAX], log[PATH_MAX], id[64], err[512];
     inst_path(o, uuid, NULL, bundle);
     inst_path(o, uuid, "console.log", log);
     snprintf(id, sizeof id, "nimbus-%s", uuid);
-    const char *argv[] = { o->runc, "--root", o->runc_root, "run", "--detach", "--bundle", bundle,
+    /* create: the namespaces exist and the process waits for start. */
+    const char *argv[] = { o->runc, "--root", o->runc_root, "create", "--bundle", bundle,
                      id, NULL };
     r = proc_run_logged(argv, log, err, sizeof err);
-    if (r)
-        hv_set_error(hv, "runc run %s: %s", id, err);
+    if (r) {
+        hv_set_error(hv, "runc create %s: %s", id, err);
+        return r;
+    }
+    long pid = runc_pid(o, uuid);
+    if (!pid) {
+        hv_set_error(hv, "runc create %s: no process", id);
+        r = -EIO;
+    } else {
+        r = plug_ports(o, uuid, pid, ports, n_ports);
+    }
+    if (!r)
+        r = runc_cmd(o, "start", uuid, NULL);
+    if (r) {
+        char keep[sizeof hv->err];
+        snprintf(keep, sizeof keep, "%s", hv->err);
+        unplug_ports(o, uuid, pid);
+        (void)runc_cmd(o, "delete", uuid, NULL);
+        snprintf(hv->err, sizeof hv->err, "%s", keep);
+    }
     return r;
 }
 
@@ -373,6 +635,10 @@ oci_stop(struct hypervisor *hv, const char *uuid, unsigned timeout_ms)
     runc_status(o, uuid, st, sizeof st);
     if (!strcmp(st, "paused"))
         runc_cmd(o, "resume", uuid, NULL);
+    /* The ports go back to the node first: they outlive the container's
+     * namespace, which ends with its process. */
+    if (st[0] && strcmp(st, "stopped"))
+        unplug_ports(o, uuid, runc_pid(o, uuid));
     if (!strcmp(st, "running") || !strcmp(st, "paused")) {
         if (timeout_ms && runc_cmd(o, "kill", uuid, "TERM") == 0) {
             for (unsigned w = 0; w < timeout_ms; w += 100) {
@@ -443,6 +709,8 @@ oci_destroy(struct hypervisor *hv, const char *uuid)
         return 0;
     char st[32];
     runc_status(o, uuid, st, sizeof st);
+    if (st[0] && strcmp(st, "stopped"))
+        unplug_ports(o, uuid, runc_pid(o, uuid));
     if (st[0] && runc_cmd(o, "delete", uuid, NULL))
         return -EIO;
     umount_rootfs(o, uuid);

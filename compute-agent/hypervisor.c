@@ -5,6 +5,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <net/if.h>
+#include <unistd.h>
 
 static const struct hypervisor_class *const classes[] = {
     &hv_fake_class,
@@ -36,6 +38,59 @@ hv_open(const struct hv_config *cfg, struct hypervisor **out, char *err, size_t 
     snprintf(err, errlen, "unknown hypervisor type '%s'%s", cfg->type,
              !strcmp(cfg->type, "libvirt") ? " (built without libvirt)" : "");
     return -ENOTSUP;
+}
+
+void
+hv_node_name(const struct hv_config *cfg, char *out, size_t len)
+{
+    if (cfg->node && cfg->node[0]) {
+        snprintf(out, len, "%s", cfg->node);
+        return;
+    }
+    char host[256];
+    if (gethostname(host, sizeof host) < 0)
+        snprintf(host, sizeof host, "localhost");
+    host[sizeof host - 1] = 0;
+    snprintf(out, len, "%s", host);
+}
+
+bool
+hv_netdev_exists(const char *dev)
+{
+    /* Not /sys/class/net: sysfs shows the namespace it was mounted in,
+     * and agents run in namespaces of their own in tests. */
+    if (!dev[0] || strlen(dev) >= IF_NAMESIZE)
+        return false;
+    return if_nametoindex(dev) != 0;
+}
+
+int
+hv_ports_ready(struct hypervisor *hv, const struct inst_desired *d)
+{
+    for (unsigned i = 0; i < d->n_ports; i++) {
+        const struct inst_port *p = &d->ports[i];
+        char dev[16];
+        if (p->kind == INST_PORT_VETH)
+            inst_port_peer(p, dev);
+        else
+            snprintf(dev, sizeof dev, "%s", p->tap);
+        if (!dev[0])
+            continue;
+        if (!hv_netdev_exists(dev)) {
+            hv_set_error(hv, "waiting for the network agent to create %s for port %s", dev, p->id);
+            return -EAGAIN;
+        }
+    }
+    return 0;
+}
+
+void
+inst_port_peer(const struct inst_port *p, char out[16])
+{
+    if (!strncmp(p->tap, "tap", 3))
+        snprintf(out, 16, "tpp%.12s", p->tap + 3);
+    else
+        out[0] = 0;
 }
 
 void

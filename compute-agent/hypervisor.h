@@ -6,9 +6,16 @@
  *            is the only file of Nimbus that includes libvirt's headers
  *   oci      containers through runc
  *
- * A provider only ever sees and touches instances Nimbus owns: for libvirt,
- * domains carrying the Nimbus metadata element; a domain created by hand is
+ * A provider only ever sees and touches instances Nimbus owns on its own
+ * node: for libvirt, domains carrying the Nimbus metadata element with this
+ * node's name (several agents, i.e. several "hosts", may share one
+ * libvirtd); for oci, containers under its state directory whose marker
+ * names this node.  A domain created by hand, or by another node's agent, is
  * invisible to list() and every operation on it fails with -ENOENT.
+ *
+ * Ports: create() (and oci's start()) return -EAGAIN, with a message, while
+ * a port's host device is not there yet (the network agent of the node
+ * creates it); the reconciler waits and tries again.
  *
  * Every operation is idempotent where it can be (create of an existing
  * instance redefines it, start of a running one succeeds, destroy of a
@@ -33,6 +40,7 @@ struct hv_config {
     const char *virt_type;       /* "auto" (kvm when /dev/kvm works, else qemu), "kvm", "qemu", "xen". */
     const char *state_dir;       /* Per-instance directories live in state_dir/instances/<uuid>. */
     const char *runc;            /* runc binary for oci (default "runc"). */
+    const char *node;            /* This node's name; NULL or "": the host name. */
 };
 
 /* Where the storage of an instance is, prepared by the image cache before
@@ -46,6 +54,7 @@ struct hv_create_args {
     const char *ramdisk_path;    /* Or NULL. */
     const char *rootfs_path;     /* oci: the read-only cached layer. */
     const char *console_log;     /* Serial console / stdout log file. */
+    const char *node;            /* Set by the provider: the owning node's name. */
 };
 
 struct hypervisor_class {
@@ -94,6 +103,18 @@ int hv_open(const struct hv_config *cfg, struct hypervisor **out,
             char *err, size_t errlen) __attribute__((warn_unused_result));
 /* Accepts NULL. */
 void hv_close(struct hypervisor *hv);
+
+/* This node's name: cfg->node, or the host name. */
+void hv_node_name(const struct hv_config *cfg, char *out, size_t len);
+
+/* Whether network device 'dev' exists in the agent's network namespace. */
+bool hv_netdev_exists(const char *dev);
+
+/* 0 when the host device of every port of 'd' is there (the tap, or for a
+ * veth port the peer to move into the container); -EAGAIN with a message
+ * in hv->err naming the first one missing. */
+int hv_ports_ready(struct hypervisor *hv, const struct inst_desired *d)
+    __attribute__((warn_unused_result));
 
 /* Sets hv->err from a format. */
 void hv_set_error(struct hypervisor *hv, const char *fmt, ...)

@@ -42,11 +42,37 @@ struct inst_image {
     uint64_t size;               /* Bytes, 0 when unknown. */
 };
 
+#define INST_MAX_FIXED_IPS 4
+
+/* An address of a port, as the API's IPAM assigned it.  Containers are
+ * configured with it directly (they run no DHCP client); VMs get it from
+ * the network agent's DHCP server. */
+struct inst_fixed_ip {
+    char ip[46];                 /* Dotted quad or IPv6 text form. */
+    unsigned prefixlen;
+    char gateway[46];            /* "" when the subnet has none. */
+};
+
+enum inst_port_kind { INST_PORT_TAP, INST_PORT_VETH };
+
+/* A port bound to this node: the network agent of the node creates its host
+ * device ("tap" for VMs; for containers a veth pair, "tap<id>" on the bridge
+ * and its peer "tpp<id>", which the oci provider moves into the container
+ * as eth0). */
 struct inst_port {
     char id[64];
     char mac[18];
     char tap[16];                /* Host device name (IFNAMSIZ). */
+    enum inst_port_kind kind;
+    char network_id[64];
+    unsigned mtu;                /* 0: the device's default. */
+    struct inst_fixed_ip fixed_ips[INST_MAX_FIXED_IPS];
+    unsigned n_fixed_ips;
 };
+
+/* The name of the container side of a veth port: "tpp" + the tap's suffix
+ * ("tap0b9a3c1e5f1" -> "tpp0b9a3c1e5f1").  'out' holds at least 16 bytes. */
+void inst_port_peer(const struct inst_port *p, char out[16]);
 
 /* One desired instance.  'generation' is raised by nimbus-api each time the
  * user asks for a power action (start, stop, reboot, pause, suspend...);

@@ -26,6 +26,9 @@ static const struct conf_option options[] = {
       "Seconds a guest gets to shut down cleanly (ACPI, SIGTERM) before it is forced off." },
     { "agent", "max_attempts", CONF_INT, "3", 1, 100,
       "Failed steps for one instance and generation before it goes to ERROR." },
+    { "agent", "port_wait", CONF_INT, "120", 1, 86400,
+      "Seconds an instance waits for the network agent to create its ports' devices "
+      "before it goes to ERROR." },
     { "agent", "image_max_age", CONF_INT, "86400", 0, 86400 * 365,
       "Seconds an unused cached base image is kept; 0 keeps them forever." },
     { "agent", "image_source_dir", CONF_STR, "/var/lib/nimbus/images", 0, 0,
@@ -217,6 +220,7 @@ main(int argc, char **argv)
             .grace_ms = (uint64_t)conf_int(conf, "agent", "delete_grace") * 1000u,
             .max_attempts = (unsigned)conf_int(conf, "agent", "max_attempts"),
             .stop_timeout_ms = (unsigned)conf_int(conf, "agent", "stop_timeout") * 1000u,
+            .port_wait_ms = (uint64_t)conf_int(conf, "agent", "port_wait") * 1000u,
         },
         .hv = {
             .type = conf_str(conf, "hypervisor", "type"),
@@ -224,6 +228,7 @@ main(int argc, char **argv)
             .virt_type = conf_str(conf, "hypervisor", "virt_type"),
             .state_dir = conf_str(conf, "agent", "state_dir"),
             .runc = conf_str(conf, "hypervisor", "runc"),
+            .node = node,
         },
         .source = source,
         .api_url = conf_str(conf, "source", "api_url"),

@@ -210,6 +210,8 @@ rc_new(struct hypervisor *hv, const struct rc_storage *storage,
     rc->cfg = *cfg;
     if (!rc->cfg.max_attempts)
         rc->cfg.max_attempts = 3;
+    if (!rc->cfg.port_wait_ms)
+        rc->cfg.port_wait_ms = 120000;
     rc->ev = ev;
     rc->ev_ctx = ev_ctx;
     *out = rc;
@@ -504,6 +506,25 @@ reconcile_one(struct reconciler *rc, const struct inst_desired *d, const char *u
         char err[256];
         st->actions++;
         int r = execute(rc, ri, d, &a, &present, s, err, sizeof err);
+        if (r == -EAGAIN && d && !d->deleted) {
+            /* Not a failure: the network agent has not made a device yet. */
+            st->actions--;
+            bfmt(ri->fault, sizeof ri->fault, "%s", err);
+            if (!ri->wait_since_ms) {
+                ri->wait_since_ms = now_ms ? now_ms : 1;
+                emit(rc, uuid, "waiting-for-port", err);
+            } else if (now_ms - ri->wait_since_ms >= rc->cfg.port_wait_ms) {
+                bfmt(ri->fault, sizeof ri->fault, "%s: gave up after %llu s: %s",
+                     rc_action_name(s.action),
+                     (unsigned long long)(rc->cfg.port_wait_ms / 1000), err);
+                ri->state = RC_ERROR;
+                ri->error_gen = d->generation;
+                ri->wait_since_ms = 0;
+                emit(rc, uuid, "error", ri->fault);
+            }
+            break;
+        }
+        ri->wait_since_ms = 0;
         if (r) {
             st->failures++;
             ri->attempts++;

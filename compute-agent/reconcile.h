@@ -18,6 +18,12 @@
  *   not desired, present        after a grace period, destroy
  *   storage of nothing          removed (a crash between undefine and rm)
  *
+ * A step the provider answers with -EAGAIN (a port's host device is not
+ * there yet: the network agent of the node makes it) is not a failure: the
+ * instance stays as it is, the step is tried again on the next pass, and a
+ * "waiting-for-port" event says why; after port_wait_ms it is ERROR with
+ * the provider's message as the fault.
+ *
  * Every step is idempotent and the decision depends only on the desired
  * state, the provider's list and the instance's own metadata, never on
  * memory that a kill -9 would lose (the grace period and the retry counts
@@ -85,6 +91,7 @@ struct rc_config {
     uint64_t grace_ms;           /* Before deleting an instance not desired. Default 60 s. */
     unsigned max_attempts;       /* Failed steps per generation before ERROR. Default 3. */
     unsigned stop_timeout_ms;    /* ACPI shutdown before a forced stop. Default 10 s. */
+    uint64_t port_wait_ms;       /* Waiting for the network agent's devices before ERROR. Default 120 s. */
 };
 
 /* Per-instance memory of the reconciler. */
@@ -98,6 +105,7 @@ struct rc_inst {
     uint64_t attempts_gen;
     uint64_t error_gen;          /* Generation that ended in ERROR. */
     bool seen_desired;
+    uint64_t wait_since_ms;      /* 0: not waiting for a port device. */
     char fault[256];
 };
 
@@ -159,7 +167,7 @@ struct rc_observed {
  * "created", "started", "stopped", "rebooted", "paused", "unpaused",
  * "suspended", "resumed", "deleted", "power-off-by-guest",
  * "step-failed", "error", "orphan-found", "orphan-deleted",
- * "storage-removed". */
+ * "storage-removed", "waiting-for-port". */
 typedef void (*rc_event_fn)(void *ctx, const char *uuid, const char *event,
                             const char *detail);
 

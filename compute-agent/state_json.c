@@ -1,5 +1,7 @@
 #include "state_json.h"
 
+#include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,6 +116,119 @@ parse_image(json_t *o, struct inst_image *img, const char *what, char *err, size
     return 0;
 }
 
+static bool
+mac_ok(const char *m)
+{
+    if (strlen(m) != 17)
+        return false;
+    for (int i = 0; i < 17; i++)
+        if (i % 3 == 2 ? m[i] != ':' : !isxdigit((unsigned char)m[i]))
+            return false;
+    return true;
+}
+
+/* An address in text form: IPv4 or IPv6; *v6 tells which. */
+static bool
+ip_ok(const char *s, bool *v6)
+{
+    unsigned char buf[16];
+    if (inet_pton(AF_INET, s, buf) == 1) {
+        *v6 = false;
+        return true;
+    }
+    if (inet_pton(AF_INET6, s, buf) == 1) {
+        *v6 = true;
+        return true;
+    }
+    return false;
+}
+
+static int
+parse_port(json_t *p, struct inst_port *ip, const char *what, char *err, size_t errlen)
+{
+    int r;
+    uint64_t v;
+    char kind[8];
+    memset(ip, 0, sizeof *ip);
+    if (!json_is_object(p)) {
+        snprintf(err, errlen, "%s: must be an object", what);
+        return -EINVAL;
+    }
+    if ((r = get_str(p, "id", ip->id, sizeof ip->id, false, what, err, errlen)) ||
+        (r = get_str(p, "mac", ip->mac, sizeof ip->mac, true, what, err, errlen)) ||
+        (r = get_str(p, "tap", ip->tap, sizeof ip->tap, false, what, err, errlen)) ||
+        (r = get_str(p, "kind", kind, sizeof kind, false, what, err, errlen)) ||
+        (r = get_str(p, "network_id", ip->network_id, sizeof ip->network_id, false, what,
+                     err, errlen)) ||
+        (r = get_uint(p, "mtu", 65535, &v, what, err, errlen)))
+        return r;
+    ip->mtu = (unsigned)v;
+    if (ip->mtu && ip->mtu < 68) {
+        snprintf(err, errlen, "%s: 'mtu' must be from 68 to 65535", what);
+        return -EINVAL;
+    }
+    if (!mac_ok(ip->mac) || !token_ok(ip->id) || !token_ok(ip->tap) ||
+        !token_ok(ip->network_id)) {
+        snprintf(err, errlen, "%s: bad port mac, id, tap or network_id", what);
+        return -EINVAL;
+    }
+    if (!kind[0] || !strcmp(kind, "tap"))
+        ip->kind = INST_PORT_TAP;
+    else if (!strcmp(kind, "veth"))
+        ip->kind = INST_PORT_VETH;
+    else {
+        snprintf(err, errlen, "%s: 'kind' must be \"tap\" or \"veth\"", what);
+        return -EINVAL;
+    }
+    /* The network agent's name rule: "tap" + the first 11 hex digits of
+     * the port id. */
+    if (!ip->tap[0] && ip->id[0]) {
+        char hex[12];
+        size_t n = 0;
+        for (const char *c = ip->id; *c && n < 11; c++)
+            if (*c != '-')
+                hex[n++] = *c;
+        hex[n] = 0;
+        snprintf(ip->tap, sizeof ip->tap, "tap%s", hex);
+    }
+    if (ip->kind == INST_PORT_VETH && strncmp(ip->tap, "tap", 3)) {
+        snprintf(err, errlen, "%s: a veth port's 'tap' must start with \"tap\"", what);
+        return -EINVAL;
+    }
+    json_t *fips = json_object_get(p, "fixed_ips");
+    if (fips && !json_is_null(fips) && !json_is_array(fips)) {
+        snprintf(err, errlen, "%s: 'fixed_ips' must be an array", what);
+        return -EINVAL;
+    }
+    if (json_array_size(fips) > INST_MAX_FIXED_IPS) {
+        snprintf(err, errlen, "%s: at most %d fixed_ips", what, INST_MAX_FIXED_IPS);
+        return -E2BIG;
+    }
+    size_t i;
+    json_t *f;
+    json_array_foreach(fips, i, f) {
+        struct inst_fixed_ip *fi = &ip->fixed_ips[ip->n_fixed_ips++];
+        bool v6 = false, gv6 = false;
+        if (!json_is_object(f)) {
+            snprintf(err, errlen, "%s: fixed_ips must be objects", what);
+            return -EINVAL;
+        }
+        if ((r = get_str(f, "ip_address", fi->ip, sizeof fi->ip, true, what, err, errlen)) ||
+            (r = get_str(f, "gateway", fi->gateway, sizeof fi->gateway, false, what, err,
+                         errlen)) ||
+            (r = get_uint(f, "prefixlen", 128, &v, what, err, errlen)))
+            return r;
+        fi->prefixlen = (unsigned)v;
+        if (!ip_ok(fi->ip, &v6) || (fi->gateway[0] && (!ip_ok(fi->gateway, &gv6) || gv6 != v6)) ||
+            fi->prefixlen > (v6 ? 128u : 32u) || !json_object_get(f, "prefixlen")) {
+            snprintf(err, errlen, "%s: fixed_ips[%zu] needs an ip_address, a prefixlen and "
+                     "an optional gateway of the same family", what, i);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
 static int
 parse_instance(json_t *o, struct inst_desired *d, size_t idx, char *err, size_t errlen)
 {
@@ -179,19 +294,10 @@ parse_instance(json_t *o, struct inst_desired *d, size_t idx, char *err, size_t 
     size_t i;
     json_t *p;
     json_array_foreach(ports, i, p) {
-        struct inst_port *ip = &d->ports[d->n_ports++];
-        if (!json_is_object(p) ||
-            (r = get_str(p, "id", ip->id, sizeof ip->id, false, what, err, errlen)) ||
-            (r = get_str(p, "mac", ip->mac, sizeof ip->mac, true, what, err, errlen)) ||
-            (r = get_str(p, "tap", ip->tap, sizeof ip->tap, false, what, err, errlen))) {
-            if (!json_is_object(p))
-                snprintf(err, errlen, "%s: ports must be objects", what);
-            return -EINVAL;
-        }
-        if (!token_ok(ip->mac) || !token_ok(ip->tap)) {
-            snprintf(err, errlen, "%s: bad port mac or tap", what);
-            return -EINVAL;
-        }
+        char pwhat[160];
+        snprintf(pwhat, sizeof pwhat, "%s ports[%zu]", what, i);
+        if ((r = parse_port(p, &d->ports[d->n_ports++], pwhat, err, errlen)))
+            return r;
     }
     char power[16];
     if ((r = get_str(o, "power_state", power, sizeof power, false, what, err, errlen)))

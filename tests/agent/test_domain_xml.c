@@ -54,6 +54,7 @@ desired(void)
     d.n_ports = 2;
     snprintf(d.ports[0].mac, sizeof d.ports[0].mac, "fa:16:3e:00:00:01");
     snprintf(d.ports[0].tap, sizeof d.ports[0].tap, "tap0b9a3c1e-5f");
+    d.ports[0].mtu = 1450;
     snprintf(d.ports[1].mac, sizeof d.ports[1].mac, "fa:16:3e:00:00:02");
     d.generation = 3;
     return d;
@@ -67,10 +68,17 @@ test_qemu_direct(void)
     struct hv_create_args a = {
         .d = &d, .inst_dir = "/var/lib/nimbus/i", .disk_path = "/var/lib/nimbus/i/disk.qcow2",
         .disk_format = "qcow2", .kernel_path = "/cache/base/k", .ramdisk_path = "/cache/base/r",
-        .console_log = "/var/lib/nimbus/i/console.log",
+        .console_log = "/var/lib/nimbus/i/console.log", .node = "node<a>",
     };
     char *x = dx_domain_xml(&a, "qemu", 0);
     CHECK(strstr(x, "<domain type='qemu'>"));
+    /* Owned by one node: another agent on the same libvirtd leaves it be. */
+    CHECK(strstr(x, "<nimbus:node>node&lt;a&gt;</nimbus:node>"));
+    CHECK(dx_metadata_node_is(x, "node<a>"));
+    CHECK(!dx_metadata_node_is(x, "node"));
+    CHECK(!dx_metadata_node_is(x, "node<a>x"));
+    CHECK(!dx_metadata_node_is("<nimbus:instance><nimbus:generation>1</nimbus:generation>"
+                               "</nimbus:instance>", "node<a>"));
     CHECK(strstr(x, "<name>nimbus-0b9a3c1e-5f4d-4c2b-9a8e-7d6c5b4a3f21</name>"));
     CHECK(strstr(x, "<uuid>0b9a3c1e-5f4d-4c2b-9a8e-7d6c5b4a3f21</uuid>"));
     CHECK(strstr(x, "<title>web&lt;1&gt;&amp;&apos;x&apos;</title>"));
@@ -82,8 +90,10 @@ test_qemu_direct(void)
     CHECK(strstr(x, "<target dev='vda' bus='virtio'/>"));
     CHECK(strstr(x, "<driver name='qemu' type='qcow2'/>"));
     CHECK(strstr(x, "<mac address='fa:16:3e:00:00:01'/>"));
-    CHECK(strstr(x, "<target dev='tap0b9a3c1e-5f'/>"));
+    /* The network agent made the tap: libvirt opens it, never makes it. */
+    CHECK(strstr(x, "<target dev='tap0b9a3c1e-5f' managed='no'/>"));
     CHECK(strstr(x, "<model type='virtio'/>"));
+    CHECK(strstr(x, "<mtu size='1450'/>"));
     CHECK(strstr(x, "<log file='/var/lib/nimbus/i/console.log' append='on'/>"));
     CHECK(strstr(x, "<graphics type='vnc' autoport='yes' listen='127.0.0.1'>"));
     CHECK(strstr(x, "<memory unit='MiB'>256</memory>"));

@@ -5,13 +5,20 @@
  * flavor's memory and CPU limits in its cgroup, its own network namespace;
  * then stop (SIGTERM), start, pause/unpause, a container that exits by
  * itself reported SHUTOFF, and delete (unmounted, directory gone, cached
- * layer untouched).  Exits 77 without runc or root. */
+ * layer untouched).  Then a container with a port, as the network agent
+ * leaves it (a veth pair on a bridge; the test runs in a network namespace
+ * of its own): the instance waits for the device, gets eth0 with the
+ * port's MAC, MTU, address and default route before its process starts,
+ * answers ping from the bridge, gives the device back when stopped, and
+ * leaves it where the network agent made it when deleted.  Exits 77
+ * without runc or root. */
 #include "reconcile.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 
 #include "hypervisor.h"
 #include "image_cache.h"
@@ -79,12 +86,121 @@ cgroup_value(const char *v1ctl, const char *v1file, const char *v2file, char *ou
     return ok;
 }
 
+static bool
+sh(const char *cmd)
+{
+    fprintf(stderr, "  $ %s\n", cmd);
+    return system(cmd) == 0;
+}
+
+/* The output of command 'what' run inside the container. */
+static void
+inside(const char *root, const char *uuid, const char *what, char *out, size_t len)
+{
+    char cmd[PATH_MAX + 256];
+    bfmt(cmd, sizeof cmd, "runc --root %s/runc exec nimbus-%s %s", root, uuid, what);
+    out[0] = 0;
+    FILE *f = popen(cmd, "r");
+    if (!f)
+        return;
+    size_t n = fread(out, 1, len - 1, f);
+    out[n] = 0;
+    pclose(f);
+    while (n && out[n - 1] == '\n')
+        out[--n] = 0;
+}
+
+static void
+test_port(const struct inst_desired *tmpl, const char *root)
+{
+    static struct inst_desired c;
+    c = *tmpl;
+    util_uuid4(c.uuid);
+    bfmt(c.name, sizeof c.name, "cport");
+    c.deleted = false;
+    c.power = POWER_RUNNING;
+    c.generation = 1;
+    c.n_ports = 1;
+    struct inst_port *p = &c.ports[0];
+    memset(p, 0, sizeof *p);
+    bfmt(p->id, sizeof p->id, "0b9a3c1e-5f4d-4c2b-9a8e-7d6c5b4a3f21");
+    bfmt(p->mac, sizeof p->mac, "fa:16:3e:12:34:56");
+    bfmt(p->tap, sizeof p->tap, "tap0b9a3c1e5f4");
+    p->kind = INST_PORT_VETH;
+    p->mtu = 1400;
+    p->n_fixed_ips = 1;
+    bfmt(p->fixed_ips[0].ip, sizeof p->fixed_ips[0].ip, "10.9.0.5");
+    p->fixed_ips[0].prefixlen = 24;
+    bfmt(p->fixed_ips[0].gateway, sizeof p->fixed_ips[0].gateway, "10.9.0.1");
+    ds.insts = &c;
+    ds.n = 1;
+    events[0] = 0;
+
+    /* No device yet: the instance waits. */
+    pass();
+    CHECK_INT(power(c.uuid), POWER_NOSTATE);
+    CHECK(strstr(events, "waiting-for-port") != NULL);
+    CHECK_INT(rc_find(rc, c.uuid)->state, RC_BUILDING);
+
+    /* What the network agent makes: a veth pair, one end on the bridge. */
+    CHECK(sh("ip link add nbr-test type bridge && ip addr add 10.9.0.1/24 dev nbr-test && "
+             "ip link set nbr-test up && "
+             "ip link add tap0b9a3c1e5f4 type veth peer name tpp0b9a3c1e5f4 && "
+             "ip link set tap0b9a3c1e5f4 master nbr-test mtu 1400 up"));
+    double t = pass();
+    fprintf(stderr, "container with a port, create pass: %.0f ms\n", t * 1000);
+    CHECK_INT(power(c.uuid), POWER_RUNNING);
+    CHECK(!hv_netdev_exists("tpp0b9a3c1e5f4"));
+    char val[256];
+    inside(root, c.uuid, "cat /sys/class/net/eth0/address", val, sizeof val);
+    CHECK_STR(val, "fa:16:3e:12:34:56");
+    inside(root, c.uuid, "cat /sys/class/net/eth0/mtu", val, sizeof val);
+    CHECK_STR(val, "1400");
+    /* The default route: destination 0, gateway 10.9.0.1 (in the kernel's
+     * byte order). */
+    char routes[2048];
+    inside(root, c.uuid, "cat /proc/net/route", routes, sizeof routes);
+    CHECK(strstr(routes, "eth0\t00000000\t0100090A") != NULL);
+    CHECK(sh("ping -c 1 -W 2 10.9.0.5 >/dev/null"));
+    /* And out through its default route, with Docker's capabilities (raw
+     * sockets for ping). */
+    inside(root, c.uuid, "busybox ping -c 1 -W 2 10.9.0.1", val, sizeof val);
+    CHECK(strstr(val, "1 packets received") != NULL);
+
+    /* Stopped: the device is back under its own name; started: wired again. */
+    c.power = POWER_SHUTOFF;
+    c.generation = 2;
+    pass();
+    CHECK_INT(power(c.uuid), POWER_SHUTOFF);
+    CHECK(hv_netdev_exists("tpp0b9a3c1e5f4"));
+    CHECK(!sh("ping -c 1 -W 1 10.9.0.5 >/dev/null"));
+    c.power = POWER_RUNNING;
+    c.generation = 3;
+    pass();
+    CHECK_INT(power(c.uuid), POWER_RUNNING);
+    CHECK(sh("ping -c 1 -W 2 10.9.0.5 >/dev/null"));
+
+    /* Deleted: nothing of the container left, the device is the network
+     * agent's again. */
+    c.deleted = true;
+    pass();
+    CHECK_INT(power(c.uuid), POWER_NOSTATE);
+    CHECK(hv_netdev_exists("tpp0b9a3c1e5f4"));
+    CHECK(hv_netdev_exists("tap0b9a3c1e5f4"));
+    CHECK(sh("ip link del tap0b9a3c1e5f4 && ip link del nbr-test"));
+}
+
 int
 main(void)
 {
     util_uuid4(UC);
     if (geteuid() != 0 || system("runc --version >/dev/null 2>&1") != 0) {
         fprintf(stderr, "runc missing or not root: skipped\n");
+        return 77;
+    }
+    /* A network namespace of our own for the port test's devices. */
+    if (unshare(CLONE_NEWNET) < 0) {
+        fprintf(stderr, "cannot make a network namespace: skipped\n");
         return 77;
     }
     char guest[PATH_MAX];
@@ -203,6 +319,8 @@ main(void)
     char layer[PATH_MAX];
     bfmt(layer, sizeof layer, "%s/layers/busybox-rootfs/rootfs/bin/busybox", cachedir);
     CHECK(access(layer, F_OK) == 0);
+
+    test_port(&c, root);
 
     rc_free(rc);
     storage_free(stor);

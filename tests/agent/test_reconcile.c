@@ -379,6 +379,44 @@ test_retries_and_error(void)
     world_free(&w);
 }
 
+/* A port's device not made yet by the network agent (-EAGAIN): the
+ * instance stays BUILDING, is tried again every pass without using up its
+ * attempts, one "waiting-for-port" event says why; a bounded wait then
+ * ERROR with a clear fault. */
+static void
+test_waiting_for_port(void)
+{
+    struct world w;
+    world_init(&w);
+    add(&w, U1, POWER_RUNNING, 1);
+    hv_fake_fail(w.hv, "create", -EAGAIN, 5);
+    for (int i = 1; i <= 5; i++) {
+        pass(&w, (uint64_t)i * 10000);
+        CHECK_INT(state(&w, U1), RC_BUILDING);
+    }
+    CHECK(strstr(rc_find(w.rc, U1)->fault, "injected failure of create") != NULL);
+    CHECK(strstr(events, "waiting-for-port") != NULL);
+    CHECK(strstr(strstr(events, "waiting-for-port") + 1, "waiting-for-port") == NULL);
+    CHECK(strstr(events, "step-failed") == NULL);
+    pass(&w, 60000);
+    CHECK_INT(state(&w, U1), RC_ACTIVE);
+    CHECK_STR(rc_find(w.rc, U1)->fault, "");
+
+    /* Never made: ERROR after port_wait_ms (120 s by default). */
+    add(&w, U2, POWER_RUNNING, 1);
+    hv_fake_fail(w.hv, "create", -EAGAIN, 1000);
+    pass(&w, 100000);
+    pass(&w, 200000);
+    CHECK_INT(state(&w, U2), RC_BUILDING);
+    pass(&w, 220001);
+    CHECK_INT(state(&w, U2), RC_ERROR);
+    CHECK(strstr(rc_find(w.rc, U2)->fault, "gave up after 120 s") != NULL);
+    unsigned calls = hv_fake_calls(w.hv, "create");
+    pass(&w, 230000);
+    CHECK_INT(hv_fake_calls(w.hv, "create"), calls);
+    world_free(&w);
+}
+
 /* kill -9 after each step of a create, a reboot and a delete, then a
  * restart: the same end state, no duplicate, nothing leaked. */
 static void
@@ -538,6 +576,7 @@ main(void)
     test_guest_powers_off();
     test_orphan_grace_and_foreign();
     test_retries_and_error();
+    test_waiting_for_port();
     test_crash_convergence();
     test_scale();
     return check_exit();

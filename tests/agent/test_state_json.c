@@ -59,6 +59,79 @@ test_good(void)
     desired_set_free(&ds);
 }
 
+/* The ports as nimbus-api writes them once servers have Neutron ports
+ * (the contract between the API and the agents). */
+static void
+test_ports(void)
+{
+    static const char doc[] =
+        "{\"instances\": [{\"uuid\": \"11111111-1111-4111-8111-111111111111\","
+        " \"image\": {\"id\": \"i\", \"container_format\": \"docker\"},"
+        " \"ports\": [{\"id\": \"0b9a3c1e-5f4d-4c2b-9a8e-7d6c5b4a3f21\", \"mac\": \"fa:16:3e:0a:0b:0c\","
+        "   \"tap\": \"tap0b9a3c1e5f4\", \"kind\": \"veth\","
+        "   \"network_id\": \"9d1c8a22-1111-4111-8111-111111111111\", \"mtu\": 1450,"
+        "   \"fixed_ips\": [{\"ip_address\": \"10.0.0.5\", \"prefixlen\": 24, \"gateway\": \"10.0.0.1\"},"
+        "                   {\"ip_address\": \"fd00::5\", \"prefixlen\": 64, \"gateway\": null}]},"
+        "  {\"id\": \"7e6d5c4b-3a29-4c2b-9a8e-7d6c5b4a3f21\", \"mac\": \"FA:16:3E:00:00:02\"}]}]}";
+    struct desired_set ds;
+    char err[256] = "";
+    CHECK_INT(parse(doc, &ds, err), 0);
+    if (ds.n == 1) {
+        const struct inst_port *p = &ds.insts[0].ports[0];
+        CHECK_INT(ds.insts[0].n_ports, 2);
+        CHECK_STR(p->tap, "tap0b9a3c1e5f4");
+        CHECK_INT(p->kind, INST_PORT_VETH);
+        CHECK_STR(p->network_id, "9d1c8a22-1111-4111-8111-111111111111");
+        CHECK_INT(p->mtu, 1450);
+        CHECK_INT(p->n_fixed_ips, 2);
+        CHECK_STR(p->fixed_ips[0].ip, "10.0.0.5");
+        CHECK_INT(p->fixed_ips[0].prefixlen, 24);
+        CHECK_STR(p->fixed_ips[0].gateway, "10.0.0.1");
+        CHECK_STR(p->fixed_ips[1].ip, "fd00::5");
+        CHECK_STR(p->fixed_ips[1].gateway, "");
+        char peer[16];
+        inst_port_peer(p, peer);
+        CHECK_STR(peer, "tpp0b9a3c1e5f4");
+        /* No tap given: the network agent's name rule, and a tap by default. */
+        CHECK_STR(ds.insts[0].ports[1].tap, "tap7e6d5c4b3a2");
+        CHECK_INT(ds.insts[0].ports[1].kind, INST_PORT_TAP);
+        CHECK_INT(ds.insts[0].ports[1].mtu, 0);
+    }
+    desired_set_free(&ds);
+
+    static const char *const bad[] = {
+        "{\"mac\": \"fa:16:3e:0a:0b\"}",
+        "{\"mac\": \"fa:16:3e:0a:0b:0c\", \"kind\": \"macvtap\"}",
+        "{\"mac\": \"fa:16:3e:0a:0b:0c\", \"tap\": \"tap/../x\"}",
+        "{\"mac\": \"fa:16:3e:0a:0b:0c\", \"tap\": \"averyveryverylongname\"}",
+        "{\"mac\": \"fa:16:3e:0a:0b:0c\", \"mtu\": 20}",
+        "{\"mac\": \"fa:16:3e:0a:0b:0c\", \"mtu\": 70000}",
+        "{\"mac\": \"fa:16:3e:0a:0b:0c\", \"kind\": \"veth\", \"tap\": \"eth1\"}",
+        "{\"mac\": \"fa:16:3e:0a:0b:0c\", \"fixed_ips\": {}}",
+        "{\"mac\": \"fa:16:3e:0a:0b:0c\", \"fixed_ips\": [{\"ip_address\": \"10.0.0.5\"}]}",
+        "{\"mac\": \"fa:16:3e:0a:0b:0c\", \"fixed_ips\": [{\"ip_address\": \"10.0.0.500\", \"prefixlen\": 24}]}",
+        "{\"mac\": \"fa:16:3e:0a:0b:0c\", \"fixed_ips\": [{\"ip_address\": \"10.0.0.5\", \"prefixlen\": 33}]}",
+        "{\"mac\": \"fa:16:3e:0a:0b:0c\", \"fixed_ips\": [{\"ip_address\": \"10.0.0.5\", \"prefixlen\": 24,"
+        " \"gateway\": \"fd00::1\"}]}",
+        "{\"mac\": \"fa:16:3e:0a:0b:0c\", \"fixed_ips\": [{\"ip_address\": \"10.0.0.5; rm\", \"prefixlen\": 24}]}",
+        "{\"mac\": \"fa:16:3e:0a:0b:0c\", \"fixed_ips\": [{\"ip_address\": \"10.0.0.1\", \"prefixlen\": 1},"
+        "{\"ip_address\": \"10.0.0.2\", \"prefixlen\": 1},{\"ip_address\": \"10.0.0.3\", \"prefixlen\": 1},"
+        "{\"ip_address\": \"10.0.0.4\", \"prefixlen\": 1},{\"ip_address\": \"10.0.0.5\", \"prefixlen\": 1}]}",
+        "[]",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char text[1024];
+        snprintf(text, sizeof text, "{\"instances\": [{\"uuid\": \"11111111-1111-4111-8111-111111111111\","
+                 " \"image\": {\"id\": \"i\"}, \"ports\": [%s]}]}", bad[i]);
+        err[0] = 0;
+        int r = parse(text, &ds, err);
+        if (r >= 0)
+            fprintf(stderr, "accepted bad port %zu: %s\n", i, bad[i]);
+        CHECK(r < 0);
+        CHECK(err[0] != 0);
+    }
+}
+
 static void
 test_bad(void)
 {
@@ -118,6 +191,7 @@ int
 main(void)
 {
     test_good();
+    test_ports();
     test_bad();
     test_observed();
     return check_exit();
