@@ -254,7 +254,7 @@ lv_console(struct hypervisor *hv, const char *uuid, const char *protocol, char *
     virDomainPtr dom = virDomainLookupByUUIDString(lv->conn, uuid);
     if (!dom)
         return -ENOENT;
-    char *md = lv_metadata(dom);
+    char *md = lv_metadata(lv, dom);
     char *xml = md && virDomainIsActive(dom) == 1 ? virDomainGetXMLDesc(dom, 0) : NULL;
     free(md);
     virDomainFree(dom);
