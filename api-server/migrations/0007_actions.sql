@@ -4,7 +4,7 @@
 -- one-time tokens of the remote-console proxy.
 --
 -- The functions of the earlier migrations that these actions extend are
--- wrapped, not rewritten: each is renamed to <name>_base and a function of
+-- wrapped, not rewritten: each is renamed to <name>_pre_actions and a function of
 -- the old name does the new part and calls it, so that changes other
 -- migrations make to the same functions are kept.
 
@@ -38,11 +38,11 @@ $$;
 
 -- ---- Desired state: the action of the generation, and for snapshots the
 -- image to upload to.
-ALTER FUNCTION compute_agent_instance_json(instances) RENAME TO compute_agent_instance_json_base;
+ALTER FUNCTION compute_agent_instance_json(instances) RENAME TO compute_agent_instance_json_pre_actions;
 
 CREATE FUNCTION compute_agent_instance_json(i instances) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
-    SELECT compute_agent_instance_json_base(i)
+    SELECT compute_agent_instance_json_pre_actions(i)
            || jsonb_build_object('action', i.agent_action)
            || CASE WHEN i.agent_action = 'snapshot' AND i.agent_snapshot ? 'image_id'
                    THEN jsonb_build_object('snapshot', jsonb_build_object(
@@ -91,7 +91,7 @@ LANGUAGE sql IMMUTABLE AS $$
      WHERE i.old_flavor IS NOT NULL
 $$;
 
-ALTER FUNCTION compute_instance_destroyed(uuid) RENAME TO compute_instance_destroyed_base;
+ALTER FUNCTION compute_instance_destroyed(uuid) RENAME TO compute_instance_destroyed_pre_actions;
 
 CREATE FUNCTION compute_instance_destroyed(p_uuid uuid) RETURNS boolean
 LANGUAGE plpgsql AS $$
@@ -106,12 +106,12 @@ BEGIN
          WHERE n.hypervisor_hostname = i.node;
         UPDATE instances SET old_flavor = NULL, new_flavor_id = NULL WHERE uuid = p_uuid;
     END IF;
-    RETURN compute_instance_destroyed_base(p_uuid);
+    RETURN compute_instance_destroyed_pre_actions(p_uuid);
 END $$;
 
 -- ---- Actions.  resize, confirmResize, revertResize and createImage are
 -- handled here; every other action by the earlier function.
-ALTER FUNCTION compute_server_action(uuid, text, jsonb, jsonb) RENAME TO compute_server_action_base;
+ALTER FUNCTION compute_server_action(uuid, text, jsonb, jsonb) RENAME TO compute_server_action_pre_actions;
 
 CREATE FUNCTION compute_server_action(p_uuid uuid, p_action text, a jsonb, c jsonb)
 RETURNS jsonb LANGUAGE plpgsql AS $$
@@ -131,7 +131,7 @@ DECLARE
     base_img images;
 BEGIN
     IF p_action NOT IN ('resize', 'confirmResize', 'revertResize', 'createImage') THEN
-        RETURN compute_server_action_base(p_uuid, p_action, a, c);
+        RETURN compute_server_action_pre_actions(p_uuid, p_action, a, c);
     END IF;
     SELECT * INTO i FROM instances WHERE uuid = p_uuid AND NOT deleted FOR UPDATE;
     IF NOT FOUND OR (NOT admin AND i.project_id <> c->>'project_id') THEN
@@ -310,7 +310,7 @@ END $$;
 -- Entries of instances in those actions (or waiting in VERIFY_RESIZE) are
 -- handled here and not passed on, except errors; the rest goes to the
 -- earlier function unchanged.
-ALTER FUNCTION compute_agent_observed(text, text, jsonb) RENAME TO compute_agent_observed_base;
+ALTER FUNCTION compute_agent_observed(text, text, jsonb) RENAME TO compute_agent_observed_pre_actions;
 
 CREATE FUNCTION compute_agent_observed(p_node text, p_token text, d jsonb) RETURNS jsonb
 LANGUAGE plpgsql AS $$
@@ -388,7 +388,7 @@ BEGIN
         END IF;
         rest := rest || jsonb_build_array(e - 'console');
     END LOOP;
-    RETURN compute_agent_observed_base(p_node, p_token,
+    RETURN compute_agent_observed_pre_actions(p_node, p_token,
                                        d || jsonb_build_object('instances', rest));
 END $$;
 
@@ -396,11 +396,11 @@ END $$;
 -- console proxy and says at registration where clients reach it.
 ALTER TABLE agent_nodes ADD COLUMN console_url text;
 
-ALTER FUNCTION compute_agent_register(text, text, jsonb) RENAME TO compute_agent_register_base;
+ALTER FUNCTION compute_agent_register(text, text, jsonb) RENAME TO compute_agent_register_pre_actions;
 
 CREATE FUNCTION compute_agent_register(p_node text, p_token text, d jsonb) RETURNS jsonb
 LANGUAGE plpgsql AS $$
-DECLARE r jsonb := compute_agent_register_base(p_node, p_token, d);
+DECLARE r jsonb := compute_agent_register_pre_actions(p_node, p_token, d);
 BEGIN
     IF (r->>'code')::int = 200 THEN
         UPDATE agent_nodes SET console_url = CASE
