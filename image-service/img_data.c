@@ -451,8 +451,13 @@ upload_loaded(http_request *req, struct img_req *ir, db_result *res, void *arg)
         return;
     }
     const char *owner = db_getn(res, 0, "owner");
-    if (!img_may_modify(ir, owner) ||
-        auth_policy_check("image:upload", ir->tok, ir->admin ? NULL : owner, NULL) < 0) {
+    if (ir->node && strcmp(db_getn(res, 0, "node_may"), "t")) {
+        img_error(req, 403, "A node credential may only upload the snapshot it was asked "
+                  "to take.");
+        return;
+    }
+    if (!ir->node && (!img_may_modify(ir, owner) ||
+        auth_policy_check("image:upload", ir->tok, ir->admin ? NULL : owner, NULL) < 0)) {
         img_error(req, 403, "You are not permitted to upload data to this image.");
         return;
     }
@@ -536,6 +541,28 @@ upload_start(http_request *req, struct img_req *ir, bool stage)
     static const char staging = 1;
     void *arg = stage ? (void *)&staging : NULL;
     const char *id = http_req_param(req, "id");
+    if (ir->node) {
+        /* A compute node uploads only the snapshot it was asked to take:
+         * the image an instance on that node names in its pending
+         * snapshot action (createImage), never staged data. */
+        if (stage) {
+            img_error(req, 403, "A node credential may only upload snapshots.");
+            return;
+        }
+        if (!id || !util_is_uuid(id)) {
+            img_error(req, 404, "No image found with ID %s", id ? id : "");
+            return;
+        }
+        const char **np = arena_zalloc(http_req_arena(req), 2 * sizeof *np);
+        np[0] = id;
+        np[1] = ir->node;
+        img_query(req, "SELECT " IMG_COLUMNS ", (SELECT coalesce(sum(o.size), 0) FROM images o "
+                  "WHERE o.owner = i.owner AND o.id <> i.id) AS used, EXISTS (SELECT 1 FROM "
+                  "instances s WHERE s.node = $2 AND NOT s.deleted AND "
+                  "s.agent_snapshot->>'image_id' = i.id::text) AS node_may FROM images i "
+                  "WHERE i.id = $1", 2, np, upload_loaded, arg);
+        return;
+    }
     if (auth_policy_check("image:upload", ir->tok, NULL, NULL) < 0 && !ir->admin) {
         img_error(req, 403, "You are not authorized to upload image data.");
         return;
@@ -845,7 +872,8 @@ void
 img_data_register(struct img_ctx *ctx)
 {
     struct http_route_opts stream = { .flags = HTTP_ROUTE_STREAM, .max_body_bytes = 0 };
-    img_route(ctx, "PUT", "/v2/images/{id}/file", image_upload, IMG_AUTH_TOKEN, &stream);
+    img_route(ctx, "PUT", "/v2/images/{id}/file", image_upload,
+              IMG_AUTH_TOKEN | IMG_AUTH_NODE, &stream);
     img_route(ctx, "PUT", "/v2/images/{id}/stage", image_stage, IMG_AUTH_TOKEN, &stream);
     img_route(ctx, "GET", "/v2/images/{id}/file", image_download,
               IMG_AUTH_TOKEN | IMG_AUTH_NODE, NULL);

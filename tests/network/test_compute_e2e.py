@@ -166,9 +166,8 @@ def start_agents(h):
     cconf = os.path.join(cloud.dir, f'compute-{h}.conf')
     with open(cconf, 'w') as f:
         f.write(f"[agent]\nnode = {h}\nstate_dir = {state}/compute\nimage_fetch = http\n"
-                f"image_url = {url('image')}\nimage_auth_url = {url('identity', '/v3')}\n"
-                f"image_username = admin\nimage_password = {nt.ADMIN_PASSWORD}\n"
-                f"image_project = admin\nreconcile_interval = 1\ndelete_grace = 5\n"
+                f"image_url = {url('image')}\n"
+                f"reconcile_interval = 1\ndelete_grace = 5\n"
                 f"port_wait = 60\nstop_timeout = 3\n"
                 f"[hypervisor]\ntype = oci\n"
                 f"[source]\ntype = http\napi_url = {url('compute', '/agent/v1')}\n"
