@@ -23,10 +23,11 @@ CREATE INDEX instance_ports_instance ON instance_ports (instance_uuid, position)
 -- ---- Addresses, as Nova shows them: {"<network name>": [{"version", "addr"}
 -- (+ "OS-EXT-IPS:type", "OS-EXT-IPS-MAC:mac_addr" when 'extended')]}.  A
 -- port without an address still names its network (with an empty list).
+-- SQL rather than plpgsql: called once per server of a list, its plan is
+-- made once per statement, where plpgsql planned this join on every call.
 CREATE FUNCTION compute_server_addresses(p_uuid uuid, extended boolean) RETURNS jsonb
-LANGUAGE plpgsql STABLE AS $$
-BEGIN
-    RETURN (SELECT coalesce(jsonb_object_agg(x.label, x.addrs), '{}'::jsonb) FROM (
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(jsonb_object_agg(x.label, x.addrs), '{}'::jsonb) FROM (
         SELECT n.name AS label, coalesce(jsonb_agg(
                    jsonb_build_object('version', family(a.ip_address), 'addr', host(a.ip_address))
                    || CASE WHEN extended THEN jsonb_build_object(
@@ -40,8 +41,8 @@ BEGIN
           JOIN net.networks n ON n.id = p.network_id
           LEFT JOIN net.ip_allocations a ON a.port_id = p.id
          WHERE ip.instance_uuid = p_uuid
-         GROUP BY n.name) x);
-END $$;
+         GROUP BY n.name) x
+$$;
 
 ALTER FUNCTION compute_server_json(instances, text, boolean, boolean)
     RENAME TO compute_server_json_base;
@@ -58,9 +59,8 @@ END $$;
 
 -- ---- The agent's desired document: each instance's ports (docs/agent-channel.md).
 CREATE FUNCTION compute_agent_instance_ports(p_uuid uuid) RETURNS jsonb
-LANGUAGE plpgsql STABLE AS $$
-BEGIN
-    RETURN (SELECT coalesce(jsonb_agg(jsonb_build_object(
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
             'id', p.id, 'mac', p.mac_address::text,
             'tap', 'tap' || left(replace(p.id, '-', ''), 11),
             'kind', CASE WHEN p.device_owner LIKE 'compute:container%' THEN 'veth' ELSE 'tap' END,
@@ -76,8 +76,8 @@ BEGIN
           FROM instance_ports ip
           JOIN net.ports p ON p.id = ip.port_id
           JOIN net.networks n ON n.id = p.network_id
-         WHERE ip.instance_uuid = p_uuid);
-END $$;
+         WHERE ip.instance_uuid = p_uuid
+$$;
 
 ALTER FUNCTION compute_agent_instance_json(instances) RENAME TO compute_agent_instance_json_base;
 
