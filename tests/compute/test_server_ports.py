@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import compute_lib
 from compute_lib import Compute, Schedulers, check, done, make_project, nt, sql
@@ -196,6 +197,32 @@ after = (sql(cloud, f"SELECT count(*) FROM instances WHERE project_id = '{pb}'")
 check(before == after, f'nothing left behind: instances, ports, addresses ({before} {after})')
 st, _, b = create(B, 'fit', [{'uuid': nets_}], min_count=5, max_count=5)
 check(st == 202, f'5 servers on 5 addresses: 202 ({st})')
+
+# ---- Concurrent creates on a shared /27 (29 addresses): no address twice,
+# a clean 409 for the rest, and deletes that give every address back.
+for r in ('instances', 'cores', 'ram'):
+    for proj in (admin_project, pa):
+        sql(cloud, f"INSERT INTO quotas VALUES ('{proj}', '{r}', -1)")
+st, _, b = net(tok, 'POST', '/networks', {'network': {'name': 'shared-27', 'shared': True}})
+n27 = b['network']['id']
+st, _, b = net(tok, 'POST', '/subnets', {'subnet': {'network_id': n27, 'ip_version': 4,
+                                                    'cidr': '10.40.0.0/27'}})
+s27 = b['subnet']['id']
+with ThreadPoolExecutor(max_workers=20) as ex:
+    res = list(ex.map(lambda k: create(A if k % 2 else adm, f'c-{k}', [{'uuid': n27}]), range(40)))
+ok = [b['server']['id'] for st, _, b in res if st == 202]
+codes = sorted({st for st, _, _ in res})
+ips = sql(cloud, f"SELECT count(*), count(DISTINCT ip_address) FROM net.ip_allocations "
+                 f"WHERE subnet_id = '{s27}'")
+check(len(ok) == 29 and codes == [202, 409] and ips == '29|29',
+      f'40 concurrent creates on 29 addresses: 29 servers, the rest 409, no address twice '
+      f'({len(ok)}, {codes}, {ips})')
+for sid_ in ok:
+    api_ = A if sql(cloud, f"SELECT project_id FROM instances WHERE uuid = '{sid_}'") == pa else adm
+    api_.req('DELETE', f'/servers/{sid_}')
+check(sql(cloud, f"SELECT count(*) FROM net.ip_allocations WHERE subnet_id = '{s27}'") == '0'
+      and sql(cloud, f"SELECT count(*) FROM net.ports WHERE network_id = '{n27}'") == '0',
+      'deleting them frees every port and address')
 
 # ---- Port quota.
 sql(cloud, f"INSERT INTO net.quotas VALUES ('{pc}', 'port', 0)")
