@@ -99,6 +99,20 @@ END $$;
 CREATE TRIGGER instance_ports_desired AFTER INSERT OR DELETE ON instance_ports
     FOR EACH ROW EXECUTE FUNCTION compute_instance_ports_changed();
 
+-- An address of an instance's port changed through the network API
+-- (PUT /v2.0/ports/{id} fixed_ips): the node's document changes too.
+CREATE FUNCTION compute_port_addresses_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE pid text;
+BEGIN
+    IF TG_OP = 'DELETE' THEN pid := OLD.port_id; ELSE pid := NEW.port_id; END IF;
+    PERFORM compute_agent_bump((SELECT i.node FROM instance_ports ip
+                                  JOIN instances i ON i.uuid = ip.instance_uuid
+                                 WHERE ip.port_id = pid AND NOT i.deleted));
+    RETURN NULL;
+END $$;
+CREATE TRIGGER ip_allocations_desired AFTER INSERT OR DELETE ON net.ip_allocations
+    FOR EACH ROW EXECUTE FUNCTION compute_port_addresses_changed();
+
 -- ---- Binding.  When the scheduler claims a node (instances.node set),
 -- the instance's ports get binding:host_id = the node, so that the
 -- network agent there wires them before the compute agent starts the

@@ -355,6 +355,16 @@ st, _, b = cloud.request('compute', 'GET', f'/agent/v1/nodes/{NODE}/desired?sinc
 inst = [i for i in b['instances'] if i['uuid'] == bid]
 check(inst and [x['id'] for x in inst[0]['ports']] == [bp['id'], att, user_port],
       'the desired document lists the three ports in attach order')
+v1 = b['version']
+st, _, b = net(ta, 'PUT', f"/ports/{bp['id']}",
+               {'port': {'fixed_ips': [{'subnet_id': suba, 'ip_address': '10.10.0.99'}]}})
+check(st == 200, f'the owner changes the address of the port through the network API ({st})')
+st, _, b = cloud.request('compute', 'GET', f'/agent/v1/nodes/{NODE}/desired?since={v1}&wait=5',
+                         None, {'Authorization': 'Bearer ' + open(token_file).read().strip()})
+inst = [i for i in b['instances'] if i['uuid'] == bid] if st == 200 else []
+check(inst and inst[0]['ports'][0]['fixed_ips'][0]['ip_address'] == '10.10.0.99'
+      and server(A, bid)['addresses']['net-a'][0]['addr'] == '10.10.0.99',
+      f'the desired document (new version) and addresses follow ({st})')
 st, _, b = A.req('GET', f'/servers/{bid}/os-interface/{att}')
 check(st == 200 and b['interfaceAttachment']['port_id'] == att, 'os-interface show')
 st, _, b = A.req('GET', f'/servers/{bid}/os-interface/{a_free_port}')
