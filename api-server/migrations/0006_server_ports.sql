@@ -345,6 +345,9 @@ CREATE FUNCTION compute_interface_instance(p_uuid uuid, c jsonb, verb text, INOU
 LANGUAGE plpgsql AS $$
 DECLARE admin boolean := coalesce((c->>'admin')::boolean, false);
 BEGIN
+    -- The node's row first: the order of agent reports (no deadlock).
+    PERFORM 1 FROM agent_nodes WHERE name = (SELECT node FROM instances WHERE uuid = p_uuid)
+        FOR UPDATE;
     SELECT * INTO i FROM instances WHERE uuid = p_uuid AND NOT deleted
        AND (admin OR project_id = c->>'project_id') FOR UPDATE;
     IF NOT FOUND THEN
