@@ -6,8 +6,11 @@
 --
 -- The functions compute_server_create, compute_server_json and
 -- compute_agent_instance_json of the compute and agent migrations are kept
--- under a *_base/_rows name and wrapped, so that their bodies are not
--- repeated here.
+-- under names of their own (compute_server_create_rows,
+-- compute_server_json_without_addresses,
+-- compute_agent_instance_json_without_ports) and wrapped, so that their
+-- bodies are not repeated here; a later migration may wrap the wrappers the
+-- same way (the *_base names are left to it).
 
 -- The ports of each instance, in the order the guest sees its NICs.
 -- 'created': made by the server create (deleted with the server); otherwise
@@ -23,10 +26,11 @@ CREATE INDEX instance_ports_instance ON instance_ports (instance_uuid, position)
 -- ---- Addresses, as Nova shows them: {"<network name>": [{"version", "addr"}
 -- (+ "OS-EXT-IPS:type", "OS-EXT-IPS-MAC:mac_addr" when 'extended')]}.  A
 -- port without an address still names its network (with an empty list).
+-- SQL rather than plpgsql: called once per server of a list, its plan is
+-- made once per statement, where plpgsql planned this join on every call.
 CREATE FUNCTION compute_server_addresses(p_uuid uuid, extended boolean) RETURNS jsonb
-LANGUAGE plpgsql STABLE AS $$
-BEGIN
-    RETURN (SELECT coalesce(jsonb_object_agg(x.label, x.addrs), '{}'::jsonb) FROM (
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(jsonb_object_agg(x.label, x.addrs), '{}'::jsonb) FROM (
         SELECT n.name AS label, coalesce(jsonb_agg(
                    jsonb_build_object('version', family(a.ip_address), 'addr', host(a.ip_address))
                    || CASE WHEN extended THEN jsonb_build_object(
@@ -40,15 +44,15 @@ BEGIN
           JOIN net.networks n ON n.id = p.network_id
           LEFT JOIN net.ip_allocations a ON a.port_id = p.id
          WHERE ip.instance_uuid = p_uuid
-         GROUP BY n.name) x);
-END $$;
+         GROUP BY n.name) x
+$$;
 
 ALTER FUNCTION compute_server_json(instances, text, boolean, boolean)
-    RENAME TO compute_server_json_base;
+    RENAME TO compute_server_json_without_addresses;
 
 CREATE FUNCTION compute_server_json(i instances, base text, admin boolean, detail boolean)
 RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
-DECLARE s jsonb := compute_server_json_base(i, base, admin, detail);
+DECLARE s jsonb := compute_server_json_without_addresses(i, base, admin, detail);
 BEGIN
     IF detail THEN
         s := s || jsonb_build_object('addresses', compute_server_addresses(i.uuid, true));
@@ -58,9 +62,8 @@ END $$;
 
 -- ---- The agent's desired document: each instance's ports (docs/agent-channel.md).
 CREATE FUNCTION compute_agent_instance_ports(p_uuid uuid) RETURNS jsonb
-LANGUAGE plpgsql STABLE AS $$
-BEGIN
-    RETURN (SELECT coalesce(jsonb_agg(jsonb_build_object(
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
             'id', p.id, 'mac', p.mac_address::text,
             'tap', 'tap' || left(replace(p.id, '-', ''), 11),
             'kind', CASE WHEN p.device_owner LIKE 'compute:container%' THEN 'veth' ELSE 'tap' END,
@@ -76,15 +79,16 @@ BEGIN
           FROM instance_ports ip
           JOIN net.ports p ON p.id = ip.port_id
           JOIN net.networks n ON n.id = p.network_id
-         WHERE ip.instance_uuid = p_uuid);
-END $$;
+         WHERE ip.instance_uuid = p_uuid
+$$;
 
-ALTER FUNCTION compute_agent_instance_json(instances) RENAME TO compute_agent_instance_json_base;
+ALTER FUNCTION compute_agent_instance_json(instances)
+    RENAME TO compute_agent_instance_json_without_ports;
 
 CREATE FUNCTION compute_agent_instance_json(i instances) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    RETURN compute_agent_instance_json_base(i)
+    RETURN compute_agent_instance_json_without_ports(i)
            || jsonb_build_object('ports', compute_agent_instance_ports(i.uuid));
 END $$;
 
@@ -98,6 +102,20 @@ BEGIN
 END $$;
 CREATE TRIGGER instance_ports_desired AFTER INSERT OR DELETE ON instance_ports
     FOR EACH ROW EXECUTE FUNCTION compute_instance_ports_changed();
+
+-- An address of an instance's port changed through the network API
+-- (PUT /v2.0/ports/{id} fixed_ips): the node's document changes too.
+CREATE FUNCTION compute_port_addresses_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE pid text;
+BEGIN
+    IF TG_OP = 'DELETE' THEN pid := OLD.port_id; ELSE pid := NEW.port_id; END IF;
+    PERFORM compute_agent_bump((SELECT i.node FROM instance_ports ip
+                                  JOIN instances i ON i.uuid = ip.instance_uuid
+                                 WHERE ip.port_id = pid AND NOT i.deleted));
+    RETURN NULL;
+END $$;
+CREATE TRIGGER ip_allocations_desired AFTER INSERT OR DELETE ON net.ip_allocations
+    FOR EACH ROW EXECUTE FUNCTION compute_port_addresses_changed();
 
 -- ---- Binding.  When the scheduler claims a node (instances.node set),
 -- the instance's ports get binding:host_id = the node, so that the
@@ -327,6 +345,9 @@ CREATE FUNCTION compute_interface_instance(p_uuid uuid, c jsonb, verb text, INOU
 LANGUAGE plpgsql AS $$
 DECLARE admin boolean := coalesce((c->>'admin')::boolean, false);
 BEGIN
+    -- The node's row first: the order of agent reports (no deadlock).
+    PERFORM 1 FROM agent_nodes WHERE name = (SELECT node FROM instances WHERE uuid = p_uuid)
+        FOR UPDATE;
     SELECT * INTO i FROM instances WHERE uuid = p_uuid AND NOT deleted
        AND (admin OR project_id = c->>'project_id') FOR UPDATE;
     IF NOT FOUND THEN

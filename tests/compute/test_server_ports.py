@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import compute_lib
 from compute_lib import Compute, Schedulers, check, done, make_project, nt, sql
@@ -197,6 +198,32 @@ check(before == after, f'nothing left behind: instances, ports, addresses ({befo
 st, _, b = create(B, 'fit', [{'uuid': nets_}], min_count=5, max_count=5)
 check(st == 202, f'5 servers on 5 addresses: 202 ({st})')
 
+# ---- Concurrent creates on a shared /27 (29 addresses): no address twice,
+# a clean 409 for the rest, and deletes that give every address back.
+for r in ('instances', 'cores', 'ram'):
+    for proj in (admin_project, pa):
+        sql(cloud, f"INSERT INTO quotas VALUES ('{proj}', '{r}', -1)")
+st, _, b = net(tok, 'POST', '/networks', {'network': {'name': 'shared-27', 'shared': True}})
+n27 = b['network']['id']
+st, _, b = net(tok, 'POST', '/subnets', {'subnet': {'network_id': n27, 'ip_version': 4,
+                                                    'cidr': '10.40.0.0/27'}})
+s27 = b['subnet']['id']
+with ThreadPoolExecutor(max_workers=20) as ex:
+    res = list(ex.map(lambda k: create(A if k % 2 else adm, f'c-{k}', [{'uuid': n27}]), range(40)))
+ok = [b['server']['id'] for st, _, b in res if st == 202]
+codes = sorted({st for st, _, _ in res})
+ips = sql(cloud, f"SELECT count(*), count(DISTINCT ip_address) FROM net.ip_allocations "
+                 f"WHERE subnet_id = '{s27}'")
+check(len(ok) == 29 and codes == [202, 409] and ips == '29|29',
+      f'40 concurrent creates on 29 addresses: 29 servers, the rest 409, no address twice '
+      f'({len(ok)}, {codes}, {ips})')
+for sid_ in ok:
+    api_ = A if sql(cloud, f"SELECT project_id FROM instances WHERE uuid = '{sid_}'") == pa else adm
+    api_.req('DELETE', f'/servers/{sid_}')
+check(sql(cloud, f"SELECT count(*) FROM net.ip_allocations WHERE subnet_id = '{s27}'") == '0'
+      and sql(cloud, f"SELECT count(*) FROM net.ports WHERE network_id = '{n27}'") == '0',
+      'deleting them frees every port and address')
+
 # ---- Port quota.
 sql(cloud, f"INSERT INTO net.quotas VALUES ('{pc}', 'port', 0)")
 st, _, b = net(tc, 'POST', '/networks', {'network': {'name': 'net-c'}})
@@ -324,6 +351,16 @@ st, _, b = cloud.request('compute', 'GET', f'/agent/v1/nodes/{NODE}/desired?sinc
 inst = [i for i in b['instances'] if i['uuid'] == bid]
 check(inst and [x['id'] for x in inst[0]['ports']] == [bp['id'], att, user_port],
       'the desired document lists the three ports in attach order')
+v1 = b['version']
+st, _, b = net(ta, 'PUT', f"/ports/{bp['id']}",
+               {'port': {'fixed_ips': [{'subnet_id': suba, 'ip_address': '10.10.0.99'}]}})
+check(st == 200, f'the owner changes the address of the port through the network API ({st})')
+st, _, b = cloud.request('compute', 'GET', f'/agent/v1/nodes/{NODE}/desired?since={v1}&wait=5',
+                         None, {'Authorization': 'Bearer ' + open(token_file).read().strip()})
+inst = [i for i in b['instances'] if i['uuid'] == bid] if st == 200 else []
+check(inst and inst[0]['ports'][0]['fixed_ips'][0]['ip_address'] == '10.10.0.99'
+      and server(A, bid)['addresses']['net-a'][0]['addr'] == '10.10.0.99',
+      f'the desired document (new version) and addresses follow ({st})')
 st, _, b = A.req('GET', f'/servers/{bid}/os-interface/{att}')
 check(st == 200 and b['interfaceAttachment']['port_id'] == att, 'os-interface show')
 st, _, b = A.req('GET', f'/servers/{bid}/os-interface/{a_free_port}')
@@ -338,8 +375,8 @@ check(st == 202 and b['port']['device_id'] == '' and b['port']['binding:host_id'
 st, _, _ = A.req('DELETE', f'/servers/{bid}/os-interface/{user_port}')
 check(st == 404, f'detach again: 404 ({st})')
 
-st, _, _ = A.req('DELETE', f'/servers/{bid}')
-check(st == 204, 'delete vm-bound (through the agent)')
+st, _, b = A.req('DELETE', f'/servers/{bid}')
+check(st == 204, f'delete vm-bound (through the agent) ({st} {b})')
 wait_for('vm-bound gone', lambda: server(A, bid) == 404)
 check(ports_of(tok, bid) == [] and sql(cloud, f"SELECT count(*) FROM net.ports WHERE id = "
                                               f"'{bp['id']}'") == '0',
