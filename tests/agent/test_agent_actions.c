@@ -7,7 +7,9 @@
 #include "reconcile.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -16,6 +18,7 @@
 #include "console_report.h"
 #include "hypervisor.h"
 #include "state_json.h"
+#include "storage.h"
 #include "../check.h"
 
 #define U1 "11111111-1111-4111-8111-111111111111"
@@ -273,9 +276,70 @@ test_console_tail(void)
     rmdir(dir);
 }
 
+static bool
+has_console(const char *doc, const char *needle)
+{
+    json_t *j = doc ? json_loads(doc, 0, NULL) : NULL;
+    const char *c = json_string_value(json_object_get(
+        json_array_get(json_object_get(j, "instances"), 0), "console"));
+    bool r = c && strstr(c, needle);
+    json_decref(j);
+    return r;
+}
+
+static void
+test_console_report(void)
+{
+    char dir[] = "/tmp/nimbus-creport-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    struct storage *st;
+    CHECK_INT(storage_new(dir, NULL, false, &st), 0);
+    char idir[PATH_MAX], path[PATH_MAX + 16];
+    storage_inst_dir(st, U1, idir);
+    CHECK_INT(mkdir(idir, 0755), 0);
+    snprintf(path, sizeof path, "%s/console.log", idir);
+    FILE *f = fopen(path, "w");
+    fputs("boot 1\n", f);
+    fclose(f);
+    struct console_report *cr;
+    CHECK_INT(console_report_new(st, &cr), 0);
+    const char *doc = "{\"node\":\"n\",\"instances\":[{\"uuid\":\"" U1 "\","
+                      "\"vm_state\":\"active\"}]}";
+    char *out = console_report_add(cr, doc, 1000, 0);          /* Document 1. */
+    CHECK(has_console(out, "boot 1\n"));
+    free(out);
+    out = console_report_add(cr, doc, 1100, 0);                /* 2: 1 not delivered yet. */
+    CHECK(has_console(out, "boot 1"));
+    free(out);
+    out = console_report_add(cr, doc, 1200, 2);                /* 3: delivered. */
+    CHECK(out == NULL);
+    f = fopen(path, "a");
+    fputs("boot 2\n", f);
+    fclose(f);
+    out = console_report_add(cr, doc, 1300, 3);                /* 4: changed. */
+    CHECK(has_console(out, "boot 1\nboot 2\n"));
+    free(out);
+    out = console_report_add(cr, doc, 1400, 5);                /* 5: 4 delivered. */
+    CHECK(out == NULL);
+    out = console_report_add(cr, doc, 1400 + CONSOLE_RESEND_MS, 5);
+    CHECK(has_console(out, "boot 2"));                         /* Sent again later. */
+    free(out);
+    const char *gone = "{\"instances\":[{\"uuid\":\"" U1 "\",\"vm_state\":\"deleting\"}]}";
+    CHECK(console_report_add(cr, gone, 99999999, 0) == NULL);
+    console_report_free(cr);
+    unlink(path);
+    rmdir(idir);
+    storage_free(st);
+    char root[PATH_MAX + 16];
+    snprintf(root, sizeof root, "%s/instances", dir);
+    rmdir(root);
+    rmdir(dir);
+}
+
 int
 main(void)
 {
+    test_console_report();
     test_parse();
     test_resize_and_snapshot();
     test_console_tail();
