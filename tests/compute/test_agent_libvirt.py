@@ -244,8 +244,9 @@ if sid:
         hello = ws_lib.recv_bytes(ws, 12)
         check(hello == b'RFB 003.008\n', f'the guest\'s VNC server greets: {hello!r}')
         ws_lib.send(ws, b'RFB 003.008\n')
-        types = ws_lib.recv_bytes(ws, 1)
-        check(len(types) == 1 and types[0] >= 1, 'and offers its security types after our version')
+        types = ws_lib.recv_bytes(ws, 2)
+        check(len(types) >= 2 and types[0] >= 1 and 1 in types[1:1 + types[0]],
+              f'and offers its security types after our version ({types!r})')
         ws.close()
     st, _, _ = ws_lib.connect(url)
     check(st == 403, f'the same token again: 403 ({st})')
