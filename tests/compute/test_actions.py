@@ -375,9 +375,16 @@ wait_for('gone', lambda: server(sid) == 404)
 check(used() == '0/0/0', f'the node has all its resources back ({used()})')
 
 agent.terminate()
-agent.wait(30)
+try:
+    rc = agent.wait(30)
+except subprocess.TimeoutExpired:
+    agent.kill()
+    rc = 'timeout'
+check(rc == 0, f'the agent (and its console proxy) exits cleanly on SIGTERM ({rc})')
+check('AddressSanitizer' not in agent_log_tail() and 'runtime error' not in agent_log_tail(),
+      'no sanitizer report from the agent')
 scheds.stop()
-cloud.stop()
+check(cloud.stop() == 0, 'nimbus-api exits cleanly')
 if compute_lib.failures:
     print('---- agent log\n' + agent_log_tail())
     print('---- api log\n' + cloud.log_tail(60))
