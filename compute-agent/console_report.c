@@ -171,7 +171,12 @@ console_report_add(struct console_report *cr, const char *json, uint64_t now_ms,
     }
     for (size_t i = 0; i < cr->n; i++)
         cr->v[i].live = false;
-    size_t budget = CONSOLE_REPORT_BUDGET;
+    /* nimbus-api takes documents of up to 1 MiB: the tails fit in what the
+     * rest of the document leaves, with room to spare. */
+    size_t base = strlen(json), room = 900u << 10;
+    size_t budget = base >= room ? 0 : room - base;
+    if (budget > CONSOLE_REPORT_BUDGET)
+        budget = CONSOLE_REPORT_BUDGET;
     bool added = false;
     size_t k;
     json_t *e;

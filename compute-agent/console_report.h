@@ -10,7 +10,8 @@
  * numbered in the order they are queued, see chan_stats), so a report
  * replaced before it was sent loses nothing; and every log again every
  * CONSOLE_RESEND_MS.  One report carries at most CONSOLE_REPORT_BUDGET
- * bytes of tails, the others wait for the next report. */
+ * bytes of tails (less when the rest of the document is large: the whole
+ * stays under nimbus-api's 1 MiB), the others wait for the next report. */
 #ifndef NIMBUS_AGENT_CONSOLE_REPORT_H
 #define NIMBUS_AGENT_CONSOLE_REPORT_H
 
