@@ -225,8 +225,20 @@ test_resize_and_snapshot(void)
     CHECK_INT(pass(rc, &ds), 0);
     CHECK_INT(fs.uploads, 2);
 
-    /* Failing every time: ERROR after max_attempts. */
+    /* A crash while the guest was paused for a snapshot: the restarted
+     * agent takes the snapshot and resumes the guest (not just resumes). */
     d.generation = 7;
+    CHECK_INT(hv->class->pause(hv, U1), 0);
+    rc_free(rc);
+    CHECK_INT(rc_new(hv, &st, &cfg, on_event, NULL, &rc), 0);
+    int uploads = fs.uploads;
+    CHECK(pass(rc, &ds) > 0);
+    CHECK_INT(fs.uploads, uploads + 1);
+    CHECK_INT(power(hv), POWER_RUNNING);
+    CHECK_INT(rc_find(rc, U1)->generation, 7);
+
+    /* Failing every time: ERROR after max_attempts. */
+    d.generation = 8;
     fs.fail_upload = 10;
     for (int i = 0; i < 4; i++)
         (void)pass(rc, &ds);
@@ -237,7 +249,7 @@ test_resize_and_snapshot(void)
     rc_free(rc);
     st.snapshot = st.upload = NULL;
     CHECK_INT(rc_new(hv, &st, &cfg, on_event, NULL, &rc), 0);
-    d.generation = 8;
+    d.generation = 9;
     CHECK_INT(pass(rc, &ds), 1);
     CHECK(strstr(rc_find(rc, U1)->fault, "cannot take snapshots"));
     rc_free(rc);
