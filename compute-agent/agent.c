@@ -127,8 +127,17 @@ pass_work(uv_work_t *w)
         for (size_t i = 0; i < n; i++)
             a->state_counts[obs[i].state]++;
         a->observed_json = sj_observed(a->cfg.node, obs, n, a->desired.version);
+        uint64_t delivered = UINT64_MAX;
+#ifdef NIMBUS_HAVE_CURL
+        if (a->chan) {
+            struct chan_stats cs;
+            chan_stats(a->chan, &cs);
+            delivered = cs.observed_delivered;
+        }
+#endif
         char *with = a->observed_json && a->consoles
-                     ? console_report_add(a->consoles, a->observed_json, now_ms()) : NULL;
+                     ? console_report_add(a->consoles, a->observed_json, now_ms(), delivered)
+                     : NULL;
         if (with) {
             free(a->observed_json);
             a->observed_json = with;

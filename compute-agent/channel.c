@@ -35,6 +35,7 @@ struct chan {
     struct desired_set pending;       /* Received, not yet handed to the loop. */
     bool have_pending;
     char *observed;                   /* Latest unsent observed document. */
+    uint64_t observed_seq;            /* Number of that document (chan_stats). */
     char *events[CHAN_MAX_EVENTS];    /* Unsent events, oldest first. */
     size_t n_events;
     struct chan_stats st;
@@ -243,6 +244,7 @@ reporter_main(void *arg)
         }
         pthread_mutex_lock(&c->mu);
         char *obs = c->observed;
+        uint64_t obs_seq = c->observed_seq;
         c->observed = NULL;
         size_t n = c->n_events < 100 ? c->n_events : 100;
         char *batch[100];
@@ -258,6 +260,7 @@ reporter_main(void *arg)
             if (s >= 200 && s < 300) {
                 pthread_mutex_lock(&c->mu);
                 c->st.reports++;
+                c->st.observed_delivered = obs_seq;
                 pthread_mutex_unlock(&c->mu);
                 free(obs);
                 obs = NULL;
@@ -415,6 +418,7 @@ chan_report_observed(struct chan *c, const char *json)
     pthread_mutex_lock(&c->mu);
     free(c->observed);
     c->observed = copy;
+    c->observed_seq++;
     pthread_cond_broadcast(&c->cond);
     pthread_mutex_unlock(&c->mu);
 }

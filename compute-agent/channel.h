@@ -32,6 +32,12 @@ struct chan;
 struct chan_stats {
     uint64_t registrations, polls, desired_received, reports, events_sent,
              events_dropped, errors;
+    /* Observed documents are numbered 1, 2... in the order they are queued
+     * (chan_report_observed); the number of the last one delivered.  A
+     * document is only ever replaced by a later one, so everything a
+     * document up to this one said has reached nimbus-api or was said
+     * again by a later one. */
+    uint64_t observed_delivered;
 };
 
 /* Starts the threads.  Strings in 'cfg' are copied.  The caller owns the

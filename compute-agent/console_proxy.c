@@ -351,7 +351,11 @@ relay(struct cproxy *p, int cfd, int tfd, bool tsock, unsigned char *in, size_t 
             continue;
         if (pf[1].revents & (POLLIN | POLLHUP | POLLERR)) {
             ssize_t r = read(tfd, out, 65536);
-            if (r <= 0 || send_frame(cfd, 0x2, out, (size_t)r))
+            if (r <= 0) {
+                (void)send_frame(cfd, 0x8, NULL, 0);   /* The console went away. */
+                break;
+            }
+            if (send_frame(cfd, 0x2, out, (size_t)r))
                 break;
         }
         if (pf[0].revents & (POLLIN | POLLHUP | POLLERR)) {
@@ -386,8 +390,10 @@ handle(struct cproxy *p, int fd)
     char head[CPROXY_MAX_HEAD + 1];
     size_t n = 0;
     char *end = NULL;
+    /* A client that stops reading or writing cannot hold a thread. */
     struct timeval tv = { .tv_sec = 10 };
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     while (n < CPROXY_MAX_HEAD) {
         ssize_t r = recv(fd, head + n, CPROXY_MAX_HEAD - n, 0);
         if (r <= 0)

@@ -15,13 +15,16 @@
 
 struct seen {
     char uuid[37];
-    uint64_t size, mtime_ns, ino;
-    uint64_t sent_ms;
-    bool live;                   /* In the current document. */
+    uint64_t size, mtime_ns, ino;   /* The version of the log being sent. */
+    uint64_t first_doc;             /* First document that carried it; 0: none yet. */
+    bool pending;                   /* Not known delivered. */
+    uint64_t sent_ms;               /* When it was last known delivered. */
+    bool live;                      /* In the current document. */
 };
 
 struct console_report {
     const struct storage *st;
+    uint64_t docs;                  /* Documents numbered so far. */
     struct seen *v;
     size_t n, cap;
 };
@@ -156,8 +159,10 @@ fail:
 }
 
 char *
-console_report_add(struct console_report *cr, const char *json, uint64_t now_ms)
+console_report_add(struct console_report *cr, const char *json, uint64_t now_ms,
+                    uint64_t delivered)
 {
+    uint64_t seq = ++cr->docs;
     json_t *doc = json_loads(json, 0, NULL);
     json_t *insts = json_object_get(doc, "instances");
     if (!json_is_array(insts)) {
@@ -166,7 +171,12 @@ console_report_add(struct console_report *cr, const char *json, uint64_t now_ms)
     }
     for (size_t i = 0; i < cr->n; i++)
         cr->v[i].live = false;
-    size_t budget = CONSOLE_REPORT_BUDGET;
+    /* nimbus-api takes documents of up to 1 MiB: the tails fit in what the
+     * rest of the document leaves, with room to spare. */
+    size_t base = strlen(json), room = 900u << 10;
+    size_t budget = base >= room ? 0 : room - base;
+    if (budget > CONSOLE_REPORT_BUDGET)
+        budget = CONSOLE_REPORT_BUDGET;
     bool added = false;
     size_t k;
     json_t *e;
@@ -188,7 +198,18 @@ console_report_add(struct console_report *cr, const char *json, uint64_t now_ms)
         uint64_t mt = (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
         bool changed = s->size != (uint64_t)st.st_size || s->mtime_ns != mt ||
                        s->ino != (uint64_t)st.st_ino;
-        if (!changed && now_ms - s->sent_ms < CONSOLE_RESEND_MS)
+        if (s->pending && s->first_doc && delivered >= s->first_doc) {
+            s->pending = false;
+            s->sent_ms = now_ms;
+        }
+        if (changed || (!s->pending && now_ms - s->sent_ms >= CONSOLE_RESEND_MS)) {
+            s->pending = true;
+            s->first_doc = 0;
+            s->size = (uint64_t)st.st_size;
+            s->mtime_ns = mt;
+            s->ino = (uint64_t)st.st_ino;
+        }
+        if (!s->pending)
             continue;
         /* Escaping may double a tail in JSON: count it twice. */
         size_t cost = 2 * (st.st_size < (off_t)CONSOLE_TAIL_BYTES ? (size_t)st.st_size
@@ -202,10 +223,12 @@ console_report_add(struct console_report *cr, const char *json, uint64_t now_ms)
         free(tail);
         budget -= cost;
         added = true;
-        s->size = (uint64_t)st.st_size;
-        s->mtime_ns = mt;
-        s->ino = (uint64_t)st.st_ino;
-        s->sent_ms = now_ms;
+        if (!s->first_doc)
+            s->first_doc = seq;
+        if (delivered == UINT64_MAX) {
+            s->pending = false;
+            s->sent_ms = now_ms;
+        }
     }
     /* Forget instances no longer reported. */
     for (size_t i = 0; i < cr->n;) {

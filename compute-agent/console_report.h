@@ -5,10 +5,13 @@
  *
  * A tail is the last CONSOLE_TAIL_BYTES of the log, cut at a line start,
  * made valid UTF-8 without control characters other than newline and tab.
- * It is sent only when the log changed since it was last sent (size,
- * modification time or inode), and again every CONSOLE_RESEND_MS in case
- * a report was lost; one report carries at most CONSOLE_REPORT_BUDGET
- * bytes of tails, the others wait for the next report. */
+ * A changed log (size, modification time or inode) is sent in every
+ * report until a report that carries it is delivered (documents are
+ * numbered in the order they are queued, see chan_stats), so a report
+ * replaced before it was sent loses nothing; and every log again every
+ * CONSOLE_RESEND_MS.  One report carries at most CONSOLE_REPORT_BUDGET
+ * bytes of tails (less when the rest of the document is large: the whole
+ * stays under nimbus-api's 1 MiB), the others wait for the next report. */
 #ifndef NIMBUS_AGENT_CONSOLE_REPORT_H
 #define NIMBUS_AGENT_CONSOLE_REPORT_H
 
@@ -29,10 +32,13 @@ int console_report_new(const struct storage *st, struct console_report **out)
 /* Accepts NULL. */
 void console_report_free(struct console_report *cr);
 
-/* The observed document 'json' with "console" added to the entries whose
- * log changed, malloc'd; NULL when nothing was added (or on error: the
- * caller sends 'json' as it is). */
-char *console_report_add(struct console_report *cr, const char *json, uint64_t now_ms);
+/* The observed document 'json', the next one queued, with "console" added
+ * to the entries whose log changed and is not known delivered, malloc'd;
+ * NULL when nothing was added (or on error: the caller sends 'json' as it
+ * is).  'delivered' is the number of the last document delivered
+ * (UINT64_MAX when every document counts as delivered). */
+char *console_report_add(struct console_report *cr, const char *json, uint64_t now_ms,
+                         uint64_t delivered);
 
 /* The tail of 'path' as described above, malloc'd and NUL-terminated;
  * NULL when it cannot be read.  Exposed for tests. */

@@ -183,8 +183,9 @@ rc_decide(struct rc_inst *ri, const struct inst_desired *d,
         /* A created instance already has the flavor of the document. */
         if (!strcmp(d->action, "resize") && !fresh)
             s = step(RCA_RESIZE, true);
-        else if (!strcmp(d->action, "snapshot") && s.action == RCA_MARK)
-            s = step(RCA_SNAPSHOT, true);
+        else if (!strcmp(d->action, "snapshot") &&
+                 (s.action == RCA_MARK || (s.action == RCA_UNPAUSE && a->power == POWER_PAUSED)))
+            s = step(RCA_SNAPSHOT, true);   /* Paused: by a snapshot a crash cut short. */
         if (ri->state == RC_NEW || ri->state == RC_ERROR || ri->state == RC_DELETED)
             ri->state = fresh ? RC_BUILDING : state_of_power(a->power);
         return s;
@@ -332,9 +333,11 @@ resize(struct reconciler *rc, const struct inst_desired *d, struct inst_actual *
     return define(rc, d, d->power == POWER_RUNNING, err, errlen);
 }
 
-/* A snapshot: a running guest is paused only while its disk is copied. */
+/* A snapshot: a running guest is paused only while its disk is copied.
+ * A guest found paused while it should run was paused by a snapshot that
+ * a crash cut short: it is resumed after the copy too. */
 static int
-snapshot(struct reconciler *rc, const struct inst_desired *d, const struct inst_actual *a,
+snapshot(struct reconciler *rc, const struct inst_desired *d, struct inst_actual *a,
          char *err, size_t errlen)
 {
     struct hypervisor *hv = rc->hv;
@@ -342,13 +345,14 @@ snapshot(struct reconciler *rc, const struct inst_desired *d, const struct inst_
         bfmt(err, errlen, "this node cannot take snapshots");
         return -ENOTSUP;
     }
-    bool paused = false;
+    bool paused = a->power == POWER_PAUSED && d->power == POWER_RUNNING;
     int r;
     if (a->power == POWER_RUNNING) {
         if ((r = hv->class->pause(hv, d->uuid))) {
             bfmt(err, errlen, "pause: %s", hv->err[0] ? hv->err : strerror(-r));
             return r;
         }
+        a->power = POWER_PAUSED;
         paused = true;
     }
     r = rc->storage.snapshot(rc->storage.action_ctx, d, err, errlen);
@@ -358,6 +362,8 @@ snapshot(struct reconciler *rc, const struct inst_desired *d, const struct inst_
             bfmt(err, errlen, "unpause: %s", hv->err[0] ? hv->err : strerror(-u));
             r = u;
         }
+        if (!u)
+            a->power = POWER_RUNNING;
     }
     if (r)
         return r;
@@ -403,6 +409,7 @@ execute(struct reconciler *rc, struct rc_inst *ri, const struct inst_desired *d,
         r = snapshot(rc, d, a, err, errlen);
         if (r)
             return r;
+        after = a->power;
         event = "snapshot-uploaded";
         break;
     case RCA_START:

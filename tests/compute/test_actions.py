@@ -330,6 +330,37 @@ check(r.returncode == 0 and hashlib.sha512(open(f'{path}.raw', 'rb').read()).hex
 check(not os.path.exists(os.path.join(state_dir, 'instances', sid, 'snapshot.qcow2')),
       'the agent removed its local copy')
 
+# ---- The same through the openstack client (2.1).
+OSC = '/usr/bin/openstack'
+if os.path.exists(OSC):
+    conf = cloud.clouds_yaml()
+    env = {k: v for k, v in os.environ.items() if not k.startswith('OS_')}
+    env.update(OS_CLIENT_CONFIG_FILE=conf, OS_CLOUD='test')
+
+    def osc(*args):
+        return subprocess.run([OSC, *args], env=env, capture_output=True, text=True, timeout=120)
+
+    r = osc('console', 'log', 'show', '--lines', '3', 'vm1')
+    check(r.returncode == 0 and 'booted with 2 vcpus' in r.stdout,
+          f'openstack console log show --lines 3 ({r.returncode} {r.stderr[-200:]})')
+    r = osc('console', 'url', 'show', '-f', 'json', 'vm1')
+    check(r.returncode == 0 and '?token=' in r.stdout and '"novnc"' in r.stdout,
+          f'openstack console url show ({r.returncode} {r.stdout[-200:]} {r.stderr[-300:]})')
+    r = osc('console', 'url', 'show', '--serial', '-f', 'json', 'vm1')
+    check(r.returncode == 0 and 'ws://' in r.stdout,
+          f'openstack console url show --serial ({r.returncode} {r.stderr[-300:]})')
+    r = osc('server', 'resize', '--flavor', 'r4.big', '--wait', 'vm1')
+    check(r.returncode == 0 and status_is(sid, 'VERIFY_RESIZE')(),
+          f'openstack server resize --flavor r4.big --wait ({r.returncode} {r.stderr[-300:]})')
+    r = osc('server', 'resize', 'revert', 'vm1')
+    check(r.returncode == 0, f'openstack server resize revert ({r.returncode} {r.stderr[-300:]})')
+    wait_for('reverted: ACTIVE with r2', lambda: status_is(sid, 'ACTIVE')()
+             and server(sid)['flavor']['id'] == 'r2')
+    r = osc('server', 'image', 'create', '--name', 'snap-cli', '--wait', '-f', 'json', 'vm1')
+    check(r.returncode == 0 and 'snap-cli' in r.stdout,
+          f'openstack server image create --wait ({r.returncode} {r.stderr[-300:]})')
+    wait_for('its task is done', status_is(sid, 'ACTIVE'))
+
 # ---- Delete during VERIFY_RESIZE gives everything back.
 check(act(sid, {'resize': {'flavorRef': 'r4'}})[0] == 202, 'resize to r4')
 wait_for('VERIFY_RESIZE', status_is(sid, 'VERIFY_RESIZE'))
@@ -340,9 +371,16 @@ wait_for('gone', lambda: server(sid) == 404)
 check(used() == '0/0/0', f'the node has all its resources back ({used()})')
 
 agent.terminate()
-agent.wait(30)
+try:
+    rc = agent.wait(30)
+except subprocess.TimeoutExpired:
+    agent.kill()
+    rc = 'timeout'
+check(rc == 0, f'the agent (and its console proxy) exits cleanly on SIGTERM ({rc})')
+check('AddressSanitizer' not in agent_log_tail() and 'runtime error' not in agent_log_tail(),
+      'no sanitizer report from the agent')
 scheds.stop()
-cloud.stop()
+check(cloud.stop() == 0, 'nimbus-api exits cleanly')
 if compute_lib.failures:
     print('---- agent log\n' + agent_log_tail())
     print('---- api log\n' + cloud.log_tail(60))

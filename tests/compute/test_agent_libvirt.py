@@ -7,7 +7,9 @@ os-getConsoleOutput and `openstack console log show` (the agent pushes
 console tails in its observed reports); a cold resize redefines the domain
 with the new vCPUs and RAM and grows its disk, the guest boots again, and
 revertResize brings the old flavor back; createImage uploads the guest's
-disk to nimbus-image as a qcow2 snapshot; delete removes the domain.  Exits 77 (skipped) without root, libvirtd or the test guest."""
+disk to nimbus-image as a qcow2 snapshot; a VNC console URL from the API
+opens, through nimbus-compute's WebSocket proxy, the guest's VNC server
+(RFB handshake), and its token works once; delete removes the domain.  Exits 77 (skipped) without root, libvirtd or the test guest."""
 import atexit
 import os
 import signal
@@ -19,6 +21,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'image'))
 import compute_lib  # noqa: E402
+import ws_lib  # noqa: E402
 from compute_lib import NET, Compute, Schedulers, check, done, nt, sql  # noqa: E402,F401
 
 
@@ -77,6 +80,9 @@ image_fetch = http
 image_url = http://127.0.0.1:{cloud.image_port}
 reconcile_interval = 2
 stop_timeout = 5
+listen = 127.0.0.1
+port = 0
+[console]
 listen = 127.0.0.1
 port = 0
 [hypervisor]
@@ -224,6 +230,31 @@ if sid:
           and b.get('image_type') == 'snapshot',
           'an ami like its base, with the same kernel, marked as a snapshot')
     check(status(sid) == 'ACTIVE', 'the guest runs on (paused only while its disk was copied)')
+    # ---- The VNC console through the proxy.
+    st, _, b = api.req('POST', f'/servers/{sid}/action', {'os-getVNCConsole': {'type': 'novnc'}})
+    url = b['console']['url'] if st == 200 else ''
+    check(st == 200 and '?token=' in url, f'os-getVNCConsole ({st})')
+    st, ws, head = ws_lib.connect(url)
+    check(st == 101 and 'Sec-WebSocket-Protocol: binary' in head,
+          f'the proxy accepts the token and upgrades to WebSocket ({st})')
+    if ws:
+        hello = ws_lib.recv_bytes(ws, 12)
+        check(hello == b'RFB 003.008\n', f'the guest\'s VNC server greets: {hello!r}')
+        ws_lib.send(ws, b'RFB 003.008\n')
+        types = ws_lib.recv_bytes(ws, 2)
+        check(len(types) >= 2 and types[0] >= 1 and 1 in types[1:1 + types[0]],
+              f'and offers its security types after our version ({types!r})')
+        ws.close()
+    st, _, _ = ws_lib.connect(url)
+    check(st == 403, f'the same token again: 403 ({st})')
+    st, _, b = api.req('POST', f'/servers/{sid}/remote-consoles',
+                       {'remote_console': {'protocol': 'serial', 'type': 'serial'}})
+    st, ws, _ = ws_lib.connect(b['remote_console']['url'] if st == 200 else url)
+    check(st == 101, f'the serial console opens too ({st})')
+    if ws:
+        ws_lib.send(ws, b'\n')
+        ws.close()
+
     st, _, _ = api.req('DELETE', f'/servers/{sid}')
     check(st == 204, 'delete 204')
     wait_for('deleted: 404', lambda: status(sid) == 404, 120)

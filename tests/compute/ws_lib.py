@@ -8,6 +8,21 @@ import struct
 import urllib.parse
 
 
+class WebSocket:
+    def __init__(self, sock, buf):
+        self.sock = sock
+        self._ws_buf = buf
+
+    def recv(self, n):
+        return self.sock.recv(n)
+
+    def sendall(self, data):
+        self.sock.sendall(data)
+
+    def close(self):
+        self.sock.close()
+
+
 def connect(url, timeout=10, protocol='binary'):
     """Opens ws(s)://host:port/path?query or http://... (the proxy's URL).
     Returns (status, socket or None, head text)."""
@@ -36,8 +51,7 @@ def connect(url, timeout=10, protocol='binary'):
     if f'Sec-WebSocket-Accept: {want}' not in text:
         s.close()
         return -1, None, text
-    s._ws_buf = rest
-    return status, s, text
+    return status, WebSocket(s, rest), text
 
 
 def _read(s, n):

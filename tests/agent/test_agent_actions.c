@@ -1,0 +1,359 @@
+/* Server actions on the agent side, without a daemon: the desired
+ * document's "action" and "snapshot" (parser), the reconciler's resize and
+ * snapshot steps with the fake hypervisor and a fake storage (once per
+ * generation, after a restart too, failures retried then ERROR), and the
+ * console tails of the observed state (bounded, cut at a line, valid
+ * UTF-8, sent only when changed). */
+#include "reconcile.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "console_report.h"
+#include "hypervisor.h"
+#include "state_json.h"
+#include "storage.h"
+#include "../check.h"
+
+#define U1 "11111111-1111-4111-8111-111111111111"
+
+struct fstore {
+    int prepares, grows, snaps, uploads, fail_upload;
+};
+
+static int
+fs_prepare(void *ctx, const struct inst_desired *d, struct rc_prepared *p, char *err, size_t len)
+{
+    struct fstore *s = ctx;
+    (void)err;
+    (void)len;
+    s->prepares++;
+    snprintf(p->inst_dir, sizeof p->inst_dir, "/fake/%s", d->uuid);
+    snprintf(p->disk, sizeof p->disk, "/fake/%s/disk.qcow2", d->uuid);
+    return 0;
+}
+
+static int
+fs_remove(void *ctx, const char *uuid, char *err, size_t len)
+{
+    (void)ctx; (void)uuid; (void)err; (void)len;
+    return 0;
+}
+
+static int
+fs_grow(void *ctx, const struct inst_desired *d, char *err, size_t len)
+{
+    struct fstore *s = ctx;
+    (void)d; (void)err; (void)len;
+    s->grows++;
+    return 0;
+}
+
+static int
+fs_snap(void *ctx, const struct inst_desired *d, char *err, size_t len)
+{
+    struct fstore *s = ctx;
+    (void)d; (void)err; (void)len;
+    s->snaps++;
+    return 0;
+}
+
+static int
+fs_upload(void *ctx, const struct inst_desired *d, char *err, size_t len)
+{
+    struct fstore *s = ctx;
+    s->uploads++;
+    if (s->fail_upload) {
+        s->fail_upload--;
+        snprintf(err, len, "upload of %s refused", d->snapshot_image);
+        return -EIO;
+    }
+    return 0;
+}
+
+static char events[4096];
+
+static void
+on_event(void *ctx, const char *uuid, const char *event, const char *detail)
+{
+    (void)ctx;
+    (void)detail;
+    size_t n = strlen(events);
+    snprintf(events + n, sizeof events - n, "%.8s:%s ", uuid, event);
+}
+
+static int
+pass(struct reconciler *rc, struct desired_set *ds)
+{
+    struct rc_pass_stats st;
+    int r = rc_pass(rc, ds, 1000, &st);
+    return r ? r : (int)st.actions;
+}
+
+static enum power_state
+power(struct hypervisor *hv)
+{
+    struct inst_actual *v;
+    size_t n;
+    enum power_state p = POWER_NOSTATE;
+    if (hv->class->list(hv, &v, &n) == 0) {
+        for (size_t i = 0; i < n; i++)
+            if (!strcmp(v[i].uuid, U1))
+                p = v[i].power;
+        free(v);
+    }
+    return p;
+}
+
+static void
+test_parse(void)
+{
+    struct desired_set ds;
+    char err[256];
+    const char *ok = "{\"version\":3,\"instances\":[{\"uuid\":\"" U1 "\",\"flavor\":{\"vcpus\":2,"
+                     "\"ram_mb\":256,\"disk_gb\":2},\"image\":{\"id\":\"i1\"},\"generation\":4,"
+                     "\"action\":\"snapshot\",\"snapshot\":{\"image_id\":"
+                     "\"0b9a3c1e-5f4d-4c2b-9a8e-7d6c5b4a3f21\"}}]}";
+    CHECK_INT(sj_parse_desired(ok, strlen(ok), &ds, err, sizeof err), 0);
+    CHECK_STR(ds.insts[0].action, "snapshot");
+    CHECK_STR(ds.insts[0].snapshot_image, "0b9a3c1e-5f4d-4c2b-9a8e-7d6c5b4a3f21");
+    desired_set_free(&ds);
+    static const char *const bad[] = {
+        "{\"version\":1,\"instances\":[{\"uuid\":\"" U1 "\",\"image\":{\"id\":\"i\"},"
+        "\"action\":\"migrate\"}]}",
+        "{\"version\":1,\"instances\":[{\"uuid\":\"" U1 "\",\"image\":{\"id\":\"i\"},"
+        "\"action\":\"snapshot\"}]}",
+        "{\"version\":1,\"instances\":[{\"uuid\":\"" U1 "\",\"image\":{\"id\":\"i\"},"
+        "\"action\":\"snapshot\",\"snapshot\":{\"image_id\":\"../../etc\"}}]}",
+        "{\"version\":1,\"instances\":[{\"uuid\":\"" U1 "\",\"image\":{\"id\":\"i\"},"
+        "\"action\":5}]}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK(sj_parse_desired(bad[i], strlen(bad[i]), &ds, err, sizeof err) < 0);
+        desired_set_free(&ds);
+    }
+}
+
+static void
+test_resize_and_snapshot(void)
+{
+    struct hypervisor *hv;
+    char err[128];
+    struct hv_config hc = { .type = "fake" };
+    CHECK_INT(hv_open(&hc, &hv, err, sizeof err), 0);
+    struct fstore fs = { 0 };
+    struct rc_storage st = { .prepare = fs_prepare, .remove = fs_remove, .ctx = &fs,
+                             .grow = fs_grow, .snapshot = fs_snap, .upload = fs_upload,
+                             .action_ctx = &fs };
+    struct rc_config cfg = { .grace_ms = 60000, .max_attempts = 3, .stop_timeout_ms = 10 };
+    struct reconciler *rc;
+    CHECK_INT(rc_new(hv, &st, &cfg, on_event, NULL, &rc), 0);
+    struct inst_desired d = { .uuid = U1, .name = "vm", .vcpus = 1, .ram_mb = 128,
+                              .disk_gb = 1, .power = POWER_RUNNING, .generation = 1 };
+    snprintf(d.image.id, sizeof d.image.id, "img");
+    struct desired_set ds = { .version = 1, .insts = &d, .n = 1 };
+    unsigned vcpus = 0, ram = 0;
+
+    CHECK(pass(rc, &ds) > 0);
+    CHECK_INT(hv_fake_flavor(hv, U1, &vcpus, &ram), 0);
+    CHECK_INT(vcpus, 1);
+
+    /* Resize of a running guest: stopped, disk grown, redefined, started. */
+    d.generation = 2;
+    d.vcpus = 2;
+    d.ram_mb = 256;
+    d.disk_gb = 2;
+    snprintf(d.action, sizeof d.action, "resize");
+    unsigned stops = hv_fake_calls(hv, "stop");
+    CHECK(pass(rc, &ds) > 0);
+    CHECK_INT(hv_fake_flavor(hv, U1, &vcpus, &ram), 0);
+    CHECK_INT(vcpus, 2);
+    CHECK_INT(ram, 256);
+    CHECK_INT(fs.grows, 1);
+    CHECK_INT(hv_fake_calls(hv, "stop"), stops + 1);
+    CHECK_INT(power(hv), POWER_RUNNING);
+    CHECK(strstr(events, "11111111:resized"));
+    CHECK_INT(rc_find(rc, U1)->generation, 2);
+    /* Once per generation, after a restart too. */
+    CHECK_INT(pass(rc, &ds), 0);
+    rc_free(rc);
+    CHECK_INT(rc_new(hv, &st, &cfg, on_event, NULL, &rc), 0);
+    CHECK_INT(pass(rc, &ds), 0);
+    CHECK_INT(fs.grows, 1);
+
+    /* A stopped guest stays stopped after its resize. */
+    d.generation = 3;
+    d.power = POWER_SHUTOFF;
+    d.action[0] = 0;
+    CHECK(pass(rc, &ds) > 0);
+    CHECK_INT(power(hv), POWER_SHUTOFF);
+    d.generation = 4;
+    d.vcpus = 1;
+    snprintf(d.action, sizeof d.action, "resize");
+    CHECK(pass(rc, &ds) > 0);
+    CHECK_INT(power(hv), POWER_SHUTOFF);
+    CHECK_INT(hv_fake_flavor(hv, U1, &vcpus, &ram), 0);
+    CHECK_INT(vcpus, 1);
+
+    /* Snapshot of a running guest: paused around the copy, uploaded. */
+    d.generation = 5;
+    d.power = POWER_RUNNING;
+    d.action[0] = 0;
+    CHECK(pass(rc, &ds) > 0);
+    d.generation = 6;
+    snprintf(d.action, sizeof d.action, "snapshot");
+    snprintf(d.snapshot_image, sizeof d.snapshot_image, "0b9a3c1e-5f4d-4c2b-9a8e-7d6c5b4a3f21");
+    unsigned pauses = hv_fake_calls(hv, "pause"), unpauses = hv_fake_calls(hv, "unpause");
+    fs.fail_upload = 1;
+    CHECK_INT(pass(rc, &ds), 1);                       /* Fails once, retried. */
+    CHECK(strstr(events, "step-failed"));
+    CHECK_INT(power(hv), POWER_RUNNING);               /* Unpaused even then. */
+    CHECK(pass(rc, &ds) > 0);
+    CHECK_INT(fs.snaps, 2);
+    CHECK_INT(fs.uploads, 2);
+    CHECK_INT(hv_fake_calls(hv, "pause"), pauses + 2);
+    CHECK_INT(hv_fake_calls(hv, "unpause"), unpauses + 2);
+    CHECK_INT(power(hv), POWER_RUNNING);
+    CHECK(strstr(events, "snapshot-uploaded"));
+    CHECK_INT(rc_find(rc, U1)->generation, 6);
+    CHECK_INT(pass(rc, &ds), 0);
+    CHECK_INT(fs.uploads, 2);
+
+    /* A crash while the guest was paused for a snapshot: the restarted
+     * agent takes the snapshot and resumes the guest (not just resumes). */
+    d.generation = 7;
+    CHECK_INT(hv->class->pause(hv, U1), 0);
+    rc_free(rc);
+    CHECK_INT(rc_new(hv, &st, &cfg, on_event, NULL, &rc), 0);
+    int uploads = fs.uploads;
+    CHECK(pass(rc, &ds) > 0);
+    CHECK_INT(fs.uploads, uploads + 1);
+    CHECK_INT(power(hv), POWER_RUNNING);
+    CHECK_INT(rc_find(rc, U1)->generation, 7);
+
+    /* Failing every time: ERROR after max_attempts. */
+    d.generation = 8;
+    fs.fail_upload = 10;
+    for (int i = 0; i < 4; i++)
+        (void)pass(rc, &ds);
+    CHECK_INT(rc_find(rc, U1)->state, RC_ERROR);
+    CHECK(strstr(rc_find(rc, U1)->fault, "refused"));
+
+    /* Without the operations (e.g. no image service): the step fails. */
+    rc_free(rc);
+    st.snapshot = st.upload = NULL;
+    CHECK_INT(rc_new(hv, &st, &cfg, on_event, NULL, &rc), 0);
+    d.generation = 9;
+    CHECK_INT(pass(rc, &ds), 1);
+    CHECK(strstr(rc_find(rc, U1)->fault, "cannot take snapshots"));
+    rc_free(rc);
+    hv_close(hv);
+}
+
+static void
+test_console_tail(void)
+{
+    char dir[] = "/tmp/nimbus-console-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char path[256];
+    snprintf(path, sizeof path, "%s/console.log", dir);
+    FILE *f = fopen(path, "w");
+    for (int i = 0; i < 5000; i++)
+        fprintf(f, "line %05d of the boot log\r\n", i);
+    fputs("bad \xff\xfe utf8, ctl \x01\x1b[0m, nul", f);
+    fputc(0, f);
+    fputs(" tab\tand \xc3\xa9t\xc3\xa9\n", f);
+    fclose(f);
+    char *t = console_tail(path, CONSOLE_TAIL_BYTES);
+    CHECK(t != NULL);
+    if (t) {
+        CHECK(strlen(t) <= CONSOLE_TAIL_BYTES);
+        CHECK(!strncmp(t, "line ", 5));                /* Cut at a line start. */
+        CHECK(strstr(t, "line 04999 of the boot log\n"));
+        CHECK(!strchr(t, '\r'));
+        CHECK(strstr(t, "bad ?? utf8, ctl [0m, nul tab\tand \xc3\xa9t\xc3\xa9\n"));
+        json_t *j = json_string(t);                    /* Valid UTF-8. */
+        CHECK(j != NULL);
+        json_decref(j);
+        free(t);
+    }
+    CHECK(console_tail("/nonexistent/console.log", 100) == NULL);
+    unlink(path);
+    rmdir(dir);
+}
+
+static bool
+has_console(const char *doc, const char *needle)
+{
+    json_t *j = doc ? json_loads(doc, 0, NULL) : NULL;
+    const char *c = json_string_value(json_object_get(
+        json_array_get(json_object_get(j, "instances"), 0), "console"));
+    bool r = c && strstr(c, needle);
+    json_decref(j);
+    return r;
+}
+
+static void
+test_console_report(void)
+{
+    char dir[] = "/tmp/nimbus-creport-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    struct storage *st;
+    CHECK_INT(storage_new(dir, NULL, false, &st), 0);
+    char idir[PATH_MAX], path[PATH_MAX + 16];
+    storage_inst_dir(st, U1, idir);
+    CHECK_INT(mkdir(idir, 0755), 0);
+    snprintf(path, sizeof path, "%s/console.log", idir);
+    FILE *f = fopen(path, "w");
+    fputs("boot 1\n", f);
+    fclose(f);
+    struct console_report *cr;
+    CHECK_INT(console_report_new(st, &cr), 0);
+    const char *doc = "{\"node\":\"n\",\"instances\":[{\"uuid\":\"" U1 "\","
+                      "\"vm_state\":\"active\"}]}";
+    char *out = console_report_add(cr, doc, 1000, 0);          /* Document 1. */
+    CHECK(has_console(out, "boot 1\n"));
+    free(out);
+    out = console_report_add(cr, doc, 1100, 0);                /* 2: 1 not delivered yet. */
+    CHECK(has_console(out, "boot 1"));
+    free(out);
+    out = console_report_add(cr, doc, 1200, 2);                /* 3: delivered. */
+    CHECK(out == NULL);
+    f = fopen(path, "a");
+    fputs("boot 2\n", f);
+    fclose(f);
+    out = console_report_add(cr, doc, 1300, 3);                /* 4: changed. */
+    CHECK(has_console(out, "boot 1\nboot 2\n"));
+    free(out);
+    out = console_report_add(cr, doc, 1400, 5);                /* 5: 4 delivered. */
+    CHECK(out == NULL);
+    out = console_report_add(cr, doc, 1400 + CONSOLE_RESEND_MS, 5);
+    CHECK(has_console(out, "boot 2"));                         /* Sent again later. */
+    free(out);
+    const char *gone = "{\"instances\":[{\"uuid\":\"" U1 "\",\"vm_state\":\"deleting\"}]}";
+    CHECK(console_report_add(cr, gone, 99999999, 0) == NULL);
+    console_report_free(cr);
+    unlink(path);
+    rmdir(idir);
+    storage_free(st);
+    char root[PATH_MAX + 16];
+    snprintf(root, sizeof root, "%s/instances", dir);
+    rmdir(root);
+    rmdir(dir);
+}
+
+int
+main(void)
+{
+    test_console_report();
+    test_parse();
+    test_resize_and_snapshot();
+    test_console_tail();
+    return check_exit();
+}
