@@ -52,12 +52,14 @@ def run(hosts, requests, nsched):
     p50 = [float(x) for x in re.findall(r'decision latency p50 ([0-9.]+) ms', logs)]
     p99 = [float(x) for x in re.findall(r'p99 ([0-9.]+) ms', logs)]
     races = sum(int(x) for x in re.findall(r'lost races (\d+)', logs))
+    split = '; '.join(re.findall(r'time: (lease .*? cycles)', logs))
     # The first placement's event has no start of the lease; use the span
     # between the earliest and latest scheduling events (+ one decision).
     secs = float(span or 0) or 1e-9
     print(f'hosts {hosts:6d} requests {requests:6d} schedulers {nsched}: placed {placed}, '
           f'{placed / secs:8.0f} placements/s, decision p50 {max(p50 or [0]):.2f} ms '
           f'p99 {max(p99 or [0]):.2f} ms, lost races {races}, overbooked hosts {over}', flush=True)
+    print(f'    time per scheduler: {split}', flush=True)
     cloud.close()
 
 

@@ -39,6 +39,7 @@ exec(struct sched_ctx *s, const char *sql, int n, const char *const *p, db_resul
 int
 sched_load_hosts(struct sched_ctx *s)
 {
+    uint64_t t = util_now_ns();
     db_result *r = NULL;
     int rc = exec(s, "SELECT " SCHED_HOST_COLUMNS " FROM compute_nodes ORDER BY id", 0, NULL,
                   &r);
@@ -48,6 +49,7 @@ sched_load_hosts(struct sched_ctx *s)
     rc = sched_hosts_update(&s->hosts, r, 0);
     db_result_free(r);
     s->hosts_loaded = rc == 0;
+    s->counters.ns_hosts += util_now_ns() - t;
     return rc;
 }
 
@@ -56,6 +58,7 @@ sched_refresh_hosts(struct sched_ctx *s, const int64_t *ids, size_t n)
 {
     if (!n)
         return 0;
+    uint64_t t = util_now_ns();
     size_t len = n * 21 + 3;
     char *arr = malloc(len);
     if (!arr)
@@ -79,6 +82,7 @@ sched_refresh_hosts(struct sched_ctx *s, const int64_t *ids, size_t n)
     }
     rc = sched_hosts_update(&s->hosts, r, 0);
     db_result_free(r);
+    s->counters.ns_hosts += util_now_ns() - t;
     return rc;
 }
 
@@ -273,9 +277,11 @@ resolve_images(struct sched_ctx *s, struct item *items, size_t n)
             struct sched_request *rq = &items[i].rq;
             if (strcmp(rq->image_ref, db_get(r, j, 0)))
                 continue;
-            if (!rq->container_format[0])
+            if (!rq->container_format[0]) {
                 snprintf(rq->container_format, sizeof rq->container_format, "%s",
                          db_get(r, j, 1));
+                rq->container = sched_request_is_container(rq);
+            }
             if (!rq->hypervisor_type[0])
                 snprintf(rq->hypervisor_type, sizeof rq->hypervisor_type, "%s",
                          db_get(r, j, 2));
@@ -367,7 +373,7 @@ decide(struct sched_ctx *s, struct item *items, size_t n, struct item *it,
     struct sched_host *h = NULL;
     struct sched_ranking *rk = NULL;
     if (sched_ranking_eligible(rq) && (rk = ranking_for(s, rq)))
-        h = sched_ranking_next(rk, &s->pipeline, &s->policy, (unsigned)rand_r(&s->seed));
+        h = sched_ranking_next(rk, &s->pipeline, &s->policy, rq, (unsigned)rand_r(&s->seed));
     if (!h) {
         struct sched_trace trace;
         rk = NULL;
@@ -658,9 +664,12 @@ round_run(struct sched_ctx *s, struct item *items, size_t n, uint64_t t0, bool *
         goto out;
     }
     s->policy.now = time(NULL);
+    uint64_t t = util_now_ns();
     for (size_t i = 0; i < n; i++)
         if (items[i].state == ITEM_PENDING && (rc = decide(s, items, n, &items[i], cand)) < 0)
             goto out;
+    s->counters.ns_decide += util_now_ns() - t;
+    t = util_now_ns();
     if ((rc = claim_batch(s, items, n, t0, refresh, &n_refresh)) < 0)
         goto out;
     for (size_t i = 0; i < n; i++) {
@@ -682,6 +691,7 @@ round_run(struct sched_ctx *s, struct item *items, size_t n, uint64_t t0, bool *
         if ((rc = exec(s, "COMMIT", 0, NULL, NULL)) < 0)
             goto out;
     }
+    s->counters.ns_claim += util_now_ns() - t;
     /* Lost every race: give the request back for the next cycle. */
     for (size_t i = 0; i < n; i++)
         if (items[i].state == ITEM_PENDING && items[i].attempts >= s->max_attempts) {
@@ -724,6 +734,7 @@ sched_cycle(struct sched_ctx *s)
     snprintf(lease, sizeof lease, "%d", s->lease_seconds);
     const char *p[3] = { s->name, lease, batch };
     db_result *r = NULL;
+    uint64_t tl = util_now_ns();
     rc = exec(s,
         "UPDATE build_requests b SET claimed_by = $1,"
         " claimed_until = now() + ($2 || ' seconds')::interval, attempts = b.attempts + 1"
@@ -736,6 +747,7 @@ sched_cycle(struct sched_ctx *s)
     if (rc < 0)
         return rc;
     uint64_t t0 = util_now_ns();
+    s->counters.ns_lease += t0 - tl;
     s->counters.cycles++;
     size_t n = (size_t)db_rows(r);
     s->counters.leased += n;
@@ -766,6 +778,7 @@ sched_cycle(struct sched_ctx *s)
     }
     if ((rc = resolve_images(s, items, n)) < 0)
         goto out;
+    s->counters.ns_decide += util_now_ns() - t0;
     bool reloaded = false;
     for (;;) {
         bool pending = false;
