@@ -262,6 +262,17 @@ struct sched_counters {
 };
 
 #define SCHED_MAX_RANKINGS 8
+#define SCHED_IMAGE_CACHE 32
+#define SCHED_IMAGE_TTL 30        /* Seconds an image's properties are kept. */
+
+/* What the image filter needs of an image (nimbus-image's table). */
+struct sched_image {
+    char id[37];
+    char container_format[32];
+    char hypervisor_type[64];
+    char architecture[32];
+    time_t fetched;               /* 0: empty slot. */
+};
 
 struct sched_ctx {
     db_conn *conn;
@@ -278,6 +289,9 @@ struct sched_ctx {
      * kept for reuse). */
     struct sched_ranking rankings[SCHED_MAX_RANKINGS];
     size_t n_rankings;
+    /* Recently read images, so that a cycle of requests for known images
+     * costs no image query. */
+    struct sched_image images[SCHED_IMAGE_CACHE];
     struct sched_counters counters;
     unsigned seed;
     /* Decision latencies (lease to claim or failure) in ms, for the

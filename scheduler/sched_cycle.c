@@ -246,17 +246,50 @@ item_done(struct sched_ctx *s, struct item *it, uint64_t t0)
         s->latency[s->n_latency++] = (double)(util_now_ns() - t0) / 1e6;
 }
 
-/* Fills the image fields the spec lacks from nimbus-image's table. */
+static struct sched_image *
+image_cached(struct sched_ctx *s, const char *id, time_t now)
+{
+    for (size_t i = 0; i < SCHED_IMAGE_CACHE; i++)
+        if (s->images[i].fetched && now - s->images[i].fetched < SCHED_IMAGE_TTL
+            && !strcmp(s->images[i].id, id))
+            return &s->images[i];
+    return NULL;
+}
+
+static void
+image_apply(struct sched_request *rq, const struct sched_image *im)
+{
+    if (!rq->container_format[0]) {
+        snprintf(rq->container_format, sizeof rq->container_format, "%s", im->container_format);
+        rq->container = sched_request_is_container(rq);
+    }
+    if (!rq->hypervisor_type[0])
+        snprintf(rq->hypervisor_type, sizeof rq->hypervisor_type, "%s", im->hypervisor_type);
+    if (!rq->architecture[0])
+        snprintf(rq->architecture, sizeof rq->architecture, "%s", im->architecture);
+}
+
+/* Fills the image fields the spec lacks from nimbus-image's table (kept
+ * SCHED_IMAGE_TTL seconds: an image's container format and properties
+ * rarely change, and a change applies to builds decided after that). */
 static int
 resolve_images(struct sched_ctx *s, struct item *items, size_t n)
 {
     struct arr a = { 0 };
     size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        if (items[i].state == ITEM_PENDING && items[i].rq.image_ref[0]) {
-            arr_add(&a, items[i].rq.image_ref);
+    time_t now = time(NULL);
+    for (size_t i = 0; i < n; i++) {
+        struct sched_request *rq = &items[i].rq;
+        if (items[i].state != ITEM_PENDING || !rq->image_ref[0])
+            continue;
+        const struct sched_image *im = image_cached(s, rq->image_ref, now);
+        if (im) {
+            image_apply(rq, im);
+        } else {
+            arr_add(&a, rq->image_ref);
             k++;
         }
+    }
     if (!k)
         return 0;
     const char *p[1] = { arr_end(&a) };
@@ -273,21 +306,19 @@ resolve_images(struct sched_ctx *s, struct item *items, size_t n)
     if (rc < 0)
         return rc;
     for (int j = 0; j < db_rows(r); j++) {
-        for (size_t i = 0; i < n; i++) {
-            struct sched_request *rq = &items[i].rq;
-            if (strcmp(rq->image_ref, db_get(r, j, 0)))
-                continue;
-            if (!rq->container_format[0]) {
-                snprintf(rq->container_format, sizeof rq->container_format, "%s",
-                         db_get(r, j, 1));
-                rq->container = sched_request_is_container(rq);
-            }
-            if (!rq->hypervisor_type[0])
-                snprintf(rq->hypervisor_type, sizeof rq->hypervisor_type, "%s",
-                         db_get(r, j, 2));
-            if (!rq->architecture[0])
-                snprintf(rq->architecture, sizeof rq->architecture, "%s", db_get(r, j, 3));
-        }
+        /* Into the oldest slot. */
+        struct sched_image *im = &s->images[0];
+        for (size_t i = 1; i < SCHED_IMAGE_CACHE; i++)
+            if (s->images[i].fetched < im->fetched)
+                im = &s->images[i];
+        snprintf(im->id, sizeof im->id, "%s", db_get(r, j, 0));
+        snprintf(im->container_format, sizeof im->container_format, "%s", db_get(r, j, 1));
+        snprintf(im->hypervisor_type, sizeof im->hypervisor_type, "%s", db_get(r, j, 2));
+        snprintf(im->architecture, sizeof im->architecture, "%s", db_get(r, j, 3));
+        im->fetched = now;
+        for (size_t i = 0; i < n; i++)
+            if (items[i].state == ITEM_PENDING && !strcmp(items[i].rq.image_ref, im->id))
+                image_apply(&items[i].rq, im);
     }
     db_result_free(r);
     return 0;
@@ -516,21 +547,19 @@ claim_batch(struct sched_ctx *s, struct item *items, size_t n, uint64_t t0,
     rc = -ENOMEM;
     if (!p2[0] || !p2[1] || !p2[2] || !p2[3] || !p2[4])
         goto out;
-    /* Locks in id order first: two schedulers never wait on each other
-     * in a cycle. */
-    rc = exec(s, "SELECT id FROM compute_nodes WHERE id = ANY ($1::bigint[])"
-                 " ORDER BY id FOR UPDATE", 1, p2, NULL);
-    if (rc < 0)
-        goto out;
     /* 3. The conditional claim: a host whose sum does not fit is left
-     * alone, and all its requests lose. */
+     * alone, and all its requests lose.  The hosts are locked in id order
+     * (the sub-select) before any is updated, so two schedulers never
+     * wait on each other in a cycle. */
     rc = exec(s,
         "UPDATE compute_nodes SET vcpus_used = vcpus_used + w.wv,"
         " memory_mb_used = memory_mb_used + w.wm, local_gb_used = local_gb_used + w.wd,"
         " running_vms = running_vms + w.wc, updated_at = now()"
         " FROM unnest($1::bigint[], $2::int[], $3::int[], $4::int[], $5::int[])"
         "   AS w (wid, wv, wm, wd, wc)"
-        " WHERE id = w.wid AND id = ANY ($1::bigint[]) AND NOT disabled AND NOT forced_down"
+        " WHERE id = w.wid AND id = ANY (ARRAY (SELECT id FROM compute_nodes"
+        "   WHERE id = ANY ($1::bigint[]) ORDER BY id FOR UPDATE))"
+        "  AND NOT disabled AND NOT forced_down"
         "  AND vcpus_used + w.wv <= vcpus * cpu_allocation_ratio"
         "  AND memory_mb_used + w.wm <= (memory_mb - reserved_host_memory_mb)"
         "      * ram_allocation_ratio"
