@@ -383,15 +383,23 @@ out:
 static struct sched_ranking *
 ranking_for(struct sched_ctx *s, const struct sched_request *rq)
 {
-    for (size_t i = 0; i < s->n_rankings; i++)
+    struct sched_ranking *stale = NULL;
+    for (size_t i = 0; i < s->n_rankings; i++) {
         if (sched_ranking_matches(&s->rankings[i], &s->hosts, rq))
             return &s->rankings[i];
-    if (s->n_rankings == SCHED_MAX_RANKINGS)
-        return NULL;              /* Many shapes at once: decide one by one. */
-    struct sched_ranking *r = &s->rankings[s->n_rankings];
-    if (sched_ranking_build(r, &s->pipeline, &s->policy, &s->hosts, rq) < 0)
+        if (s->rankings[i].generation != s->hosts.generation)
+            stale = &s->rankings[i];  /* Built on a view since reloaded. */
+    }
+    struct sched_ranking *r = stale;
+    if (!r) {
+        if (s->n_rankings == SCHED_MAX_RANKINGS)
+            return NULL;          /* Many shapes at once: decide one by one. */
+        r = &s->rankings[s->n_rankings++];
+    }
+    if (sched_ranking_build(r, &s->pipeline, &s->policy, &s->hosts, rq) < 0) {
+        r->generation = s->hosts.generation - 1;  /* Stays stale: reused later. */
         return NULL;
-    s->n_rankings++;
+    }
     return r;
 }
 
