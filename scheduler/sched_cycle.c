@@ -39,6 +39,7 @@ exec(struct sched_ctx *s, const char *sql, int n, const char *const *p, db_resul
 int
 sched_load_hosts(struct sched_ctx *s)
 {
+    uint64_t t = util_now_ns();
     db_result *r = NULL;
     int rc = exec(s, "SELECT " SCHED_HOST_COLUMNS " FROM compute_nodes ORDER BY id", 0, NULL,
                   &r);
@@ -48,6 +49,7 @@ sched_load_hosts(struct sched_ctx *s)
     rc = sched_hosts_update(&s->hosts, r, 0);
     db_result_free(r);
     s->hosts_loaded = rc == 0;
+    s->counters.ns_hosts += util_now_ns() - t;
     return rc;
 }
 
@@ -56,6 +58,7 @@ sched_refresh_hosts(struct sched_ctx *s, const int64_t *ids, size_t n)
 {
     if (!n)
         return 0;
+    uint64_t t = util_now_ns();
     size_t len = n * 21 + 3;
     char *arr = malloc(len);
     if (!arr)
@@ -79,6 +82,7 @@ sched_refresh_hosts(struct sched_ctx *s, const int64_t *ids, size_t n)
     }
     rc = sched_hosts_update(&s->hosts, r, 0);
     db_result_free(r);
+    s->counters.ns_hosts += util_now_ns() - t;
     return rc;
 }
 
@@ -242,17 +246,50 @@ item_done(struct sched_ctx *s, struct item *it, uint64_t t0)
         s->latency[s->n_latency++] = (double)(util_now_ns() - t0) / 1e6;
 }
 
-/* Fills the image fields the spec lacks from nimbus-image's table. */
+static struct sched_image *
+image_cached(struct sched_ctx *s, const char *id, time_t now)
+{
+    for (size_t i = 0; i < SCHED_IMAGE_CACHE; i++)
+        if (s->images[i].fetched && now - s->images[i].fetched < SCHED_IMAGE_TTL
+            && !strcmp(s->images[i].id, id))
+            return &s->images[i];
+    return NULL;
+}
+
+static void
+image_apply(struct sched_request *rq, const struct sched_image *im)
+{
+    if (!rq->container_format[0]) {
+        snprintf(rq->container_format, sizeof rq->container_format, "%s", im->container_format);
+        rq->container = sched_request_is_container(rq);
+    }
+    if (!rq->hypervisor_type[0])
+        snprintf(rq->hypervisor_type, sizeof rq->hypervisor_type, "%s", im->hypervisor_type);
+    if (!rq->architecture[0])
+        snprintf(rq->architecture, sizeof rq->architecture, "%s", im->architecture);
+}
+
+/* Fills the image fields the spec lacks from nimbus-image's table (kept
+ * SCHED_IMAGE_TTL seconds: an image's container format and properties
+ * rarely change, and a change applies to builds decided after that). */
 static int
 resolve_images(struct sched_ctx *s, struct item *items, size_t n)
 {
     struct arr a = { 0 };
     size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        if (items[i].state == ITEM_PENDING && items[i].rq.image_ref[0]) {
-            arr_add(&a, items[i].rq.image_ref);
+    time_t now = time(NULL);
+    for (size_t i = 0; i < n; i++) {
+        struct sched_request *rq = &items[i].rq;
+        if (items[i].state != ITEM_PENDING || !rq->image_ref[0])
+            continue;
+        const struct sched_image *im = image_cached(s, rq->image_ref, now);
+        if (im) {
+            image_apply(rq, im);
+        } else {
+            arr_add(&a, rq->image_ref);
             k++;
         }
+    }
     if (!k)
         return 0;
     const char *p[1] = { arr_end(&a) };
@@ -269,19 +306,19 @@ resolve_images(struct sched_ctx *s, struct item *items, size_t n)
     if (rc < 0)
         return rc;
     for (int j = 0; j < db_rows(r); j++) {
-        for (size_t i = 0; i < n; i++) {
-            struct sched_request *rq = &items[i].rq;
-            if (strcmp(rq->image_ref, db_get(r, j, 0)))
-                continue;
-            if (!rq->container_format[0])
-                snprintf(rq->container_format, sizeof rq->container_format, "%s",
-                         db_get(r, j, 1));
-            if (!rq->hypervisor_type[0])
-                snprintf(rq->hypervisor_type, sizeof rq->hypervisor_type, "%s",
-                         db_get(r, j, 2));
-            if (!rq->architecture[0])
-                snprintf(rq->architecture, sizeof rq->architecture, "%s", db_get(r, j, 3));
-        }
+        /* Into the oldest slot. */
+        struct sched_image *im = &s->images[0];
+        for (size_t i = 1; i < SCHED_IMAGE_CACHE; i++)
+            if (s->images[i].fetched < im->fetched)
+                im = &s->images[i];
+        snprintf(im->id, sizeof im->id, "%s", db_get(r, j, 0));
+        snprintf(im->container_format, sizeof im->container_format, "%s", db_get(r, j, 1));
+        snprintf(im->hypervisor_type, sizeof im->hypervisor_type, "%s", db_get(r, j, 2));
+        snprintf(im->architecture, sizeof im->architecture, "%s", db_get(r, j, 3));
+        im->fetched = now;
+        for (size_t i = 0; i < n; i++)
+            if (items[i].state == ITEM_PENDING && !strcmp(items[i].rq.image_ref, im->id))
+                image_apply(&items[i].rq, im);
     }
     db_result_free(r);
     return 0;
@@ -346,15 +383,23 @@ out:
 static struct sched_ranking *
 ranking_for(struct sched_ctx *s, const struct sched_request *rq)
 {
-    for (size_t i = 0; i < s->n_rankings; i++)
+    struct sched_ranking *stale = NULL;
+    for (size_t i = 0; i < s->n_rankings; i++) {
         if (sched_ranking_matches(&s->rankings[i], &s->hosts, rq))
             return &s->rankings[i];
-    if (s->n_rankings == SCHED_MAX_RANKINGS)
-        return NULL;              /* Many shapes at once: decide one by one. */
-    struct sched_ranking *r = &s->rankings[s->n_rankings];
-    if (sched_ranking_build(r, &s->pipeline, &s->policy, &s->hosts, rq) < 0)
+        if (s->rankings[i].generation != s->hosts.generation)
+            stale = &s->rankings[i];  /* Built on a view since reloaded. */
+    }
+    struct sched_ranking *r = stale;
+    if (!r) {
+        if (s->n_rankings == SCHED_MAX_RANKINGS)
+            return NULL;          /* Many shapes at once: decide one by one. */
+        r = &s->rankings[s->n_rankings++];
+    }
+    if (sched_ranking_build(r, &s->pipeline, &s->policy, &s->hosts, rq) < 0) {
+        r->generation = s->hosts.generation - 1;  /* Stays stale: reused later. */
         return NULL;
-    s->n_rankings++;
+    }
     return r;
 }
 
@@ -367,7 +412,7 @@ decide(struct sched_ctx *s, struct item *items, size_t n, struct item *it,
     struct sched_host *h = NULL;
     struct sched_ranking *rk = NULL;
     if (sched_ranking_eligible(rq) && (rk = ranking_for(s, rq)))
-        h = sched_ranking_next(rk, &s->pipeline, &s->policy, (unsigned)rand_r(&s->seed));
+        h = sched_ranking_next(rk, &s->pipeline, &s->policy, rq, (unsigned)rand_r(&s->seed));
     if (!h) {
         struct sched_trace trace;
         rk = NULL;
@@ -510,21 +555,19 @@ claim_batch(struct sched_ctx *s, struct item *items, size_t n, uint64_t t0,
     rc = -ENOMEM;
     if (!p2[0] || !p2[1] || !p2[2] || !p2[3] || !p2[4])
         goto out;
-    /* Locks in id order first: two schedulers never wait on each other
-     * in a cycle. */
-    rc = exec(s, "SELECT id FROM compute_nodes WHERE id = ANY ($1::bigint[])"
-                 " ORDER BY id FOR UPDATE", 1, p2, NULL);
-    if (rc < 0)
-        goto out;
     /* 3. The conditional claim: a host whose sum does not fit is left
-     * alone, and all its requests lose. */
+     * alone, and all its requests lose.  The hosts are locked in id order
+     * (the sub-select) before any is updated, so two schedulers never
+     * wait on each other in a cycle. */
     rc = exec(s,
         "UPDATE compute_nodes SET vcpus_used = vcpus_used + w.wv,"
         " memory_mb_used = memory_mb_used + w.wm, local_gb_used = local_gb_used + w.wd,"
         " running_vms = running_vms + w.wc, updated_at = now()"
         " FROM unnest($1::bigint[], $2::int[], $3::int[], $4::int[], $5::int[])"
         "   AS w (wid, wv, wm, wd, wc)"
-        " WHERE id = w.wid AND id = ANY ($1::bigint[]) AND NOT disabled AND NOT forced_down"
+        " WHERE id = w.wid AND id = ANY (ARRAY (SELECT id FROM compute_nodes"
+        "   WHERE id = ANY ($1::bigint[]) ORDER BY id FOR UPDATE))"
+        "  AND NOT disabled AND NOT forced_down"
         "  AND vcpus_used + w.wv <= vcpus * cpu_allocation_ratio"
         "  AND memory_mb_used + w.wm <= (memory_mb - reserved_host_memory_mb)"
         "      * ram_allocation_ratio"
@@ -658,9 +701,12 @@ round_run(struct sched_ctx *s, struct item *items, size_t n, uint64_t t0, bool *
         goto out;
     }
     s->policy.now = time(NULL);
+    uint64_t t = util_now_ns();
     for (size_t i = 0; i < n; i++)
         if (items[i].state == ITEM_PENDING && (rc = decide(s, items, n, &items[i], cand)) < 0)
             goto out;
+    s->counters.ns_decide += util_now_ns() - t;
+    t = util_now_ns();
     if ((rc = claim_batch(s, items, n, t0, refresh, &n_refresh)) < 0)
         goto out;
     for (size_t i = 0; i < n; i++) {
@@ -682,6 +728,7 @@ round_run(struct sched_ctx *s, struct item *items, size_t n, uint64_t t0, bool *
         if ((rc = exec(s, "COMMIT", 0, NULL, NULL)) < 0)
             goto out;
     }
+    s->counters.ns_claim += util_now_ns() - t;
     /* Lost every race: give the request back for the next cycle. */
     for (size_t i = 0; i < n; i++)
         if (items[i].state == ITEM_PENDING && items[i].attempts >= s->max_attempts) {
@@ -724,6 +771,7 @@ sched_cycle(struct sched_ctx *s)
     snprintf(lease, sizeof lease, "%d", s->lease_seconds);
     const char *p[3] = { s->name, lease, batch };
     db_result *r = NULL;
+    uint64_t tl = util_now_ns();
     rc = exec(s,
         "UPDATE build_requests b SET claimed_by = $1,"
         " claimed_until = now() + ($2 || ' seconds')::interval, attempts = b.attempts + 1"
@@ -736,6 +784,7 @@ sched_cycle(struct sched_ctx *s)
     if (rc < 0)
         return rc;
     uint64_t t0 = util_now_ns();
+    s->counters.ns_lease += t0 - tl;
     s->counters.cycles++;
     size_t n = (size_t)db_rows(r);
     s->counters.leased += n;
@@ -766,6 +815,7 @@ sched_cycle(struct sched_ctx *s)
     }
     if ((rc = resolve_images(s, items, n)) < 0)
         goto out;
+    s->counters.ns_decide += util_now_ns() - t0;
     bool reloaded = false;
     for (;;) {
         bool pending = false;

@@ -356,6 +356,10 @@ sched_daemon_run(const struct conf *c, bool once)
              ", lost races %" PRIu64 ", decision latency p50 %.3f ms p99 %.3f ms",
              s->counters.placed, s->counters.no_valid_host, s->counters.lost_races,
              sched_latency_percentile(s, 50), sched_latency_percentile(s, 99));
+    log_info("main", "time: lease %.0f ms, decide %.0f ms, claim %.0f ms, hosts %.0f ms"
+             " in %" PRIu64 " cycles", (double)s->counters.ns_lease / 1e6,
+             (double)s->counters.ns_decide / 1e6, (double)s->counters.ns_claim / 1e6,
+             (double)s->counters.ns_hosts / 1e6, s->counters.cycles);
     status = 0;
 out:
     if (d->pool)

@@ -74,7 +74,7 @@ static bool
 f_image_props(const struct sched_host *h, const struct sched_request *rq,
               const struct sched_policy *pol)
 {
-    if (h->runc != sched_request_is_container(rq))
+    if (h->runc != rq->container)
         return false;
     if (rq->hypervisor_type[0] && strcasecmp(rq->hypervisor_type, h->hypervisor_type))
         return false;

@@ -210,6 +210,7 @@ sched_request_parse(struct sched_request *rq, const char *instance, const char *
     copy_str(rq->architecture, sizeof rq->architecture, jstr(props, "architecture"));
     copy_str(rq->container_format, sizeof rq->container_format,
              jstr(props, "container_format"));
+    rq->container = sched_request_is_container(rq);
     if (util_is_uuid(jstr(j, "image_ref")))
         copy_str(rq->image_ref, sizeof rq->image_ref, jstr(j, "image_ref"));
     json_t *hints = json_object_get(j, "hints");

@@ -49,8 +49,9 @@ const struct conf_option sched_options[] = {
       "thousands of hosts." },
     { "scheduler", "service_down_time", CONF_INT, "60", 1, 86400,
       "Seconds without a heartbeat after which a host counts as dead." },
-    { "scheduler", "batch_size", CONF_INT, "50", 1, 10000,
-      "Build requests leased per cycle." },
+    { "scheduler", "batch_size", CONF_INT, "100", 1, 2000,
+      "Build requests leased, decided and claimed together per cycle: larger "
+      "batches place more per second, each request waits for its batch." },
     { "scheduler", "lease_seconds", CONF_INT, "30", 1, 3600,
       "How long a leased build request stays with this scheduler; after that "
       "another scheduler may take it (a scheduler that died)." },

@@ -163,7 +163,9 @@ sched_select(const struct sched_pipeline *p, const struct sched_policy *pol,
 bool
 sched_ranking_eligible(const struct sched_request *rq)
 {
-    return !rq->group[0] && !rq->force_host[0] && !rq->n_same_ids && !rq->n_diff_ids;
+    if (rq->force_host[0] || rq->n_same_ids || rq->n_diff_ids)
+        return false;
+    return !rq->group[0] || !rq->n_group_hosts || !strcmp(rq->group_policy, "anti-affinity");
 }
 
 bool
@@ -174,8 +176,7 @@ sched_ranking_matches(const struct sched_ranking *r, const struct sched_hosts *h
     return r->heap && r->generation == hosts->generation && a->vcpus == rq->vcpus
            && a->memory_mb == rq->memory_mb && a->disk_gb == rq->disk_gb
            && !strcmp(a->az, rq->az) && !strcmp(a->hypervisor_type, rq->hypervisor_type)
-           && !strcmp(a->architecture, rq->architecture)
-           && sched_request_is_container(a) == sched_request_is_container(rq);
+           && !strcmp(a->architecture, rq->architecture) && a->container == rq->container;
 }
 
 /* True when entry a goes before entry b. */
@@ -273,6 +274,7 @@ sched_ranking_build(struct sched_ranking *r, const struct sched_pipeline *p,
     memcpy(a->hypervisor_type, rq->hypervisor_type, sizeof a->hypervisor_type);
     memcpy(a->architecture, rq->architecture, sizeof a->architecture);
     memcpy(a->container_format, rq->container_format, sizeof a->container_format);
+    a->container = rq->container;
     for (size_t f = 0; f < p->n_filters; f++)
         if (!p->filters[f]->applies || p->filters[f]->applies(a))
             r->active[r->n_active++] = f;
@@ -325,21 +327,52 @@ rank_top(struct sched_ranking *r, const struct sched_pipeline *p,
     return false;
 }
 
+/* The request's own filters (those its group adds to the shape's). */
+static bool
+rank_request_pass(const struct sched_pipeline *p, const struct sched_policy *pol,
+                  const struct sched_request *rq, const struct sched_host *h)
+{
+    for (size_t f = 0; f < p->n_filters; f++)
+        if ((!p->filters[f]->applies || p->filters[f]->applies(rq))
+            && !p->filters[f]->pass(h, rq, pol))
+            return false;
+    return true;
+}
+
+#define RANK_REJECTS_MAX 64
+
 struct sched_host *
 sched_ranking_next(struct sched_ranking *r, const struct sched_pipeline *p,
-                   const struct sched_policy *pol, unsigned rnd)
+                   const struct sched_policy *pol, const struct sched_request *rq,
+                   unsigned rnd)
 {
     size_t subset = pol->host_subset_size > 1 ? (size_t)pol->host_subset_size : 1;
     if (subset > SCHED_RANK_SUBSET_MAX)
         subset = SCHED_RANK_SUBSET_MAX;
-    struct sched_rank_entry best[SCHED_RANK_SUBSET_MAX];
-    size_t k = 0;
+    struct sched_rank_entry best[SCHED_RANK_SUBSET_MAX], rejects[RANK_REJECTS_MAX];
+    size_t k = 0, n_rejects = 0;
+    bool own = rq && rq->group[0];
     while (k < subset && rank_top(r, p, pol)) {
-        best[k++] = r->heap[0];
+        if (own && !rank_request_pass(p, pol, rq, r->heap[0].h)) {
+            if (n_rejects == RANK_REJECTS_MAX)
+                break;
+            rejects[n_rejects++] = r->heap[0];
+        } else {
+            best[k++] = r->heap[0];
+        }
         rank_pop(r);
     }
-    if (!k)
+    for (size_t i = 0; i < n_rejects; i++) {
+        r->heap[r->n] = rejects[i];
+        rank_sift_up(r, r->n++);
+    }
+    if (!k || (n_rejects == RANK_REJECTS_MAX && k < subset)) {
+        for (size_t i = 0; i < k; i++) {
+            r->heap[r->n] = best[i];
+            rank_sift_up(r, r->n++);
+        }
         return NULL;
+    }
     size_t pick = rnd % k;
     for (size_t i = 0; i < k; i++) {
         if (i == pick)

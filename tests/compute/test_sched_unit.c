@@ -148,6 +148,7 @@ main(void)
         CHECK(strcmp(out[i]->host, "r") != 0);
     snprintf(rq->container_format, sizeof rq->container_format, "docker");
     CHECK(sched_request_is_container(rq));
+    rq->container = true;
     n = sched_select(&p, &pol, &hosts, rq, out, &t, 0);
     CHECK_INT(n, 1);
     CHECK_STR(out[0]->host, "r");
@@ -162,6 +163,7 @@ main(void)
     CHECK(strstr(msg, "filter image_properties removed 3, left 0") != NULL);
     snprintf(rq->container_format, sizeof rq->container_format, "bare");
     CHECK(!sched_request_is_container(rq));
+    rq->container = false;
     rq->container_format[0] = '\0';
     hosts.n--;                      /* Drop r. */
 
@@ -257,7 +259,7 @@ main(void)
         "{\"vcpus\": 1, \"image_ref\": \"66666666-6666-6666-6666-666666666666\","
         " \"image_properties\": {\"container_format\": \"docker\"}}"), 0);
     CHECK_STR(r2->image_ref, "66666666-6666-6666-6666-666666666666");
-    CHECK(sched_request_is_container(r2));
+    CHECK(sched_request_is_container(r2) && r2->container);
     CHECK(r2->group_hosts == NULL);   /* No group or hint: no lists. */
     sched_request_clear(r2);
     free(r2);
@@ -288,7 +290,7 @@ main(void)
     struct sched_host **ro = calloc(200, sizeof *ro);
     size_t placed = 0, same = 0;
     for (;;) {
-        struct sched_host *a = sched_ranking_next(&rk, &p1, &pol, 0);
+        struct sched_host *a = sched_ranking_next(&rk, &p1, &pol, rr, 0);
         n = sched_select(&p1, &pol, &rb, rr, ro, &t, 0);
         CHECK((a == NULL) == (n == 0));
         if (!a || !n)
@@ -324,10 +326,41 @@ main(void)
     rr->memory_mb = 1024;
     ra.generation++;
     CHECK(!sched_ranking_matches(&rk, &ra, rr));
-    /* Groups, hints and forced hosts are decided one by one. */
-    snprintf(rr->group, sizeof rr->group, "33333333-3333-3333-3333-333333333333");
+    /* Hints, forced hosts and groups whose members weigh or pin the choice
+     * are decided over every host. */
+    snprintf(rr->force_host, sizeof rr->force_host, "h1");
     CHECK(!sched_ranking_eligible(rr));
-    rr->group[0] = '\0';
+    rr->force_host[0] = '\0';
+    snprintf(rr->group, sizeof rr->group, "33333333-3333-3333-3333-333333333333");
+    snprintf(rr->group_policy, sizeof rr->group_policy, "affinity");
+    CHECK(sched_ranking_eligible(rr));       /* No member placed yet. */
+    snprintf(rr->group_hosts[0], sizeof rr->group_hosts[0], "h3");
+    rr->n_group_hosts = 1;
+    CHECK(!sched_ranking_eligible(rr));
+    snprintf(rr->group_policy, sizeof rr->group_policy, "soft-anti-affinity");
+    CHECK(!sched_ranking_eligible(rr));
+    /* Hard anti-affinity: the ranking skips the members' hosts and keeps
+     * them for other requests. */
+    snprintf(rr->group_policy, sizeof rr->group_policy, "anti-affinity");
+    CHECK(sched_ranking_eligible(rr));
+    struct sched_hosts gh = { 0 };
+    for (int i = 0; i < 10; i++) {
+        add(&gh, i + 1, "g", 8, 8192 + i * 1024, 0, "nova");
+        snprintf(gh.v[i].host, sizeof gh.v[i].host, "g%d", i + 1);
+    }
+    CHECK_INT(sched_ranking_build(&rk, &p, &pol, &gh, rr), 0);
+    struct sched_host *top = sched_ranking_next(&rk, &p, &pol, NULL, 0);
+    CHECK(top != NULL);
+    sched_ranking_settle(&rk, &p);
+    snprintf(rr->group_hosts[0], sizeof rr->group_hosts[0], "%s", top->host);
+    struct sched_host *other = sched_ranking_next(&rk, &p, &pol, rr, 0);
+    CHECK(other && other != top);
+    sched_ranking_settle(&rk, &p);
+    rr->group[0] = rr->group_policy[0] = '\0';
+    rr->n_group_hosts = 0;
+    CHECK(sched_ranking_next(&rk, &p, &pol, rr, 0) == top);
+    sched_ranking_settle(&rk, &p);
+    sched_hosts_free(&gh);
     /* Ties between identical hosts: a scheduler's own order, not the ids. */
     struct sched_hosts same_hosts = { 0 };
     for (int i = 0; i < 50; i++)
@@ -335,11 +368,11 @@ main(void)
     struct sched_policy seeded = pol;
     seeded.tie_seed = 12345;
     CHECK_INT(sched_ranking_build(&rk, &p, &seeded, &same_hosts, rr), 0);
-    struct sched_host *first = sched_ranking_next(&rk, &p, &seeded, 0);
+    struct sched_host *first = sched_ranking_next(&rk, &p, &seeded, rr, 0);
     CHECK(first && first->id != 1);
     seeded.tie_seed = 0;
     CHECK_INT(sched_ranking_build(&rk, &p, &seeded, &same_hosts, rr), 0);
-    first = sched_ranking_next(&rk, &p, &seeded, 0);
+    first = sched_ranking_next(&rk, &p, &seeded, rr, 0);
     CHECK(first && first->id == 1);
     sched_ranking_free(&rk);
     free(ro);

@@ -117,6 +117,26 @@ st, _, b = api.req('GET', f'/servers/{aff_ids[0]}/os-instance-actions/{rid}')
 check(st == 200 and any(e['event'] == 'schedule_instance' and e['result'] == 'Success'
                         for e in b['instanceAction']['events']), 'instance action has the schedule event')
 
+# ---- Container images (container_format docker) only on runc hosts, and
+# other images never there (the emptiest host, so spread would pick it).
+add_hosts(cloud, 1, prefix='runc', ram=65536)
+sql(cloud, f"INSERT INTO quotas VALUES ('{body['token']['project']['id']}', 'instances', -1)")
+sql(cloud, "UPDATE compute_nodes SET hypervisor_type = 'RUNC' WHERE host = 'runc1'")
+CONTAINER = '33333333-3333-3333-3333-333333333333'
+sql(cloud, "INSERT INTO images (id, name, owner, status, visibility, disk_format, "
+           f"container_format, size) VALUES ('{CONTAINER}', 'alpine', 'seed', 'active', "
+           "'public', 'raw', 'docker', 1024)")
+st, _, b = api.create('ctr', imageRef=CONTAINER)
+ctr = b['server']['id']
+st2, _, b = api.create('vm-next-to-ctr')
+vm = b['server']['id']
+check(st == 202 and st2 == 202, 'a container server and a VM created')
+check(scheds.wait_idle(60), 'container and VM requests drained')
+check(sql(cloud, f"SELECT host FROM instances WHERE uuid = '{ctr}'") == 'runc1',
+      'the docker image was placed on the runc host')
+h = sql(cloud, f"SELECT coalesce(host, '-') FROM instances WHERE uuid = '{vm}'")
+check(h not in ('runc1', '-'), f'the VM was placed on a hypervisor host, not the runc one ({h})')
+
 # ---- A host that dies: its builds go elsewhere, or ERROR, never BUILD forever.
 add_hosts(cloud, 1, prefix='spare')
 dead = sql(cloud, f"SELECT host FROM instances WHERE uuid = '{aff_ids[0]}'")
