@@ -96,7 +96,7 @@ main(void)
     if (!mkdtemp(root))
         return 1;
     struct hv_config ca = { .type = "libvirt", .virt_type = "qemu", .state_dir = root,
-                            .node = "node-a" };
+                            .node = "node-a", .network_agent = true };
     struct hv_config cb = ca;
     cb.node = "node-b";
     struct hypervisor *ha, *hb;

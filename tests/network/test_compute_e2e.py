@@ -169,7 +169,7 @@ def start_agents(h):
                 f"image_url = {url('image')}\nimage_auth_url = {url('identity', '/v3')}\n"
                 f"image_username = admin\nimage_password = {nt.ADMIN_PASSWORD}\n"
                 f"image_project = admin\nreconcile_interval = 1\ndelete_grace = 5\n"
-                f"port_wait = 60\nstop_timeout = 3\n"
+                f"port_wait = 60\nstop_timeout = 3\nnetwork_agent = true\n"
                 f"[hypervisor]\ntype = oci\n"
                 f"[source]\ntype = http\napi_url = {url('compute', '/agent/v1')}\n"
                 f"node_token_file = {token_file}\npoll_wait = 20\nheartbeat = 1\n")
