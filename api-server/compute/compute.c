@@ -115,6 +115,7 @@ compute_register(struct api *a)
     compute_keypairs_register(a);
     compute_servers_register(a);
     compute_admin_register(a);
+    compute_interfaces_register(a);
     compute_agent_register(a);
 }
 

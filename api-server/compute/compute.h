@@ -82,6 +82,8 @@ void compute_flavors_register(struct api *a);
 void compute_keypairs_register(struct api *a);
 void compute_servers_register(struct api *a);
 void compute_admin_register(struct api *a);
+/* os-interface (compute_interfaces.c). */
+void compute_interfaces_register(struct api *a);
 /* The agent channel (compute_agent.c): its routes, and the long polls it
  * holds, answered at shutdown (stop) and released (free). */
 void compute_agent_register(struct api *a);

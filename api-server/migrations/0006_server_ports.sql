@@ -23,10 +23,11 @@ CREATE INDEX instance_ports_instance ON instance_ports (instance_uuid, position)
 -- ---- Addresses, as Nova shows them: {"<network name>": [{"version", "addr"}
 -- (+ "OS-EXT-IPS:type", "OS-EXT-IPS-MAC:mac_addr" when 'extended')]}.  A
 -- port without an address still names its network (with an empty list).
+-- SQL rather than plpgsql: called once per server of a list, its plan is
+-- made once per statement, where plpgsql planned this join on every call.
 CREATE FUNCTION compute_server_addresses(p_uuid uuid, extended boolean) RETURNS jsonb
-LANGUAGE plpgsql STABLE AS $$
-BEGIN
-    RETURN (SELECT coalesce(jsonb_object_agg(x.label, x.addrs), '{}'::jsonb) FROM (
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(jsonb_object_agg(x.label, x.addrs), '{}'::jsonb) FROM (
         SELECT n.name AS label, coalesce(jsonb_agg(
                    jsonb_build_object('version', family(a.ip_address), 'addr', host(a.ip_address))
                    || CASE WHEN extended THEN jsonb_build_object(
@@ -40,8 +41,8 @@ BEGIN
           JOIN net.networks n ON n.id = p.network_id
           LEFT JOIN net.ip_allocations a ON a.port_id = p.id
          WHERE ip.instance_uuid = p_uuid
-         GROUP BY n.name) x);
-END $$;
+         GROUP BY n.name) x
+$$;
 
 ALTER FUNCTION compute_server_json(instances, text, boolean, boolean)
     RENAME TO compute_server_json_base;
@@ -58,9 +59,8 @@ END $$;
 
 -- ---- The agent's desired document: each instance's ports (docs/agent-channel.md).
 CREATE FUNCTION compute_agent_instance_ports(p_uuid uuid) RETURNS jsonb
-LANGUAGE plpgsql STABLE AS $$
-BEGIN
-    RETURN (SELECT coalesce(jsonb_agg(jsonb_build_object(
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
             'id', p.id, 'mac', p.mac_address::text,
             'tap', 'tap' || left(replace(p.id, '-', ''), 11),
             'kind', CASE WHEN p.device_owner LIKE 'compute:container%' THEN 'veth' ELSE 'tap' END,
@@ -76,8 +76,8 @@ BEGIN
           FROM instance_ports ip
           JOIN net.ports p ON p.id = ip.port_id
           JOIN net.networks n ON n.id = p.network_id
-         WHERE ip.instance_uuid = p_uuid);
-END $$;
+         WHERE ip.instance_uuid = p_uuid
+$$;
 
 ALTER FUNCTION compute_agent_instance_json(instances) RENAME TO compute_agent_instance_json_base;
 
@@ -98,6 +98,20 @@ BEGIN
 END $$;
 CREATE TRIGGER instance_ports_desired AFTER INSERT OR DELETE ON instance_ports
     FOR EACH ROW EXECUTE FUNCTION compute_instance_ports_changed();
+
+-- An address of an instance's port changed through the network API
+-- (PUT /v2.0/ports/{id} fixed_ips): the node's document changes too.
+CREATE FUNCTION compute_port_addresses_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE pid text;
+BEGIN
+    IF TG_OP = 'DELETE' THEN pid := OLD.port_id; ELSE pid := NEW.port_id; END IF;
+    PERFORM compute_agent_bump((SELECT i.node FROM instance_ports ip
+                                  JOIN instances i ON i.uuid = ip.instance_uuid
+                                 WHERE ip.port_id = pid AND NOT i.deleted));
+    RETURN NULL;
+END $$;
+CREATE TRIGGER ip_allocations_desired AFTER INSERT OR DELETE ON net.ip_allocations
+    FOR EACH ROW EXECUTE FUNCTION compute_port_addresses_changed();
 
 -- ---- Binding.  When the scheduler claims a node (instances.node set),
 -- the instance's ports get binding:host_id = the node, so that the
@@ -199,6 +213,31 @@ BEGIN
             r := r || jsonb_build_object('networks', nets);
         END IF;
     END IF;
+    -- Security groups by name (or id) in the project, for the new ports
+    -- (unknown names fail even without ports, as in Nova).
+    FOR g IN SELECT * FROM jsonb_array_elements(coalesce(r->'security_groups',
+                                                         '[{"name": "default"}]')) LOOP
+        nm := g->>'name';
+        IF nm = 'default' THEN
+            -- Created on first use, so only when a port will have it.
+            CONTINUE WHEN jsonb_array_length(nets) = 0;
+            gid := net.default_sg(proj);
+        ELSE
+            SELECT count(*), min(id) INTO n_nets, gid FROM net.security_groups
+             WHERE project_id = proj AND (name = nm OR id = nm);
+            IF n_nets = 0 THEN
+                RETURN jsonb_build_object('code', 400, 'message',
+                    format('Security group %s not found.', nm));
+            ELSIF n_nets > 1 THEN
+                RETURN jsonb_build_object('code', 409, 'message', format(
+                    'Multiple security groups found matching ''%s''. Use an ID to be more '
+                    'specific.', nm));
+            END IF;
+        END IF;
+        IF NOT sgs ? gid THEN
+            sgs := sgs || to_jsonb(gid);
+        END IF;
+    END LOOP;
     IF jsonb_array_length(nets) = 0 THEN
         RETURN compute_server_create_rows(r);
     END IF;
@@ -230,28 +269,6 @@ BEGIN
         IF p.device_id <> '' THEN
             RETURN jsonb_build_object('code', 409, 'message',
                 format('Port %s is still in use.', p.id));
-        END IF;
-    END LOOP;
-    -- Security groups by name (or id) in the project, for the new ports.
-    FOR g IN SELECT * FROM jsonb_array_elements(coalesce(r->'security_groups',
-                                                         '[{"name": "default"}]')) LOOP
-        nm := g->>'name';
-        IF nm = 'default' THEN
-            gid := net.default_sg(proj);
-        ELSE
-            SELECT count(*), min(id) INTO n_nets, gid FROM net.security_groups
-             WHERE project_id = proj AND (name = nm OR id = nm);
-            IF n_nets = 0 THEN
-                RETURN jsonb_build_object('code', 400, 'message',
-                    format('Security group %s not found.', nm));
-            ELSIF n_nets > 1 THEN
-                RETURN jsonb_build_object('code', 409, 'message', format(
-                    'Multiple security groups found matching ''%s''. Use an ID to be more '
-                    'specific.', nm));
-            END IF;
-        END IF;
-        IF NOT sgs ? gid THEN
-            sgs := sgs || to_jsonb(gid);
         END IF;
     END LOOP;
     owner := CASE WHEN EXISTS (SELECT 1 FROM images im
@@ -294,4 +311,152 @@ BEGIN
                 WHEN 'ip_allocations_pkey' THEN 'The requested fixed IP is already in use.'
                 ELSE 'A port could not be created; try again.' END);
     END;
+END $$;
+
+-- ---- os-interface: the ports of a server as interfaceAttachments.
+CREATE FUNCTION compute_interface_json(p net.ports) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN jsonb_build_object(
+        'port_state', p.status, 'port_id', p.id, 'net_id', p.network_id,
+        'mac_addr', p.mac_address::text,
+        'fixed_ips', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                   'subnet_id', a.subnet_id, 'ip_address', host(a.ip_address))
+                                   ORDER BY family(a.ip_address), a.ip_address)
+                               FROM net.ip_allocations a WHERE a.port_id = p.id), '[]'::jsonb));
+END $$;
+
+CREATE FUNCTION compute_interfaces_json(p_uuid uuid) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(jsonb_agg(compute_interface_json(p) ORDER BY ip.position), '[]'::jsonb)
+      FROM instance_ports ip JOIN net.ports p ON p.id = ip.port_id
+     WHERE ip.instance_uuid = p_uuid
+$$;
+
+-- Locks instance 'p_uuid' into 'i' for an interface change by the caller
+-- 'c' ({user_id, project_id, request_id, admin}); returns an error answer,
+-- or NULL when the change may go ahead.
+CREATE FUNCTION compute_interface_instance(p_uuid uuid, c jsonb, verb text, INOUT i instances,
+                                           OUT err jsonb)
+LANGUAGE plpgsql AS $$
+DECLARE admin boolean := coalesce((c->>'admin')::boolean, false);
+BEGIN
+    SELECT * INTO i FROM instances WHERE uuid = p_uuid AND NOT deleted
+       AND (admin OR project_id = c->>'project_id') FOR UPDATE;
+    IF NOT FOUND THEN
+        err := jsonb_build_object('code', 404, 'message',
+                                  format('Instance %s could not be found.', p_uuid));
+    ELSIF i.locked AND NOT admin THEN
+        err := jsonb_build_object('code', 409, 'message', format('Instance %s is locked', p_uuid));
+    ELSIF i.vm_state NOT IN ('active', 'paused', 'stopped') OR i.task_state IS NOT NULL THEN
+        err := jsonb_build_object('code', 409, 'message', format(
+            'Cannot ''%s'' instance %s while it is in %s %s', verb, p_uuid,
+            CASE WHEN i.task_state IS NOT NULL THEN 'task_state' ELSE 'vm_state' END,
+            coalesce(i.task_state, i.vm_state)));
+    END IF;
+END $$;
+
+-- POST /servers/{id}/os-interface: 'a' is the checked interfaceAttachment
+-- ({"port_id"} or {"net_id"[, "fixed_ips": [{"ip_address"}]]} or {}: the
+-- one network the project can use).  Returns {"code", "body"|"message"}.
+CREATE FUNCTION compute_interface_attach(p_uuid uuid, a jsonb, c jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    admin boolean := coalesce((c->>'admin')::boolean, false);
+    i instances; err jsonb; p net.ports; n_nets integer; x record;
+    net_id text := a->>'net_id'; pid text; pos integer; owner text; made boolean;
+    msg text; typ text; st text;
+BEGIN
+    SELECT * INTO x FROM compute_interface_instance(p_uuid, c, 'attach_interface', NULL);
+    i := x.i;
+    err := x.err;
+    IF err IS NOT NULL THEN RETURN err; END IF;
+    SELECT coalesce(max(position) + 1, 0) INTO pos FROM instance_ports WHERE instance_uuid = i.uuid;
+    IF pos >= 8 THEN
+        RETURN jsonb_build_object('code', 403, 'message',
+                                  'Maximum number of interfaces (8) per server reached.');
+    END IF;
+    owner := CASE WHEN EXISTS (SELECT 1 FROM images im WHERE im.id::text = lower(i.image_ref)
+                                  AND im.container_format IN ('docker', 'ociarchive'))
+                  THEN 'compute:container' ELSE 'compute:nova' END;
+    BEGIN
+        IF a->>'port_id' IS NOT NULL THEN
+            SELECT * INTO p FROM net.ports WHERE id = a->>'port_id' FOR UPDATE;
+            IF p.id IS NULL OR NOT (admin OR p.project_id = i.project_id) THEN
+                RETURN jsonb_build_object('code', 404, 'message',
+                    format('Port id %s could not be found.', a->>'port_id'));
+            END IF;
+            IF p.device_id <> '' THEN
+                RETURN jsonb_build_object('code', 409, 'message',
+                    format('Port %s is still in use.', p.id));
+            END IF;
+            pid := p.id;
+            made := false;
+            UPDATE net.ports SET device_id = i.uuid::text, device_owner = owner,
+                   revision_number = revision_number + 1, updated_at = now()
+             WHERE id = pid;
+        ELSE
+            IF net_id IS NULL THEN
+                SELECT count(*), min(id) INTO n_nets, net_id FROM net.networks
+                 WHERE project_id = i.project_id OR shared;
+                IF n_nets > 1 THEN
+                    RETURN jsonb_build_object('code', 409, 'message',
+                        'Multiple possible networks found, use a Network ID to be more specific.');
+                ELSIF n_nets = 0 THEN
+                    RETURN jsonb_build_object('code', 400, 'message',
+                                              'No network is available to attach.');
+                END IF;
+            ELSIF NOT EXISTS (SELECT 1 FROM net.networks n WHERE n.id = net_id
+                              AND (n.project_id = i.project_id OR n.shared OR admin)) THEN
+                RETURN jsonb_build_object('code', 404, 'message',
+                    format('Network %s could not be found.', net_id));
+            END IF;
+            pid := compute_create_port(i, jsonb_strip_nulls(jsonb_build_object(
+                       'uuid', net_id, 'fixed_ip', a->'fixed_ips'->0->>'ip_address')),
+                   owner, jsonb_build_array(net.default_sg(i.project_id)), admin);
+            made := true;
+        END IF;
+        UPDATE net.ports SET host_id = coalesce(i.node, '') WHERE id = pid;
+        INSERT INTO instance_ports VALUES (pid, i.uuid, pos, made);
+    EXCEPTION
+        WHEN SQLSTATE 'NX001' THEN
+            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, typ = PG_EXCEPTION_DETAIL,
+                                    st = PG_EXCEPTION_HINT;
+            RETURN compute_port_error(st::integer, typ, msg);
+        WHEN unique_violation THEN
+            RETURN jsonb_build_object('code', 409, 'message', 'The port is already in use.');
+    END;
+    PERFORM compute_record_action(i.uuid, 'attach_interface', c->>'request_id', c->>'user_id',
+                                  c->>'project_id', true);
+    SELECT * INTO p FROM net.ports WHERE id = pid;
+    RETURN jsonb_build_object('code', 200, 'body',
+                              jsonb_build_object('interfaceAttachment', compute_interface_json(p)));
+END $$;
+
+-- DELETE /servers/{id}/os-interface/{port_id}: the port is deleted when the
+-- server created it, released when the user passed it.
+CREATE FUNCTION compute_interface_detach(p_uuid uuid, p_port text, c jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE i instances; err jsonb; ip instance_ports; x record;
+BEGIN
+    SELECT * INTO x FROM compute_interface_instance(p_uuid, c, 'detach_interface', NULL);
+    i := x.i;
+    err := x.err;
+    IF err IS NOT NULL THEN RETURN err; END IF;
+    SELECT * INTO ip FROM instance_ports WHERE port_id = p_port AND instance_uuid = i.uuid;
+    IF NOT FOUND THEN
+        RETURN jsonb_build_object('code', 404, 'message',
+                                  format('Port id %s could not be found.', p_port));
+    END IF;
+    IF ip.created THEN
+        DELETE FROM net.ports WHERE id = p_port;
+    ELSE
+        UPDATE net.ports SET device_id = '', device_owner = '', host_id = '', status = 'DOWN',
+               revision_number = revision_number + 1, updated_at = now()
+         WHERE id = p_port;
+        DELETE FROM instance_ports WHERE port_id = p_port;
+    END IF;
+    PERFORM compute_record_action(i.uuid, 'detach_interface', c->>'request_id', c->>'user_id',
+                                  c->>'project_id', true);
+    RETURN jsonb_build_object('code', 202);
 END $$;

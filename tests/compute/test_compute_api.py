@@ -112,7 +112,8 @@ SHOW_KEYS = {'id', 'name', 'status', 'tenant_id', 'user_id', 'metadata', 'hostId
 check(set(sv) == SHOW_KEYS, f'member show: exactly the 2.1 keys (extra {set(sv) - SHOW_KEYS}, missing {SHOW_KEYS - set(sv)})')
 check(sv['status'] == 'BUILD' and sv['OS-EXT-STS:vm_state'] == 'building' and sv['tenant_id'] == pa
       and sv['image']['id'] == IMAGE and sv['flavor']['id'] == '1' and sv['key_name'] == 'imp'
-      and sv['metadata'] == {'k': 'v'} and sv['addresses'] == {}, 'show values (BUILD, image, flavor, key, metadata)')
+      and sv['metadata'] == {'k': 'v'} and sv['addresses'] == {'seed-net': []},
+      'show values (BUILD, image, flavor, key, metadata, the port on seed-net)')
 st, _, b = adm.req('GET', '/servers/' + vm1)
 ADMIN_KEYS = SHOW_KEYS | {'OS-EXT-SRV-ATTR:host', 'OS-EXT-SRV-ATTR:instance_name', 'OS-EXT-SRV-ATTR:hypervisor_hostname'}
 check(st == 200 and set(b['server']) == ADMIN_KEYS, 'admin show adds the OS-EXT-SRV-ATTR fields')
@@ -282,7 +283,8 @@ check(st == 204, 'metadata item delete -> 204')
 st, _, b = A.req('GET', f'/servers/{vm1}/metadata')
 check(b == {'metadata': {'a': '2'}}, 'metadata after changes')
 st, _, b = A.req('GET', f'/servers/{vm1}/ips')
-check(st == 200 and b == {'addresses': {}}, 'ips -> {} until the network service')
+check(st == 200 and b == {'addresses': {'seed-net': []}},
+      f'ips: the port on seed-net (no subnet: no address) ({b})')
 
 # ---- List filters and paging.
 ids = []

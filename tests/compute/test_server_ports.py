@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import compute_lib
 from compute_lib import Compute, Schedulers, check, done, make_project, nt, sql
@@ -170,6 +171,8 @@ check(st == 409 and 'Multiple possible networks found' in b['conflictingRequest'
 st, _, b = create(C, 'vm-none')
 check(st == 202, f'C (no network) without networks: 202 ({st})')
 check(st == 202 and server(C, b['server']['id'])['addresses'] == {}, 'no port, addresses {}')
+st, _, b = create(C, 'vm-sg0', security_groups=[{'name': 'nope'}])
+check(st == 400, f'an unknown security group without any port: 400 ({st})')
 
 # ---- max_count: a port per instance.
 st, _, b = create(B, 'multi', [{'uuid': netb}], min_count=2, max_count=2)
@@ -194,6 +197,32 @@ after = (sql(cloud, f"SELECT count(*) FROM instances WHERE project_id = '{pb}'")
 check(before == after, f'nothing left behind: instances, ports, addresses ({before} {after})')
 st, _, b = create(B, 'fit', [{'uuid': nets_}], min_count=5, max_count=5)
 check(st == 202, f'5 servers on 5 addresses: 202 ({st})')
+
+# ---- Concurrent creates on a shared /27 (29 addresses): no address twice,
+# a clean 409 for the rest, and deletes that give every address back.
+for r in ('instances', 'cores', 'ram'):
+    for proj in (admin_project, pa):
+        sql(cloud, f"INSERT INTO quotas VALUES ('{proj}', '{r}', -1)")
+st, _, b = net(tok, 'POST', '/networks', {'network': {'name': 'shared-27', 'shared': True}})
+n27 = b['network']['id']
+st, _, b = net(tok, 'POST', '/subnets', {'subnet': {'network_id': n27, 'ip_version': 4,
+                                                    'cidr': '10.40.0.0/27'}})
+s27 = b['subnet']['id']
+with ThreadPoolExecutor(max_workers=20) as ex:
+    res = list(ex.map(lambda k: create(A if k % 2 else adm, f'c-{k}', [{'uuid': n27}]), range(40)))
+ok = [b['server']['id'] for st, _, b in res if st == 202]
+codes = sorted({st for st, _, _ in res})
+ips = sql(cloud, f"SELECT count(*), count(DISTINCT ip_address) FROM net.ip_allocations "
+                 f"WHERE subnet_id = '{s27}'")
+check(len(ok) == 29 and codes == [202, 409] and ips == '29|29',
+      f'40 concurrent creates on 29 addresses: 29 servers, the rest 409, no address twice '
+      f'({len(ok)}, {codes}, {ips})')
+for sid_ in ok:
+    api_ = A if sql(cloud, f"SELECT project_id FROM instances WHERE uuid = '{sid_}'") == pa else adm
+    api_.req('DELETE', f'/servers/{sid_}')
+check(sql(cloud, f"SELECT count(*) FROM net.ip_allocations WHERE subnet_id = '{s27}'") == '0'
+      and sql(cloud, f"SELECT count(*) FROM net.ports WHERE network_id = '{n27}'") == '0',
+      'deleting them frees every port and address')
 
 # ---- Port quota.
 sql(cloud, f"INSERT INTO net.quotas VALUES ('{pc}', 'port', 0)")
@@ -290,6 +319,66 @@ want = {'id': bp['id'], 'mac': bp['mac_address'],
                                     'prefixlen': 24, 'gateway': '10.10.0.1'}]}
 check(inst and inst[0]['ports'] == [want],
       f"the desired document carries the port ({inst[0]['ports'] if inst else None})")
+
+# ---- os-interface on the ACTIVE server.
+st, _, b = A.req('GET', f'/servers/{bid}/os-interface')
+check(st == 200 and b == {'interfaceAttachments': [{
+    'port_state': bp['status'], 'port_id': bp['id'], 'net_id': neta,
+    'mac_addr': bp['mac_address'], 'fixed_ips': bp['fixed_ips']}]},
+    f'os-interface list ({st} {b})')
+st, _, b = A.req('POST', f'/servers/{bid}/os-interface',
+                 {'interfaceAttachment': {'net_id': neta, 'fixed_ips': [{'ip_address': '10.10.0.77'}]}})
+check(st == 200 and b['interfaceAttachment']['fixed_ips'][0]['ip_address'] == '10.10.0.77',
+      f'os-interface attach a network with a fixed IP ({st} {b})')
+att = b['interfaceAttachment']['port_id'] if st == 200 else ''
+st, _, b = net(tok, 'GET', f'/ports/{att}')
+check(st == 200 and b['port']['device_id'] == bid and b['port']['binding:host_id'] == NODE,
+      'the new port belongs to the server and is bound to its node')
+st, _, b = A.req('POST', f'/servers/{bid}/os-interface',
+                 {'interfaceAttachment': {'port_id': user_port}})
+check(st == 200 and b['interfaceAttachment']['port_id'] == user_port,
+      f'os-interface attach the user port ({st})')
+st, _, b = A.req('POST', f'/servers/{bid}/os-interface',
+                 {'interfaceAttachment': {'port_id': user_port}})
+check(st == 409, f'attaching a port in use: 409 ({st})')
+st, _, b = B.req('POST', f'/servers/{bid}/os-interface',
+                 {'interfaceAttachment': {'net_id': netb}})
+check(st == 404, f"another project's server: 404 ({st})")
+st, _, b = A.req('POST', f'/servers/{bid}/os-interface',
+                 {'interfaceAttachment': {'port_id': user_port, 'net_id': neta}})
+check(st == 400, f'port_id and net_id together: 400 ({st})')
+st, _, b = A.req('POST', f'/servers/{bid}/os-interface',
+                 {'interfaceAttachment': {'net_id': netb}})
+check(st == 404, f"another project's network: 404 ({st})")
+st, _, b = cloud.request('compute', 'GET', f'/agent/v1/nodes/{NODE}/desired?since=0', None,
+                         {'Authorization': 'Bearer ' + open(token_file).read().strip()})
+inst = [i for i in b['instances'] if i['uuid'] == bid]
+check(inst and [x['id'] for x in inst[0]['ports']] == [bp['id'], att, user_port],
+      'the desired document lists the three ports in attach order')
+v1 = b['version']
+st, _, b = net(ta, 'PUT', f"/ports/{bp['id']}",
+               {'port': {'fixed_ips': [{'subnet_id': suba, 'ip_address': '10.10.0.99'}]}})
+check(st == 200, f'the owner changes the address of the port through the network API ({st})')
+st, _, b = cloud.request('compute', 'GET', f'/agent/v1/nodes/{NODE}/desired?since={v1}&wait=5',
+                         None, {'Authorization': 'Bearer ' + open(token_file).read().strip()})
+inst = [i for i in b['instances'] if i['uuid'] == bid] if st == 200 else []
+check(inst and inst[0]['ports'][0]['fixed_ips'][0]['ip_address'] == '10.10.0.99'
+      and server(A, bid)['addresses']['net-a'][0]['addr'] == '10.10.0.99',
+      f'the desired document (new version) and addresses follow ({st})')
+st, _, b = A.req('GET', f'/servers/{bid}/os-interface/{att}')
+check(st == 200 and b['interfaceAttachment']['port_id'] == att, 'os-interface show')
+st, _, b = A.req('GET', f'/servers/{bid}/os-interface/{a_free_port}')
+check(st == 404, f'os-interface show of a port not attached: 404 ({st})')
+st, _, _ = A.req('DELETE', f'/servers/{bid}/os-interface/{att}')
+check(st == 202 and net(tok, 'GET', f'/ports/{att}')[0] == 404,
+      'detach of a port the server created: 202, the port is deleted')
+st, _, _ = A.req('DELETE', f'/servers/{bid}/os-interface/{user_port}')
+st2, _, b = net(tok, 'GET', f'/ports/{user_port}')
+check(st == 202 and b['port']['device_id'] == '' and b['port']['binding:host_id'] == '',
+      'detach of the user port: 202, released')
+st, _, _ = A.req('DELETE', f'/servers/{bid}/os-interface/{user_port}')
+check(st == 404, f'detach again: 404 ({st})')
+
 st, _, _ = A.req('DELETE', f'/servers/{bid}')
 check(st == 204, 'delete vm-bound (through the agent)')
 wait_for('vm-bound gone', lambda: server(A, bid) == 404)
@@ -327,6 +416,18 @@ if os.path.exists(OPENSTACK):
           if pl and isinstance(pl[0]['Fixed IP Addresses'], list)
           else pl and len(pl) == 1 and '10.30.0.' in str(pl[0]['Fixed IP Addresses']),
           f'openstack port list --server cli-vm ({pl})')
+    st, _, b = net(tok, 'POST', '/ports', {'port': {'network_id': adm_net, 'name': 'extra'}})
+    extra = b['port']['id']
+    r = subprocess.run([OPENSTACK, 'server', 'add', 'port', 'cli-vm', 'extra'], env=env,
+                       capture_output=True, text=True, timeout=120)
+    pl = osc('port', 'list', '--server', 'cli-vm')
+    check(r.returncode == 0 and pl and {x['ID'] for x in pl} >= {extra},
+          f'openstack server add port ({r.stderr[-300:]})')
+    r = subprocess.run([OPENSTACK, 'server', 'remove', 'port', 'cli-vm', 'extra'], env=env,
+                       capture_output=True, text=True, timeout=120)
+    pl = osc('port', 'list', '--server', 'cli-vm')
+    check(r.returncode == 0 and pl is not None and extra not in {x['ID'] for x in pl},
+          f'openstack server remove port ({r.stderr[-300:]})')
     r = subprocess.run([OPENSTACK, 'server', 'delete', '--wait', 'cli-vm'], env=env,
                        capture_output=True, text=True, timeout=120)
     check(r.returncode == 0, f'openstack server delete --wait ({r.stderr[-300:]})')
