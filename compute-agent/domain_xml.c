@@ -138,7 +138,8 @@ dx_domain_xml(const struct hv_create_args *a, const char *virt_type,
                   xen ? "xvda" : "vda", xen ? "xen" : "virtio");
     }
     /* Ports: the network agent of the node has made the tap and plugged it
-     * into the tenant bridge, so libvirt only opens it (managed='no'). */
+     * into the tenant bridge, so libvirt only opens it (managed='no');
+     * without a network agent libvirt makes the tap itself. */
     for (unsigned i = 0; i < d->n_ports; i++) {
         const struct inst_port *p = &d->ports[i];
         sb_add(&b, "    <interface type='ethernet'>\n      <mac address='");
@@ -147,7 +148,7 @@ dx_domain_xml(const struct hv_create_args *a, const char *virt_type,
         if (p->tap[0]) {
             sb_add(&b, "      <target dev='");
             sb_add_xml(&b, p->tap);
-            sb_add(&b, "' managed='no'/>\n");
+            sb_add(&b, a->foreign_taps ? "' managed='no'/>\n" : "'/>\n");
         }
         sb_printf(&b, "      <model type='%s'/>\n", xen ? "netfront" : "virtio");
         if (p->mtu && !xen)

@@ -25,6 +25,7 @@ struct hv_libvirt {
     virConnectPtr conn;
     char virt_type[8];
     char node[256];
+    bool network_agent;
 };
 
 static struct hv_libvirt *
@@ -70,6 +71,7 @@ lv_open(const struct hv_config *cfg, struct hypervisor **out)
     *out = &lv->up;
     virSetErrorFunc(NULL, lv_quiet);
     hv_node_name(cfg, lv->node, sizeof lv->node);
+    lv->network_agent = cfg->network_agent;
     const char *uri = cfg->libvirt_uri && cfg->libvirt_uri[0] ? cfg->libvirt_uri : "qemu:///system";
     lv->conn = virConnectOpen(uri);
     if (!lv->conn)
@@ -207,11 +209,12 @@ lv_create(struct hypervisor *hv, const struct hv_create_args *a, bool start)
     }
     /* The taps are the network agent's: define only once they are there, so
      * that starting never fails half-way on a missing device. */
-    int r = hv_ports_ready(hv, a->d);
+    int r = lv->network_agent ? hv_ports_ready(hv, a->d) : 0;
     if (r)
         return r;
     struct hv_create_args args = *a;
     args.node = lv->node;
+    args.foreign_taps = lv->network_agent;
     char *xml = dx_domain_xml(&args, lv->virt_type, 0);
     virDomainPtr dom = virDomainDefineXML(lv->conn, xml);
     free(xml);

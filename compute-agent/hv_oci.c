@@ -39,6 +39,7 @@
 struct hv_oci {
     struct hypervisor up;
     char node[256];
+    bool network_agent;
     char inst_root[PATH_MAX - 128];
     char runc_root[PATH_MAX - 128];
     char runc[128];
@@ -69,6 +70,7 @@ oci_open(const struct hv_config *cfg, struct hypervisor **out)
     snprintf(o->runc_root, sizeof o->runc_root, "%s/runc", sd);
     snprintf(o->runc, sizeof o->runc, "%s", cfg->runc && cfg->runc[0] ? cfg->runc : "runc");
     hv_node_name(cfg, o->node, sizeof o->node);
+    o->network_agent = cfg->network_agent;
     mkdir(sd, 0755);
     mkdir(o->inst_root, 0755);
     mkdir(o->runc_root, 0700);
@@ -196,7 +198,8 @@ static int
 write_ports(struct hv_oci *o, const struct inst_desired *d)
 {
     json_t *arr = json_array();
-    for (unsigned i = 0; i < d->n_ports; i++) {
+    /* Without a network agent there is nothing to wire: no ports. */
+    for (unsigned i = 0; o->network_agent && i < d->n_ports; i++) {
         const struct inst_port *p = &d->ports[i];
         json_t *ips = json_array();
         for (unsigned k = 0; k < p->n_fixed_ips; k++)
@@ -531,14 +534,14 @@ oci_create(struct hypervisor *hv, const struct hv_create_args *a, bool start)
                      a->d->uuid, a->d->image.id);
         return -EINVAL;
     }
-    for (unsigned i = 0; i < a->d->n_ports; i++)
+    for (unsigned i = 0; o->network_agent && i < a->d->n_ports; i++)
         if (a->d->ports[i].kind != INST_PORT_VETH) {
             hv_set_error(hv, "instance %s: port %s is a tap; containers need a veth port "
                          "(device_owner compute:container)", a->d->uuid, a->d->ports[i].id);
             return -EINVAL;
         }
     /* Nothing is made before the ports' devices are there. */
-    int r = hv_ports_ready(hv, a->d);
+    int r = o->network_agent ? hv_ports_ready(hv, a->d) : 0;
     if (r)
         return r;
     r = write_config(o, a);

@@ -41,6 +41,11 @@ struct hv_config {
     const char *state_dir;       /* Per-instance directories live in state_dir/instances/<uuid>. */
     const char *runc;            /* runc binary for oci (default "runc"). */
     const char *node;            /* This node's name; NULL or "": the host name. */
+    /* Whether nimbus-network runs on this node and makes the ports'
+     * devices (taps, veth pairs), which instances then wait for.  false:
+     * libvirt makes its own taps (on no bridge) and containers get no
+     * network, for nodes without a network agent. */
+    bool network_agent;
 };
 
 /* Where the storage of an instance is, prepared by the image cache before
@@ -55,6 +60,7 @@ struct hv_create_args {
     const char *rootfs_path;     /* oci: the read-only cached layer. */
     const char *console_log;     /* Serial console / stdout log file. */
     const char *node;            /* Set by the provider: the owning node's name. */
+    bool foreign_taps;           /* Set by the provider: taps exist already (managed='no'). */
 };
 
 struct hypervisor_class {
@@ -112,7 +118,8 @@ bool hv_netdev_exists(const char *dev);
 
 /* 0 when the host device of every port of 'd' is there (the tap, or for a
  * veth port the peer to move into the container); -EAGAIN with a message
- * in hv->err naming the first one missing. */
+ * in hv->err naming the first one missing.  Callers skip it when the node
+ * has no network agent. */
 int hv_ports_ready(struct hypervisor *hv, const struct inst_desired *d)
     __attribute__((warn_unused_result));
 

@@ -26,6 +26,10 @@ static const struct conf_option options[] = {
       "Seconds a guest gets to shut down cleanly (ACPI, SIGTERM) before it is forced off." },
     { "agent", "max_attempts", CONF_INT, "3", 1, 100,
       "Failed steps for one instance and generation before it goes to ERROR." },
+    { "agent", "network_agent", CONF_BOOL, "false", 0, 0,
+      "Whether nimbus-network runs on this node: it makes the ports' taps and veth pairs, "
+      "which instances wait for (VMs open the tap, containers get the veth as eth0). "
+      "false: libvirt makes unplugged taps itself and containers get no network." },
     { "agent", "port_wait", CONF_INT, "120", 1, 86400,
       "Seconds an instance waits for the network agent to create its ports' devices "
       "before it goes to ERROR." },
@@ -229,6 +233,7 @@ main(int argc, char **argv)
             .state_dir = conf_str(conf, "agent", "state_dir"),
             .runc = conf_str(conf, "hypervisor", "runc"),
             .node = node,
+            .network_agent = conf_bool(conf, "agent", "network_agent"),
         },
         .source = source,
         .api_url = conf_str(conf, "source", "api_url"),

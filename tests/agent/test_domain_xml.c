@@ -68,7 +68,7 @@ test_qemu_direct(void)
     struct hv_create_args a = {
         .d = &d, .inst_dir = "/var/lib/nimbus/i", .disk_path = "/var/lib/nimbus/i/disk.qcow2",
         .disk_format = "qcow2", .kernel_path = "/cache/base/k", .ramdisk_path = "/cache/base/r",
-        .console_log = "/var/lib/nimbus/i/console.log", .node = "node<a>",
+        .console_log = "/var/lib/nimbus/i/console.log", .node = "node<a>", .foreign_taps = true,
     };
     char *x = dx_domain_xml(&a, "qemu", 0);
     CHECK(strstr(x, "<domain type='qemu'>"));
@@ -94,6 +94,12 @@ test_qemu_direct(void)
     CHECK(strstr(x, "<target dev='tap0b9a3c1e-5f' managed='no'/>"));
     CHECK(strstr(x, "<model type='virtio'/>"));
     CHECK(strstr(x, "<mtu size='1450'/>"));
+    /* A node without a network agent: libvirt makes the tap. */
+    a.foreign_taps = false;
+    char *y = dx_domain_xml(&a, "qemu", 0);
+    CHECK(strstr(y, "<target dev='tap0b9a3c1e-5f'/>"));
+    free(y);
+    a.foreign_taps = true;
     CHECK(strstr(x, "<log file='/var/lib/nimbus/i/console.log' append='on'/>"));
     CHECK(strstr(x, "<graphics type='vnc' autoport='yes' listen='127.0.0.1'>"));
     CHECK(strstr(x, "<memory unit='MiB'>256</memory>"));

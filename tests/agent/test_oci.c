@@ -229,7 +229,7 @@ main(void)
     ds.insts = &c;
     ds.n = 1;
 
-    struct hv_config hc = { .type = "oci", .state_dir = root };
+    struct hv_config hc = { .type = "oci", .state_dir = root, .network_agent = true };
     char err[512];
     if (hv_open(&hc, &hv, err, sizeof err)) {
         fprintf(stderr, "oci provider: %s: skipped\n", err);

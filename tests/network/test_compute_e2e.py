@@ -166,9 +166,18 @@ def start_agents(h):
     cconf = os.path.join(cloud.dir, f'compute-{h}.conf')
     with open(cconf, 'w') as f:
         f.write(f"[agent]\nnode = {h}\nstate_dir = {state}/compute\nimage_fetch = http\n"
-                f"image_url = {url('image')}\n"
-                f"reconcile_interval = 1\ndelete_grace = 5\n"
-                f"port_wait = 60\nstop_timeout = 3\n"
+                f"image_url = {url('image')}
+"
+                f"reconcile_interval = 1
+delete_grace = 5
+"
+                f"listen = 127.0.0.1
+port = 8790
+"
+                f"port_wait = 60
+stop_timeout = 3
+network_agent = true
+"
                 f"[hypervisor]\ntype = oci\n"
                 f"[source]\ntype = http\napi_url = {url('compute', '/agent/v1')}\n"
                 f"node_token_file = {token_file}\npoll_wait = 20\nheartbeat = 1\n")
@@ -320,8 +329,18 @@ for sid in (a1, a2):
                        'console.log')
     with open(log) as f:
         check('nimbus-e2e: up on a' in f.read(), f'console log of {sid[:8]} shows its output')
+    # The agent's console endpoint (what nimbus-api's console path reads),
+    # on the node's loopback.
+    with open(os.path.join(cloud.dir, f'{host_of[sid]}.token')) as f:
+        secret = f.read().strip()
+    r = subprocess.run(['nsenter', f'--net=/run/netns/{NS[host_of[sid]]}', 'curl', '-sf',
+                        '-H', f'Authorization: Bearer {secret}',
+                        f'http://127.0.0.1:8790/v1/instances/{sid}/console?length=20'],
+                       capture_output=True, text=True)
+    check('nimbus-e2e: up on a' in r.stdout,
+          f"the node's console endpoint serves {sid[:8]}'s output ({r.stdout.strip()[:60]!r})")
 st, _, b = A.req('POST', f'/servers/{a1}/action', {'os-getConsoleOutput': {'length': 50}})
-print(f"os-getConsoleOutput: {st} {json.dumps(b)[:200]}")
+print(f"os-getConsoleOutput through the API: {st} {json.dumps(b)[:200]}")
 
 # Across VXLAN, within project A; isolation from project B.
 wait_for('a1 pings a2 across VXLAN', lambda: ping(a1, '10.0.0.51'), timeout=20)
@@ -375,9 +394,16 @@ for h in HOSTS:
     wait_for(f'nothing left on {h}: devices, nftables, dnsmasq, containers, instance dirs',
              lambda: leftovers(h) == [], timeout=30)
     print(h, 'left:', leftovers(h))
-dns = [p for p in os.listdir('/proc') if p.isdigit() and
-       open(f'/proc/{p}/cmdline', 'rb').read().startswith(b'dnsmasq') and
-       cloud.dir.encode() in open(f'/proc/{p}/cmdline', 'rb').read()]
+def cmdline(pid):
+    try:
+        with open(f'/proc/{pid}/cmdline', 'rb') as f:
+            return f.read()
+    except OSError:
+        return b''
+
+
+dns = [p for p in os.listdir('/proc') if p.isdigit() and cmdline(p).startswith(b'dnsmasq')
+       and cloud.dir.encode() in cmdline(p)]
 check(dns == [], f'no dnsmasq of the test left ({dns})')
 
 for (name, h), p in agents.items():
