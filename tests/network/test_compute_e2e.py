@@ -166,18 +166,10 @@ def start_agents(h):
     cconf = os.path.join(cloud.dir, f'compute-{h}.conf')
     with open(cconf, 'w') as f:
         f.write(f"[agent]\nnode = {h}\nstate_dir = {state}/compute\nimage_fetch = http\n"
-                f"image_url = {url('image')}
-"
-                f"reconcile_interval = 1
-delete_grace = 5
-"
-                f"listen = 127.0.0.1
-port = 8790
-"
-                f"port_wait = 60
-stop_timeout = 3
-network_agent = true
-"
+                f"image_url = {url('image')}\n"
+                f"reconcile_interval = 1\ndelete_grace = 5\n"
+                f"listen = 127.0.0.1\nport = 8790\n"
+                f"port_wait = 60\nstop_timeout = 3\nnetwork_agent = true\n"
                 f"[hypervisor]\ntype = oci\n"
                 f"[source]\ntype = http\napi_url = {url('compute', '/agent/v1')}\n"
                 f"node_token_file = {token_file}\npoll_wait = 20\nheartbeat = 1\n")
