@@ -14,7 +14,7 @@ races, and an overbooking check.  It prints figures and never judges them.
 
 Environment: NIMBUS_BUILD (build directory), NIMBUS_TEST_PG (cluster
 conninfo; without it a cluster is started), BENCH_SUBSET ([scheduler]
-host_subset_size, default 1), BENCH_BATCH (batch_size, 100), BENCH_SAMPLED
+host_subset_size, default 1), BENCH_BATCH (batch_size, 200), BENCH_SAMPLED
 (hosts_sampled, default 0 = every host)."""
 import os
 import re
@@ -43,7 +43,7 @@ def run(hosts, requests, nsched):
         left -= k
     extra = (f"host_subset_size = {os.environ.get('BENCH_SUBSET', '1')}\n"
              f"hosts_sampled = {os.environ.get('BENCH_SAMPLED', '0')}\n"
-             f"batch_size = {os.environ.get('BENCH_BATCH', '100')}\n")
+             f"batch_size = {os.environ.get('BENCH_BATCH', '200')}\n")
     s = Schedulers(cloud, nsched, extra)
     s.wait_idle(3600)
     s.stop()
@@ -60,7 +60,7 @@ def run(hosts, requests, nsched):
     # The first placement's event has no start of the lease; use the span
     # between the earliest and latest scheduling events (+ one decision).
     secs = float(span or 0) or 1e-9
-    batch = os.environ.get('BENCH_BATCH', '100')
+    batch = os.environ.get('BENCH_BATCH', '200')
     print(f'hosts {hosts:6d} requests {requests:6d} schedulers {nsched} batch {batch}: '
           f'placed {placed}, '
           f'{placed / secs:8.0f} placements/s, decision p50 {max(p50 or [0]):.2f} ms '

@@ -629,8 +629,8 @@ claim_batch(struct sched_ctx *s, struct item *items, size_t n, uint64_t t0,
         " d AS (DELETE FROM build_requests WHERE instance_uuid = ANY ($1::uuid[])),"
         " e AS (INSERT INTO instance_action_events (action_id, event, result, finish_time)"
         "   SELECT a.id, 'schedule_instance', 'Success', clock_timestamp()"
-        "   FROM instance_actions a WHERE a.instance_uuid = ANY ($1::uuid[])"
-        "   AND a.action = 'create')"
+        "   FROM w JOIN LATERAL (SELECT id FROM instance_actions"
+        "    WHERE instance_uuid = w.uuid AND action = 'create' OFFSET 0) a ON true)"
         "SELECT count(pg_notify('nimbus_instance_placed', w.host || ' ' || w.uuid::text))"
         " FROM w", 4, p4, NULL);
     if (rc < 0)
@@ -689,7 +689,15 @@ round_run(struct sched_ctx *s, struct item *items, size_t n, uint64_t t0, bool *
     for (size_t i = 0; i < n; i++)
         if (items[i].state == ITEM_PENDING && items[i].rq.group[0])
             groups = true;
-    if ((rc = exec(s, "BEGIN", 0, NULL, NULL)) < 0) {
+    /* Every statement of the round finds its rows by key; statistics that
+     * lag behind a burst of requests must not turn one into a scan of the
+     * table per batch. */
+    struct db_error err = { 0 };
+    if ((rc = db_sync_exec_script(s->conn, "BEGIN; SET LOCAL enable_seqscan = off",
+                                  &err)) < 0) {
+        s->counters.errors++;
+        log_warn("sched", "database error %d %s: %s", rc, err.sqlstate,
+                 err.message ? err.message : "");
         free(refresh);
         return rc;
     }

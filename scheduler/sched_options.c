@@ -49,7 +49,7 @@ const struct conf_option sched_options[] = {
       "thousands of hosts." },
     { "scheduler", "service_down_time", CONF_INT, "60", 1, 86400,
       "Seconds without a heartbeat after which a host counts as dead." },
-    { "scheduler", "batch_size", CONF_INT, "100", 1, 2000,
+    { "scheduler", "batch_size", CONF_INT, "200", 1, 2000,
       "Build requests leased, decided and claimed together per cycle: larger "
       "batches place more per second, each request waits for its batch." },
     { "scheduler", "lease_seconds", CONF_INT, "30", 1, 3600,

@@ -11,6 +11,7 @@ those of each affinity group on one host.  The rate is printed, not judged
 
 SCHED_SCALE_HOSTS / SCHED_SCALE_REQUESTS shrink the run (the defaults are
 the issue's figures)."""
+import atexit
 import os
 import re
 import time
@@ -71,6 +72,7 @@ check(sql(cloud, 'SELECT count(*) FROM build_requests') == str(N_REQ),
 
 t1 = time.time()
 scheds = Schedulers(cloud, 2, 'batch_size = 200\n')
+atexit.register(scheds.stop)   # also when a check raises
 idle = scheds.wait_idle(600)
 elapsed = time.time() - t1
 codes = scheds.stop()

@@ -1,6 +1,7 @@
 """nimbus-scheduler against a real PostgreSQL: several schedulers at once on
 many build requests never overbook a host; affinity and anti-affinity;
 no valid host ends in ERROR with a fault naming the filter."""
+import atexit
 import os
 import re
 import time
@@ -31,6 +32,7 @@ sql(cloud, f"""DO $$ BEGIN FOR k IN 1..{N_REQ} LOOP
 check(sql(cloud, 'SELECT count(*) FROM build_requests') == str(N_REQ), f'{N_REQ} build requests')
 t0 = time.time()
 scheds = Schedulers(cloud, N_SCHED)
+atexit.register(scheds.stop)   # also when a check raises
 idle = scheds.wait_idle(300)
 elapsed = time.time() - t0
 check(idle, f'{N_SCHED} schedulers drained {N_REQ} requests on {N_HOSTS} hosts in {elapsed:.2f}s')
@@ -90,6 +92,7 @@ for i in range(4):
 st, _, b = api.create('huge', flavor='5')   # 16 GB RAM fits no 16 GB host at ratio 1.0 + others
 huge = b['server']['id']
 scheds = Schedulers(cloud, 2)
+atexit.register(scheds.stop)   # also when a check raises
 check(scheds.wait_idle(60), 'group requests drained')
 rows = sql(cloud, "SELECT host FROM instances WHERE name LIKE 'anti-%' AND host IS NOT NULL")
 hosts = rows.split('\n') if rows else []
