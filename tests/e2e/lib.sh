@@ -61,7 +61,8 @@ e2e_cloud_up() {
     trap 'exit 143' TERM INT
     export NIMBUS_PG_PORT=$(e2e_free_port) NIMBUS_IDENTITY_PORT=$(e2e_free_port) \
         NIMBUS_COMPUTE_PORT=$(e2e_free_port) NIMBUS_NETWORK_PORT=$(e2e_free_port) \
-        NIMBUS_IMAGE_PORT=$(e2e_free_port) NIMBUS_AGENT_PORT=$(e2e_free_port)
+        NIMBUS_IMAGE_PORT=$(e2e_free_port) NIMBUS_AGENT_PORT=$(e2e_free_port) \
+        NIMBUS_CONSOLE_PORT=$(e2e_free_port)
     export HOST=${NIMBUS_HOST:-127.0.0.1}
     export OS_CLIENT_CONFIG_FILE=$NIMBUS_STATE/clouds.yaml
     e2e_log "deploy/dev up (state $NIMBUS_STATE, identity port $NIMBUS_IDENTITY_PORT)"

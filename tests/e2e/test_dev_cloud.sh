@@ -134,15 +134,71 @@ server_boots() {
     [ "$status" = ACTIVE ] || { echo "status $status"; echo "$out"; return 1; }
 }
 
+E2E_VM_IP= E2E_VM_TAP=
+
+# The server's address on demo-net as the API shows it, and its port wired
+# (ACTIVE) by nimbus-network.
+server_has_address() {
+    local out port
+    out=$(openstack_as nimbus-demo server show -f json e2e-vm) || return 1
+    E2E_VM_IP=$(jq -r '.addresses | tostring' <<<"$out" | grep -oE '10\.10\.0\.[0-9]+' | head -1)
+    [ -n "$E2E_VM_IP" ] || { echo "no demo-net address:"; jq .addresses <<<"$out"; return 1; }
+    out=$(openstack_as nimbus-demo port list --server e2e-vm -f json) || return 1
+    jq -e 'length == 1 and .[0].Status == "ACTIVE"' <<<"$out" >/dev/null \
+        || { echo "port list --server:"; echo "$out"; return 1; }
+    port=$(jq -r '.[0].ID' <<<"$out")
+    E2E_VM_TAP=tap$(tr -d - <<<"$port" | cut -c1-11)
+    ip link show "$E2E_VM_TAP" >/dev/null || { echo "no device $E2E_VM_TAP on this node"; return 1; }
+}
+
+# The guest asks DHCP for an address (busybox udhcpc) and prints the lease
+# on its serial console; 'console log show' reads it through the API.
+guest_leases_its_address() {
+    local out deadline=$((SECONDS + 120))
+    [ -n "$E2E_VM_IP" ] || { echo "no address known"; return 1; }
+    while :; do
+        out=$(openstack_as nimbus-demo console log show e2e-vm 2>&1) || true
+        grep -q "nimbus-guest: lease $E2E_VM_IP on eth0" <<<"$out" && return 0
+        if [ $SECONDS -ge $deadline ]; then
+            echo "no 'nimbus-guest: lease $E2E_VM_IP on eth0' in the console log:"
+            tail -n 30 <<<"$out"
+            return 1
+        fi
+        sleep 3
+    done
+}
+
+console_url_is_the_proxy() {
+    local out
+    out=$(openstack_as nimbus-demo console url show --novnc -f json e2e-vm) || return 1
+    jq -e --arg p ":${NIMBUS_CONSOLE_PORT:-6083}/" '.url | contains($p) and contains("token=")' \
+        <<<"$out" >/dev/null || { echo "$out"; return 1; }
+}
+
 server_deletes() {
     openstack_as nimbus-demo server delete --wait e2e-vm || return 1
     ! openstack_as nimbus-demo server show e2e-vm >/dev/null 2>&1
 }
 
+# nimbus-network removes the port's tap once the port is gone.
+tap_removed() {
+    local deadline=$((SECONDS + 30))
+    [ -n "$E2E_VM_TAP" ] || { echo "no tap known"; return 1; }
+    while ip link show "$E2E_VM_TAP" >/dev/null 2>&1; do
+        [ $SECONDS -lt $deadline ] || { echo "$E2E_VM_TAP still exists"; return 1; }
+        sleep 1
+    done
+}
+
 checks_compute() {
     check "deploy/dev runs nimbus-compute on this machine" test -f "$NIMBUS_STATE/compute-agent.conf"
+    check "deploy/dev runs nimbus-network on this machine" test -f "$NIMBUS_STATE/network-agent.conf"
     check "openstack server create --wait (test image, demo-net) reaches ACTIVE" server_boots
+    check "the server has a demo-net address and its port is wired (ACTIVE, tap on this node)" server_has_address
+    check "the guest gets that address by DHCP (console log show)" guest_leases_its_address
+    check "openstack console url show --novnc points at the node's console proxy" console_url_is_the_proxy
     check "openstack server delete --wait" server_deletes
+    check "the server's tap is removed" tap_removed
 }
 
 nothing_of_ours_runs() {
