@@ -134,33 +134,39 @@ server_boots() {
     [ "$status" = ACTIVE ] || { echo "status $status"; echo "$out"; return 1; }
 }
 
-E2E_VM_IP= E2E_VM_TAP=
+# check() runs each function in a subshell: what later checks need goes
+# through files.
+vm_ip()  { cat "$NIMBUS_STATE/e2e-vm.ip" 2>/dev/null; }
+vm_tap() { cat "$NIMBUS_STATE/e2e-vm.tap" 2>/dev/null; }
 
 # The server's address on demo-net as the API shows it, and its port wired
 # (ACTIVE) by nimbus-network.
 server_has_address() {
-    local out port
+    local out port ip tap
     out=$(openstack_as nimbus-demo server show -f json e2e-vm) || return 1
-    E2E_VM_IP=$(jq -r '.addresses | tostring' <<<"$out" | grep -oE '10\.10\.0\.[0-9]+' | head -1)
-    [ -n "$E2E_VM_IP" ] || { echo "no demo-net address:"; jq .addresses <<<"$out"; return 1; }
+    ip=$(jq -r '.addresses | tostring' <<<"$out" | grep -oE '10\.10\.0\.[0-9]+' | head -1)
+    [ -n "$ip" ] || { echo "no demo-net address:"; jq .addresses <<<"$out"; return 1; }
+    echo "$ip" > "$NIMBUS_STATE/e2e-vm.ip"
     out=$(openstack_as nimbus-demo port list --server e2e-vm -f json) || return 1
     jq -e 'length == 1 and .[0].Status == "ACTIVE"' <<<"$out" >/dev/null \
         || { echo "port list --server:"; echo "$out"; return 1; }
     port=$(jq -r '.[0].ID' <<<"$out")
-    E2E_VM_TAP=tap$(tr -d - <<<"$port" | cut -c1-11)
-    ip link show "$E2E_VM_TAP" >/dev/null || { echo "no device $E2E_VM_TAP on this node"; return 1; }
+    tap=tap$(tr -d - <<<"$port" | cut -c1-11)
+    echo "$tap" > "$NIMBUS_STATE/e2e-vm.tap"
+    ip link show "$tap" >/dev/null || { echo "no device $tap on this node"; return 1; }
 }
 
 # The guest asks DHCP for an address (busybox udhcpc) and prints the lease
 # on its serial console; 'console log show' reads it through the API.
 guest_leases_its_address() {
-    local out deadline=$((SECONDS + 120))
-    [ -n "$E2E_VM_IP" ] || { echo "no address known"; return 1; }
+    local out ip deadline=$((SECONDS + 120))
+    ip=$(vm_ip)
+    [ -n "$ip" ] || { echo "no address known"; return 1; }
     while :; do
         out=$(openstack_as nimbus-demo console log show e2e-vm 2>&1) || true
-        grep -q "nimbus-guest: lease $E2E_VM_IP on eth0" <<<"$out" && return 0
+        grep -q "nimbus-guest: lease $ip on eth0" <<<"$out" && return 0
         if [ $SECONDS -ge $deadline ]; then
-            echo "no 'nimbus-guest: lease $E2E_VM_IP on eth0' in the console log:"
+            echo "no 'nimbus-guest: lease $ip on eth0' in the console log:"
             tail -n 30 <<<"$out"
             return 1
         fi
@@ -182,10 +188,11 @@ server_deletes() {
 
 # nimbus-network removes the port's tap once the port is gone.
 tap_removed() {
-    local deadline=$((SECONDS + 30))
-    [ -n "$E2E_VM_TAP" ] || { echo "no tap known"; return 1; }
-    while ip link show "$E2E_VM_TAP" >/dev/null 2>&1; do
-        [ $SECONDS -lt $deadline ] || { echo "$E2E_VM_TAP still exists"; return 1; }
+    local deadline=$((SECONDS + 30)) tap
+    tap=$(vm_tap)
+    [ -n "$tap" ] || { echo "no tap known"; return 1; }
+    while ip link show "$tap" >/dev/null 2>&1; do
+        [ $SECONDS -lt $deadline ] || { echo "$tap still exists"; return 1; }
         sleep 1
     done
 }
