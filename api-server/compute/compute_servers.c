@@ -678,9 +678,15 @@ servers_delete(http_request *req, struct api_req *ar)
     p[5] = http_req_id(req);
     p[6] = ar->token->project_id;
     /* Never scheduled, or on a host that is forced down: gone at once.
-     * Otherwise the host's agent deletes the guest and confirms. */
+     * Otherwise the host's agent deletes the guest and confirms.  The
+     * node's agent_nodes row is locked before the instance, in the order
+     * an agent report takes them (compute_agent_observed), so that the two
+     * cannot deadlock. */
     compute_run(req,
-        "WITH t AS (SELECT i.* FROM instances i WHERE " VISIBLE " FOR UPDATE),"
+        "WITH n AS (SELECT 1 FROM agent_nodes g WHERE g.name = (SELECT i.node FROM instances i"
+        "   WHERE " VISIBLE ") FOR UPDATE),"
+        " t AS (SELECT i.* FROM instances i, (SELECT count(*) FROM n) nl WHERE " VISIBLE
+        "   FOR UPDATE OF i),"
         " a AS (SELECT compute_record_action(t.uuid, 'delete', $6, $5, $7, true) FROM t"
         "   WHERE NOT t.locked OR $3::boolean),"
         " now_gone AS (SELECT compute_instance_destroyed(t.uuid) AS d FROM t, (SELECT count(*)"

@@ -6,8 +6,11 @@
 --
 -- The functions compute_server_create, compute_server_json and
 -- compute_agent_instance_json of the compute and agent migrations are kept
--- under a *_base/_rows name and wrapped, so that their bodies are not
--- repeated here.
+-- under names of their own (compute_server_create_rows,
+-- compute_server_json_without_addresses,
+-- compute_agent_instance_json_without_ports) and wrapped, so that their
+-- bodies are not repeated here; a later migration may wrap the wrappers the
+-- same way (the *_base names are left to it).
 
 -- The ports of each instance, in the order the guest sees its NICs.
 -- 'created': made by the server create (deleted with the server); otherwise
@@ -45,11 +48,11 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 ALTER FUNCTION compute_server_json(instances, text, boolean, boolean)
-    RENAME TO compute_server_json_base;
+    RENAME TO compute_server_json_without_addresses;
 
 CREATE FUNCTION compute_server_json(i instances, base text, admin boolean, detail boolean)
 RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
-DECLARE s jsonb := compute_server_json_base(i, base, admin, detail);
+DECLARE s jsonb := compute_server_json_without_addresses(i, base, admin, detail);
 BEGIN
     IF detail THEN
         s := s || jsonb_build_object('addresses', compute_server_addresses(i.uuid, true));
@@ -79,12 +82,13 @@ LANGUAGE sql STABLE AS $$
          WHERE ip.instance_uuid = p_uuid
 $$;
 
-ALTER FUNCTION compute_agent_instance_json(instances) RENAME TO compute_agent_instance_json_base;
+ALTER FUNCTION compute_agent_instance_json(instances)
+    RENAME TO compute_agent_instance_json_without_ports;
 
 CREATE FUNCTION compute_agent_instance_json(i instances) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    RETURN compute_agent_instance_json_base(i)
+    RETURN compute_agent_instance_json_without_ports(i)
            || jsonb_build_object('ports', compute_agent_instance_ports(i.uuid));
 END $$;
 
@@ -341,6 +345,9 @@ CREATE FUNCTION compute_interface_instance(p_uuid uuid, c jsonb, verb text, INOU
 LANGUAGE plpgsql AS $$
 DECLARE admin boolean := coalesce((c->>'admin')::boolean, false);
 BEGIN
+    -- The node's row first: the order of agent reports (no deadlock).
+    PERFORM 1 FROM agent_nodes WHERE name = (SELECT node FROM instances WHERE uuid = p_uuid)
+        FOR UPDATE;
     SELECT * INTO i FROM instances WHERE uuid = p_uuid AND NOT deleted
        AND (admin OR project_id = c->>'project_id') FOR UPDATE;
     IF NOT FOUND THEN

@@ -379,8 +379,8 @@ check(st == 202 and b['port']['device_id'] == '' and b['port']['binding:host_id'
 st, _, _ = A.req('DELETE', f'/servers/{bid}/os-interface/{user_port}')
 check(st == 404, f'detach again: 404 ({st})')
 
-st, _, _ = A.req('DELETE', f'/servers/{bid}')
-check(st == 204, 'delete vm-bound (through the agent)')
+st, _, b = A.req('DELETE', f'/servers/{bid}')
+check(st == 204, f'delete vm-bound (through the agent) ({st} {b})')
 wait_for('vm-bound gone', lambda: server(A, bid) == 404)
 check(ports_of(tok, bid) == [] and sql(cloud, f"SELECT count(*) FROM net.ports WHERE id = "
                                               f"'{bp['id']}'") == '0',
