@@ -29,6 +29,31 @@ add_metadata(struct strbuf *b, const struct inst_desired *d, const char *node, u
     sb_add(b, "</" DX_NS_PREFIX ":instance>");
 }
 
+static void
+add_interface(struct strbuf *b, const struct inst_port *p, bool xen, bool foreign_taps)
+{
+    sb_add(b, "    <interface type='ethernet'>\n      <mac address='");
+    sb_add_xml(b, p->mac);
+    sb_add(b, "'/>\n");
+    if (p->tap[0]) {
+        sb_add(b, "      <target dev='");
+        sb_add_xml(b, p->tap);
+        sb_add(b, foreign_taps ? "' managed='no'/>\n" : "'/>\n");
+    }
+    sb_printf(b, "      <model type='%s'/>\n", xen ? "netfront" : "virtio");
+    if (p->mtu && !xen)
+        sb_printf(b, "      <mtu size='%u'/>\n", p->mtu);
+    sb_add(b, "    </interface>\n");
+}
+
+char *
+dx_interface_xml(const struct inst_port *p, const char *virt_type, bool foreign_taps)
+{
+    struct strbuf b = { 0 };
+    add_interface(&b, p, !strcmp(virt_type, "xen"), foreign_taps);
+    return sb_steal(&b);
+}
+
 char *
 dx_metadata_xml(const struct inst_desired *d, uint64_t generation)
 {
@@ -140,21 +165,8 @@ dx_domain_xml(const struct hv_create_args *a, const char *virt_type,
     /* Ports: the network agent of the node has made the tap and plugged it
      * into the tenant bridge, so libvirt only opens it (managed='no');
      * without a network agent libvirt makes the tap itself. */
-    for (unsigned i = 0; i < d->n_ports; i++) {
-        const struct inst_port *p = &d->ports[i];
-        sb_add(&b, "    <interface type='ethernet'>\n      <mac address='");
-        sb_add_xml(&b, p->mac);
-        sb_add(&b, "'/>\n");
-        if (p->tap[0]) {
-            sb_add(&b, "      <target dev='");
-            sb_add_xml(&b, p->tap);
-            sb_add(&b, a->foreign_taps ? "' managed='no'/>\n" : "'/>\n");
-        }
-        sb_printf(&b, "      <model type='%s'/>\n", xen ? "netfront" : "virtio");
-        if (p->mtu && !xen)
-            sb_printf(&b, "      <mtu size='%u'/>\n", p->mtu);
-        sb_add(&b, "    </interface>\n");
-    }
+    for (unsigned i = 0; i < d->n_ports; i++)
+        add_interface(&b, &d->ports[i], xen, a->foreign_taps);
     if (xen) {
         sb_add(&b, "    <console type='pty'>\n      <log file='");
         sb_add_xml(&b, a->console_log);

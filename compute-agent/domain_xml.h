@@ -22,6 +22,10 @@
 char *dx_domain_xml(const struct hv_create_args *a, const char *virt_type,
                     uint64_t generation);
 
+/* One port's <interface> element (for attaching it to a defined domain),
+ * malloc'd. */
+char *dx_interface_xml(const struct inst_port *p, const char *virt_type, bool foreign_taps);
+
 /* The metadata element alone (for virDomainSetMetadata), malloc'd. */
 char *dx_metadata_xml(const struct inst_desired *d, uint64_t generation);
 

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <libvirt/libvirt.h>
@@ -461,6 +462,72 @@ lv_set_generation(struct hypervisor *hv, const char *uuid, uint64_t gen)
     return r;
 }
 
+/* Interfaces attached or detached after create (os-interface): compared by
+ * MAC with the domain's persistent definition, attached or detached in the
+ * definition and, when it runs, live (hotplug; a detach completes when
+ * the guest releases the device). */
+static int
+lv_sync_ports(struct hypervisor *hv, const struct inst_desired *d)
+{
+    struct hv_libvirt *lv = lv_cast(hv);
+    virDomainPtr dom;
+    if (lv_lookup(lv, d->uuid, &dom))
+        return 0;
+    char *xml = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE);
+    if (!xml) {
+        virDomainFree(dom);
+        return lv_fail(hv, "read the definition of", d->uuid);
+    }
+    /* The MACs of its ethernet interfaces (every NIC Nimbus defines). */
+    char have[INST_MAX_PORTS * 2][18];
+    unsigned n_have = 0;
+    for (const char *p = xml; (p = strstr(p, "<interface type='ethernet'>")) &&
+                              n_have < INST_MAX_PORTS * 2; p++) {
+        const char *m = strstr(p, "<mac address='");
+        const char *end = strstr(p, "</interface>");
+        if (m && (!end || m < end))
+            snprintf(have[n_have++], sizeof have[0], "%.17s", m + strlen("<mac address='"));
+    }
+    free(xml);
+    unsigned flags = VIR_DOMAIN_AFFECT_CONFIG;
+    if (virDomainIsActive(dom) == 1)
+        flags |= VIR_DOMAIN_AFFECT_LIVE;
+    int r = 0;
+    bool changed = false;
+    for (unsigned i = 0; i < n_have && !r; i++) {
+        bool wanted = false;
+        for (unsigned k = 0; k < d->n_ports; k++)
+            wanted = wanted || !strcasecmp(d->ports[k].mac, have[i]);
+        if (wanted)
+            continue;
+        char ifx[128];
+        snprintf(ifx, sizeof ifx, "<interface type='ethernet'><mac address='%.17s'/></interface>",
+                 have[i]);
+        if (virDomainDetachDeviceFlags(dom, ifx, flags) < 0)
+            r = lv_fail(hv, "detach an interface from", d->uuid);
+        changed = true;
+    }
+    for (unsigned k = 0; k < d->n_ports && !r; k++) {
+        bool present = false;
+        for (unsigned i = 0; i < n_have; i++)
+            present = present || !strcasecmp(d->ports[k].mac, have[i]);
+        if (present)
+            continue;
+        struct inst_desired one = *d;
+        one.ports[0] = d->ports[k];
+        one.n_ports = 1;
+        if (lv->network_agent && (r = hv_ports_ready(hv, &one)))
+            break;
+        char *ifx = dx_interface_xml(&d->ports[k], lv->virt_type, lv->network_agent);
+        if (virDomainAttachDeviceFlags(dom, ifx, flags) < 0)
+            r = lv_fail(hv, "attach an interface to", d->uuid);
+        free(ifx);
+        changed = true;
+    }
+    virDomainFree(dom);
+    return r ? r : changed ? 1 : 0;
+}
+
 static const char *
 lv_virt_type(struct hypervisor *hv)
 {
@@ -483,5 +550,6 @@ const struct hypervisor_class hv_libvirt_class = {
     .destroy = lv_destroy,
     .set_generation = lv_set_generation,
     .console = lv_console,
+    .sync_ports = lv_sync_ports,
     .virt_type = lv_virt_type,
 };

@@ -194,25 +194,31 @@ runc_pid(struct hv_oci *o, const char *uuid)
 
 /* ---- Ports */
 
+/* A port as kept in ports.json: the port and its name inside the
+ * container. */
+struct oci_port {
+    struct inst_port p;
+    char ifname[16];
+};
+
 static int
-write_ports(struct hv_oci *o, const struct inst_desired *d)
+write_ports(struct hv_oci *o, const char *uuid, const struct oci_port *ports, unsigned n)
 {
     json_t *arr = json_array();
-    /* Without a network agent there is nothing to wire: no ports. */
-    for (unsigned i = 0; o->network_agent && i < d->n_ports; i++) {
-        const struct inst_port *p = &d->ports[i];
+    for (unsigned i = 0; i < n; i++) {
+        const struct inst_port *p = &ports[i].p;
         json_t *ips = json_array();
         for (unsigned k = 0; k < p->n_fixed_ips; k++)
             json_array_append_new(ips, json_pack("{s:s, s:i, s:s}", "ip_address",
                                                  p->fixed_ips[k].ip, "prefixlen",
                                                  (int)p->fixed_ips[k].prefixlen, "gateway",
                                                  p->fixed_ips[k].gateway));
-        json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:i, s:o}", "id", p->id,
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:i, s:s, s:o}", "id", p->id,
                                              "mac", p->mac, "tap", p->tap, "mtu", (int)p->mtu,
-                                             "fixed_ips", ips));
+                                             "ifname", ports[i].ifname, "fixed_ips", ips));
     }
     char path[PATH_MAX], tmp[PATH_MAX + 8];
-    inst_path(o, d->uuid, "ports.json", path);
+    inst_path(o, uuid, "ports.json", path);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     int r = json_dump_file(arr, tmp, JSON_COMPACT) == 0 && rename(tmp, path) == 0 ? 0 : -EIO;
     json_decref(arr);
@@ -221,9 +227,24 @@ write_ports(struct hv_oci *o, const struct inst_desired *d)
     return r;
 }
 
-/* The ports written at create, back as inst_port (the parts needed here). */
+/* The ports of 'd' a container wires (none without a network agent), as
+ * eth0, eth1... */
+static unsigned
+wanted_ports(struct hv_oci *o, const struct inst_desired *d, struct oci_port *out)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; o->network_agent && i < d->n_ports; i++) {
+        memset(&out[n], 0, sizeof out[n]);
+        out[n].p = d->ports[i];
+        snprintf(out[n].ifname, sizeof out[n].ifname, "eth%u", n);
+        n++;
+    }
+    return n;
+}
+
+/* The ports written at create (and changed by sync_ports). */
 static int
-read_ports(struct hv_oci *o, const char *uuid, struct inst_port *ports, unsigned *n)
+read_ports(struct hv_oci *o, const char *uuid, struct oci_port *ports, unsigned *n)
 {
     char path[PATH_MAX];
     inst_path(o, uuid, "ports.json", path);
@@ -236,12 +257,18 @@ read_ports(struct hv_oci *o, const char *uuid, struct inst_port *ports, unsigned
     json_array_foreach(arr, i, p) {
         if (*n == INST_MAX_PORTS)
             break;
-        struct inst_port *ip = &ports[(*n)++];
-        memset(ip, 0, sizeof *ip);
+        struct oci_port *op = &ports[(*n)++];
+        struct inst_port *ip = &op->p;
+        memset(op, 0, sizeof *op);
         const char *s;
         snprintf(ip->id, sizeof ip->id, "%s", (s = json_string_value(json_object_get(p, "id"))) ? s : "");
         snprintf(ip->mac, sizeof ip->mac, "%s", (s = json_string_value(json_object_get(p, "mac"))) ? s : "");
         snprintf(ip->tap, sizeof ip->tap, "%s", (s = json_string_value(json_object_get(p, "tap"))) ? s : "");
+        s = json_string_value(json_object_get(p, "ifname"));
+        if (s)
+            snprintf(op->ifname, sizeof op->ifname, "%s", s);
+        else
+            snprintf(op->ifname, sizeof op->ifname, "eth%u", *n - 1);
         ip->mtu = (unsigned)json_integer_value(json_object_get(p, "mtu"));
         ip->kind = INST_PORT_VETH;
         json_array_foreach(json_object_get(p, "fixed_ips"), k, f) {
@@ -262,7 +289,7 @@ read_ports(struct hv_oci *o, const char *uuid, struct inst_port *ports, unsigned
 /* Runs "ip ARGS..." in the network namespace of process 'pid' (0: the
  * agent's own). */
 static int
-ip_in(struct hv_oci *o, long pid, const char *const args[], char *err, size_t errlen)
+ip_in(long pid, const char *const args[], char *err, size_t errlen)
 {
     const char *argv[24];
     char t[32];
@@ -278,86 +305,117 @@ ip_in(struct hv_oci *o, long pid, const char *const args[], char *err, size_t er
     for (int i = 0; args[i] && n < 23; i++)
         argv[n++] = args[i];
     argv[n] = NULL;
-    (void)o;
     return proc_run(argv, NULL, 0, err, errlen);
 }
 
-/* Moves the port devices out of container 'pid' back into the agent's
- * namespace under their own names.  Best effort: a device already gone
- * (the container's namespace died with its process) is the network
- * agent's to make again. */
+/* Moves one port's device out of container 'pid' back into the agent's
+ * namespace under its own name.  Best effort: a device already gone (the
+ * container's namespace died with its process) is the network agent's to
+ * make again. */
+static void
+unplug_one(long pid, const struct oci_port *op)
+{
+    char self[32], err[256], peer[16];
+    snprintf(self, sizeof self, "%ld", (long)getpid());
+    inst_port_peer(&op->p, peer);
+    const char *down[] = { "link", "set", "dev", op->ifname, "down", NULL };
+    const char *ren[] = { "link", "set", "dev", op->ifname, "name", peer, NULL };
+    const char *out[] = { "link", "set", "dev", peer, "netns", self, NULL };
+    if (ip_in(pid, down, err, sizeof err) == 0 && ip_in(pid, ren, err, sizeof err) == 0)
+        (void)ip_in(pid, out, err, sizeof err);
+}
+
 static void
 unplug_ports(struct hv_oci *o, const char *uuid, long pid)
 {
-    struct inst_port ports[INST_MAX_PORTS];
+    struct oci_port ports[INST_MAX_PORTS];
     unsigned n;
     if (!pid || read_ports(o, uuid, ports, &n))
         return;
-    char self[32], err[256];
-    snprintf(self, sizeof self, "%ld", (long)getpid());
-    for (unsigned i = 0; i < n; i++) {
-        char ifname[16], peer[16];
-        snprintf(ifname, sizeof ifname, "eth%u", i);
-        inst_port_peer(&ports[i], peer);
-        const char *down[] = { "link", "set", "dev", ifname, "down", NULL };
-        const char *ren[] = { "link", "set", "dev", ifname, "name", peer, NULL };
-        const char *out[] = { "link", "set", "dev", peer, "netns", self, NULL };
-        if (ip_in(o, pid, down, err, sizeof err) == 0 &&
-            ip_in(o, pid, ren, err, sizeof err) == 0)
-            (void)ip_in(o, pid, out, err, sizeof err);
-    }
+    for (unsigned i = 0; i < n; i++)
+        unplug_one(pid, &ports[i]);
 }
 
-/* Moves each port's peer into container 'pid' as eth<i> and configures it. */
+/* Moves a port's peer into container 'pid' as its ifname and configures
+ * it; the default route via its first IPv4 gateway when 'route'. */
 static int
-plug_ports(struct hv_oci *o, const char *uuid, long pid, const struct inst_port *ports,
-           unsigned n)
+plug_one(struct hv_oci *o, const char *uuid, long pid, const struct oci_port *op, bool route)
 {
-    char t[32], err[256];
+    const struct inst_port *p = &op->p;
+    char t[32], err[256], peer[16], mtu[16];
     int r;
     snprintf(t, sizeof t, "%ld", pid);
-    const char *lo[] = { "link", "set", "dev", "lo", "up", NULL };
-    if ((r = ip_in(o, pid, lo, err, sizeof err)))
+    inst_port_peer(p, peer);
+    snprintf(mtu, sizeof mtu, "%u", p->mtu ? p->mtu : 1500);
+    const char *in[] = { "link", "set", "dev", peer, "netns", t, NULL };
+    const char *ren[] = { "link", "set", "dev", peer, "name", op->ifname, "address", p->mac,
+                          "mtu", mtu, NULL };
+    const char *up[] = { "link", "set", "dev", op->ifname, "up", NULL };
+    if ((r = ip_in(0, in, err, sizeof err)) || (r = ip_in(pid, ren, err, sizeof err)))
         goto fail;
-    bool routed = false;
-    for (unsigned i = 0; i < n; i++) {
-        const struct inst_port *p = &ports[i];
-        char ifname[16], peer[16], mtu[16];
-        snprintf(ifname, sizeof ifname, "eth%u", i);
-        inst_port_peer(p, peer);
-        snprintf(mtu, sizeof mtu, "%u", p->mtu ? p->mtu : 1500);
-        const char *in[] = { "link", "set", "dev", peer, "netns", t, NULL };
-        const char *ren[] = { "link", "set", "dev", peer, "name", ifname, "address", p->mac,
-                              "mtu", mtu, NULL };
-        const char *up[] = { "link", "set", "dev", ifname, "up", NULL };
-        if ((r = ip_in(o, 0, in, err, sizeof err)) || (r = ip_in(o, pid, ren, err, sizeof err)))
+    for (unsigned k = 0; k < p->n_fixed_ips; k++) {
+        char cidr[64];
+        snprintf(cidr, sizeof cidr, "%s/%u", p->fixed_ips[k].ip, p->fixed_ips[k].prefixlen);
+        const char *add[] = { strchr(cidr, ':') ? "-6" : "-4", "addr", "add", cidr, "dev",
+                              op->ifname, NULL };
+        if ((r = ip_in(pid, add, err, sizeof err)))
             goto fail;
-        for (unsigned k = 0; k < p->n_fixed_ips; k++) {
-            char cidr[64];
-            snprintf(cidr, sizeof cidr, "%s/%u", p->fixed_ips[k].ip, p->fixed_ips[k].prefixlen);
-            const char *add[] = { strchr(cidr, ':') ? "-6" : "-4", "addr", "add", cidr, "dev",
-                                  ifname, NULL };
-            if ((r = ip_in(o, pid, add, err, sizeof err)))
-                goto fail;
-        }
-        if ((r = ip_in(o, pid, up, err, sizeof err)))
+    }
+    if ((r = ip_in(pid, up, err, sizeof err)))
+        goto fail;
+    for (unsigned k = 0; k < p->n_fixed_ips && route; k++) {
+        const char *gw = p->fixed_ips[k].gateway;
+        if (!gw[0] || strchr(gw, ':'))
+            continue;
+        const char *rt[] = { "-4", "route", "add", "default", "via", gw, "dev", op->ifname, NULL };
+        if ((r = ip_in(pid, rt, err, sizeof err)))
             goto fail;
-        for (unsigned k = 0; k < p->n_fixed_ips && !routed; k++) {
-            const char *gw = p->fixed_ips[k].gateway;
-            if (!gw[0] || strchr(gw, ':'))
-                continue;
-            const char *route[] = { "-4", "route", "add", "default", "via", gw, "dev", ifname,
-                                    NULL };
-            if ((r = ip_in(o, pid, route, err, sizeof err)))
-                goto fail;
-            routed = true;
-        }
+        break;
     }
     return 0;
 fail:
-    hv_set_error(&o->up, "container %s: wiring its ports: %s", uuid, err);
-    unplug_ports(o, uuid, pid);
+    hv_set_error(&o->up, "container %s: wiring port %s: %s", uuid, p->id, err);
+    unplug_one(pid, op);
     return r;
+}
+
+/* Wires every port into container 'pid': lo up, each port as its ifname,
+ * the default route via the first port with an IPv4 gateway. */
+static int
+plug_ports(struct hv_oci *o, const char *uuid, long pid, const struct oci_port *ports,
+           unsigned n)
+{
+    char err[256];
+    const char *lo[] = { "link", "set", "dev", "lo", "up", NULL };
+    int r = ip_in(pid, lo, err, sizeof err);
+    if (r) {
+        hv_set_error(&o->up, "container %s: lo: %s", uuid, err);
+        return r;
+    }
+    bool routed = false;
+    for (unsigned i = 0; i < n; i++) {
+        bool gw = false;
+        for (unsigned k = 0; k < ports[i].p.n_fixed_ips; k++)
+            gw = gw || (ports[i].p.fixed_ips[k].gateway[0] &&
+                        !strchr(ports[i].p.fixed_ips[k].gateway, ':'));
+        if ((r = plug_one(o, uuid, pid, &ports[i], gw && !routed))) {
+            for (unsigned j = 0; j < i; j++)
+                unplug_one(pid, &ports[j]);
+            return r;
+        }
+        routed = routed || gw;
+    }
+    return 0;
+}
+
+static const struct oci_port *
+find_port(const struct oci_port *v, unsigned n, const struct inst_port *p)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (!strcmp(v[i].p.id, p->id) && !strcmp(v[i].p.mac, p->mac) &&
+            !strcmp(v[i].p.tap, p->tap))
+            return &v[i];
+    return NULL;
 }
 
 static int
@@ -545,8 +603,10 @@ oci_create(struct hypervisor *hv, const struct hv_create_args *a, bool start)
     if (r)
         return r;
     r = write_config(o, a);
+    struct oci_port ports[INST_MAX_PORTS];
+    unsigned n_ports = wanted_ports(o, a->d, ports);
     if (!r)
-        r = write_ports(o, a->d);
+        r = write_ports(o, a->d->uuid, ports, n_ports);
     if (!r)
         r = write_marker(o, a->d->uuid, 0, a->rootfs_path);
     if (!r && start)
@@ -572,17 +632,17 @@ oci_start(struct hypervisor *hv, const char *uuid)
     }
     if (st[0] && runc_cmd(o, "delete", uuid, NULL))
         return -EIO;
-    struct inst_port ports[INST_MAX_PORTS];
+    struct oci_port ports[INST_MAX_PORTS];
     unsigned n_ports;
     int r = read_ports(o, uuid, ports, &n_ports);
     if (r)
         return r;
     for (unsigned i = 0; i < n_ports; i++) {
         char peer[16];
-        inst_port_peer(&ports[i], peer);
+        inst_port_peer(&ports[i].p, peer);
         if (!hv_netdev_exists(peer)) {
             hv_set_error(hv, "waiting for the network agent to create %s for port %s",
-                         peer, ports[i].id);
+                         peer, ports[i].p.id);
             return -EAGAIN;
         }
     }
@@ -737,6 +797,73 @@ oci_set_generation(struct hypervisor *hv, const char *uuid, uint64_t gen)
     return write_marker(o, uuid, gen, lower);
 }
 
+/* Interfaces attached or detached after create: a running container gets
+ * the new ports' devices as the next free ethN (no default route unless it
+ * has no other port) and gives back the removed ones; a stopped one only
+ * has its list changed, which its next start wires. */
+static int
+oci_sync_ports(struct hypervisor *hv, const struct inst_desired *d)
+{
+    struct hv_oci *o = oci_cast(hv);
+    struct oci_port cur[INST_MAX_PORTS], want[INST_MAX_PORTS], next[INST_MAX_PORTS];
+    unsigned n_cur, n_want = wanted_ports(o, d, want), n_next = 0;
+    if (read_marker(o, d->uuid, NULL, NULL, 0) || read_ports(o, d->uuid, cur, &n_cur))
+        return 0;
+    char st[32];
+    runc_status(o, d->uuid, st, sizeof st);
+    long pid = (!strcmp(st, "running") || !strcmp(st, "paused")) ? runc_pid(o, d->uuid) : 0;
+    bool changed = false;
+    for (unsigned i = 0; i < n_cur; i++) {
+        if (find_port(want, n_want, &cur[i].p)) {
+            next[n_next++] = cur[i];
+            continue;
+        }
+        if (pid)
+            unplug_one(pid, &cur[i]);
+        changed = true;
+    }
+    int r = 0;
+    for (unsigned i = 0; i < n_want && !r; i++) {
+        if (find_port(cur, n_cur, &want[i].p))
+            continue;
+        if (want[i].p.kind != INST_PORT_VETH) {
+            hv_set_error(hv, "instance %s: port %s is a tap; containers need a veth port",
+                         d->uuid, want[i].p.id);
+            r = -EINVAL;
+            break;
+        }
+        struct oci_port np = want[i];
+        for (unsigned k = 0; k < INST_MAX_PORTS * 2; k++) {
+            snprintf(np.ifname, sizeof np.ifname, "eth%u", k);
+            bool used = false;
+            for (unsigned j = 0; j < n_next; j++)
+                used = used || !strcmp(next[j].ifname, np.ifname);
+            if (!used)
+                break;
+        }
+        if (pid) {
+            char peer[16];
+            inst_port_peer(&np.p, peer);
+            if (!hv_netdev_exists(peer)) {
+                hv_set_error(hv, "waiting for the network agent to create %s for port %s",
+                             peer, np.p.id);
+                r = -EAGAIN;
+                break;
+            }
+            if ((r = plug_one(o, d->uuid, pid, &np, n_next == 0)))
+                break;
+        }
+        next[n_next++] = np;
+        changed = true;
+    }
+    if (changed) {
+        int w = write_ports(o, d->uuid, next, n_next);
+        if (!r)
+            r = w;
+    }
+    return r ? r : changed ? 1 : 0;
+}
+
 static const char *
 oci_virt_type(struct hypervisor *hv)
 {
@@ -758,5 +885,6 @@ const struct hypervisor_class hv_oci_class = {
     .resume = oci_start,
     .destroy = oci_destroy,
     .set_generation = oci_set_generation,
+    .sync_ports = oci_sync_ports,
     .virt_type = oci_virt_type,
 };

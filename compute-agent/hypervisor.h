@@ -89,6 +89,11 @@ struct hypervisor_class {
      * concurrently with other operations: must not touch hv->err. */
     int (*console)(struct hypervisor *hv, const char *uuid, const char *protocol,
                    char *addr, size_t len);
+    /* Makes an existing instance's ports those of 'd' (interfaces attached
+     * or detached after create: os-interface).  Returns 1 when it changed
+     * something, 0 when nothing was to do, -EAGAIN while a new port's
+     * device is not there yet, or another -errno.  May be NULL. */
+    int (*sync_ports)(struct hypervisor *hv, const struct inst_desired *d);
     /* Host facts for the inventory report: "qemu", "kvm", "xen", "runc". */
     const char *(*virt_type)(struct hypervisor *hv);
 };

@@ -551,6 +551,19 @@ reconcile_one(struct reconciler *rc, const struct inst_desired *d, const char *u
         }
         ri->power = a.power;
     }
+    /* Interfaces attached or detached since create (os-interface). */
+    if (d && !d->deleted && present && rc->hv->class->sync_ports &&
+        ri->state != RC_BUILDING && ri->state != RC_ERROR && ri->state != RC_DELETING) {
+        int r = rc->hv->class->sync_ports(rc->hv, d);
+        if (r > 0)
+            emit(rc, uuid, "ports-changed", NULL);
+        if (r < 0 && strncmp(ri->ports_fault, rc->hv->err, sizeof ri->ports_fault - 1)) {
+            bfmt(ri->ports_fault, sizeof ri->ports_fault, "%s", rc->hv->err);
+            emit(rc, uuid, r == -EAGAIN ? "waiting-for-port" : "step-failed", rc->hv->err);
+        } else if (r >= 0) {
+            ri->ports_fault[0] = 0;
+        }
+    }
     if (present && a_in)
         *a_in = a;
 }

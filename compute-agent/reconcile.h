@@ -106,6 +106,7 @@ struct rc_inst {
     uint64_t error_gen;          /* Generation that ended in ERROR. */
     bool seen_desired;
     uint64_t wait_since_ms;      /* 0: not waiting for a port device. */
+    char ports_fault[128];       /* Last failure of syncing ports, reported once. */
     char fault[256];
 };
 
@@ -167,7 +168,7 @@ struct rc_observed {
  * "created", "started", "stopped", "rebooted", "paused", "unpaused",
  * "suspended", "resumed", "deleted", "power-off-by-guest",
  * "step-failed", "error", "orphan-found", "orphan-deleted",
- * "storage-removed", "waiting-for-port". */
+ * "storage-removed", "waiting-for-port", "ports-changed". */
 typedef void (*rc_event_fn)(void *ctx, const char *uuid, const char *event,
                             const char *detail);
 

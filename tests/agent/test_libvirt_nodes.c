@@ -142,6 +142,29 @@ main(void)
     CHECK(strstr(xml, "<mtu size='1450'/>") != NULL);
     CHECK(strstr(xml, "<nimbus:node>node-a</nimbus:node>") != NULL);
 
+    /* An interface attached, then detached (os-interface), in the
+     * definition. */
+    CHECK_INT(system("ip tuntap add dev tap7e6d5c4b3a2 mode tap"), 0);
+    static struct inst_desired d2;
+    d2 = d;
+    d2.n_ports = 2;
+    bfmt(d2.ports[1].id, sizeof d2.ports[1].id, "7e6d5c4b-3a29-4c2b-9a8e-7d6c5b4a3f21");
+    bfmt(d2.ports[1].mac, sizeof d2.ports[1].mac, "fa:16:3e:dd:ee:ff");
+    bfmt(d2.ports[1].tap, sizeof d2.ports[1].tap, "tap7e6d5c4b3a2");
+    CHECK_INT(ha->class->sync_ports(ha, &d2), 1);
+    CHECK_INT(ha->class->sync_ports(ha, &d2), 0);
+    CHECK_INT(virsh(args, xml, sizeof xml), 0);
+    CHECK(strstr(xml, "<target dev='tap7e6d5c4b3a2' managed='no'/>") != NULL);
+    CHECK(strstr(xml, "<target dev='tap5e1f0a2b3c4' managed='no'/>") != NULL);
+    CHECK_INT(ha->class->sync_ports(ha, &d), 1);
+    CHECK_INT(virsh(args, xml, sizeof xml), 0);
+    CHECK(strstr(xml, "tap7e6d5c4b3a2") == NULL);
+    CHECK(strstr(xml, "<target dev='tap5e1f0a2b3c4' managed='no'/>") != NULL);
+    /* Node B cannot change another node's domain. */
+    CHECK_INT(hb->class->sync_ports(hb, &d2), 0);
+    CHECK_INT(virsh(args, xml, sizeof xml), 0);
+    CHECK(strstr(xml, "tap7e6d5c4b3a2") == NULL);
+
     /* Node B does not see it, cannot act on it, and leaves it alone. */
     CHECK(listed(ha, d.uuid));
     CHECK(!listed(hb, d.uuid));

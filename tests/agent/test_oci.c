@@ -167,6 +167,42 @@ test_port(const struct inst_desired *tmpl, const char *root)
     inside(root, c.uuid, "busybox ping -c 1 -W 2 10.9.0.1", val, sizeof val);
     CHECK(strstr(val, "1 packets received") != NULL);
 
+    /* A port attached to the running container (os-interface): eth1, no
+     * second default route; detached: given back. */
+    CHECK(sh("ip link add nbr-test2 type bridge && ip addr add 10.8.0.1/24 dev nbr-test2 && "
+             "ip link set nbr-test2 up && "
+             "ip link add tap7e6d5c4b3a2 type veth peer name tpp7e6d5c4b3a2 && "
+             "ip link set tap7e6d5c4b3a2 master nbr-test2 up"));
+    struct inst_port *q = &c.ports[1];
+    memset(q, 0, sizeof *q);
+    bfmt(q->id, sizeof q->id, "7e6d5c4b-3a29-4c2b-9a8e-7d6c5b4a3f21");
+    bfmt(q->mac, sizeof q->mac, "fa:16:3e:65:43:21");
+    bfmt(q->tap, sizeof q->tap, "tap7e6d5c4b3a2");
+    q->kind = INST_PORT_VETH;
+    q->n_fixed_ips = 1;
+    bfmt(q->fixed_ips[0].ip, sizeof q->fixed_ips[0].ip, "10.8.0.5");
+    q->fixed_ips[0].prefixlen = 24;
+    bfmt(q->fixed_ips[0].gateway, sizeof q->fixed_ips[0].gateway, "10.8.0.1");
+    c.n_ports = 2;
+    events[0] = 0;
+    pass();
+    CHECK(strstr(events, "ports-changed") != NULL);
+    inside(root, c.uuid, "cat /sys/class/net/eth1/address", val, sizeof val);
+    CHECK_STR(val, "fa:16:3e:65:43:21");
+    CHECK(sh("ping -c 1 -W 2 10.8.0.5 >/dev/null"));
+    inside(root, c.uuid, "cat /proc/net/route", routes, sizeof routes);
+    CHECK(strstr(routes, "eth1\t00000000") == NULL);
+    CHECK(strstr(routes, "eth0\t00000000\t0100090A") != NULL);
+    events[0] = 0;
+    pass();
+    CHECK(strstr(events, "ports-changed") == NULL);
+    c.n_ports = 1;
+    pass();
+    CHECK(hv_netdev_exists("tpp7e6d5c4b3a2"));
+    inside(root, c.uuid, "cat /sys/class/net/eth1/address", val, sizeof val);
+    CHECK_STR(val, "");
+    CHECK(sh("ip link del tap7e6d5c4b3a2 && ip link del nbr-test2"));
+
     /* Stopped: the device is back under its own name; started: wired again. */
     c.power = POWER_SHUTOFF;
     c.generation = 2;

@@ -359,6 +359,25 @@ st, _, _ = A.req('POST', f'/servers/{a2}/action', {'os-start': None})
 wait_for('os-start a2 -> ACTIVE', active(A, a2), timeout=30)
 wait_for('a2 answers again after start', lambda: ping(a1, '10.0.0.51'), timeout=20)
 
+# An interface attached to the running a1 (os-interface) on another network
+# of project A: eth1 with its address; detached: gone.
+NET_C = net(ta, 'POST', '/networks', {'network': {'name': 'net-c'}}, 201)['network']['id']
+net(ta, 'POST', '/subnets', {'subnet': {'network_id': NET_C, 'ip_version': 4,
+                                        'cidr': '10.9.9.0/24'}}, 201)
+st, _, b = A.req('POST', f'/servers/{a1}/os-interface', {'interfaceAttachment': {
+    'net_id': NET_C, 'fixed_ips': [{'ip_address': '10.9.9.9'}]}})
+check(st == 200, f'os-interface attach ({st} {b})')
+pid_c = b.get('interfaceAttachment', {}).get('port_id') if isinstance(b, dict) else None
+wait_for('the attached port is eth1 of a1 with its address',
+         lambda: '10.9.9.9' in runc(a1, 'cat', '/proc/net/fib_trie').stdout and
+         runc(a1, 'cat', '/sys/class/net/eth1/mtu').stdout.strip() == '1450', timeout=30)
+check(ping(a1, '10.0.0.51'), 'a1 still reaches a2 on eth0')
+if pid_c:
+    st, _, _ = A.req('DELETE', f'/servers/{a1}/os-interface/{pid_c}')
+    check(st == 202, f'os-interface detach ({st})')
+    wait_for('detached: a1 has no eth1 any more',
+             lambda: runc(a1, 'cat', '/sys/class/net/eth1/mtu').returncode != 0, timeout=30)
+
 # ---- Delete: nothing left on either host.
 for api, sid in ((A, a1), (A, a2), (B, b1)):
     st, _, _ = api.req('DELETE', f'/servers/{sid}')
