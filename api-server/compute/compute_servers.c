@@ -588,9 +588,12 @@ enum view_col {
     VC_ID, VC_HOST, VC_NODE, VC_FAULT, VC_NET, VC_ADDR, VC_FAMILY, VC_MAC,
 };
 
-/* A timestamp as microseconds since 1970 (written by write_time): exact,
- * and far cheaper than to_char, which cost as much as the rest of a row. */
-#define USEC(t) "(extract(epoch FROM " t ") * 1000000)::int8"
+/* A timestamp as microseconds since 1970 (written by write_time), far
+ * cheaper than to_char, which cost as much as the rest of a row.  The
+ * float8 of date_part is within a tenth of a microsecond of the exact
+ * value for this century, so the rounding cast gives it back exactly; it
+ * costs half of extract's numeric. */
+#define USEC(t) "(date_part('epoch', " t ") * 1000000)::int8"
 
 /* The rows of the CTE 'page' (whole instances rows) with their addresses,
  * after a first column VC_FOUND that the statement supplies.  $3 is "true"
