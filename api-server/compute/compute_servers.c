@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 #include <strings.h>
 #include <time.h>
 
@@ -582,7 +583,7 @@ jb_json(struct jbuf *b, const char *s)
 
 /* The columns of VIEW_COLS, in order. */
 enum view_col {
-    VC_FOUND, VC_UUID, VC_NAME, VC_STATUS, VC_TENANT, VC_USER, VC_METADATA, VC_HOST_ID,
+    VC_FOUND, VC_UUID, VC_NAME, VC_STATUS, VC_TENANT, VC_USER, VC_METADATA,
     VC_IMAGE, VC_FLAVOR, VC_CREATED, VC_UPDATED, VC_IPV4, VC_IPV6, VC_AZ, VC_CONFIG_DRIVE,
     VC_KEY_NAME, VC_LAUNCHED, VC_TERMINATED, VC_TASK, VC_VM, VC_POWER, VC_SGS, VC_PROGRESS,
     VC_ID, VC_HOST, VC_NODE, VC_FAULT, VC_NET, VC_ADDR, VC_FAMILY, VC_MAC,
@@ -600,8 +601,7 @@ enum view_col {
  * for admins, who see a fault's details even when its code is 500. */
 #define VIEW_COLS \
     " x.uuid, x.name, compute_status(x.vm_state, x.task_state), x.project_id, x.user_id," \
-    " x.metadata, CASE WHEN x.host IS NULL THEN '' ELSE" \
-    "  encode(sha224(convert_to(x.project_id || x.host, 'UTF8')), 'hex') END," \
+    " x.metadata," \
     " x.image_ref, x.flavor_id, " USEC("x.created_at") ", " USEC("x.updated_at") "," \
     " x.access_ip_v4, x.access_ip_v6, coalesce(x.availability_zone, ''), x.config_drive," \
     " x.key_name, " USEC("x.launched_at") ", " USEC("x.terminated_at") "," \
@@ -631,6 +631,113 @@ struct view {
     const char *marker;     /* Lists: the marker given, or NULL. */
     const char *next;       /* Lists: the next link up to "limit=" (escaped). */
 };
+
+/* SHA-224 (FIPS 180-4) for Nova's hostId, sha224(project_id + host) in
+ * hex: a fifth of the statement's time when PostgreSQL computed it for
+ * every row, a fraction of a microsecond here. */
+static const uint32_t sha256_k[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+    0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+    0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+    0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+    0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+    0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+    0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+    0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+    0xc67178f2,
+};
+
+#define ROR32(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static void
+sha256_block(uint32_t h[8], const unsigned char *p)
+{
+    uint32_t w[64];
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16
+               | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = ROR32(w[i - 15], 7) ^ ROR32(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = ROR32(w[i - 2], 17) ^ ROR32(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], k = h[7];
+    for (int i = 0; i < 64; i++) {
+        uint32_t t1 = k + (ROR32(e, 6) ^ ROR32(e, 11) ^ ROR32(e, 25)) + ((e & f) ^ (~e & g))
+                      + sha256_k[i] + w[i];
+        uint32_t t2 = (ROR32(a, 2) ^ ROR32(a, 13) ^ ROR32(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+        k = g;
+        g = f;
+        f = e;
+        e = d + t1;
+        d = c;
+        c = b;
+        b = a;
+        a = t1 + t2;
+    }
+    h[0] += a;
+    h[1] += b;
+    h[2] += c;
+    h[3] += d;
+    h[4] += e;
+    h[5] += f;
+    h[6] += g;
+    h[7] += k;
+}
+
+/* The hex SHA-224 of 'a' followed by 'b' into 'out' (57 bytes). */
+static void
+sha224_hex2(const char *a, const char *b, char out[57])
+{
+    uint32_t h[8] = { 0xc1059ed8, 0x367cd507, 0x3070dd17, 0xf70e5939,
+                      0xffc00b31, 0x68581511, 0x64f98fa7, 0xbefa4fa4 };
+    unsigned char block[64];
+    size_t na = strlen(a), nb = strlen(b), fill = 0;
+    uint64_t bits = (uint64_t)(na + nb) * 8;
+    for (int part = 0; part < 2; part++) {
+        const unsigned char *s = (const unsigned char *)(part ? b : a);
+        for (size_t n = part ? nb : na; n; n--) {
+            block[fill++] = *s++;
+            if (fill == 64) {
+                sha256_block(h, block);
+                fill = 0;
+            }
+        }
+    }
+    block[fill++] = 0x80;
+    if (fill > 56) {
+        memset(block + fill, 0, 64 - fill);
+        sha256_block(h, block);
+        fill = 0;
+    }
+    memset(block + fill, 0, 56 - fill);
+    for (int i = 0; i < 8; i++)
+        block[56 + i] = (unsigned char)(bits >> (56 - 8 * i));
+    sha256_block(h, block);
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 28; i++) {
+        unsigned char byte = (unsigned char)(h[i / 4] >> (24 - 8 * (i % 4)));
+        out[2 * i] = hex[byte >> 4];
+        out[2 * i + 1] = hex[byte & 15];
+    }
+    out[56] = '\0';
+}
+
+/* Nova's hostId: "" for a server without a host. */
+static void
+write_host_id(struct jbuf *b, const char *project, const char *host)
+{
+    char hex[57];
+    if (!host || !project) {
+        jb_lit(b, "\"\"");
+        return;
+    }
+    sha224_hex2(project, host, hex);
+    jb_lit(b, "\"");
+    jb_raw(b, hex, 56);
+    jb_lit(b, "\"");
+}
 
 static bool
 status_has_progress(const char *st)
@@ -768,7 +875,7 @@ write_server(struct jbuf *b, const struct view *v, db_result *res, int first, in
     jb_key(b, "metadata");
     jb_json(b, COL(VC_METADATA));
     jb_key(b, "hostId");
-    jb_str(b, COL(VC_HOST_ID));
+    write_host_id(b, COL(VC_TENANT), COL(VC_HOST));
     jb_key(b, "image");
     const char *image = COL(VC_IMAGE);
     if (image && *image)
