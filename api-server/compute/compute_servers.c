@@ -991,8 +991,12 @@ view_done(http_request *req, struct api_req *ar, db_result *res, void *arg)
             r = end;
             continue;
         }
-        while (v->detail && end < rows && !strcmp(db_get(res, end, VC_UUID), uuid))
+        while (v->detail && end < rows) {
+            const char *next = db_get(res, end, VC_UUID);
+            if (!next || strcmp(next, uuid))
+                break;
             end++;
+        }
         if (n++)
             jb_lit(&b, ",");
         write_server(&b, v, res, r, end);
