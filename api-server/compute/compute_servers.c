@@ -516,6 +516,8 @@ jb_reserve(struct jbuf *b, size_t n)
 static inline __attribute__((always_inline)) void
 jb_raw(struct jbuf *b, const char *s, size_t n)
 {
+    if (!n)
+        return;             /* The buffer may not exist yet (memcpy to NULL). */
     jb_reserve(b, n);
     memcpy(b->p + b->len, s, n);
     b->len += n;
