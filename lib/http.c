@@ -34,6 +34,9 @@
 #include <string.h>
 #include <strings.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -49,7 +52,9 @@
 #define HTTP_LINGER_MS 2000u
 #define HTTP_CLOSE_FLUSH_MS 10000u
 #define HTTP_PENDING_KEEP 16384u
-#define HTTP_FILE_JOB_MAX (16u << 20)   /* Bytes one sendfile job sends at most. */
+#define HTTP_FILE_JOB_MAX (16u << 20)   /* Bytes one sendfile job sends at most... */
+#define HTTP_FILE_JOB_NS 20000000u      /* ...and for how long (20 ms). */
+#define HTTP_FILE_WAIT_MS 5             /* A job waits this long for a full socket. */
 
 /* The struct that embeds 'ptr' as 'member' (through void * so that the
  * cast carries no alignment claim of its own). */
@@ -230,6 +235,7 @@ struct http_file_send {
     uint64_t off, remaining, sent;
     uint64_t job_sent;              /* Set by the job. */
     int job_err;                    /* Set by the job; 0 when the socket was full. */
+    bool job_more;                  /* Set by the job: it stopped at its limits. */
     int conn_err;                   /* Why the connection was closed under us. */
     int status;
     enum file_state state;
@@ -2562,6 +2568,11 @@ file_done_cb(struct defer_node *n)
     http_request *req = fs->req;
     if (fs->status < 0)
         req->close_after = true;
+    if (fs->sock >= 0) {
+        /* Uncorking sends the last partial segment at once. */
+        int zero = 0;
+        (void)setsockopt(fs->sock, IPPROTO_TCP, TCP_CORK, &zero, sizeof zero);
+    }
     if (fs->done)
         fs->done(req, fs->status, fs->sent, fs->arg);
     req_answer_done(req);
@@ -2597,16 +2608,25 @@ file_conn_gone(struct http_file_send *fs)
         file_finish(fs, fs->conn_err);
 }
 
-/* Thread pool: sends from the file until the socket is full, the body is
- * over or HTTP_FILE_JOB_MAX bytes went out (so that the loop regains
- * control now and then). */
+/* Thread pool: sends from the file until the body is over, the socket
+ * stays full for HTTP_FILE_WAIT_MS, or the job reaches its limits in bytes
+ * and time (so that the loop regains control and other work on the pool
+ * gets its turn).  Waiting a little for a full socket to drain, as a
+ * blocking sendfile would, keeps a fast client's transfer free of loop
+ * round trips; a slow client is waited for by the loop instead. */
 static void
 file_job(uv_work_t *w)
 {
     struct http_file_send *fs = w->data;
     uint64_t sent = 0;
+    uint64_t t0 = uv_hrtime();
     int err = 0;
-    while (fs->remaining && sent < HTTP_FILE_JOB_MAX) {
+    fs->job_more = false;
+    while (fs->remaining) {
+        if (sent >= HTTP_FILE_JOB_MAX || uv_hrtime() - t0 >= HTTP_FILE_JOB_NS) {
+            fs->job_more = true;
+            break;
+        }
         uint64_t want = fs->remaining;
         if (want > HTTP_FILE_JOB_MAX - sent)
             want = HTTP_FILE_JOB_MAX - sent;
@@ -2624,8 +2644,14 @@ file_job(uv_work_t *w)
         }
         if (errno == EINTR)
             continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            err = (errno == EPIPE || errno == ECONNRESET) ? -ECONNRESET : -errno;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            struct pollfd p = { .fd = fs->sock, .events = POLLOUT };
+            int r = poll(&p, 1, HTTP_FILE_WAIT_MS);
+            if (r > 0 || (r < 0 && errno == EINTR))
+                continue;
+            break;
+        }
+        err = (errno == EPIPE || errno == ECONNRESET) ? -ECONNRESET : -errno;
         break;
     }
     fs->job_sent = sent;
@@ -2653,7 +2679,7 @@ file_job_done(uv_work_t *w, int status)
     struct http_file_send *fs = w->data;
     http_request *req = fs->req;
     struct http_conn *c = req->conn;
-    bool capped = fs->job_sent >= HTTP_FILE_JOB_MAX;
+    bool capped = fs->job_more;
     fs->sent += fs->job_sent;
     if (fs->job_sent && !c->dead)
         c->last_send_ms = uv_now(req->srv->loop);
@@ -2747,6 +2773,10 @@ http_respond_file(http_request *req, int status, const char *content_type, int f
             return r;
         }
         fs->poll.data = fs;
+        /* Head and body leave in full segments (the connection otherwise
+         * has TCP_NODELAY); fails harmlessly on other sockets. */
+        int one = 1;
+        (void)setsockopt(fs->sock, IPPROTO_TCP, TCP_CORK, &one, sizeof one);
     }
     req->resp_started = true;
     req->status = status;
