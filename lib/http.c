@@ -2749,7 +2749,10 @@ http_respond_file(http_request *req, int status, const char *content_type, int f
     bool with_body = status_has_body(status);
     if (!with_body)
         length = 0;
-    bool send_body = with_body && !req->suppress_body && length && !c->dead;
+    /* A request whose connection is closing or gone is answered into the
+     * void, like the other answers. */
+    bool gone = c->dead || c->closing || c->cur != req || req->aborted;
+    bool send_body = with_body && !req->suppress_body && length && !gone;
     struct http_file_send *fs = arena_zalloc(req->arena, sizeof *fs);
     fs->req = req;
     fs->fd = fd;
@@ -2786,7 +2789,7 @@ http_respond_file(http_request *req, int status, const char *content_type, int f
     char *head = build_head(req, status, content_type, with_body ? (int64_t)length : -2, 0,
                             &head_len);
     c->last_send_ms = uv_now(req->srv->loop);
-    if (c->dead) {
+    if (gone) {
         file_finish(fs, -ECONNRESET);
         return 0;
     }
@@ -2802,7 +2805,8 @@ http_respond_file(http_request *req, int status, const char *content_type, int f
     if (n == (int)head_len) {
         file_start_job(fs);
     } else if (n < 0 && n != UV_EAGAIN && n != UV_ENOSYS) {
-        conn_abort(c);             /* Finishes 'fs' through file_conn_gone(). */
+        conn_abort(c);
+        file_finish(fs, -ECONNRESET);
     } else {
         if (n > 0) {
             b.base += n;
