@@ -21,6 +21,7 @@
  *                                  http_respond_file(); one "bytes=a-b",
  *                                  "bytes=a-" or "bytes=-n" Range gives 206
  *   GET  /file-short               announces 4096 bytes more than the file has
+ *   GET  /file-later               /file, answered after 100 ms
  *   GET  /file-stats               outcomes of the file answers as JSON
  *
  * Errors the server generates are answered as JSON by a custom handler. */
@@ -388,6 +389,26 @@ file(http_request *req, void *data)
 }
 
 static void
+file_later_cb(uv_timer_t *t)
+{
+    file(t->data, NULL);
+    uv_close((uv_handle_t *)t, slow_free_cb);
+}
+
+static void
+file_later(http_request *req, void *data)
+{
+    uv_timer_t *t = malloc(sizeof *t);
+    if (!t) {
+        on_error(req, 500, "Out of memory.", NULL);
+        return;
+    }
+    uv_timer_init(uv_default_loop(), t);
+    t->data = req;
+    uv_timer_start(t, file_later_cb, 100, 0);
+}
+
+static void
 file_stats_get(http_request *req, void *data)
 {
     char *body = arena_printf(http_req_arena(req),
@@ -443,6 +464,7 @@ add_routes(http_server *s)
     r = r ? r : http_server_route(s, "GET", "/file", file, NULL, NULL);
     r = r ? r : http_server_route(s, "GET", "/file-short", file, (void *)"short", NULL);
     r = r ? r : http_server_route(s, "GET", "/file-stats", file_stats_get, NULL, NULL);
+    r = r ? r : http_server_route(s, "GET", "/file-later", file_later, NULL, NULL);
     return r;
 }
 

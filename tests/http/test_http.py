@@ -713,12 +713,23 @@ def test_file_client_closes():
     after = wait_file_stats(lambda x: x["reset"] >= before["reset"] + 4)
     check(after["reset"] - before["reset"] == 4, "resets %r" % after)
     check(roundtrip(request("GET", "/file"))[2] == FILE_DATA, "download afterwards")
-    # Closed before the head was even read.
+    # Closed before the head was even read, and before the handler answered.
+    before = file_stats()
     for _ in range(5):
         with SERVER.connect() as s:
             s.sendall(request("GET", "/file"))
-    time.sleep(0.2)
-    check(roundtrip(request("GET", "/hello"))[0] == 200, "server unhealthy")
+        with SERVER.connect() as s:
+            s.sendall(request("GET", "/file-later"))
+    after = wait_file_stats(lambda x: x["ok"] + x["reset"] >= before["ok"] + before["reset"] + 10)
+    check(after["ok"] + after["reset"] == before["ok"] + before["reset"] + 10,
+          "outcomes %r" % after)
+    check(after["reset"] >= before["reset"] + 5, "late answers not dropped: %r" % after)
+    # A late file answer on a live connection, then the next request.
+    with SERVER.connect() as s:
+        s.sendall(request("GET", "/file-later") + request("GET", "/hello"))
+        r = Reader(s)
+        check(r.response()[2] == FILE_DATA, "late file differs")
+        check(r.response()[2] == b"Hello, world!\n", "after the late file")
 
 
 def test_file_short():
