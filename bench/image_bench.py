@@ -10,7 +10,8 @@ PostgreSQL (tests/ harness), prints figures and ratios, never asserts.
 Downloads are timed twice: curl writing the file to the same disk (what a
 user does; curl's own copies from the socket and into the file count), and
 curl discarding the bytes (-o /dev/null: what the server and the loopback
-sustain).  Each figure is the best of BENCH_ROUNDS rounds (default 3), the
+sustain).  curl copying the local file with a file:// URL shows what the
+client side alone costs when it writes a file.  Each figure is the best of BENCH_ROUNDS rounds (default 3), the
 rounds interleaved, so that a busy shared machine disturbs the ratios less.
 
 Environment: NIMBUS_BUILD (default <repo>/build), NIMBUS_TEST_PG (a running
@@ -47,10 +48,13 @@ def main():
     try:
         tok = cloud.admin_token()
         rounds = int(os.environ.get('BENCH_ROUNDS', '3'))
-        t_cp = t_hash = t_up = t_down = t_null = float('inf')
+        t_cp = t_hash = t_up = t_down = t_null = t_curl = float('inf')
         same = True
         for _ in range(rounds):
             t_cp = min(t_cp, timed(['cp', src, os.path.join(work, 'copy')]))
+            os.unlink(os.path.join(work, 'copy'))
+            t_curl = min(t_curl, timed(['curl', '-sf', '-o', os.path.join(work, 'copy'),
+                                        'file://' + src]))
             os.unlink(os.path.join(work, 'copy'))
             # md5 and sha512 in parallel over the bytes (page cache warm).
             t0 = time.monotonic()
@@ -80,6 +84,8 @@ def main():
         print(f'image bench: {mb:.0f} MiB, best of {rounds}, nimbus-image RSS after '
               f'{image_test.vm_rss_kib(cloud.image_pid())} KiB, downloads identical: {same}')
         print(f'  cp                      {mb / t_cp:8.1f} MiB/s')
+        print(f'  curl file:// to a file  {mb / t_curl:8.1f} MiB/s   '
+              f'(the client alone) / cp = {t_cp / t_curl:.2f}')
         print(f'  md5 + sha512 (parallel) {mb / t_hash:8.1f} MiB/s')
         print(f'  upload                  {mb / t_up:8.1f} MiB/s   '
               f'time / hashing time = {t_up / t_hash:.2f} (aim <= 1.2)')
