@@ -22,21 +22,25 @@
  * inside one of the handler's own calls (on_end, the 'done' of a dropped
  * write, parsing the next pipelined request after an asynchronous answer)
  * are deferred to a uv_idle callback, so no handler code is ever re-entered.
+ *
+ * File answers (http_respond_file) keep their request current until the
+ * whole body has been sent with sendfile(2) from thread-pool jobs; see
+ * "Answers from a file" below.
  */
 #include "http.h"
 #include "http_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <http_parser.h>
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <time.h>
