@@ -19,9 +19,13 @@
  * check, I/O) removes the temporary data and returns the image to queued,
  * as Glance does, so the client can retry.
  *
- * Download.  The data is read in 256 KiB pieces on the thread pool (so a
- * cold disk never stalls the loop), one read in flight while the previous
- * piece is being written to the socket. */
+ * Download.  When the store's data is a local file (the filesystem store),
+ * the answer is sent with http_respond_file(): sendfile(2) moves the bytes
+ * from the page cache to the socket, with no copy through user space, each
+ * call on the thread pool so that a cold disk never stalls the loop.  Other
+ * stores are read in 256 KiB pieces on the thread pool, one read in flight
+ * while the previous piece is being written to the socket.  Whole answers
+ * and Range (206) answers take the same path. */
 #include "img_api.h"
 
 #include <errno.h>
@@ -641,6 +645,20 @@ download_end(struct download *dl)
 
 static void download_pump(struct download *dl);
 
+/* The end of an answer sent from the store's file. */
+static void
+dl_file_done(http_request *req, int status, uint64_t sent, void *arg)
+{
+    struct download *dl = arg;
+    dl->ctx->counters.bytes_downloaded += sent;
+    if (status < 0 && status != -ECONNRESET && status != -ETIMEDOUT)
+        log_error("image", "%s: image data ends early or cannot be read (%s)",
+                  http_req_path(req), strerror(-status));
+    dl->ctx->store->ops->close_read(dl->r);
+    dl->ctx->downloads_active--;
+    free(dl);
+}
+
 static void
 dl_written(http_request *req, int status, void *arg)
 {
@@ -794,12 +812,13 @@ download_loaded(http_request *req, struct img_req *ir, db_result *res, void *arg
         img_error(req, 416, "The requested range is not satisfiable.");
         return;
     }
+    int fd = ctx->store->ops->read_fd ? ctx->store->ops->read_fd(r) : -ENOTSUP;
     struct download *dl = calloc(1, sizeof *dl);
-    if (dl) {
+    if (dl && fd < 0) {
         dl->slot[0].buf = malloc(DL_CHUNK);
         dl->slot[1].buf = malloc(DL_CHUNK);
     }
-    if (!dl || !dl->slot[0].buf || !dl->slot[1].buf) {
+    if (!dl || (fd < 0 && (!dl->slot[0].buf || !dl->slot[1].buf))) {
         if (dl) {
             free(dl->slot[0].buf);
             free(dl->slot[1].buf);
@@ -824,6 +843,17 @@ download_loaded(http_request *req, struct img_req *ir, db_result *res, void *arg
         http_resp_header(req, "Content-Range", arena_printf(mem, "bytes %" PRIu64 "-%" PRIu64
                                                               "/%" PRIu64, from, to - 1, size));
     http_resp_header(req, "Accept-Ranges", "bytes");
+    if (fd >= 0) {
+        rc = http_respond_file(req, rr > 0 ? 206 : 200, "application/octet-stream", fd, from,
+                               to - from, dl_file_done, dl);
+        if (rc < 0) {
+            ctx->store->ops->close_read(r);
+            ctx->downloads_active--;
+            free(dl);
+            img_error(req, 500, "Cannot start the answer.");
+        }
+        return;
+    }
     if (http_resp_start(req, rr > 0 ? 206 : 200, "application/octet-stream",
                         (int64_t)(to - from)) < 0) {
         ctx->store->ops->close_read(r);

@@ -41,6 +41,10 @@ struct img_store_ops {
     /* Reads up to 'len' bytes at 'off'; returns the count (0 at the end)
      * or a negative errno. */
     ssize_t (*read)(struct img_store_reader *r, void *buf, size_t len, uint64_t off);
+    /* The file descriptor behind 'r', for sending the data with
+     * sendfile(2), or -ENOTSUP when the data is not a local file (then
+     * read() is the way).  Owned by the reader.  May be NULL. */
+    int (*read_fd)(struct img_store_reader *r);
     /* Accepts NULL. */
     void (*close_read)(struct img_store_reader *r);
     /* Deletes the data of 'image_id'; 0 also when there was none. */

@@ -160,6 +160,12 @@ fs_read(struct img_store_reader *r, void *buf, size_t len, uint64_t off)
     }
 }
 
+static int
+fs_read_fd(struct img_store_reader *r)
+{
+    return r->fd;
+}
+
 static void
 fs_close_read(struct img_store_reader *r)
 {
@@ -224,6 +230,7 @@ static const struct img_store_ops fs_ops = {
     .abort = fs_abort,
     .open_read = fs_open_read,
     .read = fs_read,
+    .read_fd = fs_read_fd,
     .close_read = fs_close_read,
     .remove = fs_remove,
     .sweep = fs_sweep,

@@ -22,19 +22,29 @@
  * inside one of the handler's own calls (on_end, the 'done' of a dropped
  * write, parsing the next pipelined request after an asynchronous answer)
  * are deferred to a uv_idle callback, so no handler code is ever re-entered.
+ *
+ * File answers (http_respond_file) keep their request current until the
+ * whole body has been sent with sendfile(2) from thread-pool jobs; see
+ * "Answers from a file" below.
  */
 #include "http.h"
 #include "http_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <http_parser.h>
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "arena.h"
 #include "util.h"
@@ -46,6 +56,9 @@
 #define HTTP_LINGER_MS 2000u
 #define HTTP_CLOSE_FLUSH_MS 10000u
 #define HTTP_PENDING_KEEP 16384u
+#define HTTP_FILE_JOB_MAX (16u << 20)   /* Bytes one sendfile job sends at most... */
+#define HTTP_FILE_JOB_NS 20000000u      /* ...and for how long (20 ms). */
+#define HTTP_FILE_WAIT_MS 5             /* A job waits this long for a full socket. */
 
 /* The struct that embeds 'ptr' as 'member' (through void * so that the
  * cast carries no alignment claim of its own). */
@@ -122,7 +135,7 @@ struct http_server {
     struct http_server_stats stats;
 };
 
-enum conn_timer_mode { TM_NONE, TM_HEADER, TM_IDLE, TM_BODY, TM_CLOSE };
+enum conn_timer_mode { TM_NONE, TM_HEADER, TM_IDLE, TM_BODY, TM_SEND, TM_CLOSE };
 
 /* What a paused parser stopped for. */
 enum conn_event { EV_NONE, EV_HEAD, EV_MESSAGE };
@@ -153,6 +166,7 @@ struct http_conn {
     uint64_t accept_ms;
     uint64_t last_done_ms;
     uint64_t last_body_ms;
+    uint64_t last_send_ms;          /* Last progress of a file body. */
     uint64_t close_deadline;
     uint64_t timer_at;
 
@@ -207,6 +221,33 @@ struct http_write {
     char chunk_head[24];
 };
 
+/* A body being sent from a file (http_respond_file).  The states: the head
+ * is being written (FS_HEAD), a sendfile job runs on the thread pool
+ * (FS_JOB), the socket is full and the loop waits for it to become
+ * writable (FS_POLL), the answer is over and 'done' is queued (FS_DONE).
+ * The job writes to its own duplicate of the socket descriptor, which this
+ * struct owns, so that closing the connection while a job runs can never
+ * make the job write to a reused descriptor. */
+enum file_state { FS_HEAD, FS_JOB, FS_POLL, FS_DONE };
+
+struct http_file_send {
+    uv_work_t work;
+    uv_poll_t poll;
+    struct http_request *req;
+    int fd;                         /* The caller's file. */
+    int sock;                       /* Our duplicate of the socket. */
+    uint64_t off, remaining, sent;
+    uint64_t job_sent;              /* Set by the job. */
+    int job_err;                    /* Set by the job; 0 when the socket was full. */
+    bool job_more;                  /* Set by the job: it stopped at its limits. */
+    int conn_err;                   /* Why the connection was closed under us. */
+    int status;
+    enum file_state state;
+    http_file_done_fn done;
+    void *arg;
+    struct defer_node defer;
+};
+
 struct http_request {
     struct arena *arena;
     struct http_conn *conn;
@@ -252,6 +293,7 @@ struct http_request {
     struct http_write *free_writes;
     unsigned writes_pending;
     int64_t resp_remaining;         /* For a streamed answer of known length. */
+    struct http_file_send *fs;      /* For a file answer. */
     int status;
 
     unsigned short http_major, http_minor;
@@ -283,6 +325,7 @@ static void conn_schedule(struct http_conn *c);
 static void conn_update_timer(struct http_conn *c);
 static void conn_update_reading(struct http_conn *c);
 static void req_unref(http_request *req);
+static void file_conn_gone(struct http_file_send *fs);
 static void server_check_done(http_server *s);
 static void dispatch_error(struct http_conn *c, http_request *req, int status,
                            const char *msg, bool close);
@@ -741,6 +784,7 @@ http_server_config_defaults(struct http_server_config *cfg)
     cfg->idle_timeout_ms = 60000;
     cfg->body_timeout_ms = 60000;
     cfg->max_pipeline_bytes = 65536;
+    cfg->send_timeout_ms = 60000;
 }
 
 static void
@@ -785,6 +829,8 @@ http_server_new(uv_loop_t *loop, const struct http_server_config *cfg, http_serv
             s->cfg.body_timeout_ms = def.body_timeout_ms;
         if (!s->cfg.max_pipeline_bytes)
             s->cfg.max_pipeline_bytes = def.max_pipeline_bytes;
+        if (!s->cfg.send_timeout_ms)
+            s->cfg.send_timeout_ms = def.send_timeout_ms;
     }
     s->read_size = HTTP_READ_SIZE;
     s->rbuf = malloc(s->read_size);
@@ -1032,6 +1078,8 @@ conn_drop_cur(struct http_conn *c, int status)
         if (!req->msg_complete)
             req_body_end(req, status);
     }
+    if (req->fs)
+        file_conn_gone(req->fs);
     req_unref(req);
 }
 
@@ -1144,6 +1192,10 @@ conn_deadline(const struct http_conn *c, uint64_t *deadline)
         *deadline = c->last_body_ms + cfg->body_timeout_ms;
         return TM_BODY;
     case PH_WAIT:
+        if (c->cur->fs && c->cur->fs->state != FS_DONE) {
+            *deadline = c->last_send_ms + cfg->send_timeout_ms;
+            return TM_SEND;
+        }
         break;
     }
     return TM_NONE;
@@ -1190,6 +1242,13 @@ conn_timer_cb(uv_timer_t *t)
         break;
     case TM_IDLE:
     case TM_CLOSE:
+        conn_abort(c);
+        break;
+    case TM_SEND:
+        /* The client stopped reading a file body. */
+        c->srv->stats.timeouts++;
+        if (c->cur && c->cur->fs)
+            c->cur->fs->conn_err = -ETIMEDOUT;
         conn_abort(c);
         break;
     case TM_BODY:
@@ -2430,7 +2489,7 @@ int
 http_resp_write(http_request *req, const void *data, size_t len,
                 void (*done)(http_request *req, int status, void *arg), void *arg)
 {
-    if (!req->resp_started || req->answered)
+    if (!req->resp_started || req->answered || req->fs)
         return -EINVAL;
     if (!req->resp_chunked && (int64_t)len > req->resp_remaining)
         return -EINVAL;
@@ -2468,7 +2527,7 @@ http_resp_write(http_request *req, const void *data, size_t len,
 int
 http_resp_end(http_request *req)
 {
-    if (!req->resp_started || req->answered)
+    if (!req->resp_started || req->answered || req->fs)
         return -EINVAL;
     if (req->resp_chunked && !req->suppress_body && !req->conn->dead) {
         static char last_chunk[] = "0\r\n\r\n";
@@ -2480,6 +2539,289 @@ http_resp_end(http_request *req)
         req->close_after = true;
     }
     req_answer_done(req);
+    return 0;
+}
+
+/* ---- Answers from a file.
+ *
+ * The head goes through the connection's write queue like any answer; once
+ * it (and everything queued before it) is written, sendfile jobs move the
+ * body from the file to the socket.  The socket is non-blocking, so a job
+ * returns when the socket buffer is full; the loop then waits for it to
+ * drain with a poll handle on our duplicate of the descriptor (libuv allows
+ * one watcher per descriptor, and the connection's stream has its own).
+ * The request stays the connection's current one until the body is over,
+ * so nothing else is written in between and pipelined requests wait. */
+
+static void file_start_job(struct http_file_send *fs);
+
+static void
+file_poll_closed(uv_handle_t *h)
+{
+    struct http_file_send *fs = h->data;
+    http_request *req = fs->req;
+    close(fs->sock);
+    fs->sock = -1;
+    req_unref(req);
+}
+
+static void
+file_done_cb(struct defer_node *n)
+{
+    struct http_file_send *fs = CONTAINER_OF(n, struct http_file_send, defer);
+    http_request *req = fs->req;
+    if (fs->status < 0)
+        req->close_after = true;
+    if (fs->sock >= 0) {
+        /* Uncorking sends the last partial segment at once. */
+        int zero = 0;
+        (void)setsockopt(fs->sock, IPPROTO_TCP, TCP_CORK, &zero, sizeof zero);
+    }
+    if (fs->done)
+        fs->done(req, fs->status, fs->sent, fs->arg);
+    req_answer_done(req);
+    /* The reference taken at the start is released here, or once the poll
+     * handle is closed. */
+    if (fs->sock >= 0)
+        uv_close((uv_handle_t *)&fs->poll, file_poll_closed);
+    else
+        req_unref(req);
+}
+
+/* Ends the answer with 'status'; 'done' runs from the idle callback. */
+static void
+file_finish(struct http_file_send *fs, int status)
+{
+    if (fs->state == FS_DONE)
+        return;
+    if (fs->state == FS_POLL)
+        uv_poll_stop(&fs->poll);
+    fs->state = FS_DONE;
+    fs->status = status;
+    defer(fs->req->srv, &fs->defer, file_done_cb);
+}
+
+/* The connection was closed (client gone, timeout): a job in flight
+ * notices when it returns; a wait for writability ends now. */
+static void
+file_conn_gone(struct http_file_send *fs)
+{
+    if (!fs->conn_err)
+        fs->conn_err = -ECONNRESET;
+    if (fs->state == FS_POLL || fs->state == FS_HEAD)
+        file_finish(fs, fs->conn_err);
+}
+
+/* Thread pool: sends from the file until the body is over, the socket
+ * stays full for HTTP_FILE_WAIT_MS, or the job reaches its limits in bytes
+ * and time (so that the loop regains control and other work on the pool
+ * gets its turn).  Waiting a little for a full socket to drain, as a
+ * blocking sendfile would, keeps a fast client's transfer free of loop
+ * round trips; a slow client is waited for by the loop instead. */
+static void
+file_job(uv_work_t *w)
+{
+    struct http_file_send *fs = w->data;
+    uint64_t sent = 0;
+    uint64_t t0 = uv_hrtime();
+    int err = 0;
+    fs->job_more = false;
+    while (fs->remaining) {
+        if (sent >= HTTP_FILE_JOB_MAX || uv_hrtime() - t0 >= HTTP_FILE_JOB_NS) {
+            fs->job_more = true;
+            break;
+        }
+        uint64_t want = fs->remaining;
+        if (want > HTTP_FILE_JOB_MAX - sent)
+            want = HTTP_FILE_JOB_MAX - sent;
+        off_t off = (off_t)fs->off;
+        ssize_t n = sendfile(fs->sock, fs->fd, &off, (size_t)want);
+        if (n > 0) {
+            fs->off += (uint64_t)n;
+            fs->remaining -= (uint64_t)n;
+            sent += (uint64_t)n;
+            continue;
+        }
+        if (n == 0) {
+            err = -ENODATA;        /* The file ends before the announced length. */
+            break;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            struct pollfd p = { .fd = fs->sock, .events = POLLOUT };
+            int r = poll(&p, 1, HTTP_FILE_WAIT_MS);
+            if (r > 0 || (r < 0 && errno == EINTR))
+                continue;
+            break;
+        }
+        err = (errno == EPIPE || errno == ECONNRESET) ? -ECONNRESET : -errno;
+        break;
+    }
+    fs->job_sent = sent;
+    fs->job_err = err;
+}
+
+static void
+file_poll_cb(uv_poll_t *h, int status, int events)
+{
+    struct http_file_send *fs = h->data;
+    (void)events;
+    uv_poll_stop(h);
+    if (status < 0) {
+        file_finish(fs, -ECONNRESET);
+        return;
+    }
+    /* Whatever woke us (writable, error, hang-up), the next sendfile call
+     * tells. */
+    file_start_job(fs);
+}
+
+static void
+file_job_done(uv_work_t *w, int status)
+{
+    struct http_file_send *fs = w->data;
+    http_request *req = fs->req;
+    struct http_conn *c = req->conn;
+    bool capped = fs->job_more;
+    fs->sent += fs->job_sent;
+    if (fs->job_sent && !c->dead)
+        c->last_send_ms = uv_now(req->srv->loop);
+    if (status < 0)
+        file_finish(fs, status);
+    else if (c->dead || fs->conn_err)
+        file_finish(fs, fs->conn_err ? fs->conn_err : -ECONNRESET);
+    else if (!fs->remaining)
+        file_finish(fs, 0);
+    else if (fs->job_err)
+        file_finish(fs, fs->job_err);
+    else if (capped)
+        file_start_job(fs);
+    else {
+        fs->state = FS_POLL;
+        int r = uv_poll_start(&fs->poll, UV_WRITABLE | UV_DISCONNECT, file_poll_cb);
+        if (r < 0)
+            file_finish(fs, r);
+    }
+}
+
+static void
+file_start_job(struct http_file_send *fs)
+{
+    http_request *req = fs->req;
+    struct http_conn *c = req->conn;
+    if (fs->state == FS_DONE)
+        return;
+    if (c->dead || fs->conn_err) {
+        file_finish(fs, fs->conn_err ? fs->conn_err : -ECONNRESET);
+        return;
+    }
+    if (!fs->remaining) {
+        file_finish(fs, 0);
+        return;
+    }
+    fs->state = FS_JOB;
+    fs->work.data = fs;
+    int r = uv_queue_work(req->srv->loop, &fs->work, file_job, file_job_done);
+    if (r < 0)
+        file_finish(fs, r);
+}
+
+static void
+file_head_written(http_request *req, int status, void *arg)
+{
+    struct http_file_send *fs = arg;
+    (void)req;
+    if (fs->state != FS_HEAD)
+        return;
+    if (status < 0)
+        file_finish(fs, -ECONNRESET);
+    else
+        file_start_job(fs);
+}
+
+int
+http_respond_file(http_request *req, int status, const char *content_type, int fd,
+                  uint64_t offset, uint64_t length, http_file_done_fn done, void *arg)
+{
+    struct http_conn *c = req->conn;
+    if (req->answered || req->resp_started)
+        return -EALREADY;
+    if (status < 200 || status > 599 || fd < 0 || length > INT64_MAX ||
+        offset > (uint64_t)INT64_MAX - length)
+        return -EINVAL;
+    bool with_body = status_has_body(status);
+    if (!with_body)
+        length = 0;
+    /* A request whose connection is closing or gone is answered into the
+     * void, like the other answers. */
+    bool gone = c->dead || c->closing || c->cur != req || req->aborted;
+    bool send_body = with_body && !req->suppress_body && length && !gone;
+    struct http_file_send *fs = arena_zalloc(req->arena, sizeof *fs);
+    fs->req = req;
+    fs->fd = fd;
+    fs->sock = -1;
+    fs->off = offset;
+    fs->remaining = send_body ? length : 0;
+    fs->done = done;
+    fs->arg = arg;
+    fs->state = FS_HEAD;
+    if (send_body) {
+        uv_os_fd_t sfd;
+        int r = uv_fileno(&c->h.handle, &sfd);
+        if (r < 0)
+            return r;
+        fs->sock = fcntl(sfd, F_DUPFD_CLOEXEC, 3);
+        if (fs->sock < 0)
+            return -errno;
+        r = uv_poll_init(req->srv->loop, &fs->poll, fs->sock);
+        if (r < 0) {
+            close(fs->sock);
+            return r;
+        }
+        fs->poll.data = fs;
+        /* Head and body leave in full segments (the connection otherwise
+         * has TCP_NODELAY); fails harmlessly on other sockets. */
+        int one = 1;
+        (void)setsockopt(fs->sock, IPPROTO_TCP, TCP_CORK, &one, sizeof one);
+    }
+    req->resp_started = true;
+    req->status = status;
+    req->fs = fs;
+    req->refs++;                   /* Released when 'fs' is over. */
+    size_t head_len;
+    char *head = build_head(req, status, content_type, with_body ? (int64_t)length : -2, 0,
+                            &head_len);
+    c->last_send_ms = uv_now(req->srv->loop);
+    if (gone) {
+        file_finish(fs, -ECONNRESET);
+        return 0;
+    }
+    if (!send_body) {
+        req_send_buffer(req, head, head_len);
+        file_finish(fs, 0);
+        return 0;
+    }
+    /* The head, then the body once the head and every answer queued before
+     * it are written. */
+    uv_buf_t b = uv_buf_init(head, (unsigned)head_len);
+    int n = uv_try_write(&c->h.stream, &b, 1);
+    if (n == (int)head_len) {
+        file_start_job(fs);
+    } else if (n < 0 && n != UV_EAGAIN && n != UV_ENOSYS) {
+        conn_abort(c);
+        file_finish(fs, -ECONNRESET);
+    } else {
+        if (n > 0) {
+            b.base += n;
+            b.len -= (size_t)n;
+        }
+        struct http_write *w = write_get(req);
+        w->done = file_head_written;
+        w->arg = fs;
+        req_write(req, w, &b, 1, false, 0);
+    }
+    conn_update_timer(c);
     return 0;
 }
 

@@ -9,9 +9,10 @@
  * piece with back-pressure, so an upload of any size takes constant memory.
  *
  * Ownership rule: every request handed to a handler must be answered exactly
- * once, with http_respond() or with http_resp_start()...http_resp_end().  If
- * the client goes away first, the request stays valid until it is answered;
- * the answer is then dropped and the request freed.  Handlers may answer
+ * once, with http_respond(), with http_resp_start()...http_resp_end(), or
+ * with http_respond_file().  If the client goes away first, the request
+ * stays valid until it is answered; the answer is then dropped and the
+ * request freed.  Handlers may answer
  * synchronously or later from any callback on the same loop.
  *
  * Everything allocated from http_req_arena() lives until the request is
@@ -37,6 +38,7 @@ struct http_server_config {
     unsigned idle_timeout_ms;      /* Keep-alive connection with no request in flight. Default 60000. */
     unsigned body_timeout_ms;      /* Max gap between two pieces of a body. Default 60000. */
     unsigned max_pipeline_bytes;   /* Bytes read ahead while a request is in flight. Default 65536. */
+    unsigned send_timeout_ms;      /* Max time without progress while a file body is sent. Default 60000. */
 };
 
 /* Fills 'cfg' with the defaults above. */
@@ -99,7 +101,7 @@ struct http_server_stats {
     uint64_t responses[6];         /* By status class: [1]=1xx ... [5]=5xx. */
     uint64_t connections_total;
     uint64_t connections_refused;  /* Over max_connections. */
-    uint64_t timeouts;             /* Header, idle-with-partial-request or body timeouts. */
+    uint64_t timeouts;             /* Header, idle-with-partial-request, body or send timeouts. */
     unsigned connections_open;
 };
 void http_server_stats(const http_server *s, struct http_server_stats *out);
@@ -184,6 +186,33 @@ int http_resp_write(http_request *req, const void *data, size_t len,
                     void *arg);
 /* Finishes a streamed answer; the request is freed once it is written. */
 int http_resp_end(http_request *req);
+
+/* Called once when a file answer is over: 'status' is 0 when all 'sent'
+ * bytes of the body were handed to the socket, or a negative errno:
+ * -ECONNRESET (the client went away), -ETIMEDOUT (it read nothing for
+ * send_timeout_ms), -ENODATA (the file is shorter than announced) or the
+ * error of reading the file.  On failure the connection is closed, since
+ * the announced length cannot be met. */
+typedef void (*http_file_done_fn)(http_request *req, int status, uint64_t sent, void *arg);
+
+/* Answers with 'length' bytes of the open file 'fd' from 'offset' as the
+ * body (Content-Length: length).  The head is written first, then the
+ * kernel sends the file to the socket with sendfile(2), with no copy
+ * through user space; each sendfile call runs on libuv's thread pool, so
+ * a cold disk never stalls the loop, and the loop waits for the socket to
+ * become writable between calls.  The next request on the connection is
+ * only answered after the whole body.  HEAD requests and statuses without
+ * a body get the head only.
+ *
+ * 'fd' stays owned by the caller and must stay open until 'done' has been
+ * called; 'done' (may be NULL) runs exactly once, never from within this
+ * call, and the request is freed after it returns.  Returns 0, or a
+ * negative errno when nothing was sent (-EALREADY when already answered,
+ * -EINVAL for bad arguments): the request must then be answered otherwise
+ * and 'done' is never called. */
+int http_respond_file(http_request *req, int status, const char *content_type, int fd,
+                      uint64_t offset, uint64_t length, http_file_done_fn done, void *arg)
+    __attribute__((warn_unused_result));
 
 /* Reason phrase for a status code ("Not Found"). */
 const char *http_status_text(int status);

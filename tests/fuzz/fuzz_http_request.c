@@ -114,6 +114,30 @@ upload(http_request *req, void *data)
         abort();
 }
 
+/* File answers (sendfile): the whole file, or "/file/{n}": n bytes from
+ * offset 1, which may run past the end of the file (a short file). */
+#define FILE_SIZE (300u * 1024u)   /* More than a socketpair buffers. */
+static int file_fd = -1;
+
+static void
+file_done(http_request *req, int status, uint64_t sent, void *arg)
+{
+}
+
+static void
+file(http_request *req, void *data)
+{
+    const char *n = http_req_param(req, "n");
+    uint64_t off = 0, len = FILE_SIZE;
+    if (n) {
+        off = 1;
+        len = strtoull(n, NULL, 10) % (FILE_SIZE + 64);
+    }
+    if (http_respond_file(req, 200, "application/octet-stream", file_fd, off, len,
+                          file_done, NULL) < 0)
+        abort();
+}
+
 /* Answers without reading the streamed body. */
 static void
 refuse(http_request *req, void *data)
@@ -133,6 +157,16 @@ setup(void)
     cfg.max_body_bytes = 1024;
     cfg.max_pipeline_bytes = 512;
     loop = uv_default_loop();
+    char tmpl[] = "/tmp/nimbus-fuzz-file-XXXXXX";
+    file_fd = mkstemp(tmpl);
+    if (file_fd < 0 || unlink(tmpl) < 0)
+        abort();
+    char block[4096];
+    for (size_t i = 0; i < sizeof block; i++)
+        block[i] = (char)('a' + i % 26);
+    for (size_t done = 0; done < FILE_SIZE; done += sizeof block)
+        if (write(file_fd, block, sizeof block) != (ssize_t)sizeof block)
+            abort();
     if (http_server_new(loop, &cfg, &server) < 0 ||
         http_server_route(server, "GET", "/hello", hello, NULL, NULL) < 0 ||
         http_server_route(server, "GET", "/v2.1/servers/{id}", hello, NULL, NULL) < 0 ||
@@ -141,7 +175,9 @@ setup(void)
         http_server_route(server, "POST", "/echo", echo, NULL, &echo_opts) < 0 ||
         http_server_route(server, "GET", "/chunked", chunked, NULL, NULL) < 0 ||
         http_server_route(server, "PUT", "/upload", upload, NULL, &up_opts) < 0 ||
-        http_server_route(server, "PUT", "/refuse", refuse, NULL, &up_opts) < 0)
+        http_server_route(server, "PUT", "/refuse", refuse, NULL, &up_opts) < 0 ||
+        http_server_route(server, "GET", "/file", file, NULL, NULL) < 0 ||
+        http_server_route(server, "GET", "/file/{n}", file, NULL, NULL) < 0)
         abort();
 }
 
@@ -243,5 +279,7 @@ fuzz_http_cleanup(void)
     uv_run(loop, UV_RUN_DEFAULT);
     http_server_free(server);
     server = NULL;
+    close(file_fd);
+    file_fd = -1;
     uv_loop_close(loop);
 }

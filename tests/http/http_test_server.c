@@ -17,17 +17,25 @@
  *   GET  /query                    query parameters as JSON
  *   GET  /rss                      resident set size in bytes
  *   GET  /stats                    http_server_stats() as JSON
+ *   GET  /file                     the file given with --file, sent with
+ *                                  http_respond_file(); one "bytes=a-b",
+ *                                  "bytes=a-" or "bytes=-n" Range gives 206
+ *   GET  /file-short               announces 4096 bytes more than the file has
+ *   GET  /file-later               /file, answered after 100 ms
+ *   GET  /file-stats               outcomes of the file answers as JSON
  *
  * Errors the server generates are answered as JSON by a custom handler. */
 #include "http.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "arena.h"
@@ -35,6 +43,13 @@
 #define PAUSE_EVERY (32u << 20)
 
 static http_server *server;
+static const char *file_path;
+
+/* Outcomes of file answers, as their done callbacks saw them. */
+static struct {
+    unsigned ok, reset, timedout, nodata, other;
+    uint64_t bytes;
+} file_stats;
 static uv_signal_t sigterm_handle;
 static uv_signal_t sigint_handle;
 
@@ -282,6 +297,127 @@ stats(http_request *req, void *data)
     respond_text(req, 200, "application/json", body);
 }
 
+/* ---- File answers. */
+
+static void
+file_done(http_request *req, int status, uint64_t sent, void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    (void)req;
+    close(fd);
+    file_stats.bytes += sent;
+    if (status == 0)
+        file_stats.ok++;
+    else if (status == -ECONNRESET)
+        file_stats.reset++;
+    else if (status == -ETIMEDOUT)
+        file_stats.timedout++;
+    else if (status == -ENODATA)
+        file_stats.nodata++;
+    else
+        file_stats.other++;
+}
+
+/* Parses one "bytes=a-b", "bytes=a-" or "bytes=-n" range: 1 with
+ * [*from, *to) set, 0 to ignore the header, -1 when unsatisfiable. */
+static int
+parse_range(const char *h, uint64_t size, uint64_t *from, uint64_t *to)
+{
+    unsigned long long a, b;
+    char tail;
+    if (!h || strncmp(h, "bytes=", 6) != 0)
+        return 0;
+    h += 6;
+    if (sscanf(h, "-%llu%c", &a, &tail) == 1) {
+        if (a == 0)
+            return -1;
+        *from = a >= size ? 0 : size - a;
+        *to = size;
+        return 1;
+    }
+    if (sscanf(h, "%llu-%llu%c", &a, &b, &tail) == 2) {
+        if (b < a)
+            return 0;
+        if (a >= size)
+            return -1;
+        *from = a;
+        *to = b + 1 < size ? b + 1 : size;
+        return 1;
+    }
+    if (sscanf(h, "%llu-%c", &a, &tail) == 1) {
+        if (a >= size)
+            return -1;
+        *from = a;
+        *to = size;
+        return 1;
+    }
+    return 0;
+}
+
+static void
+file(http_request *req, void *data)
+{
+    bool short_file = data != NULL;
+    struct arena *a = http_req_arena(req);
+    int fd = file_path ? open(file_path, O_RDONLY | O_CLOEXEC) : -1;
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        if (fd >= 0)
+            close(fd);
+        on_error(req, 404, "No file.", NULL);
+        return;
+    }
+    uint64_t size = (uint64_t)st.st_size, from = 0, to = size;
+    int rr = short_file ? 0 : parse_range(http_req_header(req, "Range"), size, &from, &to);
+    if (rr < 0) {
+        close(fd);
+        http_resp_header(req, "Content-Range", arena_printf(a, "bytes */%" PRIu64, size));
+        on_error(req, 416, "Range not satisfiable.", NULL);
+        return;
+    }
+    if (rr > 0)
+        http_resp_header(req, "Content-Range", arena_printf(a, "bytes %" PRIu64 "-%" PRIu64
+                                                            "/%" PRIu64, from, to - 1, size));
+    if (short_file)
+        to += 4096;
+    int r = http_respond_file(req, rr > 0 ? 206 : 200, "application/octet-stream", fd, from,
+                              to - from, file_done, (void *)(intptr_t)fd);
+    if (r < 0) {
+        close(fd);
+        on_error(req, 500, "Cannot send the file.", NULL);
+    }
+}
+
+static void
+file_later_cb(uv_timer_t *t)
+{
+    file(t->data, NULL);
+    uv_close((uv_handle_t *)t, slow_free_cb);
+}
+
+static void
+file_later(http_request *req, void *data)
+{
+    uv_timer_t *t = malloc(sizeof *t);
+    if (!t) {
+        on_error(req, 500, "Out of memory.", NULL);
+        return;
+    }
+    uv_timer_init(uv_default_loop(), t);
+    t->data = req;
+    uv_timer_start(t, file_later_cb, 100, 0);
+}
+
+static void
+file_stats_get(http_request *req, void *data)
+{
+    char *body = arena_printf(http_req_arena(req),
+        "{\"ok\": %u, \"reset\": %u, \"timedout\": %u, \"nodata\": %u, \"other\": %u, "
+        "\"bytes\": %" PRIu64 "}", file_stats.ok, file_stats.reset, file_stats.timedout,
+        file_stats.nodata, file_stats.other, file_stats.bytes);
+    respond_text(req, 200, "application/json", body);
+}
+
 /* ---- Main. */
 
 static void
@@ -325,6 +461,10 @@ add_routes(http_server *s)
     r = r ? r : http_server_route(s, "GET", "/query", query, NULL, NULL);
     r = r ? r : http_server_route(s, "GET", "/rss", rss, NULL, NULL);
     r = r ? r : http_server_route(s, "GET", "/stats", stats, NULL, NULL);
+    r = r ? r : http_server_route(s, "GET", "/file", file, NULL, NULL);
+    r = r ? r : http_server_route(s, "GET", "/file-short", file, (void *)"short", NULL);
+    r = r ? r : http_server_route(s, "GET", "/file-stats", file_stats_get, NULL, NULL);
+    r = r ? r : http_server_route(s, "GET", "/file-later", file_later, NULL, NULL);
     return r;
 }
 
@@ -351,7 +491,7 @@ main(int argc, char **argv)
         if (!v) {
             fprintf(stderr, "usage: %s [--port N] [--header-timeout-ms N] "
                     "[--idle-timeout-ms N] [--body-timeout-ms N] [--max-connections N] "
-                    "[--max-header-bytes N]\n", argv[0]);
+                    "[--max-header-bytes N] [--send-timeout-ms N] [--file PATH]\n", argv[0]);
             return 2;
         }
         unsigned long n = strtoul(v, NULL, 10);
@@ -367,6 +507,10 @@ main(int argc, char **argv)
             cfg.max_connections = (unsigned)n;
         else if (strcmp(a, "--max-header-bytes") == 0)
             cfg.max_header_bytes = n;
+        else if (strcmp(a, "--send-timeout-ms") == 0)
+            cfg.send_timeout_ms = (unsigned)n;
+        else if (strcmp(a, "--file") == 0)
+            file_path = v;
         else {
             fprintf(stderr, "test-server: unknown option %s\n", a);
             return 2;

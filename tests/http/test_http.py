@@ -15,11 +15,14 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
 SERVER = None
 TIMEOUT = 10
+FILE_PATH = None       # The file the server answers /file with.
+FILE_DATA = b""
 
 
 class Failure(Exception):
@@ -76,10 +79,33 @@ class Reader:
         return line
 
     def _exact(self, n):
-        while len(self.buf) < n:
-            self._fill()
+        if len(self.buf) < n:
+            # Large bodies: collect the pieces and join once.
+            parts, have = [self.buf], len(self.buf)
+            while have < n:
+                data = self.sock.recv(max(65536, min(n - have, 1 << 20)))
+                if not data:
+                    raise EOFError("connection closed")
+                parts.append(data)
+                have += len(data)
+            self.buf = b"".join(parts)
         data, self.buf = self.buf[:n], self.buf[n:]
         return data
+
+    def rest(self, timeout=TIMEOUT):
+        """Everything until the peer closes (EOF or reset)."""
+        self.sock.settimeout(timeout)
+        parts = [self.buf]
+        self.buf = b""
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    break
+                parts.append(data)
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+        return b"".join(parts)
 
     def response(self, head=False):
         """Returns (status, headers dict with lower-case names, body)."""
@@ -568,25 +594,238 @@ def test_sigterm_graceful(binary):
         pass
 
 
+# ---- File answers (http_respond_file: sendfile from the file to the socket).
+
+def file_stats():
+    return get_json("/file-stats")
+
+
+def wait_file_stats(cond, timeout=10):
+    """Polls /file-stats until cond(stats) holds; returns the last stats."""
+    deadline = time.time() + timeout
+    st = file_stats()
+    while not cond(st) and time.time() < deadline:
+        time.sleep(0.05)
+        st = file_stats()
+    return st
+
+
+def test_file_whole():
+    before = file_stats()
+    st, h, body = roundtrip(request("GET", "/file"))
+    check(st == 200, "status %d" % st)
+    check(h["content-length"] == str(len(FILE_DATA)), "content-length %r" % h)
+    check(h.get("content-type") == "application/octet-stream", "content-type %r" % h)
+    check(body == FILE_DATA, "body differs (%d bytes)" % len(body))
+    after = wait_file_stats(lambda x: x["ok"] > before["ok"])
+    check(after["ok"] == before["ok"] + 1, "done not called with 0: %r" % after)
+    check(after["bytes"] - before["bytes"] == len(FILE_DATA), "sent %r" % after)
+    # HEAD: the head only, and the connection stays usable.
+    with SERVER.connect() as s:
+        s.sendall(request("HEAD", "/file") + request("GET", "/hello"))
+        r = Reader(s)
+        st, h, _ = r.response(head=True)
+        check(st == 200 and h["content-length"] == str(len(FILE_DATA)), "HEAD %r" % h)
+        check(r.response()[2] == b"Hello, world!\n", "after HEAD /file")
+
+
+def test_file_ranges():
+    n = len(FILE_DATA)
+    cases = [("bytes=0-0", 0, 1), ("bytes=100-199", 100, 200), ("bytes=-500", n - 500, n),
+             ("bytes=%d-" % (n - 10), n - 10, n), ("bytes=5-%d" % (n + 100), 5, n),
+             ("bytes=1000000-9000000", 1000000, 9000001)]
+    with SERVER.connect() as s:
+        r = Reader(s)
+        for rng, a, b in cases:
+            s.sendall(request("GET", "/file", [("Range", rng)]))
+            st, h, body = r.response()
+            check(st == 206, "%s: status %d" % (rng, st))
+            check(h["content-range"] == "bytes %d-%d/%d" % (a, b - 1, n),
+                  "%s: content-range %r" % (rng, h.get("content-range")))
+            check(body == FILE_DATA[a:b], "%s: body differs" % rng)
+        s.sendall(request("GET", "/file", [("Range", "bytes=%d-" % n)]))
+        st, h, body = r.response()
+        check(st == 416 and h.get("content-range") == "bytes */%d" % n, "416: %d %r" % (st, h))
+        s.sendall(request("GET", "/hello"))
+        check(r.response()[0] == 200, "keep-alive after ranges")
+
+
+def test_file_pipelined():
+    """Requests pipelined before and after file answers are answered in
+    order, with nothing written into the middle of a file body."""
+    with SERVER.connect() as s:
+        data = (request("GET", "/slow") +
+                request("GET", "/file") +
+                request("GET", "/hello") +
+                request("GET", "/file", [("Range", "bytes=10-20")]) +
+                request("POST", "/echo", body=b"after the file") +
+                request("GET", "/stream") +
+                request("GET", "/file"))
+        s.sendall(data)
+        r = Reader(s)
+        check(r.response()[2] == b"slow\n", "1st")
+        check(r.response()[2] == FILE_DATA, "2nd: file differs")
+        check(r.response()[2] == b"Hello, world!\n", "3rd")
+        check(r.response()[2] == FILE_DATA[10:21], "4th: range differs")
+        check(r.response()[2] == b"after the file", "5th")
+        check(r.response()[2].startswith(b"start\n"), "6th")
+        check(r.response()[2] == FILE_DATA, "7th: file differs")
+        s.sendall(request("GET", "/hello"))
+        check(r.response()[0] == 200, "keep-alive after the pipeline")
+
+
+def test_file_concurrent():
+    results = []
+
+    def fetch():
+        try:
+            results.append(roundtrip(request("GET", "/file"))[2] == FILE_DATA)
+        except Exception:
+            results.append(False)
+
+    threads = [threading.Thread(target=fetch) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    check(results == [True] * 4, "concurrent downloads %r" % results)
+
+
+def test_file_client_closes():
+    """Clients that go away half-way through a file body (closing or
+    resetting): done reports -ECONNRESET, another client is served whole
+    meanwhile and afterwards."""
+    before = file_stats()
+    other = SERVER.connect()
+    other.sendall(request("GET", "/file"))
+    other_reader = Reader(other)
+    for rst in (False, True, False, True):
+        s = SERVER.connect()
+        s.sendall(request("GET", "/file"))
+        got = 0
+        while got < len(FILE_DATA) // 4:
+            got += len(s.recv(65536))
+        if rst:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        s.close()
+    with other:
+        check(other_reader.response()[2] == FILE_DATA, "other download differs")
+    after = wait_file_stats(lambda x: x["reset"] >= before["reset"] + 4)
+    check(after["reset"] - before["reset"] == 4, "resets %r" % after)
+    check(roundtrip(request("GET", "/file"))[2] == FILE_DATA, "download afterwards")
+    # Closed before the head was even read, and before the handler answered.
+    before = file_stats()
+    for _ in range(5):
+        with SERVER.connect() as s:
+            s.sendall(request("GET", "/file"))
+        with SERVER.connect() as s:
+            s.sendall(request("GET", "/file-later"))
+    after = wait_file_stats(lambda x: x["ok"] + x["reset"] >= before["ok"] + before["reset"] + 10)
+    check(after["ok"] + after["reset"] == before["ok"] + before["reset"] + 10,
+          "outcomes %r" % after)
+    check(after["reset"] >= before["reset"] + 5, "late answers not dropped: %r" % after)
+    # A late file answer on a live connection, then the next request.
+    with SERVER.connect() as s:
+        s.sendall(request("GET", "/file-later") + request("GET", "/hello"))
+        r = Reader(s)
+        check(r.response()[2] == FILE_DATA, "late file differs")
+        check(r.response()[2] == b"Hello, world!\n", "after the late file")
+
+
+def test_file_short():
+    """The file is shorter than announced: the bytes that exist are sent,
+    then the connection is closed (the length cannot be met)."""
+    before = file_stats()
+    with SERVER.connect() as s:
+        s.sendall(request("GET", "/file-short") + request("GET", "/hello"))
+        r = Reader(s)
+        status_line = r._line()
+        check(b" 200 " in status_line, "status %r" % status_line)
+        head = {}
+        while True:
+            line = r._line()
+            if not line:
+                break
+            k, v = line.split(b":", 1)
+            head[k.decode().lower()] = v.strip().decode()
+        check(head["content-length"] == str(len(FILE_DATA) + 4096), "length %r" % head)
+        # The whole file, then the close (a socket timeout fails the test).
+        body = r.rest()
+        check(body == FILE_DATA, "got %d bytes, not the file" % len(body))
+    after = wait_file_stats(lambda x: x["nodata"] > before["nodata"])
+    check(after["nodata"] == before["nodata"] + 1, "nodata %r" % after)
+
+
+def test_file_send_timeout():
+    """A client that stops reading is cut off after send_timeout (1 s
+    here) once the socket buffers are full."""
+    before = file_stats()
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", SERVER.port))
+    with s:
+        s.sendall(request("GET", "/file"))
+        t0 = time.time()
+        after = wait_file_stats(lambda x: x["timedout"] > before["timedout"], timeout=15)
+        elapsed = time.time() - t0
+        check(after["timedout"] == before["timedout"] + 1, "no send timeout: %r" % after)
+        check(0.7 < elapsed < 8, "cut off after %.2f s" % elapsed)
+        check(Reader(s).closed(timeout=5), "connection left open")
+    check(roundtrip(request("GET", "/hello"))[0] == 200, "server unhealthy")
+
+
+def test_file_sigterm(binary):
+    """SIGTERM during a file body: the body is finished, then the
+    connection closes and the server exits 0."""
+    srv = Server(binary, "--file", FILE_PATH)
+    try:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.connect(("127.0.0.1", srv.port))
+        s.settimeout(TIMEOUT)
+        with s:
+            s.sendall(request("GET", "/file"))
+            r = Reader(s)
+            r._fill()
+            srv.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.2)
+            st, h, body = r.response()
+            check(st == 200 and body == FILE_DATA, "in-flight file: %d, %d bytes"
+                  % (st, len(body)))
+            check(r.closed(), "not closed after the in-flight file")
+        rc = srv.proc.wait(timeout=20)
+        check(rc == 0, "exit code %d" % rc)
+    finally:
+        srv.stop()
+
+
 TESTS = [
     test_hello, test_keep_alive_and_pipelining, test_pipeline_read_ahead_limit, test_http10,
     test_connection_close, test_head, test_404_405, test_router, test_stream_response,
     test_echo_body, test_header_too_large, test_body_too_large, test_malformed,
     test_expect_continue, test_upload_1gib_flat_rss, test_client_disconnects,
-    test_header_timeout, test_many_idle_connections,
+    test_header_timeout, test_many_idle_connections, test_file_whole, test_file_ranges,
+    test_file_pipelined, test_file_concurrent, test_file_client_closes, test_file_short,
+    test_file_send_timeout,
 ]
-SEPARATE = [test_max_connections, test_sigterm_graceful]
+SEPARATE = [test_max_connections, test_sigterm_graceful, test_file_sigterm]
 
 
 def main():
-    global SERVER
+    global SERVER, FILE_PATH, FILE_DATA
     binary = sys.argv[1]
     only = set(sys.argv[2:])
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     failures = 0
     t_start = time.time()
-    SERVER = Server(binary, "--header-timeout-ms", "1000", "--body-timeout-ms", "1000")
+    # 24 MiB: more than the socket buffers of both ends hold.
+    FILE_DATA = os.urandom(24 << 20)
+    fd, FILE_PATH = tempfile.mkstemp(prefix="nimbus-http-test-")
+    os.write(fd, FILE_DATA)
+    os.close(fd)
+    SERVER = Server(binary, "--header-timeout-ms", "1000", "--body-timeout-ms", "1000",
+                    "--send-timeout-ms", "1000", "--file", FILE_PATH)
     for t in TESTS + SEPARATE:
         if only and t.__name__ not in only:
             continue
@@ -602,6 +841,7 @@ def main():
             print("FAIL %s: %s: %s" % (t.__name__, type(e).__name__, e))
         sys.stdout.flush()
     rc = SERVER.stop()
+    os.unlink(FILE_PATH)
     if rc != 0:
         failures += 1
         print("FAIL server exit code %d" % rc)

@@ -171,6 +171,31 @@ class ImageAPI(unittest.TestCase):
         st, h, body = self.c.img('GET', f'/v2/images/{iid}/file', self.ta, raw=True,
                                  headers={'Range': f'bytes={len(data)}-'})
         self.assertEqual(st, 416)
+        # A range across several MiB, and downloads on one keep-alive
+        # connection after a client that went away half-way.
+        st, h, body = self.c.img('GET', f'/v2/images/{iid}/file', self.ta, raw=True,
+                                 headers={'Range': 'bytes=1000000-4999999'})
+        self.assertEqual((st, body), (206, data[1000000:5000000]))
+        self.assertNotIn('content-md5', h)
+        for rst in (False, True):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+            s.connect(('127.0.0.1', self.c.ports['image']))
+            s.sendall(f'GET /v2/images/{iid}/file HTTP/1.1\r\nHost: x\r\n'
+                      f'X-Auth-Token: {self.ta}\r\n\r\n'.encode())
+            got = 0
+            while got < (1 << 20):
+                got += len(s.recv(65536))
+            if rst:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b'\x01' + b'\x00' * 7)
+            s.close()
+        conn = http.client.HTTPConnection('127.0.0.1', self.c.ports['image'], timeout=30)
+        for rng, want in ((None, data), ('bytes=5-9', data[5:10]), (None, data)):
+            conn.request('GET', f'/v2/images/{iid}/file',
+                         headers={'X-Auth-Token': self.ta, **({'Range': rng} if rng else {})})
+            r = conn.getresponse()
+            self.assertEqual(r.read(), want)
+        conn.close()
         # A second upload to an active image is a conflict.
         st, b = self.c.upload(self.ta, iid, b'again')
         self.assertEqual(st, 409)
