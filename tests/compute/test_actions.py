@@ -283,7 +283,7 @@ _, ptok = compute_lib.make_project(cloud, tok, 'other')
 other = Compute(cloud, ptok)
 for body in ({'resize': {'flavorRef': 'r4'}}, {'createImage': {'name': 'x'}},
              {'os-getConsoleOutput': {}}, {'confirmResize': None},
-             {'os-getVNCConsole': {'type': 'novnc'}}):
+             {'os-getVNCConsole': {'type': 'novnc'}}, {'rebuild': {'imageRef': IMAGE}}):
     st, _, _ = act(sid, body, other)
     check(st == 404, f'another project: {list(body)[0]} 404 ({st})')
 
