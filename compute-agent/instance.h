@@ -96,7 +96,8 @@ struct inst_desired {
     bool deleted;                /* Delete now (no grace period). */
     /* Work of 'generation' besides the power state: "" (none), "resize"
      * (redefine with this flavor, grow the disk) or "snapshot" (copy the
-     * disk to image 'snapshot_image' of nimbus-image). */
+     * disk to image 'snapshot_image' of nimbus-image) or "rebuild" (a new
+     * disk from this image, defined again). */
     char action[12];
     char snapshot_image[64];
 };

@@ -183,6 +183,8 @@ rc_decide(struct rc_inst *ri, const struct inst_desired *d,
         /* A created instance already has the flavor of the document. */
         if (!strcmp(d->action, "resize") && !fresh)
             s = step(RCA_RESIZE, true);
+        else if (!strcmp(d->action, "rebuild") && !fresh)
+            s = step(RCA_REBUILD, true);   /* A created instance has the new image already. */
         else if (!strcmp(d->action, "snapshot") &&
                  (s.action == RCA_MARK || (s.action == RCA_UNPAUSE && a->power == POWER_PAUSED)))
             s = step(RCA_SNAPSHOT, true);   /* Paused: by a snapshot a crash cut short. */
@@ -333,6 +335,32 @@ resize(struct reconciler *rc, const struct inst_desired *d, struct inst_actual *
     return define(rc, d, d->power == POWER_RUNNING, err, errlen);
 }
 
+/* Rebuild: the guest stops, its disk is dropped and it is defined again
+ * from the document, whose image is the new one (a new overlay of the
+ * flavor's size, the kernel and ramdisk of that image, the same ports),
+ * started when it should run.  A crash at any point repeats it all. */
+static int
+rebuild(struct reconciler *rc, const struct inst_desired *d, struct inst_actual *a,
+        char *err, size_t errlen)
+{
+    struct hypervisor *hv = rc->hv;
+    int r;
+    if (!rc->storage.wipe) {
+        bfmt(err, errlen, "this node's storage cannot rebuild disks");
+        return -ENOTSUP;
+    }
+    if (a->power != POWER_SHUTOFF && a->power != POWER_CRASHED && a->power != POWER_NOSTATE) {
+        if ((r = hv->class->stop(hv, d->uuid, rc->cfg.stop_timeout_ms))) {
+            bfmt(err, errlen, "stop: %s", hv->err[0] ? hv->err : strerror(-r));
+            return r;
+        }
+        a->power = POWER_SHUTOFF;
+    }
+    if ((r = rc->storage.wipe(rc->storage.action_ctx, d, err, errlen)))
+        return r;
+    return define(rc, d, d->power == POWER_RUNNING, err, errlen);
+}
+
 /* A snapshot: a running guest is paused only while its disk is copied.
  * A guest found paused while it should run was paused by a snapshot that
  * a crash cut short: it is resumed after the copy too. */
@@ -404,6 +432,13 @@ execute(struct reconciler *rc, struct rc_inst *ri, const struct inst_desired *d,
             return r;
         after = d->power == POWER_RUNNING ? POWER_RUNNING : POWER_SHUTOFF;
         event = "resized";
+        break;
+    case RCA_REBUILD:
+        r = rebuild(rc, d, a, err, errlen);
+        if (r)
+            return r;
+        after = d->power == POWER_RUNNING ? POWER_RUNNING : POWER_SHUTOFF;
+        event = "rebuilt";
         break;
     case RCA_SNAPSHOT:
         r = snapshot(rc, d, a, err, errlen);

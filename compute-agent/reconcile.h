@@ -11,7 +11,10 @@
  *   desired, generation newer   with action "resize": stop, grow the disk,
  *   and an action              redefine with the new flavor, start again as
  *                              wanted; "snapshot": pause a running guest,
- *                              copy its disk, resume, upload the copy
+ *                              copy its disk, resume, upload the copy;
+ *                              "rebuild": stop, drop the disk, define
+ *                              from the document's (new) image, start
+ *                              again as wanted
  *   desired, generation applied nothing: a guest that powered itself off is
  *                               reported SHUTOFF, not restarted (Nova's rule)
  *   desired with deleted=true   destroy, remove storage
@@ -78,6 +81,7 @@ const char *rc_state_name(enum rc_state s);
     X(MARK, "mark")             /* Only record the generation. */          \
     X(RESIZE, "resize")         /* Stop, grow the disk, redefine, start. */ \
     X(SNAPSHOT, "snapshot")     /* Copy the disk (paused), upload it. */   \
+    X(REBUILD, "rebuild")       /* Stop, new disk from the image, redefine. */ \
     X(DELETE, "delete")
 
 enum rc_action {
@@ -148,10 +152,12 @@ struct rc_storage {
      * never smaller, keeping its data (resize).  snapshot: copies the disk
      * as it is now to a file of the instance (the caller pauses a running
      * guest around it); upload: sends that copy to image
-     * d->snapshot_image and removes it. */
+     * d->snapshot_image and removes it.  wipe: removes the instance's
+     * disk (rebuild: 'prepare' then makes a new one from d->image). */
     int (*grow)(void *ctx, const struct inst_desired *d, char *err, size_t errlen);
     int (*snapshot)(void *ctx, const struct inst_desired *d, char *err, size_t errlen);
     int (*upload)(void *ctx, const struct inst_desired *d, char *err, size_t errlen);
+    int (*wipe)(void *ctx, const struct inst_desired *d, char *err, size_t errlen);
     void *action_ctx;
 };
 

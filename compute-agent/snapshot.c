@@ -68,6 +68,7 @@ snap_attach(struct snap *s, struct rc_storage *rs)
     rs->grow = snap_grow;
     rs->snapshot = snap_copy;
     rs->upload = snap_upload;
+    rs->wipe = snap_wipe;
     rs->action_ctx = s;
 }
 
@@ -265,4 +266,22 @@ snap_upload(void *ctx, const struct inst_desired *d, char *err, size_t errlen)
     bfmt(err, errlen, "built without libcurl: no snapshot uploads");
     return -ENOTSUP;
 #endif
+}
+
+int
+snap_wipe(void *ctx, const struct inst_desired *d, char *err, size_t errlen)
+{
+    struct snap *s = ctx;
+    char disk[PATH_MAX], tmp[PATH_MAX];
+    if (inst_file(s, d->uuid, "disk.qcow2", disk) < 0 ||
+        inst_file(s, d->uuid, "disk.qcow2.tmp", tmp) < 0) {
+        bfmt(err, errlen, "invalid uuid '%s'", d->uuid);
+        return -EINVAL;
+    }
+    if ((unlink(disk) < 0 && errno != ENOENT) || (unlink(tmp) < 0 && errno != ENOENT)) {
+        int r = -errno;
+        bfmt(err, errlen, "%s: %s", disk, strerror(-r));
+        return r;
+    }
+    return 0;
 }

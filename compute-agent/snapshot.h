@@ -32,7 +32,7 @@ int snap_new(const struct snap_config *cfg, struct storage *st, struct snap **ou
 /* Accepts NULL. */
 void snap_free(struct snap *s);
 
-/* Fills the grow, snapshot and upload members of 'rs'. */
+/* Fills the grow, snapshot, upload and wipe members of 'rs'. */
 void snap_attach(struct snap *s, struct rc_storage *rs);
 
 /* The operations, with 'ctx' a struct snap (see reconcile.h).  Return 0 or
@@ -40,5 +40,7 @@ void snap_attach(struct snap *s, struct rc_storage *rs);
 int snap_grow(void *ctx, const struct inst_desired *d, char *err, size_t errlen);
 int snap_copy(void *ctx, const struct inst_desired *d, char *err, size_t errlen);
 int snap_upload(void *ctx, const struct inst_desired *d, char *err, size_t errlen);
+/* Rebuild: removes the instance's overlay (define makes a new one). */
+int snap_wipe(void *ctx, const struct inst_desired *d, char *err, size_t errlen);
 
 #endif

@@ -319,11 +319,13 @@ parse_instance(json_t *o, struct inst_desired *d, size_t idx, char *err, size_t 
         snprintf(err, errlen, "%s: reboot must be \"soft\" or \"hard\"", what);
         return -EINVAL;
     }
-    /* The action of this generation (resize, snapshot), when any. */
+    /* The action of this generation (resize, snapshot, rebuild), when any. */
     if ((r = get_str(o, "action", d->action, sizeof d->action, false, what, err, errlen)))
         return r;
-    if (d->action[0] && strcmp(d->action, "resize") && strcmp(d->action, "snapshot")) {
-        snprintf(err, errlen, "%s: action must be \"\", \"resize\" or \"snapshot\"", what);
+    if (d->action[0] && strcmp(d->action, "resize") && strcmp(d->action, "snapshot") &&
+        strcmp(d->action, "rebuild")) {
+        snprintf(err, errlen, "%s: action must be \"\", \"resize\", \"snapshot\" or \"rebuild\"",
+                 what);
         return -EINVAL;
     }
     json_t *snap = json_object_get(o, "snapshot");

@@ -24,7 +24,8 @@
 #define U1 "11111111-1111-4111-8111-111111111111"
 
 struct fstore {
-    int prepares, grows, snaps, uploads, fail_upload;
+    int prepares, grows, snaps, uploads, fail_upload, wipes, fail_wipe;
+    char image[64];              /* Image of the last prepare. */
 };
 
 static int
@@ -34,6 +35,7 @@ fs_prepare(void *ctx, const struct inst_desired *d, struct rc_prepared *p, char 
     (void)err;
     (void)len;
     s->prepares++;
+    snprintf(s->image, sizeof s->image, "%s", d->image.id);
     snprintf(p->inst_dir, sizeof p->inst_dir, "/fake/%s", d->uuid);
     snprintf(p->disk, sizeof p->disk, "/fake/%s/disk.qcow2", d->uuid);
     return 0;
@@ -73,6 +75,19 @@ fs_upload(void *ctx, const struct inst_desired *d, char *err, size_t len)
         s->fail_upload--;
         snprintf(err, len, "upload of %s refused", d->snapshot_image);
         return -EIO;
+    }
+    return 0;
+}
+
+static int
+fs_wipe(void *ctx, const struct inst_desired *d, char *err, size_t len)
+{
+    struct fstore *s = ctx;
+    s->wipes++;
+    if (s->fail_wipe) {
+        s->fail_wipe--;
+        snprintf(err, len, "disk of %s busy", d->uuid);
+        return -EBUSY;
     }
     return 0;
 }
@@ -256,6 +271,96 @@ test_resize_and_snapshot(void)
     hv_close(hv);
 }
 
+/* Rebuild: stop, new disk from the new image, defined again, started as
+ * it was (running or stopped); once per generation, after a restart too;
+ * a failure is retried, then ERROR. */
+static void
+test_rebuild(void)
+{
+    struct hypervisor *hv;
+    char err[128];
+    struct hv_config hc = { .type = "fake" };
+    CHECK_INT(hv_open(&hc, &hv, err, sizeof err), 0);
+    struct fstore fs = { 0 };
+    struct rc_storage st = { .prepare = fs_prepare, .remove = fs_remove, .ctx = &fs,
+                             .grow = fs_grow, .snapshot = fs_snap, .upload = fs_upload,
+                             .wipe = fs_wipe, .action_ctx = &fs };
+    struct rc_config cfg = { .grace_ms = 60000, .max_attempts = 3, .stop_timeout_ms = 10 };
+    struct reconciler *rc;
+    CHECK_INT(rc_new(hv, &st, &cfg, on_event, NULL, &rc), 0);
+    struct inst_desired d = { .uuid = U1, .name = "vm", .vcpus = 1, .ram_mb = 128,
+                              .disk_gb = 1, .power = POWER_RUNNING, .generation = 1 };
+    snprintf(d.image.id, sizeof d.image.id, "img-a");
+    struct desired_set ds = { .version = 1, .insts = &d, .n = 1 };
+    events[0] = 0;
+    CHECK(pass(rc, &ds) > 0);
+    CHECK_STR(fs.image, "img-a");
+    CHECK_INT(fs.wipes, 0);
+
+    /* A running guest: stopped, disk dropped, defined from img-b, started. */
+    d.generation = 2;
+    snprintf(d.image.id, sizeof d.image.id, "img-b");
+    snprintf(d.action, sizeof d.action, "rebuild");
+    unsigned stops = hv_fake_calls(hv, "stop");
+    CHECK(pass(rc, &ds) > 0);
+    CHECK_INT(fs.wipes, 1);
+    CHECK_STR(fs.image, "img-b");
+    CHECK_INT(hv_fake_calls(hv, "stop"), stops + 1);
+    CHECK_INT(power(hv), POWER_RUNNING);
+    CHECK(strstr(events, "11111111:rebuilt"));
+    CHECK_INT(rc_find(rc, U1)->generation, 2);
+    CHECK_INT(rc_find(rc, U1)->state, RC_ACTIVE);
+    CHECK_INT(pass(rc, &ds), 0);
+    rc_free(rc);
+    CHECK_INT(rc_new(hv, &st, &cfg, on_event, NULL, &rc), 0);
+    CHECK_INT(pass(rc, &ds), 0);
+    CHECK_INT(fs.wipes, 1);
+
+    /* A stopped guest stays stopped. */
+    d.generation = 3;
+    d.power = POWER_SHUTOFF;
+    d.action[0] = 0;
+    CHECK(pass(rc, &ds) > 0);
+    d.generation = 4;
+    snprintf(d.image.id, sizeof d.image.id, "img-c");
+    snprintf(d.action, sizeof d.action, "rebuild");
+    CHECK(pass(rc, &ds) > 0);
+    CHECK_INT(fs.wipes, 2);
+    CHECK_STR(fs.image, "img-c");
+    CHECK_INT(power(hv), POWER_SHUTOFF);
+    CHECK_INT(rc_find(rc, U1)->state, RC_STOPPED);
+
+    /* Fails once: retried on the next pass. */
+    d.generation = 5;
+    d.power = POWER_RUNNING;
+    fs.fail_wipe = 1;
+    CHECK_INT(pass(rc, &ds), 1);
+    CHECK(strstr(rc_find(rc, U1)->fault, "busy"));
+    CHECK(pass(rc, &ds) > 0);
+    CHECK_INT(power(hv), POWER_RUNNING);
+    CHECK_INT(rc_find(rc, U1)->generation, 5);
+
+    /* Failing every time: ERROR after max_attempts. */
+    d.generation = 6;
+    fs.fail_wipe = 10;
+    for (int i = 0; i < 4; i++)
+        (void)pass(rc, &ds);
+    CHECK_INT(rc_find(rc, U1)->state, RC_ERROR);
+
+    /* The parser takes the action. */
+    struct desired_set p;
+    char e2[256];
+    const char *doc = "{\"version\":1,\"instances\":[{\"uuid\":\"" U1 "\",\"name\":\"vm\","
+        "\"flavor\":{\"vcpus\":1,\"ram_mb\":128,\"disk_gb\":1},\"image\":{\"id\":\"img\"},"
+        "\"generation\":2,\"action\":\"rebuild\"}]}";
+    CHECK_INT(sj_parse_desired(doc, strlen(doc), &p, e2, sizeof e2), 0);
+    CHECK_STR(p.insts[0].action, "rebuild");
+    desired_set_free(&p);
+
+    rc_free(rc);
+    hv_close(hv);
+}
+
 static void
 test_console_tail(void)
 {
@@ -354,6 +459,7 @@ main(void)
     test_console_report();
     test_parse();
     test_resize_and_snapshot();
+    test_rebuild();
     test_console_tail();
     return check_exit();
 }

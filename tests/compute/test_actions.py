@@ -20,6 +20,7 @@ real image cache and qcow2 overlays, base image from nimbus-image).
   gives everything back."""
 import atexit
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -282,7 +283,7 @@ _, ptok = compute_lib.make_project(cloud, tok, 'other')
 other = Compute(cloud, ptok)
 for body in ({'resize': {'flavorRef': 'r4'}}, {'createImage': {'name': 'x'}},
              {'os-getConsoleOutput': {}}, {'confirmResize': None},
-             {'os-getVNCConsole': {'type': 'novnc'}}):
+             {'os-getVNCConsole': {'type': 'novnc'}}, {'rebuild': {'imageRef': IMAGE}}):
     st, _, _ = act(sid, body, other)
     check(st == 404, f'another project: {list(body)[0]} 404 ({st})')
 
@@ -319,7 +320,6 @@ path = os.path.join(cloud.dir, 'snap.qcow2')
 with open(path, 'wb') as f:
     f.write(raw)
 r = subprocess.run(['qemu-img', 'info', '--output=json', path], capture_output=True, text=True)
-import json  # noqa: E402
 info = json.loads(r.stdout) if r.returncode == 0 else {}
 check(info.get('virtual-size') == 2 << 30 and 'backing-filename' not in info,
       f'flattened (no backing file), the 2 GiB disk ({info.get("virtual-size")})')
@@ -329,6 +329,54 @@ check(r.returncode == 0 and hashlib.sha512(open(f'{path}.raw', 'rb').read()).hex
       == hashlib.sha512(data).hexdigest(), 'holding the base image\'s bytes')
 check(not os.path.exists(os.path.join(state_dir, 'instances', sid, 'snapshot.qcow2')),
       'the agent removed its local copy')
+
+# ---- Rebuild: the agent gives the guest a new disk from the new image,
+# defines and starts it as it was; the API clears the task.
+data2 = bytes(reversed(range(256))) * 4096
+IMAGE2 = cloud.create_image(tok, name='blank2', min_ram=0)['id']
+st, _ = cloud.upload(tok, IMAGE2, data2)
+check(st == 204, f'second image uploaded ({st})')
+disk = os.path.join(state_dir, 'instances', sid, 'disk.qcow2')
+
+
+def backing():
+    r = subprocess.run(['qemu-img', 'info', '--output=json', '-U', disk],
+                       capture_output=True, text=True)
+    return json.loads(r.stdout).get('backing-filename', '') if r.returncode == 0 else ''
+
+
+check(IMAGE in backing(), f'the disk is an overlay of the first image ({backing()})')
+for body, what in (({'rebuild': {'imageRef': '33333333-3333-4333-8333-333333333333'}}, 'unknown image'),
+                   ({'rebuild': {'imageRef': 'nope'}}, 'bad imageRef'),
+                   ({'rebuild': {}}, 'no imageRef')):
+    st, _, b = act(sid, body)
+    check(st == 400, f'rebuild with {what}: 400 ({st})')
+check(server(sid)['OS-EXT-STS:task_state'] is None, 'refused rebuilds leave no task')
+st, h, b = act(sid, {'rebuild': {'imageRef': IMAGE2, 'name': 'vm1-rebuilt'}})
+check(st == 202 and b['server']['image']['id'] == IMAGE2 and b['server']['status'] == 'REBUILD',
+      f'rebuild accepted: REBUILD with the new image ({st})')
+req_id = h.get('x-openstack-request-id') or h.get('x-compute-request-id')
+wait_for('rebuild -> ACTIVE', status_is(sid, 'ACTIVE'))
+s = server(sid)
+check(s['name'] == 'vm1-rebuilt' and s['image']['id'] == IMAGE2, 'new name and image')
+check(IMAGE2 in backing(), f'the disk is a new overlay of the new image ({backing()})')
+st, _, b = api.req('GET', f'/servers/{sid}/os-instance-actions')
+acts = [a for a in b.get('instanceActions', []) if a['action'] == 'rebuild']
+check(st == 200 and acts, 'a rebuild instance action')
+st, _, b = api.req('GET', f"/servers/{sid}/os-instance-actions/{acts[0]['request_id']}")
+ev = {e['event']: e['result'] for e in b['instanceAction']['events']}
+check(ev.get('compute_rebuild_instance') == 'Success' and ev.get('api_rebuild') == 'Success'
+      and b['instanceAction'].get('message') is None, f'its events succeeded ({ev})')
+# A stopped server is rebuilt and stays stopped (Nova: SHUTOFF).
+check(act(sid, {'os-stop': None})[0] == 202, 'stop')
+wait_for('SHUTOFF', status_is(sid, 'SHUTOFF'))
+check(act(sid, {'rebuild': {'imageRef': IMAGE, 'name': 'vm1'}})[0] == 202, 'rebuild of a stopped server')
+wait_for('rebuild of a stopped server -> SHUTOFF', status_is(sid, 'SHUTOFF'))
+check(IMAGE in backing(), 'back on the first image')
+check(act(sid, {'os-start': None})[0] == 202, 'start')
+wait_for('ACTIVE again', status_is(sid, 'ACTIVE'))
+check(sql(cloud, "SELECT count(*) FROM instances WHERE NOT deleted AND task_state IS NOT NULL") == '0',
+      'no server left with a task_state')
 
 # ---- The same through the openstack client (2.1).
 OSC = '/usr/bin/openstack'

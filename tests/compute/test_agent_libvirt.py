@@ -7,7 +7,8 @@ os-getConsoleOutput and `openstack console log show` (the agent pushes
 console tails in its observed reports); a cold resize redefines the domain
 with the new vCPUs and RAM and grows its disk, the guest boots again, and
 revertResize brings the old flavor back; createImage uploads the guest's
-disk to nimbus-image as a qcow2 snapshot; a VNC console URL from the API
+disk to nimbus-image as a qcow2 snapshot, and rebuild from it gives the
+guest a new overlay of that image and boots it; a VNC console URL from the API
 opens, through nimbus-compute's WebSocket proxy, the guest's VNC server
 (RFB handshake), and its token works once; delete removes the domain.  Exits 77 (skipped) without root, libvirtd or the test guest."""
 import atexit
@@ -230,6 +231,20 @@ if sid:
           and b.get('image_type') == 'snapshot',
           'an ami like its base, with the same kernel, marked as a snapshot')
     check(status(sid) == 'ACTIVE', 'the guest runs on (paused only while its disk was copied)')
+    # ---- Rebuild from the snapshot (an ami with the guest's kernel and
+    # ramdisk): a new overlay of that image, the guest boots again.
+    ino = os.stat(disk).st_ino
+    boots = api_console().count('nimbus-guest: ready')
+    st, _, b = api.req('POST', f'/servers/{sid}/action', {'rebuild': {'imageRef': snap}})
+    check(st == 202 and b['server']['status'] == 'REBUILD', f'rebuild from the snapshot ({st})')
+    wait_for('rebuild -> ACTIVE', lambda: status(sid) == 'ACTIVE', 120)
+    info = subprocess.run(['qemu-img', 'info', '-U', '--output=json', disk],
+                          capture_output=True, text=True).stdout
+    check(os.stat(disk).st_ino != ino and snap in info,
+          'a new overlay whose base is the snapshot image')
+    x = domain_xml()
+    check(kernel in x and ramdisk in x, 'booted with the image\'s kernel and ramdisk')
+    wait_for('the rebuilt guest booted again', booted_again, 300)
     # ---- The VNC console through the proxy.
     st, _, b = api.req('POST', f'/servers/{sid}/action', {'os-getVNCConsole': {'type': 'novnc'}})
     url = b['console']['url'] if st == 200 else ''
