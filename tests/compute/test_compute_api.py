@@ -296,6 +296,13 @@ st, _, b = act(adm, vm1, 'os-migrateLive', {'host': 'no-such-host', 'block_migra
 check(st == 400 and 'No valid host' in str(b), f'os-migrateLive to an unknown host -> 400 ({st})')
 no_task('os-migrateLive to an unknown host')
 sql(cloud, "DELETE FROM compute_nodes WHERE host = 'mv-host'")
+for action, args in (('rescue', None), ('unrescue', None)):
+    st, _, b = act(A, vm1, action, args)
+    check(st == 409 and 'not available in this release' in str(b),
+          f'{action} -> 409, not available ({st} {b})')
+    no_task(action)
+st, _, b = act(B, vm1, 'rescue')
+check(st == 404, f"rescue of another project's server -> 404 ({st})")
 st, _, b = A.req('GET', f'/servers/{vm1}/os-instance-actions')
 acts = [a['action'] for a in b['instanceActions']]
 check(st == 200 and {'create', 'stop', 'reboot', 'lock', 'unlock', 'resize', 'confirmResize',
