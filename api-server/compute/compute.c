@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "arena.h"
+#include "util.h"
 #include "auth_token.h"
 #include "compute_version.h"
 
@@ -130,4 +131,21 @@ void
 compute_free(struct api *a)
 {
     compute_agent_free(a);
+}
+
+const char *
+compute_server_missing(http_request *req, const char *id)
+{
+    return arena_printf(http_req_arena(req), "Instance %s could not be found.", id ? id : "");
+}
+
+const char *
+compute_server_id(http_request *req)
+{
+    const char *id = http_req_param(req, "id");
+    if (!id || !util_is_uuid(id)) {
+        api_error(req, 404, "%s", compute_server_missing(req, id));
+        return NULL;
+    }
+    return id;
 }

@@ -58,6 +58,14 @@ int compute_begin(http_request *req, struct api_req *ar, const char *op)
  * 1 the caller's project id, 2 "true"/"false" for admin. */
 const char **compute_params(http_request *req, struct api_req *ar, int n);
 
+/* "Instance <id> could not be found." in the request's arena. */
+const char *compute_server_missing(http_request *req, const char *id);
+
+/* The {id} of the path when it is a UUID; otherwise answers 404 (a name
+ * where an id is expected: the client then looks the name up) and returns
+ * NULL. */
+const char *compute_server_id(http_request *req);
+
 /* Runs 'sql' (see the column convention above); no row answers 404 with
  * 'missing' (arena or static string). */
 void compute_run(http_request *req, const char *sql, int nparams,

@@ -16,25 +16,6 @@
 #include "arena.h"
 #include "util.h"
 
-static const char *
-server_missing(http_request *req, const char *id)
-{
-    return arena_printf(http_req_arena(req), "Instance %s could not be found.", id ? id : "");
-}
-
-/* The {id} of the path when it is a UUID; otherwise answers 404 and
- * returns NULL. */
-static const char *
-server_id(http_request *req)
-{
-    const char *id = http_req_param(req, "id");
-    if (!id || !util_is_uuid(id)) {
-        api_error(req, 404, "%s", server_missing(req, id));
-        return NULL;
-    }
-    return id;
-}
-
 #define VISIBLE "i.uuid = $4::uuid AND NOT i.deleted AND ($3::boolean OR i.project_id = $2)"
 
 static void
@@ -43,13 +24,13 @@ iface_list(http_request *req, struct api_req *ar)
     if (compute_begin(req, ar, POL_SERVERS_SHOW) < 0)
         return;
     const char **p = compute_params(req, ar, 4);
-    const char *sid = server_id(req);
+    const char *sid = compute_server_id(req);
     if (!sid)
         return;             /* Answered: the arena is gone. */
     p[3] = sid;
     compute_run(req, "SELECT jsonb_build_object('interfaceAttachments',"
                      " compute_interfaces_json(i.uuid))::text AS body"
-                     " FROM instances i WHERE " VISIBLE, 4, p, server_missing(req, p[3]));
+                     " FROM instances i WHERE " VISIBLE, 4, p, compute_server_missing(req, p[3]));
 }
 
 static void
@@ -58,7 +39,7 @@ iface_show(http_request *req, struct api_req *ar)
     if (compute_begin(req, ar, POL_SERVERS_SHOW) < 0)
         return;
     const char **p = compute_params(req, ar, 5);
-    const char *sid = server_id(req);
+    const char *sid = compute_server_id(req);
     if (!sid)
         return;             /* Answered: the arena is gone. */
     p[3] = sid;
@@ -72,7 +53,7 @@ iface_show(http_request *req, struct api_req *ar)
         " FROM (SELECT (SELECT compute_interface_json(pt) FROM instance_ports ip"
         "   JOIN net.ports pt ON pt.id = ip.port_id"
         "   WHERE ip.instance_uuid = i.uuid AND ip.port_id = $5) AS j"
-        "  FROM instances i WHERE " VISIBLE ") x", 5, p, server_missing(req, p[3]));
+        "  FROM instances i WHERE " VISIBLE ") x", 5, p, compute_server_missing(req, p[3]));
 }
 
 /* The caller's context for the attach/detach functions. */
@@ -143,7 +124,7 @@ iface_create(http_request *req, struct api_req *ar)
     if (compute_begin(req, ar, POL_SERVERS_ACTION) < 0)
         return;
     const char **p = compute_params(req, ar, 6);
-    const char *sid = server_id(req);
+    const char *sid = compute_server_id(req);
     if (!sid)
         return;             /* Answered: the arena is gone. */
     p[3] = sid;
@@ -176,7 +157,7 @@ iface_delete(http_request *req, struct api_req *ar)
     if (compute_begin(req, ar, POL_SERVERS_ACTION) < 0)
         return;
     const char **p = compute_params(req, ar, 6);
-    const char *sid = server_id(req);
+    const char *sid = compute_server_id(req);
     if (!sid)
         return;             /* Answered: the arena is gone. */
     p[3] = sid;

@@ -29,26 +29,6 @@
 /* NICs per server: what the compute agent plugs (INST_MAX_PORTS). */
 #define SERVER_PORTS_MAX 8
 
-static const char *
-server_missing(http_request *req, const char *id)
-{
-    return arena_printf(http_req_arena(req), "Instance %s could not be found.", id ? id : "");
-}
-
-/* The {id} of the path when it is a UUID; otherwise answers 404 (a name
- * where an id is expected: the client then looks the name up) and returns
- * NULL. */
-static const char *
-server_id(http_request *req)
-{
-    const char *id = http_req_param(req, "id");
-    if (!id || !util_is_uuid(id)) {
-        api_error(req, 404, "%s", server_missing(req, id));
-        return NULL;
-    }
-    return id;
-}
-
 static void
 admin_pass(char out[13])
 {
@@ -1176,13 +1156,13 @@ servers_show(http_request *req, struct api_req *ar)
     if (compute_begin(req, ar, POL_SERVERS_SHOW) < 0)
         return;
     const char **p = compute_params(req, ar, 4);
-    const char *sid = server_id(req);
+    const char *sid = compute_server_id(req);
     if (!sid)
         return;             /* Answered: the arena is gone. */
     p[3] = sid;
     struct view *v = view_new(req, ar, p[0], true);
     v->show = true;
-    v->missing = server_missing(req, sid);
+    v->missing = compute_server_missing(req, sid);
     compute_query(req, "WITH page AS (SELECT i.* FROM instances i WHERE " VISIBLE ")"
                        " SELECT 1," VIEW_COLS, 4, p, view_done, v);
 }
@@ -1193,7 +1173,7 @@ servers_update(http_request *req, struct api_req *ar)
     if (compute_begin(req, ar, POL_SERVERS_UPDATE) < 0)
         return;
     const char **p = compute_params(req, ar, 7);
-    const char *sid = server_id(req);
+    const char *sid = compute_server_id(req);
     if (!sid)
         return;             /* Answered: the arena is gone. */
     p[3] = sid;
@@ -1239,7 +1219,7 @@ servers_update(http_request *req, struct api_req *ar)
         " 'Instance ' || $4 || ' is locked' AS message,"
         " jsonb_build_object('server', compute_server_json(u, $1, $3::boolean, true))::text AS body"
         " FROM instances i LEFT JOIN u ON true WHERE " VISIBLE,
-        7, p, server_missing(req, p[3]));
+        7, p, compute_server_missing(req, p[3]));
 out:
     json_decref(body);
 }
@@ -1250,7 +1230,7 @@ servers_delete(http_request *req, struct api_req *ar)
     if (compute_begin(req, ar, POL_SERVERS_DELETE) < 0)
         return;
     const char **p = compute_params(req, ar, 7);
-    const char *sid = server_id(req);
+    const char *sid = compute_server_id(req);
     if (!sid)
         return;             /* Answered: the arena is gone. */
     p[3] = sid;
@@ -1279,7 +1259,7 @@ servers_delete(http_request *req, struct api_req *ar)
         "SELECT CASE WHEN t.locked AND NOT $3::boolean THEN 409 ELSE 204 END AS code,"
         " 'Instance ' || $4 || ' is locked' AS message,"
         " (SELECT count(*) FROM now_gone) + (SELECT count(*) FROM later) AS n FROM t",
-        7, p, server_missing(req, p[3]));
+        7, p, compute_server_missing(req, p[3]));
 }
 
 /* ---- Addresses, from the server's ports (compute_server_addresses). */
@@ -1290,14 +1270,14 @@ servers_ips(http_request *req, struct api_req *ar)
     if (compute_begin(req, ar, POL_SERVERS_SHOW) < 0)
         return;
     const char **p = compute_params(req, ar, 4);
-    const char *sid = server_id(req);
+    const char *sid = compute_server_id(req);
     if (!sid)
         return;             /* Answered: the arena is gone. */
     p[3] = sid;
     compute_run(req, "SELECT jsonb_build_object('addresses',"
                      " compute_server_addresses(i.uuid, false))::text AS body"
                      " FROM instances i WHERE " VISIBLE,
-                4, p, server_missing(req, p[3]));
+                4, p, compute_server_missing(req, p[3]));
 }
 
 static void
@@ -1306,7 +1286,7 @@ servers_ips_network(http_request *req, struct api_req *ar)
     if (compute_begin(req, ar, POL_SERVERS_SHOW) < 0)
         return;
     const char **p = compute_params(req, ar, 5);
-    const char *sid = server_id(req);
+    const char *sid = compute_server_id(req);
     if (!sid)
         return;             /* Answered: the arena is gone. */
     p[3] = sid;
@@ -1318,7 +1298,7 @@ servers_ips_network(http_request *req, struct api_req *ar)
                      " jsonb_build_object($5, a->$5)::text AS body"
                      " FROM (SELECT compute_server_addresses(i.uuid, false) AS a"
                      " FROM instances i WHERE " VISIBLE ") x",
-                5, p, server_missing(req, p[3]));
+                5, p, compute_server_missing(req, p[3]));
 }
 
 /* ---- Metadata. */
@@ -1329,12 +1309,12 @@ metadata_list(http_request *req, struct api_req *ar)
     if (compute_begin(req, ar, POL_SERVERS_SHOW) < 0)
         return;
     const char **p = compute_params(req, ar, 4);
-    const char *sid = server_id(req);
+    const char *sid = compute_server_id(req);
     if (!sid)
         return;             /* Answered: the arena is gone. */
     p[3] = sid;
     compute_run(req, "SELECT jsonb_build_object('metadata', i.metadata)::text AS body"
-                     " FROM instances i WHERE " VISIBLE, 4, p, server_missing(req, p[3]));
+                     " FROM instances i WHERE " VISIBLE, 4, p, compute_server_missing(req, p[3]));
 }
 
 static void
@@ -1343,7 +1323,7 @@ metadata_show(http_request *req, struct api_req *ar)
     if (compute_begin(req, ar, POL_SERVERS_SHOW) < 0)
         return;
     const char **p = compute_params(req, ar, 5);
-    const char *sid = server_id(req);
+    const char *sid = compute_server_id(req);
     if (!sid)
         return;             /* Answered: the arena is gone. */
     p[3] = sid;
@@ -1352,7 +1332,7 @@ metadata_show(http_request *req, struct api_req *ar)
         "SELECT CASE WHEN i.metadata ? $5 THEN 200 ELSE 404 END AS code,"
         " 'Metadata item was not found' AS message,"
         " jsonb_build_object('meta', jsonb_build_object($5, i.metadata->$5))::text AS body"
-        " FROM instances i WHERE " VISIBLE, 5, p, server_missing(req, p[3]));
+        " FROM instances i WHERE " VISIBLE, 5, p, compute_server_missing(req, p[3]));
 }
 
 /* mode: "replace" (PUT /metadata), "merge" (POST /metadata), "one" (PUT
@@ -1363,7 +1343,7 @@ metadata_change(http_request *req, struct api_req *ar, const char *mode)
     if (compute_begin(req, ar, POL_SERVERS_UPDATE) < 0)
         return;
     const char **p = compute_params(req, ar, 7);
-    const char *sid = server_id(req);
+    const char *sid = compute_server_id(req);
     if (!sid)
         return;             /* Answered: the arena is gone. */
     p[3] = sid;
@@ -1404,7 +1384,7 @@ metadata_change(http_request *req, struct api_req *ar, const char *mode)
         "  ELSE 'Quota exceeded for metadata_items' END AS message,"
         " CASE $5 WHEN 'one' THEN jsonb_build_object('meta', $6::jsonb)"
         "  ELSE jsonb_build_object('metadata', (SELECT metadata FROM u)) END::text AS body"
-        " FROM t", 7, p, server_missing(req, p[3]));
+        " FROM t", 7, p, compute_server_missing(req, p[3]));
 }
 
 static void
@@ -1476,7 +1456,7 @@ servers_action(http_request *req, struct api_req *ar)
     if (compute_version_check(req) < 0 || api_authenticate(req, ar) < 0)
         return;
     const char **p = compute_params(req, ar, 8);
-    const char *sid = server_id(req);
+    const char *sid = compute_server_id(req);
     if (!sid)
         return;             /* Answered: the arena is gone. */
     p[3] = sid;
@@ -1623,7 +1603,7 @@ instance_actions_list(http_request *req, struct api_req *ar)
     if (compute_begin(req, ar, POL_INSTANCE_ACTIONS) < 0)
         return;
     const char **p = compute_params(req, ar, 4);
-    const char *sid = server_id(req);
+    const char *sid = compute_server_id(req);
     if (!sid)
         return;             /* Answered: the arena is gone. */
     p[3] = sid;
@@ -1632,7 +1612,7 @@ instance_actions_list(http_request *req, struct api_req *ar)
         " ORDER BY a.start_time DESC, a.id DESC) FROM instance_actions a"
         " WHERE a.instance_uuid = i.uuid), '[]'))::text AS body FROM instances i"
         " WHERE i.uuid = $4::uuid AND ($3::boolean OR i.project_id = $2)",
-        4, p, server_missing(req, p[3]));
+        4, p, compute_server_missing(req, p[3]));
 }
 
 static void
@@ -1641,7 +1621,7 @@ instance_actions_show(http_request *req, struct api_req *ar)
     if (compute_begin(req, ar, POL_INSTANCE_ACTIONS) < 0)
         return;
     const char **p = compute_params(req, ar, 5);
-    const char *sid = server_id(req);
+    const char *sid = compute_server_id(req);
     if (!sid)
         return;             /* Answered: the arena is gone. */
     p[3] = sid;

@@ -88,6 +88,43 @@ def make_project(cloud, admin_token, name):
     return pid, tok
 
 
+def write_agent_conf(cloud, node, token_file, state_dir=None, hypervisor='fake',
+                     console=False, agent_extra='', source_extra='poll_wait = 20\nheartbeat = 1\n'):
+    """The configuration of a nimbus-compute of node 'node' talking to the
+    cloud's agent channel with the credential in 'token_file' and fetching
+    images from its nimbus-image (cloud.image_port); returns its path."""
+    path = os.path.join(cloud.dir, f'agent-{node}.conf')
+    console_section = '[console]\nlisten = 127.0.0.1\nport = 0\n' if console else ''
+    with open(path, 'w') as f:
+        f.write(f"""[agent]
+node = {node}
+state_dir = {state_dir or os.path.join(cloud.dir, 'agent-state')}
+image_source_dir = {cloud.dir}/no-such-dir
+image_fetch = http
+image_url = http://127.0.0.1:{cloud.image_port}
+reconcile_interval = 1
+delete_grace = 5
+listen = 127.0.0.1
+port = 0
+{agent_extra}{console_section}[hypervisor]
+type = {hypervisor}
+[source]
+type = http
+api_url = {cloud.url('compute', '/agent/v1')}
+node_token_file = {token_file}
+{source_extra}""")
+    return path
+
+
+def start_agent(conf, log_path):
+    """nimbus-compute with 'conf', output appended to 'log_path' (under
+    NIMBUS_API_WRAPPER when the suite runs one, e.g. valgrind)."""
+    log = open(log_path, 'ab')
+    wrapper = os.environ.get('NIMBUS_API_WRAPPER', '').split()
+    return subprocess.Popen(wrapper + [os.path.join(nt.BUILD, 'compute-agent/nimbus-compute'),
+                                       '--config', conf], stdout=log, stderr=log)
+
+
 class Schedulers:
     """n nimbus-scheduler processes on the cloud's configuration."""
 

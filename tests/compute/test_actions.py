@@ -53,35 +53,10 @@ IMAGE = cloud.create_image(tok, name='blank', min_ram=0)['id']
 st, _ = cloud.upload(tok, IMAGE, data)
 check(st == 204, f'base image uploaded ({st})')
 state_dir = os.path.join(cloud.dir, 'agent-state')
-agent_conf = os.path.join(cloud.dir, 'agent.conf')
-with open(agent_conf, 'w') as f:
-    f.write(f"""[agent]
-node = {NODE}
-state_dir = {state_dir}
-image_source_dir = {cloud.dir}/no-such-dir
-image_fetch = http
-image_url = http://127.0.0.1:{cloud.image_port}
-reconcile_interval = 1
-delete_grace = 5
-listen = 127.0.0.1
-port = 0
-[console]
-listen = 127.0.0.1
-port = 0
-[hypervisor]
-type = fake
-[source]
-type = http
-api_url = {cloud.url('compute', '/agent/v1')}
-node_token_file = {token_file}
-poll_wait = 20
-heartbeat = 1
-""")
+agent_conf = compute_lib.write_agent_conf(cloud, NODE, token_file, state_dir=state_dir,
+                                          console=True)
 agent_log = os.path.join(cloud.dir, 'agent.log')
-log = open(agent_log, 'ab')
-wrapper = os.environ.get('NIMBUS_API_WRAPPER', '').split()
-agent = subprocess.Popen(wrapper + [os.path.join(nt.BUILD, 'compute-agent/nimbus-compute'),
-                                    '--config', agent_conf], stdout=log, stderr=log)
+agent = compute_lib.start_agent(agent_conf, agent_log)
 scheds = Schedulers(cloud, 1)
 
 

@@ -93,35 +93,12 @@ image_sha = hashlib.sha512(data).hexdigest()
 IMAGE = cloud.create_image(tok, name='blank')['id']
 st, _ = cloud.upload(tok, IMAGE, data)
 check(st == 204, f'image uploaded ({st})')
-agent_conf = os.path.join(cloud.dir, 'agent.conf')
-with open(agent_conf, 'w') as f:
-    f.write(f"""[agent]
-node = {NODE}
-state_dir = {cloud.dir}/agent-state
-image_source_dir = {cloud.dir}/no-such-dir
-image_fetch = http
-image_url = http://127.0.0.1:{cloud.image_port}
-reconcile_interval = 1
-delete_grace = 5
-listen = 127.0.0.1
-port = 0
-[hypervisor]
-type = fake
-[source]
-type = http
-api_url = {cloud.url('compute', '/agent/v1')}
-node_token_file = {token_file}
-poll_wait = 20
-heartbeat = 1
-""")
+agent_conf = compute_lib.write_agent_conf(cloud, NODE, token_file)
 agent_log = os.path.join(cloud.dir, 'agent.log')
 
 
 def start_agent():
-    log = open(agent_log, 'ab')
-    wrapper = os.environ.get('NIMBUS_API_WRAPPER', '').split()
-    return subprocess.Popen(wrapper + [os.path.join(nt.BUILD, 'compute-agent/nimbus-compute'),
-                                       '--config', agent_conf], stdout=log, stderr=log)
+    return compute_lib.start_agent(agent_conf, agent_log)
 
 
 def agent_log_tail():

@@ -244,31 +244,8 @@ check(all(net(ta, 'GET', f'/ports/{x["id"]}')[0] == 404 for x in created),
 # through the agent removes them.
 token_file = os.path.join(cloud.dir, 'node.token')
 cloud.manage('node', 'add', NODE, '--output', token_file)
-agent_conf = os.path.join(cloud.dir, 'agent.conf')
-with open(agent_conf, 'w') as f:
-    f.write(f"""[agent]
-node = {NODE}
-state_dir = {cloud.dir}/agent-state
-image_source_dir = {cloud.dir}/no-such-dir
-image_fetch = http
-image_url = http://127.0.0.1:{cloud.image_port}
-reconcile_interval = 1
-delete_grace = 5
-listen = 127.0.0.1
-port = 0
-[hypervisor]
-type = fake
-[source]
-type = http
-api_url = {cloud.url('compute', '/agent/v1')}
-node_token_file = {token_file}
-poll_wait = 20
-heartbeat = 1
-""")
-alog = open(os.path.join(cloud.dir, 'agent.log'), 'ab')
-wrapper = os.environ.get('NIMBUS_API_WRAPPER', '').split()
-agent = subprocess.Popen(wrapper + [os.path.join(nt.BUILD, 'compute-agent/nimbus-compute'),
-                                    '--config', agent_conf], stdout=alog, stderr=alog)
+agent_conf = compute_lib.write_agent_conf(cloud, NODE, token_file)
+agent = compute_lib.start_agent(agent_conf, os.path.join(cloud.dir, 'agent.log'))
 scheds = Schedulers(cloud, 1)
 
 
