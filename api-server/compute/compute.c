@@ -149,3 +149,14 @@ compute_server_id(http_request *req)
     }
     return id;
 }
+
+const char **
+compute_server_begin(http_request *req, struct api_req *ar, const char *op, int n)
+{
+    if (op ? compute_begin(req, ar, op) < 0
+           : compute_version_check(req) < 0 || api_authenticate(req, ar) < 0)
+        return NULL;
+    const char **p = compute_params(req, ar, n < 4 ? 4 : n);
+    p[3] = compute_server_id(req);
+    return p[3] ? p : NULL;
+}

@@ -66,6 +66,15 @@ const char *compute_server_missing(http_request *req, const char *id);
  * NULL. */
 const char *compute_server_id(http_request *req);
 
+/* The prologue of every handler of one server (/servers/{id}...):
+ * compute_begin() with 'op' (NULL: the version check and authentication
+ * only, for a handler that checks its policy later), then compute_params()
+ * with 'n' (at least 4) slots, slot 3 the server's id from
+ * compute_server_id().  Returns the array (request arena), or NULL after
+ * answering (401, 403, 404...; the arena is then gone). */
+const char **compute_server_begin(http_request *req, struct api_req *ar, const char *op,
+                                  int n) __attribute__((warn_unused_result));
+
 /* Runs 'sql' (see the column convention above); no row answers 404 with
  * 'missing' (arena or static string). */
 void compute_run(http_request *req, const char *sql, int nparams,

@@ -16,7 +16,6 @@
 #include <string.h>
 
 #include "arena.h"
-#include "util.h"
 
 /* The protocol of a console type, or NULL when Nimbus has no proxy for it. */
 static const char *
@@ -100,13 +99,9 @@ compute_console_action(http_request *req, struct api_req *ar, const char *sid,
 static void
 remote_consoles(http_request *req, struct api_req *ar)
 {
-    if (compute_begin(req, ar, POL_SERVERS_ACTION) < 0)
-        return;
-    const char *sid = http_req_param(req, "id");
-    if (!sid || !util_is_uuid(sid)) {
-        api_error(req, 404, "Instance %s could not be found.", sid ? compute_dup(req, sid) : "");
-        return;
-    }
+    const char **p = compute_server_begin(req, ar, POL_SERVERS_ACTION, 6);
+    if (!p)
+        return;             /* Answered: the arena is gone. */
     json_t *body = api_parse_body(req);
     if (!body)
         return;
@@ -118,7 +113,7 @@ remote_consoles(http_request *req, struct api_req *ar)
     } else if (!console_protocol(type) || strcmp(console_protocol(type), proto)) {
         api_error(req, 400, "Unavailable console type %s.", compute_dup(req, type));
     } else {
-        console_token(req, ar, compute_params(req, ar, 6), compute_dup(req, sid), type, true);
+        console_token(req, ar, p, p[3], type, true);
     }
     json_decref(body);
 }

@@ -21,13 +21,9 @@
 static void
 iface_list(http_request *req, struct api_req *ar)
 {
-    if (compute_begin(req, ar, POL_SERVERS_SHOW) < 0)
-        return;
-    const char **p = compute_params(req, ar, 4);
-    const char *sid = compute_server_id(req);
-    if (!sid)
+    const char **p = compute_server_begin(req, ar, POL_SERVERS_SHOW, 4);
+    if (!p)
         return;             /* Answered: the arena is gone. */
-    p[3] = sid;
     compute_run(req, "SELECT jsonb_build_object('interfaceAttachments',"
                      " compute_interfaces_json(i.uuid))::text AS body"
                      " FROM instances i WHERE " VISIBLE, 4, p, compute_server_missing(req, p[3]));
@@ -36,13 +32,9 @@ iface_list(http_request *req, struct api_req *ar)
 static void
 iface_show(http_request *req, struct api_req *ar)
 {
-    if (compute_begin(req, ar, POL_SERVERS_SHOW) < 0)
-        return;
-    const char **p = compute_params(req, ar, 5);
-    const char *sid = compute_server_id(req);
-    if (!sid)
+    const char **p = compute_server_begin(req, ar, POL_SERVERS_SHOW, 5);
+    if (!p)
         return;             /* Answered: the arena is gone. */
-    p[3] = sid;
     p[4] = http_req_param(req, "port_id");
     if (!p[4] || strlen(p[4]) > COMPUTE_NAME_MAX)
         p[4] = "";
@@ -121,13 +113,9 @@ check_attachment(http_request *req, json_t *ia)
 static void
 iface_create(http_request *req, struct api_req *ar)
 {
-    if (compute_begin(req, ar, POL_SERVERS_ACTION) < 0)
-        return;
-    const char **p = compute_params(req, ar, 6);
-    const char *sid = compute_server_id(req);
-    if (!sid)
+    const char **p = compute_server_begin(req, ar, POL_SERVERS_ACTION, 6);
+    if (!p)
         return;             /* Answered: the arena is gone. */
-    p[3] = sid;
     json_t *body = api_parse_body(req);
     if (!body)
         return;
@@ -154,13 +142,9 @@ iface_create(http_request *req, struct api_req *ar)
 static void
 iface_delete(http_request *req, struct api_req *ar)
 {
-    if (compute_begin(req, ar, POL_SERVERS_ACTION) < 0)
-        return;
-    const char **p = compute_params(req, ar, 6);
-    const char *sid = compute_server_id(req);
-    if (!sid)
+    const char **p = compute_server_begin(req, ar, POL_SERVERS_ACTION, 6);
+    if (!p)
         return;             /* Answered: the arena is gone. */
-    p[3] = sid;
     p[4] = http_req_param(req, "port_id");
     if (!p[4] || strlen(p[4]) > COMPUTE_NAME_MAX)
         p[4] = "";

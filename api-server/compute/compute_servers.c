@@ -1153,16 +1153,12 @@ servers_detail(http_request *req, struct api_req *ar)
 static void
 servers_show(http_request *req, struct api_req *ar)
 {
-    if (compute_begin(req, ar, POL_SERVERS_SHOW) < 0)
-        return;
-    const char **p = compute_params(req, ar, 4);
-    const char *sid = compute_server_id(req);
-    if (!sid)
+    const char **p = compute_server_begin(req, ar, POL_SERVERS_SHOW, 4);
+    if (!p)
         return;             /* Answered: the arena is gone. */
-    p[3] = sid;
     struct view *v = view_new(req, ar, p[0], true);
     v->show = true;
-    v->missing = compute_server_missing(req, sid);
+    v->missing = compute_server_missing(req, p[3]);
     compute_query(req, "WITH page AS (SELECT i.* FROM instances i WHERE " VISIBLE ")"
                        " SELECT 1," VIEW_COLS, 4, p, view_done, v);
 }
@@ -1170,13 +1166,9 @@ servers_show(http_request *req, struct api_req *ar)
 static void
 servers_update(http_request *req, struct api_req *ar)
 {
-    if (compute_begin(req, ar, POL_SERVERS_UPDATE) < 0)
-        return;
-    const char **p = compute_params(req, ar, 7);
-    const char *sid = compute_server_id(req);
-    if (!sid)
+    const char **p = compute_server_begin(req, ar, POL_SERVERS_UPDATE, 7);
+    if (!p)
         return;             /* Answered: the arena is gone. */
-    p[3] = sid;
     json_t *body = api_parse_body(req);
     if (!body)
         return;
@@ -1227,13 +1219,9 @@ out:
 static void
 servers_delete(http_request *req, struct api_req *ar)
 {
-    if (compute_begin(req, ar, POL_SERVERS_DELETE) < 0)
-        return;
-    const char **p = compute_params(req, ar, 7);
-    const char *sid = compute_server_id(req);
-    if (!sid)
+    const char **p = compute_server_begin(req, ar, POL_SERVERS_DELETE, 7);
+    if (!p)
         return;             /* Answered: the arena is gone. */
-    p[3] = sid;
     p[4] = ar->token->user_id;
     p[5] = http_req_id(req);
     p[6] = ar->token->project_id;
@@ -1267,13 +1255,9 @@ servers_delete(http_request *req, struct api_req *ar)
 static void
 servers_ips(http_request *req, struct api_req *ar)
 {
-    if (compute_begin(req, ar, POL_SERVERS_SHOW) < 0)
-        return;
-    const char **p = compute_params(req, ar, 4);
-    const char *sid = compute_server_id(req);
-    if (!sid)
+    const char **p = compute_server_begin(req, ar, POL_SERVERS_SHOW, 4);
+    if (!p)
         return;             /* Answered: the arena is gone. */
-    p[3] = sid;
     compute_run(req, "SELECT jsonb_build_object('addresses',"
                      " compute_server_addresses(i.uuid, false))::text AS body"
                      " FROM instances i WHERE " VISIBLE,
@@ -1283,13 +1267,9 @@ servers_ips(http_request *req, struct api_req *ar)
 static void
 servers_ips_network(http_request *req, struct api_req *ar)
 {
-    if (compute_begin(req, ar, POL_SERVERS_SHOW) < 0)
-        return;
-    const char **p = compute_params(req, ar, 5);
-    const char *sid = compute_server_id(req);
-    if (!sid)
+    const char **p = compute_server_begin(req, ar, POL_SERVERS_SHOW, 5);
+    if (!p)
         return;             /* Answered: the arena is gone. */
-    p[3] = sid;
     p[4] = http_req_param(req, "network");
     if (!p[4] || strlen(p[4]) > COMPUTE_NAME_MAX)
         p[4] = "";
@@ -1306,13 +1286,9 @@ servers_ips_network(http_request *req, struct api_req *ar)
 static void
 metadata_list(http_request *req, struct api_req *ar)
 {
-    if (compute_begin(req, ar, POL_SERVERS_SHOW) < 0)
-        return;
-    const char **p = compute_params(req, ar, 4);
-    const char *sid = compute_server_id(req);
-    if (!sid)
+    const char **p = compute_server_begin(req, ar, POL_SERVERS_SHOW, 4);
+    if (!p)
         return;             /* Answered: the arena is gone. */
-    p[3] = sid;
     compute_run(req, "SELECT jsonb_build_object('metadata', i.metadata)::text AS body"
                      " FROM instances i WHERE " VISIBLE, 4, p, compute_server_missing(req, p[3]));
 }
@@ -1320,13 +1296,9 @@ metadata_list(http_request *req, struct api_req *ar)
 static void
 metadata_show(http_request *req, struct api_req *ar)
 {
-    if (compute_begin(req, ar, POL_SERVERS_SHOW) < 0)
-        return;
-    const char **p = compute_params(req, ar, 5);
-    const char *sid = compute_server_id(req);
-    if (!sid)
+    const char **p = compute_server_begin(req, ar, POL_SERVERS_SHOW, 5);
+    if (!p)
         return;             /* Answered: the arena is gone. */
-    p[3] = sid;
     p[4] = http_req_param(req, "key");
     compute_run(req,
         "SELECT CASE WHEN i.metadata ? $5 THEN 200 ELSE 404 END AS code,"
@@ -1340,13 +1312,9 @@ metadata_show(http_request *req, struct api_req *ar)
 static void
 metadata_change(http_request *req, struct api_req *ar, const char *mode)
 {
-    if (compute_begin(req, ar, POL_SERVERS_UPDATE) < 0)
-        return;
-    const char **p = compute_params(req, ar, 7);
-    const char *sid = compute_server_id(req);
-    if (!sid)
+    const char **p = compute_server_begin(req, ar, POL_SERVERS_UPDATE, 7);
+    if (!p)
         return;             /* Answered: the arena is gone. */
-    p[3] = sid;
     p[4] = mode;
     p[5] = "{}";
     p[6] = http_req_param(req, "key");
@@ -1453,13 +1421,11 @@ create_image_done(http_request *req, struct api_req *ar, db_result *res, void *a
 static void
 servers_action(http_request *req, struct api_req *ar)
 {
-    if (compute_version_check(req) < 0 || api_authenticate(req, ar) < 0)
-        return;
-    const char **p = compute_params(req, ar, 8);
-    const char *sid = compute_server_id(req);
-    if (!sid)
+    /* The policy depends on the action: checked below. */
+    const char **p = compute_server_begin(req, ar, NULL, 8);
+    if (!p)
         return;             /* Answered: the arena is gone. */
-    p[3] = sid;
+    const char *sid = p[3];
     json_t *body = api_parse_body(req);
     if (!body)
         return;
@@ -1600,13 +1566,9 @@ out:
 static void
 instance_actions_list(http_request *req, struct api_req *ar)
 {
-    if (compute_begin(req, ar, POL_INSTANCE_ACTIONS) < 0)
-        return;
-    const char **p = compute_params(req, ar, 4);
-    const char *sid = compute_server_id(req);
-    if (!sid)
+    const char **p = compute_server_begin(req, ar, POL_INSTANCE_ACTIONS, 4);
+    if (!p)
         return;             /* Answered: the arena is gone. */
-    p[3] = sid;
     compute_run(req,
         "SELECT jsonb_build_object('instanceActions', coalesce((SELECT jsonb_agg(" ACTION_JSON
         " ORDER BY a.start_time DESC, a.id DESC) FROM instance_actions a"
@@ -1618,13 +1580,9 @@ instance_actions_list(http_request *req, struct api_req *ar)
 static void
 instance_actions_show(http_request *req, struct api_req *ar)
 {
-    if (compute_begin(req, ar, POL_INSTANCE_ACTIONS) < 0)
-        return;
-    const char **p = compute_params(req, ar, 5);
-    const char *sid = compute_server_id(req);
-    if (!sid)
+    const char **p = compute_server_begin(req, ar, POL_INSTANCE_ACTIONS, 5);
+    if (!p)
         return;             /* Answered: the arena is gone. */
-    p[3] = sid;
     p[4] = http_req_param(req, "request_id");
     compute_run(req,
         "SELECT jsonb_build_object('instanceAction', " ACTION_JSON " || CASE WHEN $3::boolean"
