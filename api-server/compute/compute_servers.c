@@ -19,6 +19,7 @@
 
 #include "arena.h"
 #include "compute_version.h"
+#include "jbuf.h"
 #include "util.h"
 
 /* Nova's limits. */
@@ -466,112 +467,7 @@ out:
  * still answers PUT /servers/{id} and rebuild: the tests compare its
  * document with GET /servers/{id} and with the detail list. */
 
-/* A growing output buffer; out of memory aborts, as arena_alloc does. */
-struct jbuf {
-    char *p;
-    size_t len, cap;
-};
-
-static void
-jb_grow(struct jbuf *b, size_t n)
-{
-    size_t cap = b->cap ? b->cap : 64 * 1024;
-    while (cap - b->len < n)
-        cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p)
-        abort();
-    b->p = p;
-    b->cap = cap;
-}
-
-/* Called a hundred times per server: inline, with the growth out of line. */
-static inline __attribute__((always_inline)) void
-jb_reserve(struct jbuf *b, size_t n)
-{
-    if (b->cap - b->len < n)
-        jb_grow(b, n);
-}
-
-static inline __attribute__((always_inline)) void
-jb_raw(struct jbuf *b, const char *s, size_t n)
-{
-    if (!n)
-        return;             /* The buffer may not exist yet (memcpy to NULL). */
-    jb_reserve(b, n);
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-}
-
-/* A string literal, copied as is. */
-#define jb_lit(b, s) jb_raw((b), "" s, sizeof(s) - 1)
-/* ,"key": for a literal key without characters to escape. */
-#define jb_key(b, k) jb_lit((b), ",\"" k "\":")
-
-/* The characters of 's' escaped for a JSON string, without the quotes. */
-static void
-jb_esc(struct jbuf *b, const char *s)
-{
-    /* Nonzero for the bytes a JSON string cannot hold as they are. */
-    static const unsigned char special[256] = {
-        [0 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1,
-    };
-    const char *run = s;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (!special[c])
-            continue;
-        jb_raw(b, run, (size_t)(s - run));
-        run = s + 1;
-        switch (c) {
-        case '"':
-            jb_lit(b, "\\\"");
-            break;
-        case '\\':
-            jb_lit(b, "\\\\");
-            break;
-        case '\n':
-            jb_lit(b, "\\n");
-            break;
-        case '\r':
-            jb_lit(b, "\\r");
-            break;
-        case '\t':
-            jb_lit(b, "\\t");
-            break;
-        default: {
-            char u[8];
-            snprintf(u, sizeof u, "\\u%04x", c);
-            jb_raw(b, u, 6);
-            break;
-        }
-        }
-    }
-    jb_raw(b, run, (size_t)(s - run));
-}
-
-/* 's' as a JSON string, or null. */
-static void
-jb_str(struct jbuf *b, const char *s)
-{
-    if (!s) {
-        jb_lit(b, "null");
-        return;
-    }
-    jb_lit(b, "\"");
-    jb_esc(b, s);
-    jb_lit(b, "\"");
-}
-
-/* Text that is JSON already (a jsonb or integer column), or null. */
-static void
-jb_json(struct jbuf *b, const char *s)
-{
-    if (s)
-        jb_raw(b, s, strlen(s));
-    else
-        jb_lit(b, "null");
-}
+/* The document is written into a struct jbuf (lib/jbuf.h). */
 
 /* The columns of VIEW_COLS, in order. */
 enum view_col {
@@ -999,25 +895,38 @@ view_done(http_request *req, struct api_req *ar, db_result *res, void *arg)
         }
     }
     jb_lit(&b, "}");
-    (void)http_respond(req, 200, "application/json", b.p, b.len);
-    free(b.p);
+    if (jb_error(&b) < 0)   /* Text that is not UTF-8, which PostgreSQL does not store. */
+        api_error(req, 500, "A server's data could not be written as JSON.");
+    else
+        (void)http_respond(req, 200, "application/json", b.p, b.len);
+    jb_free(&b);
 }
 
+/* 's' escaped for a JSON string, in the request's arena; NULL when it is
+ * not UTF-8. */
 static const char *
 json_escaped(http_request *req, const char *s)
 {
     struct jbuf b = { 0 };
-    jb_esc(&b, s);
-    const char *out = arena_strndup(http_req_arena(req), b.p ? b.p : "", b.len);
-    free(b.p);
+    const char *out = NULL;
+    if (jb_esc(&b, s) == 0)
+        out = arena_strndup(http_req_arena(req), b.p ? b.p : "", b.len);
+    jb_free(&b);
     return out;
 }
 
+/* The view of a list or show; NULL after answering 400 when the base URL
+ * (from the Host header) is not UTF-8. */
 static struct view *
 view_new(http_request *req, struct api_req *ar, const char *base, bool detail)
 {
+    const char *esc = json_escaped(req, base);
+    if (!esc) {
+        api_error(req, 400, "The Host header is not valid UTF-8.");
+        return NULL;
+    }
     struct view *v = arena_zalloc(http_req_arena(req), sizeof *v);
-    v->base = json_escaped(req, base);
+    v->base = esc;
     v->detail = detail;
     v->admin = api_is_admin(ar);
     return v;
@@ -1090,6 +999,8 @@ servers_list_common(http_request *req, struct api_req *ar, bool detail)
     bool admin = api_is_admin(ar);
     const char **p = compute_params(req, ar, 14);
     struct view *v = view_new(req, ar, p[0], detail);
+    if (!v)
+        return;
     const char *all = http_req_query_param(req, "all_tenants");
     bool all_tenants = all && strcasecmp(all, "false") && strcmp(all, "0");
     if (all_tenants && api_authorize(req, ar, POL_SERVERS_ALL_TENANTS, NULL, NULL) < 0)
@@ -1127,9 +1038,13 @@ servers_list_common(http_request *req, struct api_req *ar, bool detail)
     p[12] = all_tenants ? proj : NULL;
     const char *del = http_req_query_param(req, "deleted");
     p[13] = admin && del && (!strcasecmp(del, "true") || !strcmp(del, "1")) ? "true" : "false";
+    const char *query = json_escaped(req, kept_query(req));
+    if (!query) {
+        api_error(req, 400, "The query string is not valid UTF-8.");
+        return;
+    }
     v->next = arena_printf(http_req_arena(req), "%s/v2.1/%s?%slimit=", v->base,
-                           detail ? "servers/detail" : "servers",
-                           json_escaped(req, kept_query(req)));
+                           detail ? "servers/detail" : "servers", query);
     compute_query(req, detail ? LIST_PAGE VIEW_COLS : LIST_PAGE VIEW_BRIEF_COLS, 14, p,
                   view_done, v);
 }
@@ -1157,6 +1072,8 @@ servers_show(http_request *req, struct api_req *ar)
     if (!p)
         return;             /* Answered: the arena is gone. */
     struct view *v = view_new(req, ar, p[0], true);
+    if (!v)
+        return;
     v->show = true;
     v->missing = compute_server_missing(req, p[3]);
     compute_query(req, "WITH page AS (SELECT i.* FROM instances i WHERE " VISIBLE ")"

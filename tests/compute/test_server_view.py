@@ -12,6 +12,7 @@ server (changes-since).  Also: the detail list and its pages hold the same
 documents as GET /servers/{id}; GET /servers has id, name and the same
 links; the exact 2.1 key sets; project isolation."""
 import json
+import socket
 
 from compute_lib import Compute, Schedulers, add_hosts, check, done, make_project, nt, seed, sql
 
@@ -54,7 +55,8 @@ net_b = mknet('net-b', (4, '10.41.0.0/24'))
 net_c = mknet('net-c')
 
 NAME = 'view "one" \\ caf\u00e9 \u2603'
-MD = {'role': 'web', 'quote"key': 'v\u00e4lue\\', 'empty': '', 'tab': 'a\tb'}
+MD = {'role': 'web', 'quote"key': 'v\u00e4lue\\', 'empty': '', 'tab': 'a\tb',
+      'ctl': ''.join(map(chr, range(1, 32))) + '\x7f /\U0001f600'}
 st, _, b = A.create(NAME, networks=[{'uuid': net_a}, {'uuid': net_b}, {'uuid': net_c}], metadata=MD)
 check(st == 202, f'server on three networks with metadata: 202 ({st} {b})')
 s1 = b['server']['id']
@@ -136,6 +138,31 @@ for who, api, admin, lst in [('member', A, False, '/servers/detail'),
 st, _, b = A.req('GET', f'/servers/{s1}')
 s = b['server']
 check(s['name'] == NAME and s['metadata'] == MD, 'name and metadata that need escaping come back as sent')
+
+
+def raw_get(path, host):
+    """GET with the bytes given (http.client sends only ASCII)."""
+    with socket.create_connection(('127.0.0.1', cloud.ports['compute']), timeout=30) as c:
+        c.sendall(b'GET /v2.1' + path + b' HTTP/1.1\r\nHost: ' + host + b'\r\nX-Auth-Token: '
+                  + ta.encode() + b'\r\nConnection: close\r\n\r\n')
+        data = b''
+        while chunk := c.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b'\r\n\r\n')
+    return int(head.split()[1]), body
+
+
+# Text that is not UTF-8 cannot be written into a JSON document: 400, as
+# for any bad input, and the daemon keeps answering.
+host = f"127.0.0.1:{cloud.ports['compute']}".encode()
+st, body = raw_get(b'/servers/detail?name=caf\xe9', host)
+check(st == 400 and b'badRequest' in body, f'a query string that is not UTF-8 -> 400 ({st} {body[:80]})')
+st, body = raw_get(b'/servers/detail', b'h\xff' + host)
+check(st == 400 and b'badRequest' in body, f'a Host header that is not UTF-8 -> 400 ({st} {body[:80]})')
+st, body = raw_get(b'/servers/detail?name=caf%C3%A9', b'h\xc3\xa9' + host)
+srv = json.loads(body).get('servers', []) if st == 200 else []
+check([x['name'] for x in srv] == [NAME] and srv[0]['links'][0]['href'].startswith('http://h\u00e9'),
+      f'the same in UTF-8 -> 200, the Host in the links ({st} {body[:80]})')
 addr = s['addresses']
 check(set(addr) == {'net-a', 'net-b', 'net-c'} and addr['net-c'] == []
       and [a['version'] for a in addr['net-a']] == [4, 6] and len(addr['net-b']) == 1
