@@ -126,6 +126,55 @@ power(struct hypervisor *hv)
     return p;
 }
 
+/* One guest U1 (1 vCPU, 128 MiB, 1 GiB, running, generation 1, image
+ * 'image') under a reconciler with the fake hypervisor and the fake
+ * storage, after its first pass. */
+struct fixture {
+    struct hypervisor *hv;
+    struct fstore fs;
+    struct rc_storage st;
+    struct rc_config cfg;
+    struct reconciler *rc;
+    struct inst_desired d;
+    struct desired_set ds;
+};
+
+static void
+fixture_init(struct fixture *fx, const char *image)
+{
+    char err[128];
+    struct hv_config hc = { .type = "fake" };
+    memset(fx, 0, sizeof *fx);
+    CHECK_INT(hv_open(&hc, &fx->hv, err, sizeof err), 0);
+    fx->st = (struct rc_storage){ .prepare = fs_prepare, .remove = fs_remove, .ctx = &fx->fs,
+                                  .grow = fs_grow, .snapshot = fs_snap, .upload = fs_upload,
+                                  .wipe = fs_wipe, .action_ctx = &fx->fs };
+    fx->cfg = (struct rc_config){ .grace_ms = 60000, .max_attempts = 3, .stop_timeout_ms = 10 };
+    CHECK_INT(rc_new(fx->hv, &fx->st, &fx->cfg, on_event, NULL, &fx->rc), 0);
+    fx->d = (struct inst_desired){ .uuid = U1, .name = "vm", .vcpus = 1, .ram_mb = 128,
+                                   .disk_gb = 1, .power = POWER_RUNNING, .generation = 1 };
+    snprintf(fx->d.image.id, sizeof fx->d.image.id, "%s", image);
+    fx->ds = (struct desired_set){ .version = 1, .insts = &fx->d, .n = 1 };
+    events[0] = 0;
+    CHECK(pass(fx->rc, &fx->ds) > 0);
+}
+
+/* A new reconciler over the same hypervisor and storage, as after an
+ * agent restart. */
+static void
+fixture_restart(struct fixture *fx)
+{
+    rc_free(fx->rc);
+    CHECK_INT(rc_new(fx->hv, &fx->st, &fx->cfg, on_event, NULL, &fx->rc), 0);
+}
+
+static void
+fixture_free(struct fixture *fx)
+{
+    rc_free(fx->rc);
+    hv_close(fx->hv);
+}
+
 static void
 test_parse(void)
 {
@@ -158,117 +207,102 @@ test_parse(void)
 static void
 test_resize_and_snapshot(void)
 {
-    struct hypervisor *hv;
-    char err[128];
-    struct hv_config hc = { .type = "fake" };
-    CHECK_INT(hv_open(&hc, &hv, err, sizeof err), 0);
-    struct fstore fs = { 0 };
-    struct rc_storage st = { .prepare = fs_prepare, .remove = fs_remove, .ctx = &fs,
-                             .grow = fs_grow, .snapshot = fs_snap, .upload = fs_upload,
-                             .action_ctx = &fs };
-    struct rc_config cfg = { .grace_ms = 60000, .max_attempts = 3, .stop_timeout_ms = 10 };
-    struct reconciler *rc;
-    CHECK_INT(rc_new(hv, &st, &cfg, on_event, NULL, &rc), 0);
-    struct inst_desired d = { .uuid = U1, .name = "vm", .vcpus = 1, .ram_mb = 128,
-                              .disk_gb = 1, .power = POWER_RUNNING, .generation = 1 };
-    snprintf(d.image.id, sizeof d.image.id, "img");
-    struct desired_set ds = { .version = 1, .insts = &d, .n = 1 };
+    struct fixture fx;
+    fixture_init(&fx, "img");
+    struct hypervisor *hv = fx.hv;
+    struct fstore *fs = &fx.fs;
+    struct inst_desired *d = &fx.d;
     unsigned vcpus = 0, ram = 0;
 
-    CHECK(pass(rc, &ds) > 0);
     CHECK_INT(hv_fake_flavor(hv, U1, &vcpus, &ram), 0);
     CHECK_INT(vcpus, 1);
 
     /* Resize of a running guest: stopped, disk grown, redefined, started. */
-    d.generation = 2;
-    d.vcpus = 2;
-    d.ram_mb = 256;
-    d.disk_gb = 2;
-    snprintf(d.action, sizeof d.action, "resize");
+    d->generation = 2;
+    d->vcpus = 2;
+    d->ram_mb = 256;
+    d->disk_gb = 2;
+    snprintf(d->action, sizeof d->action, "resize");
     unsigned stops = hv_fake_calls(hv, "stop");
-    CHECK(pass(rc, &ds) > 0);
+    CHECK(pass(fx.rc, &fx.ds) > 0);
     CHECK_INT(hv_fake_flavor(hv, U1, &vcpus, &ram), 0);
     CHECK_INT(vcpus, 2);
     CHECK_INT(ram, 256);
-    CHECK_INT(fs.grows, 1);
+    CHECK_INT(fs->grows, 1);
     CHECK_INT(hv_fake_calls(hv, "stop"), stops + 1);
     CHECK_INT(power(hv), POWER_RUNNING);
     CHECK(strstr(events, "11111111:resized"));
-    CHECK_INT(rc_find(rc, U1)->generation, 2);
+    CHECK_INT(rc_find(fx.rc, U1)->generation, 2);
     /* Once per generation, after a restart too. */
-    CHECK_INT(pass(rc, &ds), 0);
-    rc_free(rc);
-    CHECK_INT(rc_new(hv, &st, &cfg, on_event, NULL, &rc), 0);
-    CHECK_INT(pass(rc, &ds), 0);
-    CHECK_INT(fs.grows, 1);
+    CHECK_INT(pass(fx.rc, &fx.ds), 0);
+    fixture_restart(&fx);
+    CHECK_INT(pass(fx.rc, &fx.ds), 0);
+    CHECK_INT(fs->grows, 1);
 
     /* A stopped guest stays stopped after its resize. */
-    d.generation = 3;
-    d.power = POWER_SHUTOFF;
-    d.action[0] = 0;
-    CHECK(pass(rc, &ds) > 0);
+    d->generation = 3;
+    d->power = POWER_SHUTOFF;
+    d->action[0] = 0;
+    CHECK(pass(fx.rc, &fx.ds) > 0);
     CHECK_INT(power(hv), POWER_SHUTOFF);
-    d.generation = 4;
-    d.vcpus = 1;
-    snprintf(d.action, sizeof d.action, "resize");
-    CHECK(pass(rc, &ds) > 0);
+    d->generation = 4;
+    d->vcpus = 1;
+    snprintf(d->action, sizeof d->action, "resize");
+    CHECK(pass(fx.rc, &fx.ds) > 0);
     CHECK_INT(power(hv), POWER_SHUTOFF);
     CHECK_INT(hv_fake_flavor(hv, U1, &vcpus, &ram), 0);
     CHECK_INT(vcpus, 1);
 
     /* Snapshot of a running guest: paused around the copy, uploaded. */
-    d.generation = 5;
-    d.power = POWER_RUNNING;
-    d.action[0] = 0;
-    CHECK(pass(rc, &ds) > 0);
-    d.generation = 6;
-    snprintf(d.action, sizeof d.action, "snapshot");
-    snprintf(d.snapshot_image, sizeof d.snapshot_image, "0b9a3c1e-5f4d-4c2b-9a8e-7d6c5b4a3f21");
+    d->generation = 5;
+    d->power = POWER_RUNNING;
+    d->action[0] = 0;
+    CHECK(pass(fx.rc, &fx.ds) > 0);
+    d->generation = 6;
+    snprintf(d->action, sizeof d->action, "snapshot");
+    snprintf(d->snapshot_image, sizeof d->snapshot_image, "0b9a3c1e-5f4d-4c2b-9a8e-7d6c5b4a3f21");
     unsigned pauses = hv_fake_calls(hv, "pause"), unpauses = hv_fake_calls(hv, "unpause");
-    fs.fail_upload = 1;
-    CHECK_INT(pass(rc, &ds), 1);                       /* Fails once, retried. */
+    fs->fail_upload = 1;
+    CHECK_INT(pass(fx.rc, &fx.ds), 1);                       /* Fails once, retried. */
     CHECK(strstr(events, "step-failed"));
     CHECK_INT(power(hv), POWER_RUNNING);               /* Unpaused even then. */
-    CHECK(pass(rc, &ds) > 0);
-    CHECK_INT(fs.snaps, 2);
-    CHECK_INT(fs.uploads, 2);
+    CHECK(pass(fx.rc, &fx.ds) > 0);
+    CHECK_INT(fs->snaps, 2);
+    CHECK_INT(fs->uploads, 2);
     CHECK_INT(hv_fake_calls(hv, "pause"), pauses + 2);
     CHECK_INT(hv_fake_calls(hv, "unpause"), unpauses + 2);
     CHECK_INT(power(hv), POWER_RUNNING);
     CHECK(strstr(events, "snapshot-uploaded"));
-    CHECK_INT(rc_find(rc, U1)->generation, 6);
-    CHECK_INT(pass(rc, &ds), 0);
-    CHECK_INT(fs.uploads, 2);
+    CHECK_INT(rc_find(fx.rc, U1)->generation, 6);
+    CHECK_INT(pass(fx.rc, &fx.ds), 0);
+    CHECK_INT(fs->uploads, 2);
 
     /* A crash while the guest was paused for a snapshot: the restarted
      * agent takes the snapshot and resumes the guest (not just resumes). */
-    d.generation = 7;
+    d->generation = 7;
     CHECK_INT(hv->class->pause(hv, U1), 0);
-    rc_free(rc);
-    CHECK_INT(rc_new(hv, &st, &cfg, on_event, NULL, &rc), 0);
-    int uploads = fs.uploads;
-    CHECK(pass(rc, &ds) > 0);
-    CHECK_INT(fs.uploads, uploads + 1);
+    fixture_restart(&fx);
+    int uploads = fs->uploads;
+    CHECK(pass(fx.rc, &fx.ds) > 0);
+    CHECK_INT(fs->uploads, uploads + 1);
     CHECK_INT(power(hv), POWER_RUNNING);
-    CHECK_INT(rc_find(rc, U1)->generation, 7);
+    CHECK_INT(rc_find(fx.rc, U1)->generation, 7);
 
     /* Failing every time: ERROR after max_attempts. */
-    d.generation = 8;
-    fs.fail_upload = 10;
+    d->generation = 8;
+    fs->fail_upload = 10;
     for (int i = 0; i < 4; i++)
-        (void)pass(rc, &ds);
-    CHECK_INT(rc_find(rc, U1)->state, RC_ERROR);
-    CHECK(strstr(rc_find(rc, U1)->fault, "refused"));
+        (void)pass(fx.rc, &fx.ds);
+    CHECK_INT(rc_find(fx.rc, U1)->state, RC_ERROR);
+    CHECK(strstr(rc_find(fx.rc, U1)->fault, "refused"));
 
     /* Without the operations (e.g. no image service): the step fails. */
-    rc_free(rc);
-    st.snapshot = st.upload = NULL;
-    CHECK_INT(rc_new(hv, &st, &cfg, on_event, NULL, &rc), 0);
-    d.generation = 9;
-    CHECK_INT(pass(rc, &ds), 1);
-    CHECK(strstr(rc_find(rc, U1)->fault, "cannot take snapshots"));
-    rc_free(rc);
-    hv_close(hv);
+    fx.st.snapshot = fx.st.upload = NULL;
+    fixture_restart(&fx);
+    d->generation = 9;
+    CHECK_INT(pass(fx.rc, &fx.ds), 1);
+    CHECK(strstr(rc_find(fx.rc, U1)->fault, "cannot take snapshots"));
+    fixture_free(&fx);
 }
 
 /* Rebuild: stop, new disk from the new image, defined again, started as
@@ -277,75 +311,62 @@ test_resize_and_snapshot(void)
 static void
 test_rebuild(void)
 {
-    struct hypervisor *hv;
-    char err[128];
-    struct hv_config hc = { .type = "fake" };
-    CHECK_INT(hv_open(&hc, &hv, err, sizeof err), 0);
-    struct fstore fs = { 0 };
-    struct rc_storage st = { .prepare = fs_prepare, .remove = fs_remove, .ctx = &fs,
-                             .grow = fs_grow, .snapshot = fs_snap, .upload = fs_upload,
-                             .wipe = fs_wipe, .action_ctx = &fs };
-    struct rc_config cfg = { .grace_ms = 60000, .max_attempts = 3, .stop_timeout_ms = 10 };
-    struct reconciler *rc;
-    CHECK_INT(rc_new(hv, &st, &cfg, on_event, NULL, &rc), 0);
-    struct inst_desired d = { .uuid = U1, .name = "vm", .vcpus = 1, .ram_mb = 128,
-                              .disk_gb = 1, .power = POWER_RUNNING, .generation = 1 };
-    snprintf(d.image.id, sizeof d.image.id, "img-a");
-    struct desired_set ds = { .version = 1, .insts = &d, .n = 1 };
-    events[0] = 0;
-    CHECK(pass(rc, &ds) > 0);
-    CHECK_STR(fs.image, "img-a");
-    CHECK_INT(fs.wipes, 0);
+    struct fixture fx;
+    fixture_init(&fx, "img-a");
+    struct hypervisor *hv = fx.hv;
+    struct fstore *fs = &fx.fs;
+    struct inst_desired *d = &fx.d;
+    CHECK_STR(fs->image, "img-a");
+    CHECK_INT(fs->wipes, 0);
 
     /* A running guest: stopped, disk dropped, defined from img-b, started. */
-    d.generation = 2;
-    snprintf(d.image.id, sizeof d.image.id, "img-b");
-    snprintf(d.action, sizeof d.action, "rebuild");
+    d->generation = 2;
+    snprintf(d->image.id, sizeof d->image.id, "img-b");
+    snprintf(d->action, sizeof d->action, "rebuild");
     unsigned stops = hv_fake_calls(hv, "stop");
-    CHECK(pass(rc, &ds) > 0);
-    CHECK_INT(fs.wipes, 1);
-    CHECK_STR(fs.image, "img-b");
+    CHECK(pass(fx.rc, &fx.ds) > 0);
+    CHECK_INT(fs->wipes, 1);
+    CHECK_STR(fs->image, "img-b");
     CHECK_INT(hv_fake_calls(hv, "stop"), stops + 1);
     CHECK_INT(power(hv), POWER_RUNNING);
     CHECK(strstr(events, "11111111:rebuilt"));
-    CHECK_INT(rc_find(rc, U1)->generation, 2);
-    CHECK_INT(rc_find(rc, U1)->state, RC_ACTIVE);
-    CHECK_INT(pass(rc, &ds), 0);
-    rc_free(rc);
-    CHECK_INT(rc_new(hv, &st, &cfg, on_event, NULL, &rc), 0);
-    CHECK_INT(pass(rc, &ds), 0);
-    CHECK_INT(fs.wipes, 1);
+    CHECK_INT(rc_find(fx.rc, U1)->generation, 2);
+    CHECK_INT(rc_find(fx.rc, U1)->state, RC_ACTIVE);
+    CHECK_INT(pass(fx.rc, &fx.ds), 0);
+    fixture_restart(&fx);
+    CHECK_INT(pass(fx.rc, &fx.ds), 0);
+    CHECK_INT(fs->wipes, 1);
 
     /* A stopped guest stays stopped. */
-    d.generation = 3;
-    d.power = POWER_SHUTOFF;
-    d.action[0] = 0;
-    CHECK(pass(rc, &ds) > 0);
-    d.generation = 4;
-    snprintf(d.image.id, sizeof d.image.id, "img-c");
-    snprintf(d.action, sizeof d.action, "rebuild");
-    CHECK(pass(rc, &ds) > 0);
-    CHECK_INT(fs.wipes, 2);
-    CHECK_STR(fs.image, "img-c");
+    d->generation = 3;
+    d->power = POWER_SHUTOFF;
+    d->action[0] = 0;
+    CHECK(pass(fx.rc, &fx.ds) > 0);
+    d->generation = 4;
+    snprintf(d->image.id, sizeof d->image.id, "img-c");
+    snprintf(d->action, sizeof d->action, "rebuild");
+    CHECK(pass(fx.rc, &fx.ds) > 0);
+    CHECK_INT(fs->wipes, 2);
+    CHECK_STR(fs->image, "img-c");
     CHECK_INT(power(hv), POWER_SHUTOFF);
-    CHECK_INT(rc_find(rc, U1)->state, RC_STOPPED);
+    CHECK_INT(rc_find(fx.rc, U1)->state, RC_STOPPED);
 
     /* Fails once: retried on the next pass. */
-    d.generation = 5;
-    d.power = POWER_RUNNING;
-    fs.fail_wipe = 1;
-    CHECK_INT(pass(rc, &ds), 1);
-    CHECK(strstr(rc_find(rc, U1)->fault, "busy"));
-    CHECK(pass(rc, &ds) > 0);
+    d->generation = 5;
+    d->power = POWER_RUNNING;
+    fs->fail_wipe = 1;
+    CHECK_INT(pass(fx.rc, &fx.ds), 1);
+    CHECK(strstr(rc_find(fx.rc, U1)->fault, "busy"));
+    CHECK(pass(fx.rc, &fx.ds) > 0);
     CHECK_INT(power(hv), POWER_RUNNING);
-    CHECK_INT(rc_find(rc, U1)->generation, 5);
+    CHECK_INT(rc_find(fx.rc, U1)->generation, 5);
 
     /* Failing every time: ERROR after max_attempts. */
-    d.generation = 6;
-    fs.fail_wipe = 10;
+    d->generation = 6;
+    fs->fail_wipe = 10;
     for (int i = 0; i < 4; i++)
-        (void)pass(rc, &ds);
-    CHECK_INT(rc_find(rc, U1)->state, RC_ERROR);
+        (void)pass(fx.rc, &fx.ds);
+    CHECK_INT(rc_find(fx.rc, U1)->state, RC_ERROR);
 
     /* The parser takes the action. */
     struct desired_set p;
@@ -357,8 +378,7 @@ test_rebuild(void)
     CHECK_STR(p.insts[0].action, "rebuild");
     desired_set_free(&p);
 
-    rc_free(rc);
-    hv_close(hv);
+    fixture_free(&fx);
 }
 
 static void

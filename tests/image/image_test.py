@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import unittest
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -201,6 +202,20 @@ class ImageCloud(nt.Cloud):
             return sorted(os.listdir(self.store))
         except FileNotFoundError:
             return []
+
+
+class ImageCase(unittest.TestCase):
+    """A test class with its own ImageCloud in cls.c (set up by the
+    subclass's setUpClass), stopped after the class; a nimbus-image that
+    did not exit 0 (a sanitizer report?) fails the class."""
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.c.stop_image()
+        log = cls.c.image_log_tail(80)
+        cls.c.close()
+        if rc != 0:
+            raise AssertionError(f'nimbus-image exited with {rc} (sanitizer report?):\n{log}')
 
 
 def md5(b):

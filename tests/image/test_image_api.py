@@ -28,21 +28,34 @@ def glance_error(test, body, status):
     test.assertTrue(body['code'].startswith(str(status)), body)
 
 
-class ImageAPI(unittest.TestCase):
+def wait_image(c, tok, iid, done, timeout=5, step=0.02):
+    """GETs the image until done(status) holds or 'timeout' seconds have
+    passed; returns its last document."""
+    deadline = time.time() + timeout
+    while True:
+        _, _, b = c.img('GET', f'/v2/images/{iid}', tok)
+        if done(b['status']) or time.time() >= deadline:
+            return b
+        time.sleep(step)
+
+
+def start_upload(c, tok, iid, length, first, headers=''):
+    """Starts a PUT of 'length' bytes to the image's file over a raw socket,
+    sends the bytes 'first' and waits until the image is 'saving'.  Returns
+    the socket (the rest is the caller's) and the image's document."""
+    s = socket.create_connection(('127.0.0.1', c.image_port))
+    s.sendall((f'PUT /v2/images/{iid}/file HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {tok}\r\n'
+               f'{headers}Content-Length: {length}\r\n\r\n').encode() + first)
+    return s, wait_image(c, tok, iid, lambda st: st == 'saving')
+
+
+class ImageAPI(it.ImageCase):
     @classmethod
     def setUpClass(cls):
         cls.c = it.ImageCloud()
         cls.admin = cls.c.admin_token()
         cls.pa, cls.ta = cls.c.make_project_user('proj-a')
         cls.pb, cls.tb = cls.c.make_project_user('proj-b')
-
-    @classmethod
-    def tearDownClass(cls):
-        rc = cls.c.stop_image()
-        log = cls.c.image_log_tail(80)
-        cls.c.close()
-        if rc != 0:
-            raise AssertionError(f'nimbus-image exited with {rc} (sanitizer report?):\n{log}')
 
     # ---- Discovery, auth, health.
 
@@ -501,25 +514,12 @@ class ImageAPI(unittest.TestCase):
     def test_killed_upload_leaves_nothing(self):
         img = self.c.create_image(self.ta, name='killed')
         iid = img['id']
-        s = socket.create_connection(('127.0.0.1', self.c.image_port))
-        s.sendall((f'PUT /v2/images/{iid}/file HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {self.ta}\r\n'
-                   f'Content-Type: application/octet-stream\r\nContent-Length: {10 << 20}\r\n\r\n').encode())
-        s.sendall(os.urandom(3 << 20))
-        deadline = time.time() + 5
-        while time.time() < deadline:
-            _, _, b = self.c.img('GET', f'/v2/images/{iid}', self.ta)
-            if b['status'] == 'saving':
-                break
-            time.sleep(0.02)
+        s, b = start_upload(self.c, self.ta, iid, 10 << 20, os.urandom(3 << 20),
+                            'Content-Type: application/octet-stream\r\n')
         self.assertEqual(b['status'], 'saving')
         self.assertTrue(any(f.startswith('.upload-') for f in self.c.store_files()))
         s.close()
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            _, _, b = self.c.img('GET', f'/v2/images/{iid}', self.ta)
-            if b['status'] != 'saving':
-                break
-            time.sleep(0.05)
+        b = wait_image(self.c, self.ta, iid, lambda st: st != 'saving', 10, 0.05)
         self.assertEqual(b['status'], 'queued')
         self.assertIsNone(b['size'])
         self.assertEqual([f for f in self.c.store_files() if iid in f], [])
@@ -530,15 +530,7 @@ class ImageAPI(unittest.TestCase):
         img = self.c.create_image(self.ta, name='race')
         iid = img['id']
         data = os.urandom(2 << 20)
-        s = socket.create_connection(('127.0.0.1', self.c.image_port))
-        s.sendall((f'PUT /v2/images/{iid}/file HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {self.ta}\r\n'
-                   f'Content-Length: {len(data)}\r\n\r\n').encode() + data[:1 << 20])
-        deadline = time.time() + 5
-        while time.time() < deadline:
-            _, _, b = self.c.img('GET', f'/v2/images/{iid}', self.ta)
-            if b['status'] == 'saving':
-                break
-            time.sleep(0.02)
+        s, b = start_upload(self.c, self.ta, iid, len(data), data[:1 << 20])
         st, b = self.c.upload(self.ta, iid, os.urandom(1 << 20))
         self.assertEqual(st, 409)
         glance_error(self, b, 409)
@@ -571,15 +563,7 @@ class ImageAPI(unittest.TestCase):
     def test_upload_to_deleted_image(self):
         img = self.c.create_image(self.ta, name='del-during')
         iid = img['id']
-        s = socket.create_connection(('127.0.0.1', self.c.image_port))
-        s.sendall((f'PUT /v2/images/{iid}/file HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {self.ta}\r\n'
-                   f'Content-Length: {2 << 20}\r\n\r\n').encode() + b'a' * (1 << 20))
-        deadline = time.time() + 5
-        while time.time() < deadline:
-            _, _, b = self.c.img('GET', f'/v2/images/{iid}', self.ta)
-            if b['status'] == 'saving':
-                break
-            time.sleep(0.02)
+        s, b = start_upload(self.c, self.ta, iid, 2 << 20, b'a' * (1 << 20))
         st, _, _ = self.c.img('DELETE', f'/v2/images/{iid}', self.ta)
         self.assertEqual(st, 204)
         s.sendall(b'a' * (1 << 20))
@@ -590,7 +574,7 @@ class ImageAPI(unittest.TestCase):
         self.assertEqual([f for f in self.c.store_files() if iid in f], [])
 
 
-class ImageLimits(unittest.TestCase):
+class ImageLimits(it.ImageCase):
     """Quota and size limits: 413 in Glance's shape, nothing left behind."""
 
     @classmethod
@@ -598,14 +582,6 @@ class ImageLimits(unittest.TestCase):
         cls.c = it.ImageCloud(image_conf={'project_quota_bytes': 3 << 20,
                                           'max_image_size': 2 << 20})
         cls.pa, cls.ta = cls.c.make_project_user('quota')
-
-    @classmethod
-    def tearDownClass(cls):
-        rc = cls.c.stop_image()
-        log = cls.c.image_log_tail(80)
-        cls.c.close()
-        if rc != 0:
-            raise AssertionError(f'nimbus-image exited with {rc}:\n{log}')
 
     def test_limits(self):
         big = self.c.create_image(self.ta, name='too-big')
@@ -638,26 +614,13 @@ class ImageLimits(unittest.TestCase):
         _, tok = self.c.make_project_user('crash')
         img = self.c.create_image(tok, name='crash')
         iid = img['id']
-        s = socket.create_connection(('127.0.0.1', self.c.image_port))
-        s.sendall((f'PUT /v2/images/{iid}/file HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {tok}\r\n'
-                   f'Content-Length: {2 << 20}\r\n\r\n').encode() + b'c' * (1 << 20))
-        deadline = time.time() + 5
-        while time.time() < deadline:
-            _, _, b = self.c.img('GET', f'/v2/images/{iid}', tok)
-            if b['status'] == 'saving':
-                break
-            time.sleep(0.02)
+        s, b = start_upload(self.c, tok, iid, 2 << 20, b'c' * (1 << 20))
         self.assertEqual(b['status'], 'saving')
         self.c.stop_image(sig=signal.SIGKILL)
         s.close()
         self.assertTrue(any(f.startswith('.upload-') for f in self.c.store_files()))
         self.c.start_image()
-        deadline = time.time() + 5
-        while time.time() < deadline:
-            _, _, b = self.c.img('GET', f'/v2/images/{iid}', tok)
-            if b['status'] == 'queued':
-                break
-            time.sleep(0.05)
+        b = wait_image(self.c, tok, iid, lambda st: st == 'queued', 5, 0.05)
         self.assertEqual(b['status'], 'queued')
         self.assertEqual([f for f in self.c.store_files() if f.startswith('.upload-')], [])
         self.assertEqual(self.c.upload(tok, iid, b'c' * 1000)[0], 204)
@@ -669,16 +632,8 @@ class ImageLimits(unittest.TestCase):
         _, tok = self.c.make_project_user('term')
         img = self.c.create_image(tok, name='term')
         iid = img['id']
-        s = socket.create_connection(('127.0.0.1', self.c.image_port))
-        s.sendall((f'PUT /v2/images/{iid}/file HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {tok}\r\n'
-                   f'Content-Length: {1 << 20}\r\nConnection: close\r\n\r\n').encode()
-                  + b't' * (1 << 19))
-        deadline = time.time() + 5
-        while time.time() < deadline:
-            _, _, b = self.c.img('GET', f'/v2/images/{iid}', tok)
-            if b['status'] == 'saving':
-                break
-            time.sleep(0.02)
+        s, b = start_upload(self.c, tok, iid, 1 << 20, b't' * (1 << 19), 'Connection: close\r\n')
+        self.assertEqual(b['status'], 'saving')
         proc = self.c.image_proc
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
@@ -695,7 +650,7 @@ class ImageLimits(unittest.TestCase):
         self.assertEqual((b['status'], b['size']), ('active', 1 << 20))
 
 
-class NodeCredential(unittest.TestCase):
+class NodeCredential(it.ImageCase):
     """A compute node reads, with its node credential (nimbus-manage node
     add; Authorization: Bearer), the metadata and data of the active images
     of instances scheduled to it (and their kernel and ramdisk), and
@@ -711,14 +666,6 @@ class NodeCredential(unittest.TestCase):
             cls.c.manage('node', 'add', node, '--output', path)
             with open(path) as f:
                 cls.cred[node] = f.read().strip()
-
-    @classmethod
-    def tearDownClass(cls):
-        rc = cls.c.stop_image()
-        log = cls.c.image_log_tail(80)
-        cls.c.close()
-        if rc != 0:
-            raise AssertionError(f'nimbus-image exited with {rc}:\n{log}')
 
     def node_req(self, method, path, node='node-a', secret=None, body=None, headers=None):
         h = {'Authorization': 'Bearer ' + (secret if secret is not None else self.cred[node]),
@@ -804,7 +751,7 @@ class NodeCredential(unittest.TestCase):
         self.assertEqual((b['status'], b.get('k')), ('active', None))
 
 
-class ImageImport(unittest.TestCase):
+class ImageImport(it.ImageCase):
     """Interoperable import (glance-direct) as openstacksdk drives it."""
 
     @classmethod
@@ -813,14 +760,6 @@ class ImageImport(unittest.TestCase):
         cls.admin = cls.c.admin_token()
         cls.pa, cls.ta = cls.c.make_project_user('imp-a')
         cls.pb, cls.tb = cls.c.make_project_user('imp-b')
-
-    @classmethod
-    def tearDownClass(cls):
-        rc = cls.c.stop_image()
-        log = cls.c.image_log_tail(80)
-        cls.c.close()
-        if rc != 0:
-            raise AssertionError(f'nimbus-image exited with {rc}:\n{log}')
 
     def stage(self, tok, iid, data):
         conn = http.client.HTTPConnection('127.0.0.1', self.c.image_port, timeout=60)
@@ -918,7 +857,7 @@ class ImageImport(unittest.TestCase):
         conn.close()
 
 
-class BigUpload(unittest.TestCase):
+class BigUpload(it.ImageCase):
     """A large streamed upload (NIMBUS_IMAGE_BIG_MB, default 2048 MiB)
     keeps nimbus-image's RSS flat; the download is byte-identical (by
     digest)."""
@@ -927,14 +866,6 @@ class BigUpload(unittest.TestCase):
     def setUpClass(cls):
         cls.c = it.ImageCloud()
         cls.tok = cls.c.admin_token()
-
-    @classmethod
-    def tearDownClass(cls):
-        rc = cls.c.stop_image()
-        log = cls.c.image_log_tail(80)
-        cls.c.close()
-        if rc != 0:
-            raise AssertionError(f'nimbus-image exited with {rc}:\n{log}')
 
     def test_big_streamed_upload_flat_rss(self):
         mib = int(os.environ.get('NIMBUS_IMAGE_BIG_MB', '2048'))

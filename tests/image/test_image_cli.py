@@ -15,18 +15,10 @@ OPENSTACK = '/usr/bin/openstack'
 
 
 @unittest.skipUnless(os.path.exists(OPENSTACK), 'python3-openstackclient is not installed')
-class ImageCLI(unittest.TestCase):
+class ImageCLI(it.ImageCase):
     @classmethod
     def setUpClass(cls):
         cls.c = it.ImageCloud()
-
-    @classmethod
-    def tearDownClass(cls):
-        rc = cls.c.stop_image()
-        log = cls.c.image_log_tail(80)
-        cls.c.close()
-        if rc != 0:
-            raise AssertionError(f'nimbus-image exited with {rc}:\n{log}')
 
     def osc(self, *args, user='admin', password=None, project='admin', check=True, fmt=True):
         env = dict(os.environ, OS_CLIENT_CONFIG_FILE=self.c.clouds_yaml(user, password, project),
