@@ -89,12 +89,18 @@ def make_project(cloud, admin_token, name):
 
 
 def write_agent_conf(cloud, node, token_file, state_dir=None, hypervisor='fake',
-                     console=False, agent_extra='', source_extra='poll_wait = 20\nheartbeat = 1\n'):
+                     console=False, agent_extra='', source_extra='poll_wait = 20\nheartbeat = 1\n',
+                     reconcile_interval=1, stop_timeout=None):
     """The configuration of a nimbus-compute of node 'node' talking to the
     cloud's agent channel with the credential in 'token_file' and fetching
-    images from its nimbus-image (cloud.image_port); returns its path."""
+    images from its nimbus-image (cloud.image_port); returns its path.
+    With a real hypervisor (hypervisor='libvirt') a test gives the guest
+    more time: a longer reconcile_interval, a stop_timeout (seconds) and
+    a slower heartbeat in source_extra."""
     path = os.path.join(cloud.dir, f'agent-{node}.conf')
     console_section = '[console]\nlisten = 127.0.0.1\nport = 0\n' if console else ''
+    if stop_timeout is not None:
+        agent_extra = f'stop_timeout = {stop_timeout}\n' + agent_extra
     with open(path, 'w') as f:
         f.write(f"""[agent]
 node = {node}
@@ -102,7 +108,7 @@ state_dir = {state_dir or os.path.join(cloud.dir, 'agent-state')}
 image_source_dir = {cloud.dir}/no-such-dir
 image_fetch = http
 image_url = http://127.0.0.1:{cloud.image_port}
-reconcile_interval = 1
+reconcile_interval = {reconcile_interval}
 delete_grace = 5
 listen = 127.0.0.1
 port = 0

@@ -72,32 +72,13 @@ cloud.manage('node', 'add', NODE, '--output', token_file)
 with open(token_file) as f:
     node_secret = f.read().strip()
 state = os.path.join(cloud.dir, 'agent-state')
-agent_conf = os.path.join(cloud.dir, 'agent.conf')
-with open(agent_conf, 'w') as f:
-    f.write(f"""[agent]
-node = {NODE}
-state_dir = {state}
-image_fetch = http
-image_url = http://127.0.0.1:{cloud.image_port}
-reconcile_interval = 2
-stop_timeout = 5
-listen = 127.0.0.1
-port = 0
-[console]
-listen = 127.0.0.1
-port = 0
-[hypervisor]
-type = libvirt
-[source]
-type = http
-api_url = {cloud.url('compute', '/agent/v1')}
-node_token_file = {token_file}
-heartbeat = 2
-""")
+agent_conf = compute_lib.write_agent_conf(cloud, NODE, token_file, state_dir=state,
+                                          hypervisor='libvirt', console=True,
+                                          reconcile_interval=2, stop_timeout=5,
+                                          source_extra='heartbeat = 2\n')
 os.chmod(cloud.dir, 0o755)   # QEMU (user libvirt-qemu) reads the overlays.
 agent_log = os.path.join(cloud.dir, 'agent.log')
-agent = subprocess.Popen([AGENT, '--config', agent_conf], stdout=open(agent_log, 'ab'),
-                         stderr=subprocess.STDOUT)
+agent = compute_lib.start_agent(agent_conf, agent_log)
 scheds = Schedulers(cloud, 1)
 servers = []
 
