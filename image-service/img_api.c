@@ -270,6 +270,51 @@ img_may_modify(const struct img_req *ir, const char *owner)
     return ir->admin || (owner && *ir->project && !strcmp(owner, ir->project));
 }
 
+void
+img_load_visible(http_request *req, struct img_req *ir, const char *id, const char *select,
+                 img_query_cb cb, void *arg)
+{
+    if (!id || !util_is_uuid(id)) {
+        img_error(req, 404, "No image found with ID %s", id ? id : "");
+        return;
+    }
+    struct arena *mem = http_req_arena(req);
+    const char **p = arena_zalloc(mem, 2 * sizeof *p);
+    if (!select)
+        select = "SELECT " IMG_COLUMNS " FROM images i";
+    p[0] = id;
+    if (ir->admin) {
+        img_query(req, arena_printf(mem, "%s WHERE i.id = $1", select), 1, p, cb, arg);
+        return;
+    }
+    if (ir->node) {
+        p[1] = ir->node;
+        img_query(req, arena_printf(mem, "%s WHERE i.id = $1 AND " IMG_NODE_SQL, select, 2),
+                  2, p, cb, arg);
+        return;
+    }
+    p[1] = ir->project;
+    img_query(req, arena_printf(mem, "%s WHERE i.id = $1 AND " IMG_VISIBLE_SQL, select, 2, 2),
+              2, p, cb, arg);
+}
+
+int
+img_may_change_loaded(http_request *req, struct img_req *ir, db_result *res, const char *op,
+                      const char *what)
+{
+    if (db_rows(res) == 0) {
+        img_error(req, 404, "No image found with ID %s", http_req_param(req, "id"));
+        return -ENOENT;
+    }
+    const char *owner = db_getn(res, 0, "owner");
+    if (!img_may_modify(ir, owner)
+        || auth_policy_check(op, ir->tok, ir->admin ? NULL : owner, NULL) < 0) {
+        img_error(req, 403, "You are not permitted to %s.", what);
+        return -EACCES;
+    }
+    return 0;
+}
+
 /* ---- The image as JSON. */
 
 static json_t *

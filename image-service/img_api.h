@@ -164,4 +164,21 @@ void img_data_register(struct img_ctx *ctx);
 /* True when the caller may change the image owned by 'owner'. */
 bool img_may_modify(const struct img_req *ir, const char *owner);
 
+/* Loads image 'id' with 'select' ("SELECT <columns> FROM images i"; NULL:
+ * the IMG_COLUMNS) if the caller may see it: any image for admins,
+ * IMG_NODE_SQL's for a node credential, IMG_VISIBLE_SQL's otherwise; then
+ * calls 'cb' with the row (no row: not visible).  A missing or non-UUID
+ * id answers 404 (so that clients fall back to a lookup by name) and 'cb'
+ * is not called.  'id' and 'select' must live as long as the request. */
+void img_load_visible(http_request *req, struct img_req *ir, const char *id,
+                      const char *select, img_query_cb cb, void *arg);
+
+/* The checks of a change to an image loaded by img_load_visible(): 404
+ * without a row; 403 "You are not permitted to <what>." unless the caller
+ * may change it (img_may_modify) and policy 'op' allows it.  Returns 0, or
+ * a negative errno after answering. */
+int img_may_change_loaded(http_request *req, struct img_req *ir, db_result *res,
+                          const char *op, const char *what)
+    __attribute__((warn_unused_result));
+
 #endif

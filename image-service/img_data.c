@@ -571,24 +571,9 @@ upload_start(http_request *req, struct img_req *ir, bool stage)
         img_error(req, 403, "You are not authorized to upload image data.");
         return;
     }
-    if (!id || !util_is_uuid(id)) {
-        img_error(req, 404, "No image found with ID %s", id ? id : "");
-        return;
-    }
-    struct arena *mem = http_req_arena(req);
-    const char **p = arena_zalloc(mem, 2 * sizeof *p);
-    p[0] = id;
-    p[1] = ir->project;
-    const char *used = "(SELECT coalesce(sum(o.size), 0) FROM images o "
-                       "WHERE o.owner = i.owner AND o.id <> i.id) AS used";
-    if (ir->admin) {
-        img_query(req, arena_printf(mem, "SELECT " IMG_COLUMNS ", %s FROM images i "
-                                    "WHERE i.id = $1", used), 1, p, upload_loaded, arg);
-        return;
-    }
-    char *sql = arena_printf(mem, "SELECT " IMG_COLUMNS ", %s FROM images i WHERE i.id = $1 "
-                             "AND " IMG_VISIBLE_SQL, used, 2, 2);
-    img_query(req, sql, 2, p, upload_loaded, arg);
+    img_load_visible(req, ir, id, "SELECT " IMG_COLUMNS ", (SELECT coalesce(sum(o.size), 0)"
+                     " FROM images o WHERE o.owner = i.owner AND o.id <> i.id) AS used"
+                     " FROM images i", upload_loaded, arg);
 }
 
 static void
@@ -872,30 +857,7 @@ download_loaded(http_request *req, struct img_req *ir, db_result *res, void *arg
 static void
 image_download(http_request *req, struct img_req *ir)
 {
-    const char *id = http_req_param(req, "id");
-    if (!id || !util_is_uuid(id)) {
-        img_error(req, 404, "No image found with ID %s", id ? id : "");
-        return;
-    }
-    struct arena *mem = http_req_arena(req);
-    const char **p = arena_zalloc(mem, 2 * sizeof *p);
-    p[0] = id;
-    p[1] = ir->project;
-    if (ir->admin) {
-        img_query(req, "SELECT " IMG_COLUMNS " FROM images i WHERE i.id = $1", 1, p,
-                  download_loaded, NULL);
-        return;
-    }
-    if (ir->node) {
-        p[1] = ir->node;
-        img_query(req, arena_printf(mem, "SELECT " IMG_COLUMNS " FROM images i WHERE "
-                                    "i.id = $1 AND " IMG_NODE_SQL, 2),
-                  2, p, download_loaded, NULL);
-        return;
-    }
-    char *sql = arena_printf(mem, "SELECT " IMG_COLUMNS " FROM images i WHERE i.id = $1 AND "
-                             IMG_VISIBLE_SQL, 2, 2);
-    img_query(req, sql, 2, p, download_loaded, NULL);
+    img_load_visible(req, ir, http_req_param(req, "id"), NULL, download_loaded, NULL);
 }
 
 void

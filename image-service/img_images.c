@@ -373,36 +373,6 @@ image_create(http_request *req, struct img_req *ir)
 
 /* ---- Show. */
 
-/* Loads image 'id' if the caller may see it (404 otherwise, also for a
- * non-UUID id so that clients fall back to a lookup by name) and calls
- * 'cb' with the row. */
-static void
-load_visible(http_request *req, struct img_req *ir, const char *id, img_query_cb cb,
-             void *arg)
-{
-    if (!id || !util_is_uuid(id)) {
-        img_error(req, 404, "No image found with ID %s", id ? id : "");
-        return;
-    }
-    struct arena *mem = http_req_arena(req);
-    const char **p = arena_zalloc(mem, 2 * sizeof *p);
-    p[0] = id;
-    if (ir->admin) {
-        img_query(req, "SELECT " IMG_COLUMNS " FROM images i WHERE i.id = $1", 1, p, cb, arg);
-        return;
-    }
-    if (ir->node) {
-        p[1] = ir->node;
-        img_query(req, arena_printf(mem, "SELECT " IMG_COLUMNS " FROM images i WHERE "
-                                    "i.id = $1 AND " IMG_NODE_SQL, 2), 2, p, cb, arg);
-        return;
-    }
-    p[1] = ir->project;
-    char *sql = arena_printf(mem, "SELECT " IMG_COLUMNS " FROM images i WHERE i.id = $1 AND "
-                             IMG_VISIBLE_SQL, 2, 2);
-    img_query(req, sql, 2, p, cb, arg);
-}
-
 static void
 shown(http_request *req, struct img_req *ir, db_result *res, void *arg)
 {
@@ -420,7 +390,7 @@ image_show(http_request *req, struct img_req *ir)
         img_error(req, 403, "You are not authorized to read images.");
         return;
     }
-    load_visible(req, ir, http_req_param(req, "id"), shown, NULL);
+    img_load_visible(req, ir, http_req_param(req, "id"), NULL, shown, NULL);
 }
 
 /* ---- List. */
@@ -879,16 +849,8 @@ patched(http_request *req, struct img_req *ir, db_result *res, void *arg)
 static void
 patch_loaded(http_request *req, struct img_req *ir, db_result *res, void *arg)
 {
-    if (db_rows(res) == 0) {
-        img_error(req, 404, "No image found with ID %s", http_req_param(req, "id"));
+    if (img_may_change_loaded(req, ir, res, "image:update", "modify this image") < 0)
         return;
-    }
-    const char *owner = db_getn(res, 0, "owner");
-    if (!img_may_modify(ir, owner) ||
-        auth_policy_check("image:update", ir->tok, ir->admin ? NULL : owner, NULL) < 0) {
-        img_error(req, 403, "You are not permitted to modify this image.");
-        return;
-    }
     /* The body was checked before the query; parsing it again here keeps
      * no JSON alive across the query (which may fail without calling
      * back). */
@@ -958,7 +920,7 @@ image_patch(http_request *req, struct img_req *ir)
         img_error(req, 400, "The request body must be a JSON array of patch operations.");
         return;
     }
-    load_visible(req, ir, http_req_param(req, "id"), patch_loaded, NULL);
+    img_load_visible(req, ir, http_req_param(req, "id"), NULL, patch_loaded, NULL);
 }
 
 /* ---- Delete. */
@@ -981,16 +943,8 @@ deleted(http_request *req, struct img_req *ir, db_result *res, void *arg)
 static void
 delete_loaded(http_request *req, struct img_req *ir, db_result *res, void *arg)
 {
-    if (db_rows(res) == 0) {
-        img_error(req, 404, "No image found with ID %s", http_req_param(req, "id"));
+    if (img_may_change_loaded(req, ir, res, "image:delete", "delete this image") < 0)
         return;
-    }
-    const char *owner = db_getn(res, 0, "owner");
-    if (!img_may_modify(ir, owner) ||
-        auth_policy_check("image:delete", ir->tok, ir->admin ? NULL : owner, NULL) < 0) {
-        img_error(req, 403, "You are not permitted to delete this image.");
-        return;
-    }
     const char *pr = db_getn(res, 0, "protected");
     if (pr && *pr == 't') {
         img_error(req, 403, "Image %s is protected and cannot be deleted.", db_getn(res, 0, "id"));
@@ -1005,7 +959,7 @@ delete_loaded(http_request *req, struct img_req *ir, db_result *res, void *arg)
 static void
 image_delete(http_request *req, struct img_req *ir)
 {
-    load_visible(req, ir, http_req_param(req, "id"), delete_loaded, NULL);
+    img_load_visible(req, ir, http_req_param(req, "id"), NULL, delete_loaded, NULL);
 }
 
 /* ---- Deactivate and reactivate (admin only, as in Glance). */
@@ -1046,13 +1000,13 @@ action_loaded(http_request *req, struct img_req *ir, db_result *res, void *arg)
 static void
 image_deactivate(http_request *req, struct img_req *ir)
 {
-    load_visible(req, ir, http_req_param(req, "id"), action_loaded, (void *)1);
+    img_load_visible(req, ir, http_req_param(req, "id"), NULL, action_loaded, (void *)1);
 }
 
 static void
 image_reactivate(http_request *req, struct img_req *ir)
 {
-    load_visible(req, ir, http_req_param(req, "id"), action_loaded, NULL);
+    img_load_visible(req, ir, http_req_param(req, "id"), NULL, action_loaded, NULL);
 }
 
 /* ---- Interoperable import (glance-direct): PUT .../stage leaves the
@@ -1075,16 +1029,8 @@ imported(http_request *req, struct img_req *ir, db_result *res, void *arg)
 static void
 import_loaded(http_request *req, struct img_req *ir, db_result *res, void *arg)
 {
-    if (db_rows(res) == 0) {
-        img_error(req, 404, "No image found with ID %s", http_req_param(req, "id"));
+    if (img_may_change_loaded(req, ir, res, "image:upload", "import data to this image") < 0)
         return;
-    }
-    const char *owner = db_getn(res, 0, "owner");
-    if (!img_may_modify(ir, owner) ||
-        auth_policy_check("image:upload", ir->tok, ir->admin ? NULL : owner, NULL) < 0) {
-        img_error(req, 403, "You are not permitted to import data to this image.");
-        return;
-    }
     const char *status = db_getn(res, 0, "status");
     if (strcmp(status, "uploading") || db_getn(res, 0, "staging")) {
         img_error(req, 409, "Image needs to be staged before 'glance-direct' method can be "
@@ -1129,23 +1075,9 @@ image_import(http_request *req, struct img_req *ir)
         img_error(req, 400, "%s", bad);
         return;
     }
-    const char *id = http_req_param(req, "id");
-    if (!id || !util_is_uuid(id)) {
-        img_error(req, 404, "No image found with ID %s", id ? id : "");
-        return;
-    }
-    struct arena *mem = http_req_arena(req);
-    const char **p = arena_zalloc(mem, 2 * sizeof *p);
-    p[0] = id;
-    p[1] = ir->project;
-    const char *cols = "SELECT i.id, i.owner, i.status, "
-                       "CASE WHEN i.upload_token IS NOT NULL THEN 't' END AS staging "
-                       "FROM images i WHERE i.id = $1";
-    if (ir->admin)
-        img_query(req, cols, 1, p, import_loaded, NULL);
-    else
-        img_query(req, arena_printf(mem, "%s AND " IMG_VISIBLE_SQL, cols, 2, 2), 2, p,
-                  import_loaded, NULL);
+    img_load_visible(req, ir, http_req_param(req, "id"),
+                     "SELECT i.id, i.owner, i.status, CASE WHEN i.upload_token IS NOT NULL"
+                     " THEN 't' END AS staging FROM images i", import_loaded, NULL);
 }
 
 /* GET /v2/info/import and /v2/info/stores (Glance's discovery calls). */
