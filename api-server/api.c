@@ -239,25 +239,14 @@ void
 api_db_error(http_request *req, int status, const struct db_error *err)
 {
     struct api_req *ar = api_req(req);
-    if (status == -ENOTCONN || status == -EBUSY || status == -ETIMEDOUT ||
-        status == -ECANCELED || status == -EAGAIN) {
+    const char *msg, *detail;
+    int code = db_error_http(status, err, &msg, &detail);
+    if (code == 503) {
         ar->api->counters.db_unavailable++;
         http_resp_header(req, "Retry-After", "1");
-        api_error(req, 503, "The database is unavailable; try again later.");
-        return;
     }
-    if (status == -EEXIST) {
-        api_error(req, 409, "A resource with these attributes already exists.");
-        return;
-    }
-    if (status == -ENOENT) {
-        api_error(req, 400, "The request refers to a resource that does not exist.");
-        return;
-    }
-    if (err && (!strncmp(err->sqlstate, "22", 2) || !strncmp(err->sqlstate, "23", 2))) {
-        /* Data exceptions and constraint violations come from what the
-         * client sent (a value too long, out of range, malformed). */
-        api_error(req, 400, "Invalid input: %s", err->message ? err->message : "rejected");
+    if (code != 500) {
+        api_error(req, code, "%s%s", msg, detail ? detail : "");
         return;
     }
     log_error("api", "%s %s: database error %d: %s%s%s", http_req_method(req),

@@ -209,21 +209,16 @@ void
 img_db_error(http_request *req, int status, const struct db_error *err)
 {
     struct img_req *ir = img_req(req);
-    if (status == -ENOTCONN || status == -EBUSY || status == -ETIMEDOUT ||
-        status == -ECANCELED) {
+    const char *msg, *detail;
+    int code = db_error_http(status, err, &msg, &detail);
+    if (code == 503) {
         ir->ctx->counters.db_unavailable++;
         log_warn("image", "%s %s: database unavailable: %s", http_req_method(req),
                  http_req_path(req), err && err->message ? err->message : strerror(-status));
         http_resp_header(req, "Retry-After", "1");
-        img_error(req, 503, "The database is unavailable; try again later.");
-        return;
     }
-    if (status == -EEXIST) {
-        img_error(req, 409, "A resource with these attributes already exists.");
-        return;
-    }
-    if (err && (!strncmp(err->sqlstate, "22", 2) || !strncmp(err->sqlstate, "23", 2))) {
-        img_error(req, 400, "Invalid input: %s", err->message ? err->message : "rejected");
+    if (code != 500) {
+        img_error(req, code, "%s%s", msg, detail ? detail : "");
         return;
     }
     log_error("image", "%s %s: database error %d: %s%s%s", http_req_method(req),

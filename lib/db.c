@@ -1412,6 +1412,34 @@ db_sqlstate_errno(const char *s)
     return -EIO;
 }
 
+int
+db_error_http(int status, const struct db_error *err, const char **msg, const char **detail)
+{
+    *detail = NULL;
+    if (status == -ENOTCONN || status == -EBUSY || status == -ETIMEDOUT
+        || status == -ECANCELED || status == -EAGAIN) {
+        *msg = "The database is unavailable; try again later.";
+        return 503;
+    }
+    if (status == -EEXIST) {
+        *msg = "A resource with these attributes already exists.";
+        return 409;
+    }
+    if (status == -ENOENT) {
+        *msg = "The request refers to a resource that does not exist.";
+        return 400;
+    }
+    if (err && (!strncmp(err->sqlstate, "22", 2) || !strncmp(err->sqlstate, "23", 2))) {
+        /* Data exceptions and constraint violations come from what the
+         * client sent (a value too long, out of range, malformed). */
+        *msg = "Invalid input: ";
+        *detail = err->message ? err->message : "rejected";
+        return 400;
+    }
+    *msg = NULL;
+    return 500;
+}
+
 /* ---- Synchronous API. */
 
 struct db_conn {

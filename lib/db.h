@@ -142,4 +142,16 @@ void db_result_free(db_result *r);
  * others → -EIO. */
 int db_sqlstate_errno(const char *sqlstate);
 
+/* How an HTTP service answers a query that failed with 'status' ('err' may
+ * be NULL), the same in every daemon.  Returns 503 (the database is
+ * unavailable, or a serialization failure or deadlock: answer with
+ * Retry-After), 409 (a unique violation), 400 (a foreign key, data
+ * exception or constraint violation: what the client sent) or 500 (a bug,
+ * for the caller to log and word).  '*msg' gets the client's message
+ * (static) for all but 500 (NULL); for a data exception or constraint
+ * violation '*detail' gets PostgreSQL's message to append (owned by
+ * 'err'), else NULL. */
+int db_error_http(int status, const struct db_error *err, const char **msg,
+                  const char **detail);
+
 #endif

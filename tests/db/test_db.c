@@ -527,6 +527,25 @@ test_basic(void)
     CHECK_INT(db_sqlstate_errno("42P01"), -EIO);
     CHECK_INT(db_sqlstate_errno(""), -EIO);
     CHECK_INT(db_sqlstate_errno(NULL), -EIO);
+
+    /* The HTTP answer of a failed query, as nimbus-api and nimbus-image
+     * give it. */
+    const char *m, *d;
+    struct db_error toolong = { .code = -EIO, .sqlstate = "22001", .message = "too long" };
+    struct db_error syntax = { .code = -EIO, .sqlstate = "42601", .message = "syntax" };
+    CHECK_INT(db_error_http(-ENOTCONN, NULL, &m, &d), 503);
+    CHECK_STR(m, "The database is unavailable; try again later.");
+    CHECK(d == NULL);
+    CHECK_INT(db_error_http(-ETIMEDOUT, NULL, &m, &d), 503);
+    CHECK_INT(db_error_http(-EAGAIN, NULL, &m, &d), 503);
+    CHECK_INT(db_error_http(-EEXIST, NULL, &m, &d), 409);
+    CHECK_INT(db_error_http(-ENOENT, NULL, &m, &d), 400);
+    CHECK_INT(db_error_http(-EIO, &toolong, &m, &d), 400);
+    CHECK_STR(m, "Invalid input: ");
+    CHECK_STR(d, "too long");
+    CHECK_INT(db_error_http(-EIO, &syntax, &m, &d), 500);
+    CHECK(m == NULL && d == NULL);
+    CHECK_INT(db_error_http(-EIO, NULL, &m, &d), 500);
 }
 
 static void
