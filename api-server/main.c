@@ -251,10 +251,7 @@ main(int argc, char **argv)
     struct conf *conf = api_config_load(config);
     if (!conf)
         return 1;
-    enum log_level lvl = LOG_LVL_INFO;
-    if (log_level_parse(conf_str(conf, "log", "level"), &lvl) < 0)
-        lvl = LOG_LVL_INFO;     /* Validated by api_config_load(). */
-    log_init("nimbus-api", lvl);
+    conf_log_init(conf, "nimbus-api");
     if (check_schema(conf_str(conf, "database", "connection")) < 0) {
         conf_free(conf);
         return 1;

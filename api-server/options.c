@@ -1,10 +1,7 @@
 #include "options.h"
 
-#include <errno.h>
 #include <stdio.h>
-#include <unistd.h>
 
-#include "log.h"
 #include "util.h"
 
 const struct conf_option api_options[] = {
@@ -110,24 +107,6 @@ const char *const conf_foreign_sections[] = {
 struct conf *
 api_config_load(const char *path)
 {
-    char err[512];
-    struct conf *c = conf_new(api_options, api_options_count);
-    conf_set_foreign(c, conf_foreign_sections);
-    const char *p = path ? path : API_DEFAULT_CONFIG;
-    if (!path && access(p, F_OK) < 0 && errno == ENOENT)
-        return c;
-    if (conf_load(c, p, err, sizeof err) < 0) {
-        fprintf(stderr, "configuration error: %s\n", err);
-        conf_free(c);
-        return NULL;
-    }
-    enum log_level lvl;
-    if (log_level_parse(conf_str(c, "log", "level"), &lvl) < 0) {
-        fprintf(stderr, "configuration error: %s: option [log] level: '%s' "
-                "is not one of debug, info, warn, error\n", p,
-                conf_str(c, "log", "level"));
-        conf_free(c);
-        return NULL;
-    }
-    return c;
+    return conf_open(api_options, api_options_count, conf_foreign_sections, path,
+                     API_DEFAULT_CONFIG);
 }

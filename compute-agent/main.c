@@ -178,10 +178,7 @@ main(int argc, char **argv)
             return 2;
         }
     }
-    enum log_level lvl;
-    if (log_level_parse(conf_str(conf, "log", "level"), &lvl) < 0)
-        lvl = LOG_LVL_INFO;
-    log_init("nimbus-compute", lvl);
+    conf_log_init(conf, "nimbus-compute");
     signal(SIGPIPE, SIG_IGN);
 
     char host[256];

@@ -1,11 +1,8 @@
 #include "img_options.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "log.h"
 #include "util.h"
 
 const struct conf_option img_options[] = {
@@ -101,25 +98,6 @@ const size_t img_options_count = ARRAY_SIZE(img_options);
 struct conf *
 img_config_load(const char *path)
 {
-    char err[512];
-    struct conf *c = conf_new(img_options, img_options_count);
     static const char *const foreign[] = { "scheduler", "compute", "network_agent", NULL };
-    conf_set_foreign(c, foreign);
-    const char *p = path ? path : IMG_DEFAULT_CONFIG;
-    if (!path && access(p, F_OK) < 0 && errno == ENOENT)
-        return c;
-    if (conf_load(c, p, err, sizeof err) < 0) {
-        fprintf(stderr, "configuration error: %s\n", err);
-        conf_free(c);
-        return NULL;
-    }
-    enum log_level lvl;
-    if (log_level_parse(conf_str(c, "log", "level"), &lvl) < 0) {
-        fprintf(stderr, "configuration error: %s: option [log] level: '%s' "
-                "is not one of debug, info, warn, error\n", p,
-                conf_str(c, "log", "level"));
-        conf_free(c);
-        return NULL;
-    }
-    return c;
+    return conf_open(img_options, img_options_count, foreign, path, IMG_DEFAULT_CONFIG);
 }

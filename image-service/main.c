@@ -148,10 +148,7 @@ main(int argc, char **argv)
     struct conf *conf = img_config_load(config);
     if (!conf)
         return 1;
-    enum log_level lvl = LOG_LVL_INFO;
-    if (log_level_parse(conf_str(conf, "log", "level"), &lvl) < 0)
-        lvl = LOG_LVL_INFO;
-    log_init("nimbus-image", lvl);
+    conf_log_init(conf, "nimbus-image");
     int rc = run(conf);
     conf_free(conf);
     return rc;

@@ -5,6 +5,9 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "log.h"
 
 #define CONF_MAX_LINE 4096
 
@@ -334,4 +337,40 @@ conf_write_example(const struct conf_option *opts, size_t n, FILE *out)
             fputs("# (boolean)\n", out);
         fprintf(out, "#%s = %s\n", opts[i].name, opts[i].def ? opts[i].def : "");
     }
+}
+
+struct conf *
+conf_open(const struct conf_option *opts, size_t n, const char *const *foreign,
+          const char *path, const char *default_path)
+{
+    char err[512];
+    struct conf *c = conf_new(opts, n);
+    if (foreign)
+        conf_set_foreign(c, foreign);
+    const char *p = path ? path : default_path;
+    if (!path && access(p, F_OK) < 0 && errno == ENOENT)
+        return c;
+    if (conf_load(c, p, err, sizeof err) < 0) {
+        fprintf(stderr, "configuration error: %s\n", err);
+        conf_free(c);
+        return NULL;
+    }
+    enum log_level lvl;
+    if (log_level_parse(conf_str(c, "log", "level"), &lvl) < 0) {
+        fprintf(stderr, "configuration error: %s: option [log] level: '%s' "
+                "is not one of debug, info, warn, error\n", p,
+                conf_str(c, "log", "level"));
+        conf_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void
+conf_log_init(const struct conf *c, const char *progname)
+{
+    enum log_level lvl = LOG_LVL_INFO;
+    if (log_level_parse(conf_str(c, "log", "level"), &lvl) < 0)
+        lvl = LOG_LVL_INFO;
+    log_init(progname, lvl);
 }

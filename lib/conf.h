@@ -50,6 +50,19 @@ const char *conf_str(const struct conf *c, const char *section, const char *name
 long conf_int(const struct conf *c, const char *section, const char *name);
 bool conf_bool(const struct conf *c, const char *section, const char *name);
 
+/* A daemon's configuration: conf_new('opts', 'n') with the sections
+ * 'foreign' (may be NULL) left to other daemons, read from 'path', or from
+ * 'default_path' when 'path' is NULL (a missing default file leaves the
+ * defaults), with [log] level checked.  Returns it (the caller frees it
+ * with conf_free), or NULL after printing the error on stderr. */
+struct conf *conf_open(const struct conf_option *opts, size_t n,
+                       const char *const *foreign, const char *path,
+                       const char *default_path);
+
+/* log_init() of 'progname' at the [log] level of 'c' (info when it is not
+ * a level: conf_open() refused that already). */
+void conf_log_init(const struct conf *c, const char *progname);
+
 /* Writes the example file: every option commented out at its default, with
  * its help text. */
 void conf_write_example(const struct conf_option *opts, size_t n, FILE *out);

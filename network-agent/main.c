@@ -106,10 +106,7 @@ main(int argc, char **argv)
         conf_free(conf);
         return 2;
     }
-    enum log_level lvl;
-    if (log_level_parse(conf_str(conf, "log", "level"), &lvl) < 0)
-        lvl = LOG_LVL_INFO;
-    log_init("nimbus-network", lvl);
+    conf_log_init(conf, "nimbus-network");
 
     char host[256];
     snprintf(host, sizeof host, "%s", conf_str(conf, "agent", "host"));
