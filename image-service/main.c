@@ -3,7 +3,6 @@
  * authentication and the image store, and serves until SIGTERM, when it
  * stops accepting, lets in-flight requests finish and exits. */
 #include <errno.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,30 +119,10 @@ usage(FILE *out)
 int
 main(int argc, char **argv)
 {
-    const char *config = NULL;
-    static const struct option longopts[] = {
-        { "config", required_argument, NULL, 'c' },
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 },
-    };
-    int ch;
-    while ((ch = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
-        switch (ch) {
-        case 'c':
-            config = optarg;
-            break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (optind != argc) {
-        usage(stderr);
-        return 2;
-    }
+    const char *config;
+    int status = conf_parse_args(argc, argv, usage, &config);
+    if (status >= 0)
+        return status;
     signal(SIGPIPE, SIG_IGN);
     struct conf *conf = img_config_load(config);
     if (!conf)

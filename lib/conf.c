@@ -2,6 +2,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -373,4 +374,34 @@ conf_log_init(const struct conf *c, const char *progname)
     if (log_level_parse(conf_str(c, "log", "level"), &lvl) < 0)
         lvl = LOG_LVL_INFO;
     log_init(progname, lvl);
+}
+
+int
+conf_parse_args(int argc, char **argv, void (*usage)(FILE *out), const char **config)
+{
+    static const struct option longopts[] = {
+        { "config", required_argument, NULL, 'c' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    int ch;
+    *config = NULL;
+    while ((ch = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'c':
+            *config = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    return -1;
 }

@@ -59,6 +59,12 @@ struct conf *conf_open(const struct conf_option *opts, size_t n,
                        const char *const *foreign, const char *path,
                        const char *default_path);
 
+/* The command line of a daemon that takes "[--config FILE] [--help]":
+ * sets '*config' (NULL when not given) and returns -1 to go on, or the
+ * exit status after 'usage' has printed: 0 for --help (on stdout), 2 for
+ * anything else (on stderr). */
+int conf_parse_args(int argc, char **argv, void (*usage)(FILE *out), const char **config);
+
 /* log_init() of 'progname' at the [log] level of 'c' (info when it is not
  * a level: conf_open() refused that already). */
 void conf_log_init(const struct conf *c, const char *progname);
