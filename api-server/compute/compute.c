@@ -157,6 +157,9 @@ compute_server_begin(http_request *req, struct api_req *ar, const char *op, int 
            : compute_version_check(req) < 0 || api_authenticate(req, ar) < 0)
         return NULL;
     const char **p = compute_params(req, ar, n < 4 ? 4 : n);
-    p[3] = compute_server_id(req);
-    return p[3] ? p : NULL;
+    const char *id = compute_server_id(req);
+    if (!id)
+        return NULL;        /* Answered: 'p' went with the arena. */
+    p[3] = id;
+    return p;
 }
