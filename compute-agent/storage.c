@@ -84,6 +84,54 @@ probe_format(const char *path, char *fmt, size_t len, char *err, size_t errlen)
     return 0;
 }
 
+/* Rescue mode (Nova's libvirt rescue): with d->rescue, the rescue image's
+ * kernel and ramdisk replace the instance's in 'p', and a separate overlay
+ * of the rescue image, rescue.qcow2 beside disk.qcow2 (of the rescue
+ * image's own size), becomes p->rescue_disk; the instance's own overlay is
+ * not touched.  Without d->rescue, a rescue overlay left from an earlier
+ * rescue is removed (the caller defines the guest without it). */
+static int
+prepare_rescue(struct storage *s, const struct inst_desired *d, struct rc_prepared *p,
+               char *err, size_t errlen)
+{
+    char path[PATH_MAX], base[PATH_MAX], fmt[8];
+    const struct inst_image *img = &d->rescue_image;
+    int r;
+    bfmt(path, sizeof path, "%s/rescue.qcow2", p->inst_dir);
+    p->rescue_disk[0] = 0;
+    if (!d->rescue) {
+        if (unlink(path) < 0 && errno != ENOENT) {
+            r = -errno;
+            bfmt(err, errlen, "%s: %s", path, strerror(-r));
+            return r;
+        }
+        return 0;
+    }
+    if (!strcmp(img->disk_format, "aki") || !strcmp(img->disk_format, "ari") ||
+        !strcmp(img->container_format, "docker") || !strcmp(img->container_format, "ociarchive")) {
+        bfmt(err, errlen, "rescue image %s is not a disk image", img->id);
+        return -EINVAL;
+    }
+    p->kernel[0] = p->ramdisk[0] = 0;
+    if (img->kernel_id[0]) {
+        if ((r = img_cache_base(s->cache, &d->rescue_kernel, p->kernel, err, errlen)))
+            return r;
+        if (img->ramdisk_id[0] &&
+            (r = img_cache_base(s->cache, &d->rescue_ramdisk, p->ramdisk, err, errlen)))
+            return r;
+    }
+    if ((r = img_cache_base(s->cache, img, base, err, errlen)))
+        return r;
+    if (!strcmp(img->disk_format, "qcow2") || !strcmp(img->disk_format, "raw"))
+        bfmt(fmt, sizeof fmt, "%s", img->disk_format);
+    else if ((r = probe_format(base, fmt, sizeof fmt, err, errlen)))
+        return r;
+    if ((r = img_cache_overlay(s->cache, base, fmt, path, 0, err, errlen)))
+        return r;
+    bfmt(p->rescue_disk, sizeof p->rescue_disk, "%s", path);
+    return 0;
+}
+
 static int
 st_prepare(void *ctx, const struct inst_desired *d, struct rc_prepared *p,
            char *err, size_t errlen)
@@ -104,6 +152,10 @@ st_prepare(void *ctx, const struct inst_desired *d, struct rc_prepared *p,
     const struct inst_image *img = &d->image;
     bool container = s->containers || !strcmp(img->container_format, "docker") ||
                      !strcmp(img->container_format, "ociarchive");
+    if (container && d->rescue) {
+        bfmt(err, errlen, "instance %s is a container: it cannot be rescued", d->uuid);
+        return -ENOTSUP;
+    }
     if (container)
         return img_cache_layer(s->cache, img, p->rootfs, err, errlen);
 
@@ -127,7 +179,9 @@ st_prepare(void *ctx, const struct inst_desired *d, struct rc_prepared *p,
         return r;
     bfmt(p->disk, sizeof p->disk, "%s/disk.qcow2", p->inst_dir);
     bfmt(p->disk_format, sizeof p->disk_format, "qcow2");
-    return img_cache_overlay(s->cache, base, fmt, p->disk, d->disk_gb, err, errlen);
+    if ((r = img_cache_overlay(s->cache, base, fmt, p->disk, d->disk_gb, err, errlen)))
+        return r;
+    return prepare_rescue(s, d, p, err, errlen);
 }
 
 static int
