@@ -111,13 +111,15 @@ BEGIN
     IF p_action NOT IN ('rescue', 'unrescue') THEN
         RETURN compute_server_action_pre_rescue_agent(p_uuid, p_action, a, c);
     END IF;
-    SELECT x.i, x.err INTO i, err
+    SELECT x.err INTO err
       FROM compute_action_instance(p_uuid, p_action, c, CASE p_action
                WHEN 'rescue' THEN ARRAY['active', 'stopped', 'error']
                ELSE ARRAY['rescued'] END) x;
     IF err IS NOT NULL THEN
         RETURN err;
     END IF;
+    -- Locked FOR UPDATE by compute_action_instance().
+    SELECT * INTO i FROM instances WHERE uuid = p_uuid;
     IF p_action = 'rescue' THEN
         IF compute_instance_is_container(i) THEN
             RETURN jsonb_build_object('code', 409, 'message', format(
