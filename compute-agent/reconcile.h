@@ -180,7 +180,8 @@ struct rc_observed {
  * "created", "started", "stopped", "rebooted", "paused", "unpaused",
  * "suspended", "resumed", "deleted", "power-off-by-guest",
  * "step-failed", "error", "orphan-found", "orphan-deleted",
- * "storage-removed", "waiting-for-port", "ports-changed". */
+ * "storage-removed", "waiting-for-port", "ports-changed", "rescued",
+ * "unrescued". */
 typedef void (*rc_event_fn)(void *ctx, const char *uuid, const char *event,
                             const char *detail);
 
