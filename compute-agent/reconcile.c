@@ -368,6 +368,24 @@ rebuild(struct reconciler *rc, const struct inst_desired *d, struct inst_actual 
     return define(rc, d, d->power == POWER_RUNNING, err, errlen);
 }
 
+/* Stops a guest that is not off (ACPI, then forced) before it is defined
+ * again. */
+static int
+stop_guest(struct reconciler *rc, const struct inst_desired *d, struct inst_actual *a,
+           char *err, size_t errlen)
+{
+    struct hypervisor *hv = rc->hv;
+    if (a->power == POWER_SHUTOFF || a->power == POWER_CRASHED || a->power == POWER_NOSTATE)
+        return 0;
+    int r = hv->class->stop(hv, d->uuid, rc->cfg.stop_timeout_ms);
+    if (r) {
+        bfmt(err, errlen, "stop: %s", hv->err[0] ? hv->err : strerror(-r));
+        return r;
+    }
+    a->power = POWER_SHUTOFF;
+    return 0;
+}
+
 /* Rescue and unrescue: the guest stops (ACPI, then forced) and is
  * defined again in the mode of the document: with d->rescue, booting a
  * rescue overlay with its own disk second (storage.prepare makes the
@@ -379,16 +397,8 @@ static int
 rescue_redefine(struct reconciler *rc, const struct inst_desired *d, struct inst_actual *a,
                 char *err, size_t errlen)
 {
-    struct hypervisor *hv = rc->hv;
-    int r;
-    if (a->power != POWER_SHUTOFF && a->power != POWER_CRASHED && a->power != POWER_NOSTATE) {
-        if ((r = hv->class->stop(hv, d->uuid, rc->cfg.stop_timeout_ms))) {
-            bfmt(err, errlen, "stop: %s", hv->err[0] ? hv->err : strerror(-r));
-            return r;
-        }
-        a->power = POWER_SHUTOFF;
-    }
-    return define(rc, d, d->power == POWER_RUNNING, err, errlen);
+    int r = stop_guest(rc, d, a, err, errlen);
+    return r ? r : define(rc, d, d->power == POWER_RUNNING, err, errlen);
 }
 
 /* A snapshot: a running guest is paused only while its disk is copied.

@@ -84,6 +84,31 @@ probe_format(const char *path, char *fmt, size_t len, char *err, size_t errlen)
     return 0;
 }
 
+/* The cached files a disk image 'img' boots from: its kernel and ramdisk
+ * ('kernel', 'ramdisk': the image records) into 'kpath'/'rpath' when it
+ * names them (left as they are otherwise), the base image into 'base' and
+ * its format ("qcow2" or "raw") into 'fmt'. */
+static int
+prepare_boot(struct storage *s, const struct inst_image *img, const struct inst_image *kernel,
+             const struct inst_image *ramdisk, char kpath[PATH_MAX], char rpath[PATH_MAX],
+             char base[PATH_MAX], char fmt[8], char *err, size_t errlen)
+{
+    int r;
+    if (img->kernel_id[0]) {
+        if ((r = img_cache_base(s->cache, kernel, kpath, err, errlen)))
+            return r;
+        if (img->ramdisk_id[0] && (r = img_cache_base(s->cache, ramdisk, rpath, err, errlen)))
+            return r;
+    }
+    if ((r = img_cache_base(s->cache, img, base, err, errlen)))
+        return r;
+    if (!strcmp(img->disk_format, "qcow2") || !strcmp(img->disk_format, "raw")) {
+        bfmt(fmt, 8, "%s", img->disk_format);
+        return 0;
+    }
+    return probe_format(base, fmt, 8, err, errlen);
+}
+
 /* Rescue mode (Nova's libvirt rescue): with d->rescue, the rescue image's
  * kernel and ramdisk replace the instance's in 'p', and a separate overlay
  * of the rescue image, rescue.qcow2 beside disk.qcow2 (of the rescue
@@ -113,18 +138,8 @@ prepare_rescue(struct storage *s, const struct inst_desired *d, struct rc_prepar
         return -EINVAL;
     }
     p->kernel[0] = p->ramdisk[0] = 0;
-    if (img->kernel_id[0]) {
-        if ((r = img_cache_base(s->cache, &d->rescue_kernel, p->kernel, err, errlen)))
-            return r;
-        if (img->ramdisk_id[0] &&
-            (r = img_cache_base(s->cache, &d->rescue_ramdisk, p->ramdisk, err, errlen)))
-            return r;
-    }
-    if ((r = img_cache_base(s->cache, img, base, err, errlen)))
-        return r;
-    if (!strcmp(img->disk_format, "qcow2") || !strcmp(img->disk_format, "raw"))
-        bfmt(fmt, sizeof fmt, "%s", img->disk_format);
-    else if ((r = probe_format(base, fmt, sizeof fmt, err, errlen)))
+    if ((r = prepare_boot(s, img, &d->rescue_kernel, &d->rescue_ramdisk, p->kernel, p->ramdisk,
+                          base, fmt, err, errlen)))
         return r;
     if ((r = img_cache_overlay(s->cache, base, fmt, path, 0, err, errlen)))
         return r;
@@ -163,19 +178,9 @@ st_prepare(void *ctx, const struct inst_desired *d, struct rc_prepared *p,
         bfmt(err, errlen, "image %s is a %s: it cannot boot by itself", img->id, img->disk_format);
         return -EINVAL;
     }
-    if (img->kernel_id[0]) {
-        if ((r = img_cache_base(s->cache, &d->kernel, p->kernel, err, errlen)))
-            return r;
-        if (img->ramdisk_id[0] &&
-            (r = img_cache_base(s->cache, &d->ramdisk, p->ramdisk, err, errlen)))
-            return r;
-    }
     char base[PATH_MAX], fmt[8];
-    if ((r = img_cache_base(s->cache, img, base, err, errlen)))
-        return r;
-    if (!strcmp(img->disk_format, "qcow2") || !strcmp(img->disk_format, "raw"))
-        bfmt(fmt, sizeof fmt, "%s", img->disk_format);
-    else if ((r = probe_format(base, fmt, sizeof fmt, err, errlen)))
+    if ((r = prepare_boot(s, img, &d->kernel, &d->ramdisk, p->kernel, p->ramdisk, base, fmt,
+                          err, errlen)))
         return r;
     bfmt(p->disk, sizeof p->disk, "%s/disk.qcow2", p->inst_dir);
     bfmt(p->disk_format, sizeof p->disk_format, "qcow2");

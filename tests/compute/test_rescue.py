@@ -22,9 +22,8 @@ import atexit
 import json
 import os
 import subprocess
-import time
-
 import sys
+import time
 
 import compute_lib
 from compute_lib import NET, Compute, Schedulers, check, done, sql
@@ -68,6 +67,8 @@ state_dir = os.path.join(cloud.dir, 'agent-state')
 agent_conf = compute_lib.write_agent_conf(cloud, NODE, token_file, state_dir=state_dir)
 agent_log = os.path.join(cloud.dir, 'agent.log')
 agent = compute_lib.start_agent(agent_conf, agent_log)
+run = compute_lib.AgentRun(agent, agent_log, api)
+wait_for, server, status_is, act = run.wait_for, run.server, run.status_is, run.act
 scheds = Schedulers(cloud, 1)
 
 
@@ -80,45 +81,6 @@ def cleanup():
 
 
 atexit.register(cleanup)
-
-
-def agent_log_tail():
-    with open(agent_log, 'rb') as f:
-        return f.read().decode(errors='replace')[-3000:]
-
-
-def wait_for(what, fn, timeout=20):
-    t0 = time.time()
-    v = None
-    while time.time() < t0 + timeout:
-        if agent.poll() is not None:
-            check(False, f'{what}: nimbus-compute exited with {agent.returncode}\n'
-                  + agent_log_tail())
-            return None
-        v = fn()
-        if v:
-            check(True, f'{what} ({time.time() - t0:.1f}s)')
-            return v
-        time.sleep(0.1)
-    check(False, f'{what} (last: {v!r})')
-    return None
-
-
-def server(sid, a=None):
-    st, _, b = (a or api).req('GET', f'/servers/{sid}')
-    return b['server'] if st == 200 else st
-
-
-def status_is(sid, want):
-    def f():
-        s = server(sid)
-        got = s if isinstance(s, int) else (s['status'], s['OS-EXT-STS:task_state'])
-        return got == want or got == (want, None)
-    return f
-
-
-def act(sid, body, a=None):
-    return (a or api).req('POST', f'/servers/{sid}/action', body)
 
 
 def console(sid):
@@ -301,6 +263,6 @@ check('AddressSanitizer' not in alog and 'runtime error' not in alog,
 scheds.stop()
 check(cloud.stop() == 0, 'nimbus-api exits cleanly')
 if compute_lib.failures:
-    print('---- agent log\n' + agent_log_tail())
+    print('---- agent log\n' + run.log_tail())
     print('---- api log\n' + cloud.log_tail(60))
 done()
