@@ -1,5 +1,6 @@
 """Helpers shared by the compute tests: a Cloud with compute calls, fake
 compute hosts inserted into PostgreSQL, and nimbus-scheduler processes."""
+import atexit
 import json
 import os
 import signal
@@ -123,6 +124,15 @@ def start_agent(conf, log_path):
     wrapper = os.environ.get('NIMBUS_API_WRAPPER', '').split()
     return subprocess.Popen(wrapper + [os.path.join(nt.BUILD, 'compute-agent/nimbus-compute'),
                                        '--config', conf], stdout=log, stderr=log)
+
+
+def kill_at_exit(*procs):
+    """Kills, when the test exits, those of 'procs' still running."""
+    def kill():
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    atexit.register(kill)
 
 
 class AgentRun:

@@ -18,7 +18,6 @@ real image cache and qcow2 overlays, images from nimbus-image).
   another project (404); none leaves a task behind;
 - `openstack server rescue --image ... --password ...` / `unrescue`;
 - the password is in no log."""
-import atexit
 import json
 import os
 import subprocess
@@ -70,17 +69,7 @@ agent = compute_lib.start_agent(agent_conf, agent_log)
 run = compute_lib.AgentRun(agent, agent_log, api)
 wait_for, server, status_is, act = run.wait_for, run.server, run.status_is, run.act
 scheds = Schedulers(cloud, 1)
-
-
-def cleanup():
-    if agent.poll() is None:
-        agent.kill()
-    for p in scheds.procs:
-        if p.poll() is None:
-            p.kill()
-
-
-atexit.register(cleanup)
+compute_lib.kill_at_exit(agent, *scheds.procs)
 
 
 def console(sid):
