@@ -29,6 +29,18 @@ add_metadata(struct strbuf *b, const struct inst_desired *d, const char *node, u
     sb_add(b, "</" DX_NS_PREFIX ":instance>");
 }
 
+/* A file disk, the 'index'th (0: vda or xvda, 1: vdb or xvdb). */
+static void
+add_disk(struct strbuf *b, const char *path, const char *format, bool xen, unsigned index)
+{
+    sb_printf(b, "    <disk type='file' device='disk'>\n"
+                 "      <driver name='qemu' type='%s'/>\n"
+                 "      <source file='", format);
+    sb_add_xml(b, path);
+    sb_printf(b, "'/>\n      <target dev='%s%c' bus='%s'/>\n    </disk>\n",
+              xen ? "xvd" : "vd", 'a' + (char)(index % 26), xen ? "xen" : "virtio");
+}
+
 static void
 add_interface(struct strbuf *b, const struct inst_port *p, bool xen, bool foreign_taps)
 {
@@ -135,8 +147,12 @@ dx_domain_xml(const struct hv_create_args *a, const char *virt_type,
             sb_add_xml(&b, a->ramdisk_path);
             sb_add(&b, "</initrd>\n");
         }
+        /* In rescue mode the kernel is the rescue image's, and so is its
+         * command line. */
+        const char *cmdline = a->rescue_disk_path ? d->rescue_image.os_command_line
+                                                  : d->image.os_command_line;
         sb_add(&b, "    <cmdline>");
-        sb_add_xml(&b, d->image.os_command_line[0] ? d->image.os_command_line :
+        sb_add_xml(&b, cmdline[0] ? cmdline :
                    xen ? "root=/dev/xvda console=hvc0" : "root=/dev/vda console=tty0 console=ttyS0");
         sb_add(&b, "</cmdline>\n");
     } else {
@@ -153,15 +169,13 @@ dx_domain_xml(const struct hv_create_args *a, const char *virt_type,
                "  <on_crash>destroy</on_crash>\n");
 
     sb_add(&b, "  <devices>\n");
-    if (a->disk_path) {
-        sb_printf(&b, "    <disk type='file' device='disk'>\n"
-                      "      <driver name='qemu' type='%s'/>\n"
-                      "      <source file='",
-                  a->disk_format ? a->disk_format : "qcow2");
-        sb_add_xml(&b, a->disk_path);
-        sb_printf(&b, "'/>\n      <target dev='%s' bus='%s'/>\n    </disk>\n",
-                  xen ? "xvda" : "vda", xen ? "xen" : "virtio");
-    }
+    /* Rescue mode (Nova's libvirt rescue): the rescue overlay is the
+     * first disk, booted from; the instance's own disk the second. */
+    unsigned n_disks = 0;
+    if (a->rescue_disk_path)
+        add_disk(&b, a->rescue_disk_path, "qcow2", xen, n_disks++);
+    if (a->disk_path)
+        add_disk(&b, a->disk_path, a->disk_format ? a->disk_format : "qcow2", xen, n_disks++);
     /* Ports: the network agent of the node has made the tap and plugged it
      * into the tenant bridge, so libvirt only opens it (managed='no');
      * without a network agent libvirt makes the tap itself. */

@@ -28,6 +28,7 @@ struct fake_inst {
     bool foreign;
     bool foreign_touched;
     char disk[256];
+    char rescue_disk[256];       /* Rescue mode: the disk booted from; "" else. */
     char console[512];           /* Its console log, "" for none. */
     unsigned vcpus, ram_mb, disk_gb;
 };
@@ -179,6 +180,11 @@ fake_create(struct hypervisor *hv, const struct hv_create_args *a, bool start)
     i->disk_gb = a->d->disk_gb;
     fake_console(i, "nimbus-fake: %s defined with %u vcpus, %u MiB RAM, %u GiB disk",
                  a->d->name, i->vcpus, i->ram_mb, i->disk_gb);
+    snprintf(i->rescue_disk, sizeof i->rescue_disk, "%s",
+             a->rescue_disk_path ? a->rescue_disk_path : "");
+    if (a->rescue_disk_path)
+        fake_console(i, "nimbus-fake: rescue mode: boots %s, second disk %s",
+                     a->rescue_disk_path, i->disk);
     if (start && i->a.power == POWER_SHUTOFF) {
         i->a.power = POWER_RUNNING;
         fake_console(i, "nimbus-fake: booted with %u vcpus, %u MiB RAM", i->vcpus, i->ram_mb);
@@ -352,6 +358,13 @@ unsigned
 hv_fake_calls(struct hypervisor *hv, const char *op)
 {
     return fake_cast(hv)->calls[fake_op_index(op)];
+}
+
+const char *
+hv_fake_rescue_disk(struct hypervisor *hv, const char *uuid)
+{
+    struct fake_inst *i = fake_find(fake_cast(hv), uuid);
+    return i ? i->rescue_disk : NULL;
 }
 
 const char *

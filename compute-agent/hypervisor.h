@@ -54,6 +54,10 @@ struct hv_create_args {
     const struct inst_desired *d;
     const char *inst_dir;        /* state_dir/instances/<uuid>, exists. */
     const char *disk_path;       /* libvirt: the instance's overlay; NULL for none. */
+    /* Rescue mode: the rescue overlay, booted as the first disk, with
+     * 'disk_path' as the second; kernel_path/ramdisk_path are then the
+     * rescue image's.  NULL otherwise. */
+    const char *rescue_disk_path;
     const char *disk_format;     /* "qcow2" (overlays) or "raw". */
     const char *kernel_path;     /* Direct kernel boot, or NULL. */
     const char *ramdisk_path;    /* Or NULL. */
@@ -151,5 +155,8 @@ int hv_fake_flavor(struct hypervisor *hv, const char *uuid, unsigned *vcpus, uns
     __attribute__((warn_unused_result));
 /* The disk (or rootfs) path of the last create() of 'uuid', or NULL. */
 const char *hv_fake_disk(struct hypervisor *hv, const char *uuid);
+/* The rescue disk of the last create() of 'uuid' ("" when it was not in
+ * rescue mode), or NULL. */
+const char *hv_fake_rescue_disk(struct hypervisor *hv, const char *uuid);
 
 #endif

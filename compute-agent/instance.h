@@ -100,6 +100,15 @@ struct inst_desired {
      * disk from this image, defined again). */
     char action[12];
     char snapshot_image[64];
+    /* Rescue mode (Nova's rescue): while 'rescue' is set the guest boots
+     * from a separate overlay of 'rescue_image' (with its kernel and
+     * ramdisk, when it has them) and sees its own disk as the second
+     * disk.  Actions "rescue" and "unrescue" redefine the guest in the
+     * mode the document says. */
+    bool rescue;
+    struct inst_image rescue_image;
+    struct inst_image rescue_kernel;
+    struct inst_image rescue_ramdisk;
 };
 
 /* A whole desired state: every instance the node should have. */

@@ -188,6 +188,12 @@ rc_decide(struct rc_inst *ri, const struct inst_desired *d,
         else if (!strcmp(d->action, "snapshot") &&
                  (s.action == RCA_MARK || (s.action == RCA_UNPAUSE && a->power == POWER_PAUSED)))
             s = step(RCA_SNAPSHOT, true);   /* Paused: by a snapshot a crash cut short. */
+        /* Rescue mode in or out; a created instance is in the document's
+         * mode already. */
+        if (!fresh && !strcmp(d->action, "rescue"))
+            s = step(RCA_RESCUE, true);
+        else if (!fresh && !strcmp(d->action, "unrescue"))
+            s = step(RCA_UNRESCUE, true);
         if (ri->state == RC_NEW || ri->state == RC_ERROR || ri->state == RC_DELETED)
             ri->state = fresh ? RC_BUILDING : state_of_power(a->power);
         return s;
@@ -302,6 +308,7 @@ define(struct reconciler *rc, const struct inst_desired *d, bool start, char *er
         .kernel_path = p.kernel[0] ? p.kernel : NULL,
         .ramdisk_path = p.ramdisk[0] ? p.ramdisk : NULL,
         .rootfs_path = p.rootfs[0] ? p.rootfs : NULL,
+        .rescue_disk_path = p.rescue_disk[0] ? p.rescue_disk : NULL,
         .console_log = p.console_log,
     };
     r = rc->hv->class->create(rc->hv, &args, start);
@@ -359,6 +366,39 @@ rebuild(struct reconciler *rc, const struct inst_desired *d, struct inst_actual 
     if ((r = rc->storage.wipe(rc->storage.action_ctx, d, err, errlen)))
         return r;
     return define(rc, d, d->power == POWER_RUNNING, err, errlen);
+}
+
+/* Stops a guest that is not off (ACPI, then forced) before it is defined
+ * again. */
+static int
+stop_guest(struct reconciler *rc, const struct inst_desired *d, struct inst_actual *a,
+           char *err, size_t errlen)
+{
+    struct hypervisor *hv = rc->hv;
+    if (a->power == POWER_SHUTOFF || a->power == POWER_CRASHED || a->power == POWER_NOSTATE)
+        return 0;
+    int r = hv->class->stop(hv, d->uuid, rc->cfg.stop_timeout_ms);
+    if (r) {
+        bfmt(err, errlen, "stop: %s", hv->err[0] ? hv->err : strerror(-r));
+        return r;
+    }
+    a->power = POWER_SHUTOFF;
+    return 0;
+}
+
+/* Rescue and unrescue: the guest stops (ACPI, then forced) and is
+ * defined again in the mode of the document: with d->rescue, booting a
+ * rescue overlay with its own disk second (storage.prepare makes the
+ * overlay, or keeps the one there); without, on its own disk alone
+ * (storage.prepare removes the rescue overlay).  It starts again when it
+ * should run.  A crash at any point repeats it all, or (the domain
+ * redefined, generation not yet recorded) finds it in the right mode. */
+static int
+rescue_redefine(struct reconciler *rc, const struct inst_desired *d, struct inst_actual *a,
+                char *err, size_t errlen)
+{
+    int r = stop_guest(rc, d, a, err, errlen);
+    return r ? r : define(rc, d, d->power == POWER_RUNNING, err, errlen);
 }
 
 /* A snapshot: a running guest is paused only while its disk is copied.
@@ -439,6 +479,14 @@ execute(struct reconciler *rc, struct rc_inst *ri, const struct inst_desired *d,
             return r;
         after = d->power == POWER_RUNNING ? POWER_RUNNING : POWER_SHUTOFF;
         event = "rebuilt";
+        break;
+    case RCA_RESCUE:
+    case RCA_UNRESCUE:
+        r = rescue_redefine(rc, d, a, err, errlen);
+        if (r)
+            return r;
+        after = d->power == POWER_RUNNING ? POWER_RUNNING : POWER_SHUTOFF;
+        event = s.action == RCA_RESCUE ? "rescued" : "unrescued";
         break;
     case RCA_SNAPSHOT:
         r = snapshot(rc, d, a, err, errlen);

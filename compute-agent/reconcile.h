@@ -14,7 +14,10 @@
  *                              copy its disk, resume, upload the copy;
  *                              "rebuild": stop, drop the disk, define
  *                              from the document's (new) image, start
- *                              again as wanted
+ *                              again as wanted; "rescue"/"unrescue":
+ *                              stop, define in the mode the document's
+ *                              "rescue" says, start (storage.prepare
+ *                              makes the rescue overlay, or removes it)
  *   desired, generation applied nothing: a guest that powered itself off is
  *                               reported SHUTOFF, not restarted (Nova's rule)
  *   desired with deleted=true   destroy, remove storage
@@ -82,6 +85,8 @@ const char *rc_state_name(enum rc_state s);
     X(RESIZE, "resize")         /* Stop, grow the disk, redefine, start. */ \
     X(SNAPSHOT, "snapshot")     /* Copy the disk (paused), upload it. */   \
     X(REBUILD, "rebuild")       /* Stop, new disk from the image, redefine. */ \
+    X(RESCUE, "rescue")         /* Stop, redefine on the rescue image, start. */ \
+    X(UNRESCUE, "unrescue")     /* Stop, redefine on the own disk, start. */ \
     X(DELETE, "delete")
 
 enum rc_action {
@@ -137,6 +142,7 @@ struct rc_prepared {
     char kernel[PATH_MAX];       /* "" for none. */
     char ramdisk[PATH_MAX];
     char rootfs[PATH_MAX];       /* Containers. */
+    char rescue_disk[PATH_MAX];  /* In rescue mode: the rescue overlay (first disk); "" else. */
     char console_log[PATH_MAX];
 };
 
@@ -174,7 +180,8 @@ struct rc_observed {
  * "created", "started", "stopped", "rebooted", "paused", "unpaused",
  * "suspended", "resumed", "deleted", "power-off-by-guest",
  * "step-failed", "error", "orphan-found", "orphan-deleted",
- * "storage-removed", "waiting-for-port", "ports-changed". */
+ * "storage-removed", "waiting-for-port", "ports-changed", "rescued",
+ * "unrescued". */
 typedef void (*rc_event_fn)(void *ctx, const char *uuid, const char *event,
                             const char *detail);
 

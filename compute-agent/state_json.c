@@ -229,6 +229,49 @@ parse_port(json_t *p, struct inst_port *ip, const char *what, char *err, size_t 
     return 0;
 }
 
+static bool
+rescue_action(const char *a)
+{
+    return !strcmp(a, "rescue") || !strcmp(a, "unrescue");
+}
+
+/* {"rescue": {"image": {...}, "kernel": {...}, "ramdisk": {...}}}: the
+ * instance is (being) rescued with that image.  Absent or null: it is
+ * not. */
+static int
+parse_rescue(json_t *o, struct inst_desired *d, const char *what, char *err, size_t errlen)
+{
+    json_t *rs = json_object_get(o, "rescue");
+    char sub[128];
+    int r;
+    if (!rs || json_is_null(rs))
+        return 0;
+    if (!json_is_object(rs)) {
+        snprintf(err, errlen, "%s: 'rescue' must be an object", what);
+        return -EINVAL;
+    }
+    snprintf(sub, sizeof sub, "%s rescue image", d->uuid);
+    if ((r = parse_image(json_object_get(rs, "image"), &d->rescue_image, sub, err, errlen)))
+        return r;
+    json_t *k = json_object_get(rs, "kernel"), *rd = json_object_get(rs, "ramdisk");
+    if (k && !json_is_null(k)) {
+        snprintf(sub, sizeof sub, "%s rescue kernel", d->uuid);
+        if ((r = parse_image(k, &d->rescue_kernel, sub, err, errlen)))
+            return r;
+    } else if (d->rescue_image.kernel_id[0]) {
+        snprintf(err, errlen, "%s: rescue image has kernel_id %s but no 'kernel' object", what,
+                 d->rescue_image.kernel_id);
+        return -EINVAL;
+    }
+    if (rd && !json_is_null(rd)) {
+        snprintf(sub, sizeof sub, "%s rescue ramdisk", d->uuid);
+        if ((r = parse_image(rd, &d->rescue_ramdisk, sub, err, errlen)))
+            return r;
+    }
+    d->rescue = true;
+    return 0;
+}
+
 static int
 parse_instance(json_t *o, struct inst_desired *d, size_t idx, char *err, size_t errlen)
 {
@@ -323,11 +366,13 @@ parse_instance(json_t *o, struct inst_desired *d, size_t idx, char *err, size_t 
     if ((r = get_str(o, "action", d->action, sizeof d->action, false, what, err, errlen)))
         return r;
     if (d->action[0] && strcmp(d->action, "resize") && strcmp(d->action, "snapshot") &&
-        strcmp(d->action, "rebuild")) {
-        snprintf(err, errlen, "%s: action must be \"\", \"resize\", \"snapshot\" or \"rebuild\"",
-                 what);
+        strcmp(d->action, "rebuild") && !rescue_action(d->action)) {
+        snprintf(err, errlen, "%s: action must be \"\", \"resize\", \"snapshot\", "
+                 "\"rebuild\", \"rescue\" or \"unrescue\"", what);
         return -EINVAL;
     }
+    if ((r = parse_rescue(o, d, what, err, errlen)))
+        return r;
     json_t *snap = json_object_get(o, "snapshot");
     if (!strcmp(d->action, "snapshot") &&
         (!json_is_object(snap) ||

@@ -84,6 +84,69 @@ probe_format(const char *path, char *fmt, size_t len, char *err, size_t errlen)
     return 0;
 }
 
+/* The cached files a disk image 'img' boots from: its kernel and ramdisk
+ * ('kernel', 'ramdisk': the image records) into 'kpath'/'rpath' when it
+ * names them (left as they are otherwise), the base image into 'base' and
+ * its format ("qcow2" or "raw") into 'fmt'. */
+static int
+prepare_boot(struct storage *s, const struct inst_image *img, const struct inst_image *kernel,
+             const struct inst_image *ramdisk, char kpath[PATH_MAX], char rpath[PATH_MAX],
+             char base[PATH_MAX], char fmt[8], char *err, size_t errlen)
+{
+    int r;
+    if (img->kernel_id[0]) {
+        if ((r = img_cache_base(s->cache, kernel, kpath, err, errlen)))
+            return r;
+        if (img->ramdisk_id[0] && (r = img_cache_base(s->cache, ramdisk, rpath, err, errlen)))
+            return r;
+    }
+    if ((r = img_cache_base(s->cache, img, base, err, errlen)))
+        return r;
+    if (!strcmp(img->disk_format, "qcow2") || !strcmp(img->disk_format, "raw")) {
+        bfmt(fmt, 8, "%s", img->disk_format);
+        return 0;
+    }
+    return probe_format(base, fmt, 8, err, errlen);
+}
+
+/* Rescue mode (Nova's libvirt rescue): with d->rescue, the rescue image's
+ * kernel and ramdisk replace the instance's in 'p', and a separate overlay
+ * of the rescue image, rescue.qcow2 beside disk.qcow2 (of the rescue
+ * image's own size), becomes p->rescue_disk; the instance's own overlay is
+ * not touched.  Without d->rescue, a rescue overlay left from an earlier
+ * rescue is removed (the caller defines the guest without it). */
+static int
+prepare_rescue(struct storage *s, const struct inst_desired *d, struct rc_prepared *p,
+               char *err, size_t errlen)
+{
+    char path[PATH_MAX], base[PATH_MAX], fmt[8];
+    const struct inst_image *img = &d->rescue_image;
+    int r;
+    bfmt(path, sizeof path, "%s/rescue.qcow2", p->inst_dir);
+    p->rescue_disk[0] = 0;
+    if (!d->rescue) {
+        if (unlink(path) < 0 && errno != ENOENT) {
+            r = -errno;
+            bfmt(err, errlen, "%s: %s", path, strerror(-r));
+            return r;
+        }
+        return 0;
+    }
+    if (!strcmp(img->disk_format, "aki") || !strcmp(img->disk_format, "ari") ||
+        !strcmp(img->container_format, "docker") || !strcmp(img->container_format, "ociarchive")) {
+        bfmt(err, errlen, "rescue image %s is not a disk image", img->id);
+        return -EINVAL;
+    }
+    p->kernel[0] = p->ramdisk[0] = 0;
+    if ((r = prepare_boot(s, img, &d->rescue_kernel, &d->rescue_ramdisk, p->kernel, p->ramdisk,
+                          base, fmt, err, errlen)))
+        return r;
+    if ((r = img_cache_overlay(s->cache, base, fmt, path, 0, err, errlen)))
+        return r;
+    bfmt(p->rescue_disk, sizeof p->rescue_disk, "%s", path);
+    return 0;
+}
+
 static int
 st_prepare(void *ctx, const struct inst_desired *d, struct rc_prepared *p,
            char *err, size_t errlen)
@@ -104,6 +167,10 @@ st_prepare(void *ctx, const struct inst_desired *d, struct rc_prepared *p,
     const struct inst_image *img = &d->image;
     bool container = s->containers || !strcmp(img->container_format, "docker") ||
                      !strcmp(img->container_format, "ociarchive");
+    if (container && d->rescue) {
+        bfmt(err, errlen, "instance %s is a container: it cannot be rescued", d->uuid);
+        return -ENOTSUP;
+    }
     if (container)
         return img_cache_layer(s->cache, img, p->rootfs, err, errlen);
 
@@ -111,23 +178,15 @@ st_prepare(void *ctx, const struct inst_desired *d, struct rc_prepared *p,
         bfmt(err, errlen, "image %s is a %s: it cannot boot by itself", img->id, img->disk_format);
         return -EINVAL;
     }
-    if (img->kernel_id[0]) {
-        if ((r = img_cache_base(s->cache, &d->kernel, p->kernel, err, errlen)))
-            return r;
-        if (img->ramdisk_id[0] &&
-            (r = img_cache_base(s->cache, &d->ramdisk, p->ramdisk, err, errlen)))
-            return r;
-    }
     char base[PATH_MAX], fmt[8];
-    if ((r = img_cache_base(s->cache, img, base, err, errlen)))
-        return r;
-    if (!strcmp(img->disk_format, "qcow2") || !strcmp(img->disk_format, "raw"))
-        bfmt(fmt, sizeof fmt, "%s", img->disk_format);
-    else if ((r = probe_format(base, fmt, sizeof fmt, err, errlen)))
+    if ((r = prepare_boot(s, img, &d->kernel, &d->ramdisk, p->kernel, p->ramdisk, base, fmt,
+                          err, errlen)))
         return r;
     bfmt(p->disk, sizeof p->disk, "%s/disk.qcow2", p->inst_dir);
     bfmt(p->disk_format, sizeof p->disk_format, "qcow2");
-    return img_cache_overlay(s->cache, base, fmt, p->disk, d->disk_gb, err, errlen);
+    if ((r = img_cache_overlay(s->cache, base, fmt, p->disk, d->disk_gb, err, errlen)))
+        return r;
+    return prepare_rescue(s, d, p, err, errlen);
 }
 
 static int

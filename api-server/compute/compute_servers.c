@@ -27,6 +27,8 @@
 #define METADATA_ITEMS_MAX 128
 #define MAX_COUNT_MAX 1000
 #define LIST_MAX_LIMIT 1000
+/* Longest adminPass a rescue accepts (Nova's password fields hold 255). */
+#define RESCUE_PASS_MAX 255
 /* NICs per server: what the compute agent plugs (INST_MAX_PORTS). */
 #define SERVER_PORTS_MAX 8
 
@@ -1439,6 +1441,26 @@ servers_action(http_request *req, struct api_req *ar)
             goto out;
         }
     }
+    /* rescue: Nova's schema (adminPass, rescue_image_ref, nothing else).
+     * The password is answered back, never stored nor passed on. */
+    const char *given_pass = NULL;
+    if (!strcmp(def->name, "rescue") && json_is_object(args)) {
+        const char *rk;
+        json_object_foreach(args, rk, v) {
+            bool ok = false;
+            if (!strcmp(rk, "adminPass"))
+                ok = json_is_string(v) && json_string_length(v) <= RESCUE_PASS_MAX;
+            else if (!strcmp(rk, "rescue_image_ref"))
+                ok = json_is_string(v) && util_is_uuid(json_string_value(v));
+            if (!ok) {
+                api_error(req, 400, "Invalid input for field/attribute %s.",
+                          strlen(rk) <= COMPUTE_NAME_MAX ? compute_dup(req, rk) : "rescue");
+                goto out;
+            }
+        }
+        given_pass = compute_dup(req, json_string_value(json_object_get(args, "adminPass")));
+        json_object_del(args, "adminPass");
+    }
     json_t *c = json_pack("{s:s,s:s,s:s,s:b,s:s}", "user_id", ar->token->user_id,
                           "project_id", ar->token->project_id, "request_id", http_req_id(req),
                           "admin", api_is_admin(ar), "base", p[0]);
@@ -1447,7 +1469,7 @@ servers_action(http_request *req, struct api_req *ar)
     p[4] = compute_dup(req, def->name);
     p[5] = json_is_object(args) ? compute_json_text(req, args) : "{}";
     p[6] = compute_json_text(req, c);
-    p[7] = compute_dup(req, pass);
+    p[7] = given_pass ? given_pass : compute_dup(req, pass);
     json_decref(c);
     if (!strcmp(def->name, "createImage")) {
         /* 202 with the new image's address in Location (Nova at 2.1). */

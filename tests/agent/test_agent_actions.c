@@ -473,6 +473,161 @@ test_console_report(void)
     rmdir(dir);
 }
 
+/* Storage for rescue tests: fs_prepare, and in rescue mode the rescue
+ * overlay of the document's rescue image (storage.c's rule). */
+static int
+fs_prepare_rescue(void *ctx, const struct inst_desired *d, struct rc_prepared *p, char *err,
+                  size_t len)
+{
+    int r = fs_prepare(ctx, d, p, err, len);
+    if (!r && d->rescue)
+        snprintf(p->rescue_disk, sizeof p->rescue_disk, "/fake/%s/rescue-%s.qcow2", d->uuid,
+                 d->rescue_image.id);
+    return r;
+}
+
+/* Rescue and unrescue: the guest is stopped and defined again in the mode
+ * of the document (rescue overlay first, its own disk second; or its own
+ * disk alone), started when it should run; once per generation, after a
+ * restart too; a step cut short (generation not recorded) is repeated and
+ * ends in the same mode; a guest defined afresh in rescue mode needs no
+ * rescue step; a stop of a rescued guest ("unrescue", shutoff) leaves it
+ * off on its own disk. */
+static void
+test_rescue(void)
+{
+    struct hypervisor *hv;
+    char err[128];
+    struct hv_config hc = { .type = "fake" };
+    CHECK_INT(hv_open(&hc, &hv, err, sizeof err), 0);
+    struct fstore fs = { 0 };
+    struct rc_storage st = { .prepare = fs_prepare_rescue, .remove = fs_remove, .ctx = &fs };
+    struct rc_config cfg = { .grace_ms = 60000, .max_attempts = 3, .stop_timeout_ms = 10 };
+    struct reconciler *rc;
+    CHECK_INT(rc_new(hv, &st, &cfg, on_event, NULL, &rc), 0);
+    struct inst_desired d = { .uuid = U1, .name = "vm", .vcpus = 1, .ram_mb = 128,
+                              .disk_gb = 1, .power = POWER_RUNNING, .generation = 1 };
+    snprintf(d.image.id, sizeof d.image.id, "img-a");
+    struct desired_set ds = { .version = 1, .insts = &d, .n = 1 };
+    events[0] = 0;
+    CHECK(pass(rc, &ds) > 0);
+    CHECK_STR(hv_fake_rescue_disk(hv, U1), "");
+
+    /* Rescue of a running guest. */
+    d.generation = 2;
+    d.rescue = true;
+    snprintf(d.rescue_image.id, sizeof d.rescue_image.id, "img-r");
+    snprintf(d.action, sizeof d.action, "rescue");
+    unsigned stops = hv_fake_calls(hv, "stop"), creates = hv_fake_calls(hv, "create");
+    CHECK(pass(rc, &ds) > 0);
+    CHECK_INT(hv_fake_calls(hv, "stop"), stops + 1);
+    CHECK_INT(hv_fake_calls(hv, "create"), creates + 1);
+    CHECK_STR(hv_fake_rescue_disk(hv, U1), "/fake/" U1 "/rescue-img-r.qcow2");
+    CHECK_STR(hv_fake_disk(hv, U1), "/fake/" U1 "/disk.qcow2");
+    CHECK_INT(power(hv), POWER_RUNNING);
+    CHECK(strstr(events, "11111111:rescued"));
+    CHECK_INT(rc_find(rc, U1)->generation, 2);
+    CHECK_INT(rc_find(rc, U1)->state, RC_ACTIVE);
+    CHECK_INT(pass(rc, &ds), 0);
+    rc_free(rc);
+    CHECK_INT(rc_new(hv, &st, &cfg, on_event, NULL, &rc), 0);
+    CHECK_INT(pass(rc, &ds), 0);
+    CHECK_INT(hv_fake_calls(hv, "create"), creates + 1);
+
+    /* Unrescue, cut short before the generation is recorded (as by a
+     * kill -9): repeated on the next pass, on the own disk alone. */
+    d.generation = 3;
+    d.rescue = false;
+    memset(&d.rescue_image, 0, sizeof d.rescue_image);
+    snprintf(d.action, sizeof d.action, "unrescue");
+    hv_fake_fail(hv, "set_generation", -EIO, 1);
+    CHECK_INT(pass(rc, &ds), 1);
+    CHECK_STR(hv_fake_rescue_disk(hv, U1), "");
+    CHECK_INT(rc_find(rc, U1)->generation, 2);
+    CHECK(pass(rc, &ds) > 0);
+    CHECK_STR(hv_fake_rescue_disk(hv, U1), "");
+    CHECK_INT(power(hv), POWER_RUNNING);
+    CHECK_INT(rc_find(rc, U1)->generation, 3);
+    CHECK(strstr(events, "11111111:unrescued"));
+    CHECK_INT(pass(rc, &ds), 0);
+
+    /* A guest lost and defined again while rescued: created in rescue
+     * mode, no rescue step after. */
+    d.generation = 4;
+    d.rescue = true;
+    snprintf(d.rescue_image.id, sizeof d.rescue_image.id, "img-a");
+    snprintf(d.action, sizeof d.action, "rescue");
+    CHECK_INT(hv->class->destroy(hv, U1), 0);
+    stops = hv_fake_calls(hv, "stop");
+    CHECK(pass(rc, &ds) > 0);
+    CHECK_STR(hv_fake_rescue_disk(hv, U1), "/fake/" U1 "/rescue-img-a.qcow2");
+    CHECK_INT(hv_fake_calls(hv, "stop"), stops);
+    CHECK_INT(rc_find(rc, U1)->generation, 4);
+    CHECK_INT(power(hv), POWER_RUNNING);
+
+    /* Stopped while rescued: off, on its own disk. */
+    d.generation = 5;
+    d.rescue = false;
+    d.power = POWER_SHUTOFF;
+    snprintf(d.action, sizeof d.action, "unrescue");
+    CHECK(pass(rc, &ds) > 0);
+    CHECK_STR(hv_fake_rescue_disk(hv, U1), "");
+    CHECK_INT(power(hv), POWER_SHUTOFF);
+    CHECK_INT(rc_find(rc, U1)->state, RC_STOPPED);
+
+    /* Rescue of a stopped guest: it runs, rescued. */
+    d.generation = 6;
+    d.rescue = true;
+    d.power = POWER_RUNNING;
+    snprintf(d.action, sizeof d.action, "rescue");
+    CHECK(pass(rc, &ds) > 0);
+    CHECK_STR(hv_fake_rescue_disk(hv, U1), "/fake/" U1 "/rescue-img-a.qcow2");
+    CHECK_INT(power(hv), POWER_RUNNING);
+    CHECK_INT(rc_find(rc, U1)->generation, 6);
+
+    /* The parser: the rescue object, the actions. */
+    struct desired_set p;
+    char e2[256];
+    const char *doc = "{\"version\":1,\"instances\":[{\"uuid\":\"" U1 "\",\"name\":\"vm\","
+        "\"image\":{\"id\":\"img\"},\"generation\":2,\"action\":\"rescue\","
+        "\"rescue\":{\"image\":{\"id\":\"r1\",\"disk_format\":\"ami\",\"properties\":"
+        "{\"kernel_id\":\"k1\",\"ramdisk_id\":\"d1\",\"os_command_line\":\"console=ttyS0\"}},"
+        "\"kernel\":{\"id\":\"k1\"},\"ramdisk\":{\"id\":\"d1\"}}}]}";
+    CHECK_INT(sj_parse_desired(doc, strlen(doc), &p, e2, sizeof e2), 0);
+    if (p.n == 1) {
+        CHECK_STR(p.insts[0].action, "rescue");
+        CHECK(p.insts[0].rescue);
+        CHECK_STR(p.insts[0].rescue_image.id, "r1");
+        CHECK_STR(p.insts[0].rescue_image.os_command_line, "console=ttyS0");
+        CHECK_STR(p.insts[0].rescue_kernel.id, "k1");
+        CHECK_STR(p.insts[0].rescue_ramdisk.id, "d1");
+    }
+    desired_set_free(&p);
+    doc = "{\"version\":1,\"instances\":[{\"uuid\":\"" U1 "\",\"image\":{\"id\":\"img\"},"
+          "\"action\":\"unrescue\",\"rescue\":null}]}";
+    CHECK_INT(sj_parse_desired(doc, strlen(doc), &p, e2, sizeof e2), 0);
+    if (p.n == 1)
+        CHECK(!p.insts[0].rescue);
+    desired_set_free(&p);
+    static const char *const bad[] = {
+        "{\"version\":1,\"instances\":[{\"uuid\":\"" U1 "\",\"image\":{\"id\":\"i\"},"
+        "\"rescue\":true}]}",
+        "{\"version\":1,\"instances\":[{\"uuid\":\"" U1 "\",\"image\":{\"id\":\"i\"},"
+        "\"rescue\":{}}]}",
+        "{\"version\":1,\"instances\":[{\"uuid\":\"" U1 "\",\"image\":{\"id\":\"i\"},"
+        "\"rescue\":{\"image\":{\"id\":\"../x\"}}}]}",
+        "{\"version\":1,\"instances\":[{\"uuid\":\"" U1 "\",\"image\":{\"id\":\"i\"},"
+        "\"rescue\":{\"image\":{\"id\":\"r\",\"properties\":{\"kernel_id\":\"k\"}}}}]}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK(sj_parse_desired(bad[i], strlen(bad[i]), &p, e2, sizeof e2) < 0);
+        desired_set_free(&p);
+    }
+
+    rc_free(rc);
+    hv_close(hv);
+}
+
 int
 main(void)
 {
@@ -480,6 +635,7 @@ main(void)
     test_parse();
     test_resize_and_snapshot();
     test_rebuild();
+    test_rescue();
     test_console_tail();
     return check_exit();
 }

@@ -172,6 +172,47 @@ test_metadata(void)
     CHECK_INT(dx_metadata_generation(NULL), 0);
     free(m);
 }
+/* Rescue mode (Nova's libvirt rescue): the rescue overlay is the first
+ * disk (booted from, with the rescue image's kernel and command line),
+ * the instance's own disk the second; on Xen too. */
+static void
+test_rescue(void)
+{
+    struct inst_desired d = desired();
+    snprintf(d.image.os_command_line, sizeof d.image.os_command_line, "own-cmdline");
+    d.rescue = true;
+    snprintf(d.rescue_image.id, sizeof d.rescue_image.id, "img-rescue");
+    snprintf(d.rescue_image.os_command_line, sizeof d.rescue_image.os_command_line,
+             "console=ttyS0 rescue");
+    struct hv_create_args a = {
+        .d = &d, .inst_dir = "/i", .disk_path = "/i/disk.qcow2", .disk_format = "qcow2",
+        .rescue_disk_path = "/i/rescue.qcow2", .kernel_path = "/cache/base/rk",
+        .ramdisk_path = "/cache/base/rr", .console_log = "/i/console.log",
+    };
+    char *x = dx_domain_xml(&a, "qemu", 0);
+    const char *r = strstr(x, "<source file='/i/rescue.qcow2'/>\n      <target dev='vda' bus='virtio'/>");
+    const char *o = strstr(x, "<source file='/i/disk.qcow2'/>\n      <target dev='vdb' bus='virtio'/>");
+    CHECK(r && o && r < o);
+    CHECK(strstr(x, "<kernel>/cache/base/rk</kernel>"));
+    CHECK(strstr(x, "<cmdline>console=ttyS0 rescue</cmdline>"));
+    CHECK(!strstr(x, "own-cmdline"));
+    validate(x, "qemu rescue");
+    free(x);
+    /* A rescue image that boots from its disk. */
+    a.kernel_path = a.ramdisk_path = NULL;
+    x = dx_domain_xml(&a, "xen", 0);
+    r = strstr(x, "<source file='/i/rescue.qcow2'/>\n      <target dev='xvda' bus='xen'/>");
+    o = strstr(x, "<source file='/i/disk.qcow2'/>\n      <target dev='xvdb' bus='xen'/>");
+    CHECK(r && o && r < o);
+    validate(x, "xen rescue");
+    free(x);
+    /* Not rescued: the own disk alone, first. */
+    a.rescue_disk_path = NULL;
+    x = dx_domain_xml(&a, "qemu", 0);
+    CHECK(strstr(x, "<source file='/i/disk.qcow2'/>\n      <target dev='vda' bus='virtio'/>"));
+    CHECK(!strstr(x, "rescue.qcow2") && !strstr(x, "vdb"));
+    free(x);
+}
 
 int
 main(void)
@@ -183,5 +224,6 @@ main(void)
     test_whole_disk();
     test_xen();
     test_metadata();
+    test_rescue();
     return check_exit();
 }

@@ -1,5 +1,6 @@
 """Helpers shared by the compute tests: a Cloud with compute calls, fake
 compute hosts inserted into PostgreSQL, and nimbus-scheduler processes."""
+import atexit
 import json
 import os
 import signal
@@ -129,6 +130,61 @@ def start_agent(conf, log_path):
     wrapper = os.environ.get('NIMBUS_API_WRAPPER', '').split()
     return subprocess.Popen(wrapper + [os.path.join(nt.BUILD, 'compute-agent/nimbus-compute'),
                                        '--config', conf], stdout=log, stderr=log)
+
+
+def kill_at_exit(*procs):
+    """Kills, when the test exits, those of 'procs' still running."""
+    def kill():
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    atexit.register(kill)
+
+
+class AgentRun:
+    """A nimbus-compute started by a test (start_agent), with what tests of
+    server actions ask again and again: wait for a condition while the
+    agent lives, a server's view, its status, an action."""
+
+    def __init__(self, proc, log_path, api):
+        self.proc = proc
+        self.log_path = log_path
+        self.api = api
+
+    def log_tail(self, n=3000):
+        with open(self.log_path, 'rb') as f:
+            return f.read().decode(errors='replace')[-n:]
+
+    def wait_for(self, what, fn, timeout=20):
+        t0 = time.time()
+        v = None
+        while time.time() < t0 + timeout:
+            if self.proc.poll() is not None:
+                check(False, f'{what}: nimbus-compute exited with {self.proc.returncode}\n'
+                      + self.log_tail())
+                return None
+            v = fn()
+            if v:
+                check(True, f'{what} ({time.time() - t0:.1f}s)')
+                return v
+            time.sleep(0.1)
+        check(False, f'{what} (last: {v!r})')
+        return None
+
+    def server(self, sid, a=None):
+        st, _, b = (a or self.api).req('GET', f'/servers/{sid}')
+        return b['server'] if st == 200 else st
+
+    def status_is(self, sid, want):
+        """A condition: the server's status is 'want' with no task."""
+        def f():
+            s = self.server(sid)
+            got = s if isinstance(s, int) else (s['status'], s['OS-EXT-STS:task_state'])
+            return got == want or got == (want, None)
+        return f
+
+    def act(self, sid, body, a=None):
+        return (a or self.api).req('POST', f'/servers/{sid}/action', body)
 
 
 class Schedulers:

@@ -8,9 +8,12 @@ console tails in its observed reports); a cold resize redefines the domain
 with the new vCPUs and RAM and grows its disk, the guest boots again, and
 revertResize brings the old flavor back; createImage uploads the guest's
 disk to nimbus-image as a qcow2 snapshot, and rebuild from it gives the
-guest a new overlay of that image and boots it; a VNC console URL from the API
+guest a new overlay of that image and boots it; rescue boots a rescue image
+with the guest's own disk as its second disk (the guest prints the disks it
+sees), unrescue boots its own disk alone again; a VNC console URL from the API
 opens, through nimbus-compute's WebSocket proxy, the guest's VNC server
-(RFB handshake), and its token works once; delete removes the domain.  Exits 77 (skipped) without root, libvirtd or the test guest."""
+(RFB handshake), and its token works once; delete of a rescued guest
+removes the domain and both overlays.  Exits 77 (skipped) without root, libvirtd or the test guest."""
 import atexit
 import os
 import signal
@@ -226,6 +229,47 @@ if sid:
     x = domain_xml()
     check(kernel in x and ramdisk in x, 'booted with the image\'s kernel and ramdisk')
     wait_for('the rebuilt guest booted again', booted_again, 300)
+    # ---- Rescue: the guest boots a rescue image (an ami with the guest's
+    # kernel and ramdisk and a 96 MiB disk) with its own disk as the
+    # second disk; the guest prints the sizes of the disks it sees.
+    rescue_qcow = os.path.join(cloud.dir, 'rescue.qcow2')
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', rescue_qcow, '96M'], check=True)
+    rescue_img = upload('guest-rescue', rescue_qcow, 'ami', kernel_id=kernel,
+                        ramdisk_id=ramdisk, os_command_line='console=ttyS0 quiet')
+    rescue_disk = os.path.join(state, 'instances', sid, 'rescue.qcow2')
+    own_sectors = (2 << 30) // 512 if '"virtual-size": 2147483648' in info else (1 << 30) // 512
+
+    def last_boot():
+        out = api_console()
+        return out[out.rfind('nimbus-guest: init started'):]
+
+    ino = os.stat(disk).st_ino
+    boots = api_console().count('nimbus-guest: ready')
+    st, _, b = api.req('POST', f'/servers/{sid}/action',
+                       {'rescue': {'rescue_image_ref': rescue_img}})
+    check(st == 200 and b.get('adminPass'), f'rescue: 200 with an adminPass ({st})')
+    wait_for('rescue -> RESCUE', lambda: status(sid) == 'RESCUE', 120)
+    x = domain_xml()
+    r, o = x.find(rescue_disk), x.find(disk + "'")
+    check(0 <= r < o and "dev='vdb'" in x[o:], 'the domain boots the rescue overlay, its own disk second')
+    wait_for('the rescued guest booted', booted_again, 300)
+    lb = last_boot()
+    check('nimbus-guest: vda 196608 sectors' in lb and f'nimbus-guest: vdb {own_sectors} sectors' in lb,
+          f'it sees the 96 MiB rescue disk first and its own disk second ({lb[:400]!r})')
+    info = subprocess.run(['qemu-img', 'info', '-U', '--output=json', rescue_disk],
+                          capture_output=True, text=True).stdout
+    check(rescue_img in info, 'the rescue overlay is of the rescue image')
+    check(os.stat(disk).st_ino == ino, 'its own overlay is the same file')
+    boots = api_console().count('nimbus-guest: ready')
+    st, _, _ = api.req('POST', f'/servers/{sid}/action', {'unrescue': None})
+    check(st == 202, f'unrescue 202 ({st})')
+    wait_for('unrescue -> ACTIVE', lambda: status(sid) == 'ACTIVE', 120)
+    wait_for('the guest booted its own disk again', booted_again, 300)
+    lb = last_boot()
+    check(f'nimbus-guest: vda {own_sectors} sectors' in lb and 'vdb' not in lb,
+          f'it sees its own disk alone ({lb[:300]!r})')
+    check(not os.path.exists(rescue_disk) and rescue_disk not in domain_xml(),
+          'the rescue overlay is deleted and out of the domain')
     # ---- The VNC console through the proxy.
     st, _, b = api.req('POST', f'/servers/{sid}/action', {'os-getVNCConsole': {'type': 'novnc'}})
     url = b['console']['url'] if st == 200 else ''
@@ -251,12 +295,18 @@ if sid:
         ws_lib.send(ws, b'\n')
         ws.close()
 
+    # ---- Delete while rescued (with its own image): both overlays go.
+    st, _, _ = api.req('POST', f'/servers/{sid}/action', {'rescue': None})
+    check(st == 200, f'rescue with its own image ({st})')
+    wait_for('RESCUE', lambda: status(sid) == 'RESCUE', 120)
+    check(os.path.exists(rescue_disk) and os.path.exists(disk), 'two overlays')
     st, _, _ = api.req('DELETE', f'/servers/{sid}')
     check(st == 204, 'delete 204')
     wait_for('deleted: 404', lambda: status(sid) == 404, 120)
     names = subprocess.run(VIRSH + ['list', '--all', '--name'], capture_output=True,
                            text=True).stdout
     check('nimbus-' + sid not in names, 'the domain is gone')
+    wait_for('no overlay left', lambda: not os.path.exists(os.path.dirname(disk)), 30)
 
 if compute_lib.failures:
     print('---- agent log\n' + log_tail())
