@@ -16,6 +16,7 @@
 #ifdef NIMBUS_HAVE_CURL
 #include "channel.h"
 #include "console_proxy.h"
+#include "disk_move.h"
 #include "image_fetch_http.h"
 #endif
 #include "console_report.h"
@@ -532,6 +533,12 @@ agent_start(uv_loop_t *loop, const struct agent_config *cfg, struct agent **out,
         return r;
     }
     snap_attach(a->snap, &si);
+#ifdef NIMBUS_HAVE_CURL
+    if (!containers) {
+        si.import_disk = dmove_import;
+        si.import_ctx = a->storage;
+    }
+#endif
     if ((r = rc_new(a->hv, &si, &cfg->rc, on_event, a, &a->rc))) {
         snprintf(err, errlen, "reconciler: %s", strerror(-r));
         return r;
@@ -558,10 +565,14 @@ agent_start(uv_loop_t *loop, const struct agent_config *cfg, struct agent **out,
     if (cfg->source && !strcmp(cfg->source, "http")) {
 #ifdef NIMBUS_HAVE_CURL
         if (cfg->console_listen && cfg->console_listen[0]) {
+            char instances_dir[PATH_MAX];
+            storage_inst_dir(a->storage, "", instances_dir);
+            instances_dir[strlen(instances_dir) - 1] = 0;   /* Without the trailing '/'. */
             struct cproxy_config pc = {
                 .listen_host = cfg->console_listen, .port = cfg->console_port,
                 .public_url = cfg->console_public_url, .api_url = cfg->api_url,
                 .node = cfg->node, .node_token = cfg->node_token,
+                .instances_dir = instances_dir,
             };
             if ((r = cproxy_start(&pc, console_target, a, &a->proxy, err, errlen)))
                 return r;

@@ -173,6 +173,14 @@ rc_decide(struct rc_inst *ri, const struct inst_desired *d,
         ri->error_gen = d->generation;
         return step(RCA_NONE, false);
     }
+    if (!a && !strcmp(d->action, "migrate_out")) {
+        /* The source of a move without its guest: nothing to serve, and
+         * creating a blank one would hand the destination an empty disk. */
+        ri->state = RC_ERROR;
+        ri->error_gen = d->generation;
+        bfmt(ri->fault, sizeof ri->fault, "export: the instance is not on this node");
+        return step(RCA_NONE, false);
+    }
     if (!a) {
         ri->state = RC_BUILDING;
         return step(RCA_CREATE, d->power == POWER_RUNNING || d->power == POWER_SHUTOFF);
@@ -185,6 +193,8 @@ rc_decide(struct rc_inst *ri, const struct inst_desired *d,
             s = step(RCA_RESIZE, true);
         else if (!strcmp(d->action, "rebuild") && !fresh)
             s = step(RCA_REBUILD, true);   /* A created instance has the new image already. */
+        else if (!strcmp(d->action, "migrate_out"))
+            s = step(RCA_EXPORT, true);
         else if (!strcmp(d->action, "snapshot") &&
                  (s.action == RCA_MARK || (s.action == RCA_UNPAUSE && a->power == POWER_PAUSED)))
             s = step(RCA_SNAPSHOT, true);   /* Paused: by a snapshot a crash cut short. */
@@ -361,6 +371,29 @@ rebuild(struct reconciler *rc, const struct inst_desired *d, struct inst_actual 
     return define(rc, d, d->power == POWER_RUNNING, err, errlen);
 }
 
+/* The source of a move: the guest stops (ACPI, then forced) and its
+ * overlay is offered to the destination that shows the move's secret.
+ * Marked with the generation afterwards, so a crash repeats it all. */
+static int
+export_disk(struct reconciler *rc, const struct inst_desired *d, struct inst_actual *a,
+            char *err, size_t errlen)
+{
+    struct hypervisor *hv = rc->hv;
+    int r;
+    if (!rc->storage.export_disk) {
+        bfmt(err, errlen, "this node cannot serve disks to other nodes");
+        return -ENOTSUP;
+    }
+    if (a->power != POWER_SHUTOFF && a->power != POWER_CRASHED && a->power != POWER_NOSTATE) {
+        if ((r = hv->class->stop(hv, d->uuid, rc->cfg.stop_timeout_ms))) {
+            bfmt(err, errlen, "stop: %s", hv->err[0] ? hv->err : strerror(-r));
+            return r;
+        }
+        a->power = POWER_SHUTOFF;
+    }
+    return rc->storage.export_disk(rc->storage.ctx, d, err, errlen);
+}
+
 /* A snapshot: a running guest is paused only while its disk is copied.
  * A guest found paused while it should run was paused by a snapshot that
  * a crash cut short: it is resumed after the copy too. */
@@ -416,6 +449,15 @@ execute(struct reconciler *rc, struct rc_inst *ri, const struct inst_desired *d,
         return 0;
     case RCA_CREATE: {
         bool start = d->power != POWER_SHUTOFF;
+        if (!strcmp(d->action, "migrate_in")) {
+            /* The disk comes from the source of the move. */
+            if (!rc->storage.import_disk) {
+                bfmt(err, errlen, "this node cannot take disks from other nodes");
+                return -ENOTSUP;
+            }
+            if ((r = rc->storage.import_disk(rc->storage.import_ctx, d, err, errlen)))
+                return r;
+        }
         r = define(rc, d, start, err, errlen);
         if (r)
             return r;
@@ -439,6 +481,13 @@ execute(struct reconciler *rc, struct rc_inst *ri, const struct inst_desired *d,
             return r;
         after = d->power == POWER_RUNNING ? POWER_RUNNING : POWER_SHUTOFF;
         event = "rebuilt";
+        break;
+    case RCA_EXPORT:
+        r = export_disk(rc, d, a, err, errlen);
+        if (r)
+            return r;
+        after = POWER_SHUTOFF;
+        event = "migration-source-ready";
         break;
     case RCA_SNAPSHOT:
         r = snapshot(rc, d, a, err, errlen);
@@ -528,6 +577,11 @@ reconcile_one(struct reconciler *rc, const struct inst_desired *d, const char *u
         a = *a_in;
     enum power_state before = ri->power;
     enum rc_state state_before = ri->state;
+
+    /* The disk is served to a move's destination only while the document
+     * says so (before anything could start the guest again). */
+    if (d && strcmp(d->action, "migrate_out") && rc->storage.unexport_disk)
+        rc->storage.unexport_disk(rc->storage.ctx, uuid);
 
     /* A guest that powered itself off (or crashed) after its generation
      * was applied: reported, not undone. */

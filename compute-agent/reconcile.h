@@ -17,6 +17,11 @@
  *                              again as wanted
  *   desired, generation applied nothing: a guest that powered itself off is
  *                               reported SHUTOFF, not restarted (Nova's rule)
+ *   desired, generation newer   with action "migrate_out" (the source of a
+ *   and a move                 move): stop, serve the overlay to the
+ *                              destination; "migrate_in" (the destination,
+ *                              nothing here yet): pull the overlay from
+ *                              the source, then create as usual
  *   desired with deleted=true   destroy, remove storage
  *   not desired, present        after a grace period, destroy
  *   storage of nothing          removed (a crash between undefine and rm)
@@ -82,6 +87,7 @@ const char *rc_state_name(enum rc_state s);
     X(RESIZE, "resize")         /* Stop, grow the disk, redefine, start. */ \
     X(SNAPSHOT, "snapshot")     /* Copy the disk (paused), upload it. */   \
     X(REBUILD, "rebuild")       /* Stop, new disk from the image, redefine. */ \
+    X(EXPORT, "export")         /* Stop, serve the disk to the destination. */ \
     X(DELETE, "delete")
 
 enum rc_action {
@@ -159,6 +165,18 @@ struct rc_storage {
     int (*upload)(void *ctx, const struct inst_desired *d, char *err, size_t errlen);
     int (*wipe)(void *ctx, const struct inst_desired *d, char *err, size_t errlen);
     void *action_ctx;
+    /* Moves between nodes (optional; called with 'ctx').  export_disk: the
+     * stopped instance's overlay may be served to the destination that
+     * shows the secret whose SHA-256 is d->migration_secret;
+     * unexport_disk: no longer (idempotent, cheap: called on every pass
+     * for instances not being moved out). */
+    int (*export_disk)(void *ctx, const struct inst_desired *d, char *err, size_t errlen);
+    void (*unexport_disk)(void *ctx, const char *uuid);
+    /* import_disk (optional, called with 'import_ctx'): the overlay of a
+     * moving instance pulled from its source, checked and put on this
+     * node's cached base, before 'prepare' (which then keeps it). */
+    int (*import_disk)(void *ctx, const struct inst_desired *d, char *err, size_t errlen);
+    void *import_ctx;
 };
 
 /* What the agent reports for one instance. */

@@ -323,10 +323,31 @@ parse_instance(json_t *o, struct inst_desired *d, size_t idx, char *err, size_t 
     if ((r = get_str(o, "action", d->action, sizeof d->action, false, what, err, errlen)))
         return r;
     if (d->action[0] && strcmp(d->action, "resize") && strcmp(d->action, "snapshot") &&
-        strcmp(d->action, "rebuild")) {
-        snprintf(err, errlen, "%s: action must be \"\", \"resize\", \"snapshot\" or \"rebuild\"",
-                 what);
+        strcmp(d->action, "rebuild") && strcmp(d->action, "migrate_in") &&
+        strcmp(d->action, "migrate_out")) {
+        snprintf(err, errlen, "%s: action must be \"\", \"resize\", \"snapshot\", "
+                 "\"rebuild\", \"migrate_in\" or \"migrate_out\"", what);
         return -EINVAL;
+    }
+    /* A move: where the overlay comes from and the one-time secret
+     * (destination), or the SHA-256 of that secret (source). */
+    json_t *mig = json_object_get(o, "migration");
+    bool in = !strcmp(d->action, "migrate_in"), out = !strcmp(d->action, "migrate_out");
+    if (in || out) {
+        if (!json_is_object(mig) ||
+            (in && get_str(mig, "source_url", d->migration_url, sizeof d->migration_url, true,
+                           what, err, errlen)) ||
+            get_str(mig, in ? "secret" : "secret_sha256", d->migration_secret,
+                    sizeof d->migration_secret, true, what, err, errlen) ||
+            strlen(d->migration_secret) != 64 ||
+            strspn(d->migration_secret, "0123456789abcdef") != 64 ||
+            (in && strncmp(d->migration_url, "http://", 7) &&
+             strncmp(d->migration_url, "https://", 8))) {
+            snprintf(err, errlen, "%s: a move needs migration.%s", what,
+                     in ? "source_url (http) and secret (64 hex digits)"
+                        : "secret_sha256 (64 hex digits)");
+            return -EINVAL;
+        }
     }
     json_t *snap = json_object_get(o, "snapshot");
     if (!strcmp(d->action, "snapshot") &&

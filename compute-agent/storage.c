@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +85,65 @@ probe_format(const char *path, char *fmt, size_t len, char *err, size_t errlen)
     return 0;
 }
 
+int
+storage_base(struct storage *s, const struct inst_desired *d, char base[PATH_MAX],
+             char fmt[8], char *err, size_t errlen)
+{
+    const struct inst_image *img = &d->image;
+    int r = img_cache_base(s->cache, img, base, err, errlen);
+    if (r)
+        return r;
+    if (!strcmp(img->disk_format, "qcow2") || !strcmp(img->disk_format, "raw")) {
+        bfmt(fmt, 8, "%s", img->disk_format);
+        return 0;
+    }
+    return probe_format(base, fmt, 8, err, errlen);
+}
+
+/* The mark that lets the console proxy serve a stopped instance's overlay
+ * to a move's destination: <instance dir>/migration.export holding the
+ * SHA-256 (hex) of the move's secret, written whole or not at all. */
+static int
+st_export(void *ctx, const struct inst_desired *d, char *err, size_t errlen)
+{
+    struct storage *s = ctx;
+    if (!uuid_ok(d->uuid)) {
+        bfmt(err, errlen, "invalid uuid '%s'", d->uuid);
+        return -EINVAL;
+    }
+    char dir[PATH_MAX], tmp[PATH_MAX + 32], path[PATH_MAX + 32];
+    storage_inst_dir(s, d->uuid, dir);
+    bfmt(tmp, sizeof tmp, "%s/" STORAGE_EXPORT_FILE ".tmp", dir);
+    bfmt(path, sizeof path, "%s/" STORAGE_EXPORT_FILE, dir);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        int r = -errno;
+        bfmt(err, errlen, "%s: %s", tmp, strerror(-r));
+        return r;
+    }
+    size_t n = strlen(d->migration_secret);
+    bool ok = write(fd, d->migration_secret, n) == (ssize_t)n && fsync(fd) == 0;
+    close(fd);
+    if (!ok || rename(tmp, path) < 0) {
+        int r = errno ? -errno : -EIO;
+        unlink(tmp);
+        bfmt(err, errlen, "%s: %s", path, strerror(-r));
+        return r;
+    }
+    return 0;
+}
+
+static void
+st_unexport(void *ctx, const char *uuid)
+{
+    struct storage *s = ctx;
+    if (!uuid_ok(uuid))
+        return;
+    char path[PATH_MAX + 32];
+    bfmt(path, sizeof path, "%s/%s/" STORAGE_EXPORT_FILE, s->root, uuid);
+    unlink(path);
+}
+
 static int
 st_prepare(void *ctx, const struct inst_desired *d, struct rc_prepared *p,
            char *err, size_t errlen)
@@ -119,11 +179,7 @@ st_prepare(void *ctx, const struct inst_desired *d, struct rc_prepared *p,
             return r;
     }
     char base[PATH_MAX], fmt[8];
-    if ((r = img_cache_base(s->cache, img, base, err, errlen)))
-        return r;
-    if (!strcmp(img->disk_format, "qcow2") || !strcmp(img->disk_format, "raw"))
-        bfmt(fmt, sizeof fmt, "%s", img->disk_format);
-    else if ((r = probe_format(base, fmt, sizeof fmt, err, errlen)))
+    if ((r = storage_base(s, d, base, fmt, err, errlen)))
         return r;
     bfmt(p->disk, sizeof p->disk, "%s/disk.qcow2", p->inst_dir);
     bfmt(p->disk_format, sizeof p->disk_format, "qcow2");
@@ -191,7 +247,8 @@ struct rc_storage
 storage_interface(struct storage *s)
 {
     return (struct rc_storage){ .prepare = st_prepare, .remove = st_remove,
-                                .list = st_list, .ctx = s };
+                                .list = st_list, .export_disk = st_export,
+                                .unexport_disk = st_unexport, .ctx = s };
 }
 
 int
