@@ -1,0 +1,299 @@
+"""Moving servers between hosts, end to end with two fake-hypervisor agents
+(nimbus-api + nimbus-scheduler + two nimbus-compute, real image caches and
+qcow2 overlays, base image from nimbus-image; docs/compute.md "Moving
+servers between hosts").
+
+- migrate (admin) -> VERIFY_RESIZE on the other host; the overlay's bytes
+  (a marker written into it on the source) arrived on the destination,
+  which points it at its own cached base; both hosts hold the flavor until
+  revertResize (back on the source, the destination's copy and usage gone)
+  or confirmResize (the source's copy and usage gone); migration rows and
+  GET /os-migrations (admin only, filters); `openstack server migration
+  list`; a stopped server stays stopped.
+- resize when the current host is full goes to the other host (the disk
+  grows to the new flavor there).
+- no valid host -> 400 and nothing changed; members get 403; another
+  project 404; the disk endpoint refuses a wrong secret.
+- evacuate: 409 while the host is alive; onSharedStorage true -> 400; with
+  the host forced down the server is rebuilt on the other host (ACTIVE),
+  the source's usage is released, and the source agent, still running,
+  deletes its now-foreign copy after its grace period."""
+import atexit
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import compute_lib
+from compute_lib import NET, Compute, Schedulers, check, done, sql
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'image'))
+from image_test import ImageCloud  # noqa: E402
+
+NODES = ('mig-node-a', 'mig-node-b')
+
+cloud = ImageCloud()
+compute_lib.seed(cloud)
+tok, body = cloud.token()
+admin_project = body['token']['project']['id']
+api = Compute(cloud, tok)
+for r in ('instances', 'cores', 'ram'):
+    sql(cloud, f"INSERT INTO quotas VALUES ('{admin_project}', '{r}', -1)")
+sql(cloud, "INSERT INTO flavors (id, name, vcpus, ram, disk) VALUES "
+           "('r2', 'r2.small', 2, 1024, 2)")
+
+data = bytes(range(256)) * 4096        # 1 MiB raw base image
+IMAGE = cloud.create_image(tok, name='blank', min_ram=0)['id']
+st, _ = cloud.upload(tok, IMAGE, data)
+check(st == 204, f'base image uploaded ({st})')
+
+agents, logs, states = {}, {}, {}
+for n in NODES:
+    tf = os.path.join(cloud.dir, f'{n}.token')
+    cloud.manage('node', 'add', n, '--output', tf)
+    states[n] = os.path.join(cloud.dir, f'state-{n}')
+    conf = compute_lib.write_agent_conf(cloud, n, tf, state_dir=states[n], console=True)
+    logs[n] = os.path.join(cloud.dir, f'agent-{n}.log')
+    agents[n] = compute_lib.start_agent(conf, logs[n])
+scheds = Schedulers(cloud, 1)
+
+
+def cleanup():
+    for p in list(agents.values()) + scheds.procs:
+        if p.poll() is None:
+            p.kill()
+
+
+atexit.register(cleanup)
+
+
+def log_tail(n):
+    with open(logs[n], 'rb') as f:
+        return f.read().decode(errors='replace')[-3000:]
+
+
+def wait_for(what, fn, timeout=30):
+    t0 = time.time()
+    v = None
+    while time.time() < t0 + timeout:
+        for n, p in agents.items():
+            if p.poll() is not None:
+                check(False, f'{what}: nimbus-compute {n} exited with {p.returncode}\n'
+                      + log_tail(n))
+                return None
+        v = fn()
+        if v:
+            check(True, f'{what} ({time.time() - t0:.1f}s)')
+            return v
+        time.sleep(0.1)
+    check(False, f'{what} (last: {v!r})\n' + ''.join(log_tail(n)[-1500:] for n in NODES))
+    return None
+
+
+def server(sid, a=None):
+    st, _, b = (a or api).req('GET', f'/servers/{sid}')
+    return b['server'] if st == 200 else st
+
+
+def status_is(sid, want):
+    def f():
+        s = server(sid)
+        got = s if isinstance(s, int) else (s['status'], s['OS-EXT-STS:task_state'])
+        return got == want or got == (want, None)
+    return f
+
+
+def act(sid, body, a=None):
+    return (a or api).req('POST', f'/servers/{sid}/action', body)
+
+
+def used(n):
+    return sql(cloud, f"""SELECT vcpus_used || '/' || memory_mb_used || '/' || local_gb_used
+                          FROM compute_nodes WHERE hypervisor_hostname = '{n}'""")
+
+
+def host_of(sid):
+    return server(sid)['OS-EXT-SRV-ATTR:hypervisor_hostname']
+
+
+def other(n):
+    return NODES[1] if n == NODES[0] else NODES[0]
+
+
+def disk(n, sid):
+    return os.path.join(states[n], 'instances', sid, 'disk.qcow2')
+
+
+def qemu_info(path):
+    r = subprocess.run(['qemu-img', 'info', '-U', '--output=json', path],
+                       capture_output=True, text=True)
+    return json.loads(r.stdout) if r.returncode == 0 else {}
+
+
+def marker_reads(path, pattern):
+    r = subprocess.run(['qemu-io', '-r', '-U', '-f', 'qcow2', '-c',
+                        f'read -P {pattern} 1M 64k', path], capture_output=True, text=True)
+    return r.returncode == 0 and 'Pattern verification failed' not in r.stdout + r.stderr
+
+
+def migration(sid):
+    st, _, b = api.req('GET', f'/os-migrations?instance_uuid={sid}')
+    return b['migrations'][0] if st == 200 and b['migrations'] else None
+
+
+wait_for('both agents register with their console URL', lambda: sql(cloud, """SELECT count(*)
+    FROM agent_nodes WHERE console_url IS NOT NULL""") == '2')
+
+# ---- Members and other projects.
+pid_b, tok_b = compute_lib.make_project(cloud, tok, 'mig-b')
+B = Compute(cloud, tok_b)
+st, _, b = api.req('POST', '/servers', {'server': {'name': 'vm1', 'imageRef': IMAGE,
+                                                  'flavorRef': '1', 'networks': [{'uuid': NET}]}})
+check(st == 202, f'server create 202 ({st} {b})')
+sid = b['server']['id']
+wait_for('vm1 ACTIVE', status_is(sid, 'ACTIVE'))
+src = host_of(sid)
+dst = other(src)
+base_src = {n: used(n) for n in NODES}
+check(act(sid, {'migrate': None}, B)[0] == 403, 'a member cannot migrate (403)')
+check(act(sid, {'confirmResize': None}, B)[0] == 404, "another project's server: 404")
+check(B.req('GET', '/os-migrations')[0] == 403, 'a member cannot list migrations (403)')
+
+# ---- A marker written into the source's overlay (outside the base's
+# bytes), to be read back on the destination.
+r = subprocess.run(['qemu-io', '-f', 'qcow2', '-c', 'write -P 0x5a 1M 64k',
+                    disk(src, sid)], capture_output=True, text=True)
+check(r.returncode == 0, f'marker written into the source overlay ({r.stderr[-200:]})')
+
+# ---- Migrate, revert.
+st, _, b = act(sid, {'migrate': None})
+check(st == 202, f'migrate accepted ({st} {b})')
+s = server(sid)
+check(s['status'] == 'RESIZE' and s['OS-EXT-STS:task_state'] in ('resize_migrating', 'resize_migrated'),
+      f'RESIZE right after ({s["status"]}, {s["OS-EXT-STS:task_state"]})')
+wait_for('migrate -> VERIFY_RESIZE', status_is(sid, 'VERIFY_RESIZE'))
+check(host_of(sid) == dst, f'the server is on the other host now ({host_of(sid)})')
+check(used(dst) != base_src[dst] and used(src) == base_src[src],
+      f'both hosts hold the flavor while unconfirmed ({used(src)} {used(dst)})')
+info = qemu_info(disk(dst, sid))
+check(info.get('backing-filename', '').startswith(os.path.join(states[dst], 'images')),
+      f"the destination's overlay sits on its own cached base ({info.get('backing-filename')})")
+check(marker_reads(disk(dst, sid), '0x5a'), "the marker written on the source is in the destination's overlay")
+check(not os.path.exists(disk(dst, sid) + '.part'), 'no partial file left')
+m = migration(sid)
+check(m and m['status'] == 'finished' and m['source_compute'] == src and m['dest_compute'] == dst
+      and m['source_node'] == src and m['dest_node'] == dst and m['old_instance_type_id'] == 1
+      and m['new_instance_type_id'] == 1 and m['created_at'] and m['updated_at'] and 'id' in m,
+      f'GET /os-migrations shows the finished migration ({m})')
+secret = sql(cloud, f"SELECT coalesce(disk_secret, 'none') FROM migrations WHERE instance_uuid = '{sid}'")
+check(secret == 'none', 'the one-time secret is gone once the disk moved')
+st, _, b = act(sid, {'revertResize': None})
+check(st == 202, f'revertResize accepted ({st} {b})')
+wait_for('revert -> ACTIVE', status_is(sid, 'ACTIVE'))
+check(host_of(sid) == src, 'back on the source')
+wait_for("the destination's copy is deleted", lambda: not os.path.exists(os.path.dirname(disk(dst, sid))))
+check(used(dst) == base_src[dst] and used(src) == base_src[src],
+      f'the destination gave its usage back ({used(src)} {used(dst)})')
+check(marker_reads(disk(src, sid), '0x5a'), "the source's overlay is untouched")
+wait_for('migration reverted', lambda: (migration(sid) or {}).get('status') == 'reverted')
+check(sql(cloud, f"SELECT count(*) FROM instances WHERE uuid = '{sid}' AND move_held_node IS NULL") == '1',
+      'nothing held any more')
+
+# ---- The disk endpoint of an agent refuses what is not a move's.
+url = sql(cloud, f"SELECT console_url FROM agent_nodes WHERE name = '{src}'")
+req = urllib.request.Request(f'{url}/migration/{sid}/disk',
+                             headers={'X-Nimbus-Migration-Secret': 'ab' * 32})
+try:
+    urllib.request.urlopen(req, timeout=10)
+    check(False, 'the disk endpoint answers a wrong secret')
+except urllib.error.HTTPError as e:
+    check(e.code in (403, 409), f'the disk endpoint refuses a guessed secret ({e.code})')
+
+# ---- Migrate a stopped server, confirm.
+check(act(sid, {'os-stop': None})[0] == 202, 'os-stop')
+wait_for('SHUTOFF', status_is(sid, 'SHUTOFF'))
+check(act(sid, {'migrate': None})[0] == 202, 'migrate a stopped server')
+wait_for('VERIFY_RESIZE', status_is(sid, 'VERIFY_RESIZE'))
+check(server(sid)['OS-EXT-STS:power_state'] == 4, 'still powered off on the destination')
+st, _, _ = act(sid, {'confirmResize': None})
+check(st == 204, f'confirmResize 204 ({st})')
+check(status_is(sid, 'SHUTOFF')() and host_of(sid) == dst, 'SHUTOFF on the destination')
+check((used(src), used(dst)) == (base_src[dst], base_src[src]),
+      f'the source gave its usage back ({used(src)} {used(dst)})')
+wait_for("the source's copy is deleted", lambda: not os.path.exists(os.path.dirname(disk(src, sid))))
+check(marker_reads(disk(dst, sid), '0x5a'), 'the marker made it through the confirmed move')
+check((migration(sid) or {}).get('status') == 'confirmed', 'migration confirmed')
+check(act(sid, {'os-start': None})[0] == 202, 'os-start')
+wait_for('ACTIVE on the destination', status_is(sid, 'ACTIVE'))
+src, dst = dst, src
+
+# ---- Resize to another host when this one is full.
+full = sql(cloud, f"SELECT memory_mb FROM compute_nodes WHERE hypervisor_hostname = '{src}'")
+sql(cloud, f"UPDATE compute_nodes SET ram_allocation_ratio = 1.0, memory_mb_used = memory_mb - 400 "
+           f"WHERE hypervisor_hostname = '{src}'")
+st, _, b = act(sid, {'resize': {'flavorRef': 'r2'}})
+check(st == 202, f'resize with the current host full is accepted ({st} {b})')
+wait_for('resize -> VERIFY_RESIZE on the other host', status_is(sid, 'VERIFY_RESIZE'))
+check(host_of(sid) == dst and server(sid)['flavor']['id'] == 'r2',
+      f'on the other host with the new flavor ({host_of(sid)})')
+check(qemu_info(disk(dst, sid)).get('virtual-size') == 2 << 30, "the disk grew to the new flavor's 2 GiB")
+m = migration(sid)
+check(m and m['status'] == 'finished' and m['new_instance_type_id'] is None, f'a resize row ({m})')
+check(act(sid, {'confirmResize': None})[0] == 204, 'confirmResize')
+sql(cloud, f"UPDATE compute_nodes SET memory_mb_used = 0, ram_allocation_ratio = 1.5 "
+           f"WHERE hypervisor_hostname = '{src}'")
+src, dst = dst, src
+
+# ---- No valid host: nothing changes.
+sql(cloud, f"UPDATE compute_nodes SET disabled = true WHERE hypervisor_hostname = '{dst}'")
+before = (used(src), used(dst))
+st, _, b = act(sid, {'migrate': None})
+check(st == 400 and 'No valid host was found' in str(b), f'no other enabled host -> 400 ({st} {b})')
+s = server(sid)
+check((s['status'], s['OS-EXT-STS:task_state'], host_of(sid)) == ('ACTIVE', None, src)
+      and (used(src), used(dst)) == before, 'the server and the hosts are as they were')
+sql(cloud, f"UPDATE compute_nodes SET disabled = false WHERE hypervisor_hostname = '{dst}'")
+
+# ---- Evacuate.
+st, _, b = act(sid, {'evacuate': {'onSharedStorage': False}})
+check(st == 409 and f'Compute service of {src} is still in use' in str(b),
+      f'evacuate while the host is alive -> 409 ({st} {b})')
+st, _, b = api.req('PUT', '/os-services/force-down', {'host': src, 'binary': 'nova-compute',
+                                                      'forced_down': True})
+check(st == 200, f'host forced down ({st} {b})')
+st, _, b = act(sid, {'evacuate': {'onSharedStorage': True}})
+check(st == 400 and 'shared' in str(b), f'onSharedStorage true -> 400 ({st} {b})')
+check(act(sid, {'evacuate': {'onSharedStorage': False}}, B)[0] == 403, 'a member cannot evacuate')
+st, _, b = act(sid, {'evacuate': {'onSharedStorage': False}})
+check(st == 200 and 'adminPass' in b, f'evacuate accepted ({st} {b})')
+wait_for('evacuate -> ACTIVE on the other host',
+         lambda: status_is(sid, 'ACTIVE')() and host_of(sid) == dst)
+check(used(src) == '0/0/0', f"the dead host's usage is released ({used(src)})")
+wait_for('evacuation done', lambda: (migration(sid) or {}).get('status') == 'done')
+check((migration(sid) or {}).get('dest_compute') == dst, 'the evacuation row names the destination')
+wait_for("the source agent deletes its now-foreign copy after its grace period",
+         lambda: not os.path.exists(os.path.dirname(disk(src, sid))), timeout=60)
+check('orphan-deleted' in log_tail(src) or 'deleted' in log_tail(src), 'the source agent says so')
+
+# ---- The list, its filters, and the openstack client.
+st, _, b = api.req('GET', '/os-migrations')
+types = sorted(m['status'] for m in b['migrations'])
+check(st == 200 and len(b['migrations']) == 4 and types == ['confirmed', 'confirmed', 'done', 'reverted'],
+      f'GET /os-migrations: every move ({types})')
+st, _, b = api.req('GET', '/os-migrations?status=reverted')
+check(st == 200 and [m['status'] for m in b['migrations']] == ['reverted'], 'filter status')
+st, _, b = api.req('GET', f'/os-migrations?host={NODES[0]}')
+check(st == 200 and len(b['migrations']) == 4, 'filter host (source or destination)')
+OSC = '/usr/bin/openstack'
+if os.path.exists(OSC):
+    env = {k: v for k, v in os.environ.items() if not k.startswith('OS_')}
+    env.update(OS_CLIENT_CONFIG_FILE=cloud.clouds_yaml(), OS_CLOUD='test')
+    r = subprocess.run([OSC, 'server', 'migration', 'list', '-f', 'json'], env=env,
+                       capture_output=True, text=True, timeout=120)
+    rows = json.loads(r.stdout) if r.returncode == 0 else []
+    check(len(rows) == 4 and all(x['Server UUID'] == sid for x in rows),
+          f'openstack server migration list (2.1) ({r.returncode} {r.stderr[-300:]})')
+done()
