@@ -174,7 +174,8 @@ rc_decide(struct rc_inst *ri, const struct inst_desired *d,
         return step(RCA_NONE, false);
     }
     if (!a && !strcmp(d->action, "migrate_out")) {
-        /* The source of a move without its guest: nothing to serve, and
+        /* The source of a move without its guest and without an export
+         * of this generation (the caller checks): nothing to serve, and
          * creating a blank one would hand the destination an empty disk. */
         ri->state = RC_ERROR;
         ri->error_gen = d->generation;
@@ -194,7 +195,7 @@ rc_decide(struct rc_inst *ri, const struct inst_desired *d,
         else if (!strcmp(d->action, "rebuild") && !fresh)
             s = step(RCA_REBUILD, true);   /* A created instance has the new image already. */
         else if (!strcmp(d->action, "migrate_out"))
-            s = step(RCA_EXPORT, true);
+            s = step(RCA_EXPORT, false);   /* The guest is undefined: no mark. */
         else if (!strcmp(d->action, "snapshot") &&
                  (s.action == RCA_MARK || (s.action == RCA_UNPAUSE && a->power == POWER_PAUSED)))
             s = step(RCA_SNAPSHOT, true);   /* Paused: by a snapshot a crash cut short. */
@@ -371,9 +372,11 @@ rebuild(struct reconciler *rc, const struct inst_desired *d, struct inst_actual 
     return define(rc, d, d->power == POWER_RUNNING, err, errlen);
 }
 
-/* The source of a move: the guest stops (ACPI, then forced) and its
- * overlay is offered to the destination that shows the move's secret.
- * Marked with the generation afterwards, so a crash repeats it all. */
+/* The source of a move: the guest stops (ACPI, then forced), its overlay
+ * is offered to the destination that shows the move's secret (the export
+ * mark records the generation), and the guest is undefined, its disk
+ * kept.  A crash before the mark repeats it all; after it, the export
+ * stands and only the undefine is repeated. */
 static int
 export_disk(struct reconciler *rc, const struct inst_desired *d, struct inst_actual *a,
             char *err, size_t errlen)
@@ -391,7 +394,14 @@ export_disk(struct reconciler *rc, const struct inst_desired *d, struct inst_act
         }
         a->power = POWER_SHUTOFF;
     }
-    return rc->storage.export_disk(rc->storage.ctx, d, err, errlen);
+    if (!rc->storage.exported || rc->storage.exported(rc->storage.ctx, d->uuid) < d->generation)
+        if ((r = rc->storage.export_disk(rc->storage.ctx, d, err, errlen)))
+            return r;
+    if ((r = hv->class->destroy(hv, d->uuid))) {
+        bfmt(err, errlen, "undefine: %s", hv->err[0] ? hv->err : strerror(-r));
+        return r;
+    }
+    return 0;
 }
 
 /* A snapshot: a running guest is paused only while its disk is copied.
@@ -486,9 +496,12 @@ execute(struct reconciler *rc, struct rc_inst *ri, const struct inst_desired *d,
         r = export_disk(rc, d, a, err, errlen);
         if (r)
             return r;
-        after = POWER_SHUTOFF;
-        event = "migration-source-ready";
-        break;
+        *present = false;
+        ri->generation = d->generation;
+        ri->state = RC_STOPPED;
+        ri->power = POWER_SHUTOFF;
+        emit(rc, uuid, "migration-source-ready", NULL);
+        return 0;
     case RCA_SNAPSHOT:
         r = snapshot(rc, d, a, err, errlen);
         if (r)
@@ -582,6 +595,17 @@ reconcile_one(struct reconciler *rc, const struct inst_desired *d, const char *u
      * says so (before anything could start the guest again). */
     if (d && strcmp(d->action, "migrate_out") && rc->storage.unexport_disk)
         rc->storage.unexport_disk(rc->storage.ctx, uuid);
+    /* The source of a move, done: the guest undefined, its disk exported
+     * for this generation.  Reported stopped at the generation. */
+    if (d && !d->deleted && !present && !strcmp(d->action, "migrate_out") &&
+        rc->storage.exported && rc->storage.exported(rc->storage.ctx, uuid) >= d->generation) {
+        ri->state = RC_STOPPED;
+        ri->power = POWER_SHUTOFF;
+        ri->generation = d->generation;
+        ri->fault[0] = 0;
+        ri->seen_desired = true;
+        return;
+    }
 
     /* A guest that powered itself off (or crashed) after its generation
      * was applied: reported, not undone. */
@@ -602,7 +626,10 @@ reconcile_one(struct reconciler *rc, const struct inst_desired *d, const char *u
         char err[256];
         st->actions++;
         int r = execute(rc, ri, d, &a, &present, s, err, sizeof err);
-        if (r == -EAGAIN && d && !d->deleted) {
+        /* -EEXIST on a create: another node's copy of this instance still
+         * holds its uuid on a hypervisor both nodes share (a move's
+         * other end, about to undefine it): wait as for a port. */
+        if ((r == -EAGAIN || (r == -EEXIST && s.action == RCA_CREATE)) && d && !d->deleted) {
             /* Not a failure: the network agent has not made a device yet. */
             st->actions--;
             bfmt(ri->fault, sizeof ri->fault, "%s", err);
@@ -633,6 +660,8 @@ reconcile_one(struct reconciler *rc, const struct inst_desired *d, const char *u
             }
             break;
         }
+        if (s.action == RCA_EXPORT)
+            break;
         if (s.action == RCA_DELETE) {
             ri->state = RC_DELETED;
             ri->power = POWER_NOSTATE;

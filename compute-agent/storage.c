@@ -102,7 +102,8 @@ storage_base(struct storage *s, const struct inst_desired *d, char base[PATH_MAX
 
 /* The mark that lets the console proxy serve a stopped instance's overlay
  * to a move's destination: <instance dir>/migration.export holding the
- * SHA-256 (hex) of the move's secret, written whole or not at all. */
+ * SHA-256 (hex) of the move's secret and, on a second line, the
+ * generation of the export, written whole or not at all. */
 static int
 st_export(void *ctx, const struct inst_desired *d, char *err, size_t errlen)
 {
@@ -121,8 +122,10 @@ st_export(void *ctx, const struct inst_desired *d, char *err, size_t errlen)
         bfmt(err, errlen, "%s: %s", tmp, strerror(-r));
         return r;
     }
-    size_t n = strlen(d->migration_secret);
-    bool ok = write(fd, d->migration_secret, n) == (ssize_t)n && fsync(fd) == 0;
+    char text[128];
+    int n = snprintf(text, sizeof text, "%s\n%llu\n", d->migration_secret,
+                     (unsigned long long)d->generation);
+    bool ok = n > 0 && write(fd, text, (size_t)n) == n && fsync(fd) == 0;
     close(fd);
     if (!ok || rename(tmp, path) < 0) {
         int r = errno ? -errno : -EIO;
@@ -131,6 +134,25 @@ st_export(void *ctx, const struct inst_desired *d, char *err, size_t errlen)
         return r;
     }
     return 0;
+}
+
+static uint64_t
+st_exported(void *ctx, const char *uuid)
+{
+    struct storage *s = ctx;
+    if (!uuid_ok(uuid))
+        return 0;
+    char path[PATH_MAX + 32], text[128];
+    bfmt(path, sizeof path, "%s/%s/" STORAGE_EXPORT_FILE, s->root, uuid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n < 66)
+        return 0;
+    text[n] = 0;
+    return strtoull(text + 65, NULL, 10);
 }
 
 static void
@@ -248,6 +270,7 @@ storage_interface(struct storage *s)
 {
     return (struct rc_storage){ .prepare = st_prepare, .remove = st_remove,
                                 .list = st_list, .export_disk = st_export,
+                                .exported = st_exported,
                                 .unexport_disk = st_unexport, .ctx = s };
 }
 

@@ -27,6 +27,7 @@ struct fstore {
     /* Moves: exported[] the uuid whose disk is served ("" none) and the
      * secret hash it was exported with; import_eagain: answers left. */
     char exported[37], export_secret[65];
+    uint64_t export_gen;
     int exports, unexports, imports, import_eagain;
     int prepares_at_import;
 };
@@ -40,7 +41,15 @@ fs_export(void *ctx, const struct inst_desired *d, char *err, size_t len)
     s->exports++;
     snprintf(s->exported, sizeof s->exported, "%s", d->uuid);
     snprintf(s->export_secret, sizeof s->export_secret, "%s", d->migration_secret);
+    s->export_gen = d->generation;
     return 0;
+}
+
+static uint64_t
+fs_exported(void *ctx, const char *uuid)
+{
+    struct fstore *s = ctx;
+    return !strcmp(s->exported, uuid) ? s->export_gen : 0;
 }
 
 static void
@@ -161,6 +170,7 @@ world_init(struct world *w)
     w->st = (struct rc_storage){ fs_prepare, fs_remove, fs_list, &w->fs };
     w->st.export_disk = fs_export;
     w->st.unexport_disk = fs_unexport;
+    w->st.exported = fs_exported;
     w->st.import_disk = fs_import;
     w->st.import_ctx = &w->fs;
     w->cfg = (struct rc_config){ .grace_ms = 60000, .max_attempts = 3, .stop_timeout_ms = 1000 };
@@ -374,10 +384,17 @@ test_orphan_grace_and_foreign(void)
     CHECK(!fs_has(&w.fs, U1));
     CHECK(strstr(events, "11111111:orphan-deleted"));
 
-    /* The foreign instance survived everything, even being desired. */
+    /* The foreign instance survived everything, even being desired.  A
+     * create that finds another's instance with the uuid waits (on a
+     * hypervisor two nodes share, a move's other end is undefining it),
+     * then, after the port wait, gives up: ERROR. */
     add(&w, UF, POWER_SHUTOFF, 1);
     for (int i = 0; i < 5; i++)
         pass(&w, 200000 + (uint64_t)i * 1000);
+    CHECK_INT(state(&w, UF), RC_BUILDING);
+    CHECK(hv_fake_foreign_intact(w.hv, UF));
+    pass(&w, 200000 + 120000);
+    pass(&w, 200000 + 120000 + 1000);
     CHECK_INT(state(&w, UF), RC_ERROR);
     w.ds.n = 0;
     pass(&w, 1000000);
@@ -386,9 +403,10 @@ test_orphan_grace_and_foreign(void)
     world_free(&w);
 }
 
-/* A cold move.  The source (U1) stops its guest and exports the disk
- * once, keeps it stopped and exported while the document says
- * "migrate_out", and on revert unexports before starting it again.  A
+/* A cold move.  The source (U1) stops its guest, exports the disk once
+ * and undefines the guest (the disk stays), reports it stopped at the
+ * generation while the document says "migrate_out", and on revert
+ * unexports and defines it again from its disk, running.  A
  * source without the guest goes ERROR rather than create a blank one.  The
  * destination (U2) imports the disk before preparing and defining it, and
  * waits (not a failure) while the source is not ready. */
@@ -406,7 +424,8 @@ test_moves(void)
     memset(d->migration_secret, 'a', 64);
     events[0] = 0;
     pass(&w, 2000);
-    CHECK_INT(hv_power(&w, U1), POWER_SHUTOFF);
+    CHECK_INT(hv_power(&w, U1), POWER_NOSTATE);   /* Undefined... */
+    CHECK(fs_has(&w.fs, U1));                      /* ...its disk kept. */
     CHECK_INT(w.fs.exports, 1);
     CHECK_STR(w.fs.exported, U1);
     CHECK(w.fs.export_secret[0] == 'a' && strlen(w.fs.export_secret) == 64);
@@ -416,11 +435,20 @@ test_moves(void)
     CHECK_INT(w.fs.exports, 1);              /* Once per generation. */
     CHECK_STR(w.fs.exported, U1);            /* Still served. */
     CHECK_INT(state(&w, U1), RC_STOPPED);
-    /* A restart (kill -9) re-exports nothing: the generation is marked. */
+    CHECK(fs_has(&w.fs, U1));
+    /* A restart (kill -9) re-exports nothing: the export is marked. */
     world_restart(&w);
     pass(&w, 5000);
     CHECK_INT(w.fs.exports, 1);
     CHECK_STR(w.fs.exported, U1);
+    CHECK_INT(state(&w, U1), RC_STOPPED);
+    CHECK(fs_has(&w.fs, U1));
+    struct rc_observed *obs = NULL;
+    size_t n_obs = 0;
+    CHECK_INT(rc_observed(w.rc, &obs, &n_obs), 0);
+    CHECK(n_obs == 1 && obs[0].state == RC_STOPPED && obs[0].generation == 2);
+    free(obs);
+    int prepares_before = w.fs.prepares;
     /* Revert: no longer served, and running again. */
     d->generation = 3;
     d->power = POWER_RUNNING;
@@ -429,6 +457,7 @@ test_moves(void)
     CHECK_INT(w.fs.unexports, 1);
     CHECK(!w.fs.exported[0]);
     CHECK_INT(hv_power(&w, U1), POWER_RUNNING);
+    CHECK_INT(w.fs.prepares, prepares_before + 1);   /* Defined again from its disk. */
 
     /* The source lost its guest: ERROR, nothing created. */
     int prepares = w.fs.prepares;
