@@ -366,6 +366,8 @@ node_facts(struct agent *a)
                           "ram_mb", (json_int_t)ram_mb, "disk_gb", (json_int_t)disk_gb);
     if (j && a->proxy)
         json_object_set_new(j, "console_url", json_string(cproxy_url(a->proxy)));
+    if (j && a->cfg.migration_uri && a->cfg.migration_uri[0])
+        json_object_set_new(j, "libvirt_uri", json_string(a->cfg.migration_uri));
     char *s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(j);
     return s;

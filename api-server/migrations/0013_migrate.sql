@@ -570,3 +570,24 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
        AND (p_status IS NULL OR m.status = p_status)
        AND (p_instance IS NULL OR m.instance_uuid::text = lower(p_instance))
 $$;
+
+-- ---- Live migration (not carried out yet; docs/compute.md): each node's
+-- libvirt URI as the other nodes reach it, registered by its agent
+-- ([hypervisor] migration_uri), like console_url.
+ALTER TABLE agent_nodes ADD COLUMN libvirt_uri text;
+
+ALTER FUNCTION compute_agent_register(text, text, jsonb) RENAME TO compute_agent_register_pre_migrate;
+
+CREATE FUNCTION compute_agent_register(p_node text, p_token text, d jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE r jsonb := compute_agent_register_pre_migrate(p_node, p_token, d);
+BEGIN
+    IF (r->>'code')::int = 200 THEN
+        UPDATE agent_nodes SET libvirt_uri = CASE
+            WHEN d->>'libvirt_uri' ~
+                 '^(qemu|xen)(\+(tcp|tls|ssh))?://[]A-Za-z0-9.:@_[-]{1,200}/system(\?[A-Za-z0-9=&/._-]{0,200})?$'
+            THEN d->>'libvirt_uri' END
+         WHERE name = p_node;
+    END IF;
+    RETURN r;
+END $$;

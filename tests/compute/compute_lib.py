@@ -89,7 +89,8 @@ def make_project(cloud, admin_token, name):
 
 
 def write_agent_conf(cloud, node, token_file, state_dir=None, hypervisor='fake',
-                     console=False, agent_extra='', source_extra='poll_wait = 20\nheartbeat = 1\n'):
+                     console=False, agent_extra='', source_extra='poll_wait = 20\nheartbeat = 1\n',
+                     hv_extra=''):
     """The configuration of a nimbus-compute of node 'node' talking to the
     cloud's agent channel with the credential in 'token_file' and fetching
     images from its nimbus-image (cloud.image_port); returns its path."""
@@ -108,7 +109,7 @@ listen = 127.0.0.1
 port = 0
 {agent_extra}{console_section}[hypervisor]
 type = {hypervisor}
-[source]
+{hv_extra}[source]
 type = http
 api_url = {cloud.url('compute', '/agent/v1')}
 node_token_file = {token_file}
