@@ -191,6 +191,17 @@ BEGIN
         p_uuid));
 END $$;
 
+-- A cold move needs the source's agent to serve the disk: its console
+-- proxy's listener (docs/compute-agent.md).  NULL when it can, else the
+-- 409 to answer.
+CREATE FUNCTION compute_move_source_check(i instances, p_action text) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN (SELECT console_url FROM agent_nodes WHERE name = i.node) IS NULL
+        THEN jsonb_build_object('code', 409, 'message', format(
+            'Cannot ''%s'' instance %s: the agent of host %s does not serve disks to other '
+            'hosts (it runs no [console] listener).', p_action, i.uuid, i.host)) END
+$$;
+
 -- Starts a cold move of 'i' (locked by the caller) to a claimed node 'dst'
 -- with flavor 'f' (the current one for a migration): the migration row,
 -- the instance on its new node with the source held, the disk secret.
@@ -253,6 +264,8 @@ BEGIN
         END IF;
         SELECT * INTO i FROM instances WHERE uuid = p_uuid FOR UPDATE;
         SELECT * INTO f FROM flavors WHERE id = a->>'flavorRef';
+        err := compute_move_source_check(i, 'resize');
+        IF err IS NOT NULL THEN RETURN err; END IF;
         dst := compute_move_claim(i, f.vcpus, f.ram, f.disk + f.ephemeral, NULL);
         IF dst.id IS NULL THEN
             RETURN compute_move_no_host(p_uuid, 'resize', 'conductor_migrate_server', c);
@@ -359,6 +372,13 @@ BEGIN
             WHEN 'migrate' THEN 'conductor_migrate_server' ELSE 'conductor_rebuild_server' END, c);
     END IF;
     IF p_action = 'migrate' THEN
+        err := compute_move_source_check(i, 'migrate');
+        IF err IS NOT NULL THEN
+            -- Give the claim back: nothing changes.
+            PERFORM compute_move_release(dst.hypervisor_hostname, i.vcpus, i.memory_mb,
+                                         i.root_gb + i.ephemeral_gb);
+            RETURN err;
+        END IF;
         f.id := i.flavor_id; f.vcpus := i.vcpus; f.ram := i.memory_mb; f.disk := i.root_gb;
         f.ephemeral := i.ephemeral_gb; f.swap := i.swap;
         PERFORM compute_move_start(i, dst, f, 'migration', c);
@@ -451,18 +471,29 @@ DECLARE
     e jsonb;
     i instances;
     m migrations;
+    r record;
     st text;
     gen bigint;
 BEGIN
     IF compute_agent_auth(p_node, p_token) = 200 AND jsonb_typeof(d->'instances') = 'array' THEN
-        FOR e IN SELECT x FROM jsonb_array_elements(d->'instances') x LOOP
-            CONTINUE WHEN jsonb_typeof(e) <> 'object' OR NOT (e->>'uuid' ~
-                '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$');
+        -- Only the entries of instances in a move (or held here): the
+        -- others go on untouched, with no extra lookups.
+        FOR r IN
+            SELECT x AS e, s AS i FROM jsonb_array_elements(d->'instances') x
+              JOIN instances s ON s.uuid = CASE WHEN jsonb_typeof(x) = 'object' AND x->>'uuid' ~
+                  '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
+                  THEN (x->>'uuid')::uuid END
+             WHERE s.move_held_node = p_node
+                OR (s.node = p_node AND NOT s.deleted
+                    AND (s.agent_action = 'migrate'
+                         OR s.task_state IN ('resize_reverting', 'rebuilding')))
+               FOR UPDATE OF s
+        LOOP
+            e := r.e;
+            i := r.i;
             st := e->>'vm_state';
             gen := CASE WHEN jsonb_typeof(e->'generation') = 'number'
                         THEN (e->>'generation')::numeric::bigint ELSE 0 END;
-            SELECT * INTO i FROM instances WHERE uuid = (e->>'uuid')::uuid FOR UPDATE;
-            CONTINUE WHEN NOT FOUND;
             m := compute_move_last(i.uuid);
             IF i.move_held_node = p_node THEN
                 -- The held copy: stopped and served, or gone.

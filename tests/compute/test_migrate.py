@@ -261,6 +261,15 @@ s = server(sid)
 check((s['status'], s['OS-EXT-STS:task_state'], host_of(sid)) == ('ACTIVE', None, src)
       and (used(src), used(dst)) == before, 'the server and the hosts are as they were')
 sql(cloud, f"UPDATE compute_nodes SET disabled = false WHERE hypervisor_hostname = '{dst}'")
+# A source whose agent serves no disks (no console listener): refused, and
+# the claim on the destination given back.
+saved = sql(cloud, f"SELECT console_url FROM agent_nodes WHERE name = '{src}'")
+sql(cloud, f"UPDATE agent_nodes SET console_url = NULL WHERE name = '{src}'")
+st, _, b = act(sid, {'migrate': None})
+check(st == 409 and 'does not serve disks' in str(b), f'a source serving no disks -> 409 ({st} {b})')
+check(status_is(sid, 'ACTIVE')() and (used(src), used(dst)) == before,
+      'nothing changed, the claim was given back')
+sql(cloud, f"UPDATE agent_nodes SET console_url = '{saved}' WHERE name = '{src}'")
 
 # ---- Evacuate.
 st, _, b = act(sid, {'evacuate': {'onSharedStorage': False}})
