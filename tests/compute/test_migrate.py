@@ -20,8 +20,10 @@ servers between hosts").
   deletes its now-foreign copy after its grace period.
 - each agent registers its libvirt URI (for live migration, not done)."""
 import atexit
+import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -66,6 +68,7 @@ scheds = Schedulers(cloud, 1)
 def cleanup():
     for p in list(agents.values()) + scheds.procs:
         if p.poll() is None:
+            p.send_signal(signal.SIGCONT)
             p.kill()
 
 
@@ -173,12 +176,45 @@ r = subprocess.run(['qemu-io', '-f', 'qcow2', '-c', 'write -P 0x5a 1M 64k',
                     disk(src, sid)], capture_output=True, text=True)
 check(r.returncode == 0, f'marker written into the source overlay ({r.stderr[-200:]})')
 
-# ---- Migrate, revert.
+# ---- Migrate, revert.  The destination agent is frozen (SIGSTOP) for a
+# while so that the source's half can be looked at: the source stops and
+# serves the disk; a stale half-pulled file waits on the destination.
+agents[dst].send_signal(signal.SIGSTOP)
 st, _, b = act(sid, {'migrate': None})
 check(st == 202, f'migrate accepted ({st} {b})')
 s = server(sid)
 check(s['status'] == 'RESIZE' and s['OS-EXT-STS:task_state'] in ('resize_migrating', 'resize_migrated'),
       f'RESIZE right after ({s["status"]}, {s["OS-EXT-STS:task_state"]})')
+check(sql(cloud, f"SELECT host_id FROM net.ports WHERE device_id = '{sid}'") == dst,
+      "the port's binding moved to the destination with the claim")
+wait_for('the source stopped the guest and serves its disk: resize_migrated',
+         lambda: server(sid)['OS-EXT-STS:task_state'] == 'resize_migrated'
+         and (migration(sid) or {}).get('status') == 'post-migrating')
+secret = sql(cloud, f"SELECT disk_secret FROM migrations WHERE instance_uuid = '{sid}'")
+src_url = sql(cloud, f"SELECT console_url FROM agent_nodes WHERE name = '{src}'")
+try:
+    with urllib.request.urlopen(urllib.request.Request(
+            f'{src_url}/migration/{sid}/disk',
+            headers={'X-Nimbus-Migration-Secret': secret}), timeout=10) as r:
+        got, hdrs = r.read(), r.headers
+    with open(disk(src, sid), 'rb') as f:
+        want = f.read()
+    check(got == want and int(hdrs['Content-Length']) == len(want)
+          and hdrs['X-Nimbus-Disk-SHA256'] == hashlib.sha256(want).hexdigest(),
+          f"the source serves the overlay with the move's secret: size and SHA-256 ({len(got)} bytes)")
+except urllib.error.HTTPError as e:
+    check(False, f'the source serves the overlay with the secret ({e.code})')
+try:
+    urllib.request.urlopen(urllib.request.Request(
+        f'{src_url}/migration/{sid}/disk',
+        headers={'X-Nimbus-Migration-Secret': 'cd' * 32}), timeout=10)
+    check(False, 'another secret is refused')
+except urllib.error.HTTPError as e:
+    check(e.code == 403, f'another secret is refused (403: {e.code})')
+os.makedirs(os.path.dirname(disk(dst, sid)), exist_ok=True)
+with open(disk(dst, sid) + '.part', 'wb') as f:
+    f.write(b'half a disk from an earlier attempt' * 1000)
+agents[dst].send_signal(signal.SIGCONT)
 wait_for('migrate -> VERIFY_RESIZE', status_is(sid, 'VERIFY_RESIZE'))
 check(host_of(sid) == dst, f'the server is on the other host now ({host_of(sid)})')
 check(used(dst) != base_src[dst] and used(src) == base_src[src],
@@ -270,6 +306,29 @@ check(st == 409 and 'does not serve disks' in str(b), f'a source serving no disk
 check(status_is(sid, 'ACTIVE')() and (used(src), used(dst)) == before,
       'nothing changed, the claim was given back')
 sql(cloud, f"UPDATE agent_nodes SET console_url = '{saved}' WHERE name = '{src}'")
+
+# ---- Anti-affinity: a member cannot move to the host of another member.
+st, _, g = api.req('POST', '/os-server-groups', {'server_group': {
+    'name': 'apart', 'policies': ['anti-affinity']}})
+gid = g['server_group']['id']
+members = []
+for name in ('g1', 'g2'):
+    st, _, b = api.req('POST', '/servers', {'server': {
+        'name': name, 'imageRef': IMAGE, 'flavorRef': '1', 'networks': [{'uuid': NET}]},
+        'os:scheduler_hints': {'group': gid}})
+    check(st == 202, f'group member {name} created ({st})')
+    members.append(b['server']['id'])
+for m_id in members:
+    wait_for('member ACTIVE', status_is(m_id, 'ACTIVE'))
+check(host_of(members[0]) != host_of(members[1]), 'the members are on different hosts')
+st, _, b = act(members[0], {'migrate': None})
+check(st == 400 and 'No valid host' in str(b),
+      f'migrating a member onto the other member\'s host -> 400 ({st} {b})')
+check(status_is(members[0], 'ACTIVE')(), 'the member is as it was')
+for m_id in members:
+    check(api.req('DELETE', f'/servers/{m_id}')[0] == 204, 'member deleted')
+for m_id in members:
+    wait_for('member gone', lambda: server(m_id) == 404)
 
 # ---- Evacuate.
 st, _, b = act(sid, {'evacuate': {'onSharedStorage': False}})
