@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
-#include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
@@ -242,26 +241,6 @@ out:
     return r;
 }
 
-static int
-virtual_size(const char *path, unsigned long long *out, char *err, size_t errlen)
-{
-    char buf[8192];
-    const char *argv[] = { "qemu-img", "info", "--output=json", "-U", "-f", "qcow2",
-                           path, NULL };
-    int r = proc_run(argv, buf, sizeof buf, err, errlen);
-    if (r)
-        return r;
-    json_t *j = json_loads(buf, 0, NULL);
-    json_t *v = json_object_get(j, "virtual-size");
-    r = json_is_integer(v) ? 0 : -EINVAL;
-    if (!r)
-        *out = (unsigned long long)json_integer_value(v);
-    else
-        bfmt(err, errlen, "qemu-img info %s: no virtual size", path);
-    json_decref(j);
-    return r;
-}
-
 int
 dmove_import(void *ctx, const struct inst_desired *d, char *err, size_t errlen)
 {
@@ -305,17 +284,6 @@ dmove_import(void *ctx, const struct inst_desired *d, char *err, size_t errlen)
             unlink(part);
             return r;
         }
-    }
-    /* A resize to another host: the new flavor's disk may be larger. */
-    unsigned long long vsize = 0, want = (unsigned long long)d->disk_gb << 30;
-    if ((r = virtual_size(disk, &vsize, err, errlen)))
-        return r;
-    if (vsize < want) {
-        char sz[32];
-        bfmt(sz, sizeof sz, "%llu", want);
-        const char *rs[] = { "qemu-img", "resize", "-q", "-f", "qcow2", disk, sz, NULL };
-        if ((r = proc_run(rs, NULL, 0, err, errlen)))
-            return r;
     }
     return 0;
 }

@@ -22,8 +22,8 @@
 
 /* rc_storage.import_disk over 's' (a struct storage *): pulls the overlay
  * of d (action "migrate_in") into its instance directory unless a complete
- * one is there already, verifies it, rebases it onto this node's cached
- * base and grows it to the flavor's size.  -EAGAIN while the source is not
+ * one is there already, verifies it and rebases it onto this node's cached
+ * base (growing it to a larger flavor is the caller's: rc_storage.grow).  -EAGAIN while the source is not
  * ready (or unreachable): the reconciler tries again on its next pass.
  * Idempotent: a half-pulled file is discarded and pulled again. */
 int dmove_import(void *s, const struct inst_desired *d, char *err, size_t errlen)

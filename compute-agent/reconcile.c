@@ -321,6 +321,24 @@ define(struct reconciler *rc, const struct inst_desired *d, bool start, char *er
     return r;
 }
 
+/* Stops the guest of 'd' unless it is off already (ACPI, then forced
+ * after stop_timeout); 'a' follows. */
+static int
+stop_guest(struct reconciler *rc, const struct inst_desired *d, struct inst_actual *a,
+           char *err, size_t errlen)
+{
+    struct hypervisor *hv = rc->hv;
+    if (a->power == POWER_SHUTOFF || a->power == POWER_CRASHED || a->power == POWER_NOSTATE)
+        return 0;
+    int r = hv->class->stop(hv, d->uuid, rc->cfg.stop_timeout_ms);
+    if (r) {
+        bfmt(err, errlen, "stop: %s", hv->err[0] ? hv->err : strerror(-r));
+        return r;
+    }
+    a->power = POWER_SHUTOFF;
+    return 0;
+}
+
 /* Cold resize in place: the guest stops (ACPI, then forced), its disk
  * grows, it is redefined with the flavor of the document and started
  * again when it should run.  Each part is idempotent. */
@@ -328,15 +346,9 @@ static int
 resize(struct reconciler *rc, const struct inst_desired *d, struct inst_actual *a,
        char *err, size_t errlen)
 {
-    struct hypervisor *hv = rc->hv;
     int r;
-    if (a->power != POWER_SHUTOFF && a->power != POWER_CRASHED && a->power != POWER_NOSTATE) {
-        if ((r = hv->class->stop(hv, d->uuid, rc->cfg.stop_timeout_ms))) {
-            bfmt(err, errlen, "stop: %s", hv->err[0] ? hv->err : strerror(-r));
-            return r;
-        }
-        a->power = POWER_SHUTOFF;
-    }
+    if ((r = stop_guest(rc, d, a, err, errlen)))
+        return r;
     if (!rc->storage.grow) {
         bfmt(err, errlen, "this node's storage cannot grow disks");
         return -ENOTSUP;
@@ -354,19 +366,13 @@ static int
 rebuild(struct reconciler *rc, const struct inst_desired *d, struct inst_actual *a,
         char *err, size_t errlen)
 {
-    struct hypervisor *hv = rc->hv;
     int r;
     if (!rc->storage.wipe) {
         bfmt(err, errlen, "this node's storage cannot rebuild disks");
         return -ENOTSUP;
     }
-    if (a->power != POWER_SHUTOFF && a->power != POWER_CRASHED && a->power != POWER_NOSTATE) {
-        if ((r = hv->class->stop(hv, d->uuid, rc->cfg.stop_timeout_ms))) {
-            bfmt(err, errlen, "stop: %s", hv->err[0] ? hv->err : strerror(-r));
-            return r;
-        }
-        a->power = POWER_SHUTOFF;
-    }
+    if ((r = stop_guest(rc, d, a, err, errlen)))
+        return r;
     if ((r = rc->storage.wipe(rc->storage.action_ctx, d, err, errlen)))
         return r;
     return define(rc, d, d->power == POWER_RUNNING, err, errlen);
@@ -387,13 +393,8 @@ export_disk(struct reconciler *rc, const struct inst_desired *d, struct inst_act
         bfmt(err, errlen, "this node cannot serve disks to other nodes");
         return -ENOTSUP;
     }
-    if (a->power != POWER_SHUTOFF && a->power != POWER_CRASHED && a->power != POWER_NOSTATE) {
-        if ((r = hv->class->stop(hv, d->uuid, rc->cfg.stop_timeout_ms))) {
-            bfmt(err, errlen, "stop: %s", hv->err[0] ? hv->err : strerror(-r));
-            return r;
-        }
-        a->power = POWER_SHUTOFF;
-    }
+    if ((r = stop_guest(rc, d, a, err, errlen)))
+        return r;
     if (!rc->storage.exported || rc->storage.exported(rc->storage.ctx, d->uuid) < d->generation)
         if ((r = rc->storage.export_disk(rc->storage.ctx, d, err, errlen)))
             return r;
@@ -466,6 +467,10 @@ execute(struct reconciler *rc, struct rc_inst *ri, const struct inst_desired *d,
                 return -ENOTSUP;
             }
             if ((r = rc->storage.import_disk(rc->storage.import_ctx, d, err, errlen)))
+                return r;
+            /* A resize to another host: the new flavor's disk may be larger. */
+            if (rc->storage.grow &&
+                (r = rc->storage.grow(rc->storage.action_ctx, d, err, errlen)))
                 return r;
         }
         r = define(rc, d, start, err, errlen);
