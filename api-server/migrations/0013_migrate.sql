@@ -508,6 +508,42 @@ BEGIN
                     UPDATE migrations SET status = 'post-migrating',
                            updated_at = clock_timestamp()
                      WHERE id = m.id AND status = 'migrating';
+                ELSIF i.move_held_state = 'source' AND i.task_state = 'resize_migrating'
+                      AND st = 'error' THEN
+                    -- The source could not stop or export the guest: the
+                    -- move is undone (Nova's rollback before the disk
+                    -- moved): back on the source with its old flavor and
+                    -- power, the destination's claim given back, the
+                    -- migration and the instance action in error.
+                    PERFORM compute_move_release(i.node, i.vcpus, i.memory_mb,
+                                                 i.root_gb + i.ephemeral_gb);
+                    UPDATE instances SET node = p_node,
+                           host = coalesce((SELECT host FROM compute_nodes
+                                             WHERE hypervisor_hostname = p_node), m.source_compute),
+                           move_held_node = NULL, move_held_state = NULL,
+                           flavor_id = i.old_flavor->>'id',
+                           vcpus = (i.old_flavor->>'vcpus')::int,
+                           memory_mb = (i.old_flavor->>'ram')::int,
+                           root_gb = (i.old_flavor->>'disk')::int,
+                           ephemeral_gb = (i.old_flavor->>'ephemeral')::int,
+                           swap = (i.old_flavor->>'swap')::int,
+                           old_flavor = NULL, new_flavor_id = NULL,
+                           task_state = NULL, agent_action = '', agent_reboot = '',
+                           agent_generation = i.agent_generation + 1,
+                           updated_at = clock_timestamp()
+                     WHERE uuid = i.uuid;
+                    UPDATE migrations SET status = 'error', disk_secret = NULL,
+                           updated_at = clock_timestamp()
+                     WHERE id = m.id;
+                    INSERT INTO instance_action_events (action_id, event, result, traceback,
+                                                        finish_time)
+                    SELECT ia.id, 'compute_resize_instance', 'Error',
+                           coalesce(left(e->>'fault', 1024), 'The source could not give up the guest.'),
+                           clock_timestamp()
+                      FROM instance_actions ia
+                     WHERE ia.instance_uuid = i.uuid AND ia.finish_time IS NULL;
+                    UPDATE instance_actions SET finish_time = clock_timestamp(), message = 'Error'
+                     WHERE instance_uuid = i.uuid AND finish_time IS NULL;
                 END IF;
                 CONTINUE;
             END IF;

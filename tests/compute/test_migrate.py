@@ -253,6 +253,22 @@ try:
 except urllib.error.HTTPError as e:
     check(e.code in (403, 409), f'the disk endpoint refuses a guessed secret ({e.code})')
 
+# ---- The source cannot give the guest up (its export mark cannot be
+# written: a directory is in the way): the move is undone, the server back
+# on the source as it was, the migration and the instance action in error.
+block = os.path.join(os.path.dirname(disk(src, sid)), 'migration.export')
+os.mkdir(block)
+before = (used(src), used(dst))
+check(act(sid, {'migrate': None})[0] == 202, 'migrate (the source will fail)')
+wait_for('the move is undone: ACTIVE on the source, the migration in error',
+         lambda: status_is(sid, 'ACTIVE')() and host_of(sid) == src
+         and (migration(sid) or {}).get('status') == 'error', timeout=60)
+check((used(src), used(dst)) == before, f"the destination's claim was given back ({used(dst)})")
+st, _, b = api.req('GET', f'/servers/{sid}/os-instance-actions')
+check(st == 200 and b['instanceActions'][0]['action'] == 'migrate'
+      and b['instanceActions'][0]['message'] == 'Error', 'the migrate action ended in error')
+os.rmdir(block)
+
 # ---- Migrate a stopped server, confirm.
 check(act(sid, {'os-stop': None})[0] == 202, 'os-stop')
 wait_for('SHUTOFF', status_is(sid, 'SHUTOFF'))
@@ -354,12 +370,13 @@ check('orphan-deleted' in log_tail(src) or 'deleted' in log_tail(src), 'the sour
 # ---- The list, its filters, and the openstack client.
 st, _, b = api.req('GET', '/os-migrations')
 types = sorted(m['status'] for m in b['migrations'])
-check(st == 200 and len(b['migrations']) == 4 and types == ['confirmed', 'confirmed', 'done', 'reverted'],
+check(st == 200 and len(b['migrations']) == 5
+      and types == ['confirmed', 'confirmed', 'done', 'error', 'reverted'],
       f'GET /os-migrations: every move ({types})')
 st, _, b = api.req('GET', '/os-migrations?status=reverted')
 check(st == 200 and [m['status'] for m in b['migrations']] == ['reverted'], 'filter status')
 st, _, b = api.req('GET', f'/os-migrations?host={NODES[0]}')
-check(st == 200 and len(b['migrations']) == 4, 'filter host (source or destination)')
+check(st == 200 and len(b['migrations']) == 5, 'filter host (source or destination)')
 OSC = '/usr/bin/openstack'
 if os.path.exists(OSC):
     env = {k: v for k, v in os.environ.items() if not k.startswith('OS_')}
@@ -367,6 +384,6 @@ if os.path.exists(OSC):
     r = subprocess.run([OSC, 'server', 'migration', 'list', '-f', 'json'], env=env,
                        capture_output=True, text=True, timeout=120)
     rows = json.loads(r.stdout) if r.returncode == 0 else []
-    check(len(rows) == 4 and all(x['Server UUID'] == sid for x in rows),
+    check(len(rows) == 5 and all(x['Server UUID'] == sid for x in rows),
           f'openstack server migration list (2.1) ({r.returncode} {r.stderr[-300:]})')
 done()
