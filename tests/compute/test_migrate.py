@@ -10,6 +10,12 @@ servers between hosts").
   or confirmResize (the source's copy and usage gone); migration rows and
   GET /os-migrations (admin only, filters); `openstack server migration
   list`; a stopped server stays stopped.
+- while the disk moves: the port binding is on the destination, the
+  source serves the overlay (size and SHA-256 announced) only to the
+  move's secret; the destination agent, killed (-9) and restarted with a
+  stale half-pulled file, converges.
+- a source that cannot give the guest up: the move is undone.
+- anti-affinity: no move onto another member's host.
 - resize when the current host is full goes to the other host (the disk
   grows to the new flavor there).
 - no valid host -> 400 and nothing changed; members get 403; another
@@ -53,7 +59,7 @@ IMAGE = cloud.create_image(tok, name='blank', min_ram=0)['id']
 st, _ = cloud.upload(tok, IMAGE, data)
 check(st == 204, f'base image uploaded ({st})')
 
-agents, logs, states = {}, {}, {}
+agents, logs, states, confs = {}, {}, {}, {}
 for n in NODES:
     tf = os.path.join(cloud.dir, f'{n}.token')
     cloud.manage('node', 'add', n, '--output', tf)
@@ -61,6 +67,7 @@ for n in NODES:
     conf = compute_lib.write_agent_conf(cloud, n, tf, state_dir=states[n], console=True,
                                         hv_extra=f'migration_uri = qemu+tcp://{n}.example/system\n')
     logs[n] = os.path.join(cloud.dir, f'agent-{n}.log')
+    confs[n] = conf
     agents[n] = compute_lib.start_agent(conf, logs[n])
 scheds = Schedulers(cloud, 1)
 
@@ -178,7 +185,8 @@ check(r.returncode == 0, f'marker written into the source overlay ({r.stderr[-20
 
 # ---- Migrate, revert.  The destination agent is frozen (SIGSTOP) for a
 # while so that the source's half can be looked at: the source stops and
-# serves the disk; a stale half-pulled file waits on the destination.
+# serves the disk; a stale half-pulled file waits on the destination, whose
+# agent is then killed (-9) and started again.
 agents[dst].send_signal(signal.SIGSTOP)
 st, _, b = act(sid, {'migrate': None})
 check(st == 202, f'migrate accepted ({st} {b})')
@@ -214,7 +222,10 @@ except urllib.error.HTTPError as e:
 os.makedirs(os.path.dirname(disk(dst, sid)), exist_ok=True)
 with open(disk(dst, sid) + '.part', 'wb') as f:
     f.write(b'half a disk from an earlier attempt' * 1000)
-agents[dst].send_signal(signal.SIGCONT)
+# kill -9 of the frozen destination agent, and a new one: it converges.
+agents[dst].kill()
+agents[dst].wait()
+agents[dst] = compute_lib.start_agent(confs[dst], logs[dst])
 wait_for('migrate -> VERIFY_RESIZE', status_is(sid, 'VERIFY_RESIZE'))
 check(host_of(sid) == dst, f'the server is on the other host now ({host_of(sid)})')
 check(used(dst) != base_src[dst] and used(src) == base_src[src],
