@@ -9,7 +9,7 @@ servers between hosts").
   revertResize (back on the source, the destination's copy and usage gone)
   or confirmResize (the source's copy and usage gone); migration rows and
   GET /os-migrations (admin only, filters); `openstack server migration
-  list`; a stopped server stays stopped.
+  list` and `nova migration-list` at 2.1; a stopped server stays stopped.
 - while the disk moves: the port binding is on the destination, the
   source serves the overlay (size and SHA-256 announced) only to the
   move's secret; the destination agent, killed (-9) and restarted with a
@@ -37,7 +37,7 @@ import urllib.error
 import urllib.request
 
 import compute_lib
-from compute_lib import NET, Compute, Schedulers, check, done, sql
+from compute_lib import NET, Compute, Schedulers, check, done, nt, sql
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'image'))
 from image_test import ImageCloud  # noqa: E402
@@ -397,4 +397,15 @@ if os.path.exists(OSC):
     rows = json.loads(r.stdout) if r.returncode == 0 else []
     check(len(rows) == 5 and all(x['Server UUID'] == sid for x in rows),
           f'openstack server migration list (2.1) ({r.returncode} {r.stderr[-300:]})')
+NOVA = '/usr/bin/nova'
+if os.path.exists(NOVA):
+    env = {k: v for k, v in os.environ.items() if not k.startswith('OS_')}
+    env.update(OS_AUTH_URL=cloud.url('identity', '/v3'), OS_USERNAME='admin',
+               OS_PASSWORD=nt.ADMIN_PASSWORD, OS_PROJECT_NAME='admin',
+               OS_USER_DOMAIN_NAME='Default', OS_PROJECT_DOMAIN_NAME='Default',
+               OS_COMPUTE_API_VERSION='2.1')
+    r = subprocess.run([NOVA, 'migration-list', '--instance-uuid', sid], env=env,
+                       capture_output=True, text=True, timeout=120)
+    check(r.returncode == 0 and r.stdout.count(sid) == 5 and 'reverted' in r.stdout,
+          f'nova migration-list (2.1) ({r.returncode} {r.stderr[-300:]})')
 done()
