@@ -192,11 +192,17 @@ BEGIN
 END $$;
 
 -- A cold move needs the source's agent to serve the disk: its console
--- proxy's listener (docs/compute-agent.md).  NULL when it can, else the
--- 409 to answer.
+-- proxy's listener (docs/compute-agent.md); containers (runc nodes) have
+-- no disk to move.  NULL when it can, else the 409 to answer.
 CREATE FUNCTION compute_move_source_check(i instances, p_action text) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
-    SELECT CASE WHEN (SELECT console_url FROM agent_nodes WHERE name = i.node) IS NULL
+    SELECT CASE
+        WHEN (SELECT upper(hypervisor_type) FROM compute_nodes
+               WHERE hypervisor_hostname = i.node) = 'RUNC'
+        THEN jsonb_build_object('code', 409, 'message', format(
+            'Cannot ''%s'' instance %s: containers cannot move between hosts.',
+            p_action, i.uuid))
+        WHEN (SELECT console_url FROM agent_nodes WHERE name = i.node) IS NULL
         THEN jsonb_build_object('code', 409, 'message', format(
             'Cannot ''%s'' instance %s: the agent of host %s does not serve disks to other '
             'hosts (it runs no [console] listener).', p_action, i.uuid, i.host)) END
