@@ -333,6 +333,12 @@ check(st == 409 and 'does not serve disks' in str(b), f'a source serving no disk
 check(status_is(sid, 'ACTIVE')() and (used(src), used(dst)) == before,
       'nothing changed, the claim was given back')
 sql(cloud, f"UPDATE agent_nodes SET console_url = '{saved}' WHERE name = '{src}'")
+saved = sql(cloud, f"SELECT hypervisor_type FROM compute_nodes WHERE hypervisor_hostname = '{src}'")
+sql(cloud, "UPDATE compute_nodes SET hypervisor_type = 'RUNC'")
+st, _, b = act(sid, {'migrate': None})
+check(st == 409 and 'containers cannot move' in str(b), f'a container -> 409 ({st} {b})')
+check(status_is(sid, 'ACTIVE')() and (used(src), used(dst)) == before, 'nothing changed')
+sql(cloud, f"UPDATE compute_nodes SET hypervisor_type = '{saved}'")
 
 # ---- Anti-affinity: a member cannot move to the host of another member.
 st, _, g = api.req('POST', '/os-server-groups', {'server_group': {
