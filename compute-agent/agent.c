@@ -16,6 +16,7 @@
 #ifdef NIMBUS_HAVE_CURL
 #include "channel.h"
 #include "console_proxy.h"
+#include "disk_move.h"
 #include "image_fetch_http.h"
 #endif
 #include "console_report.h"
@@ -365,6 +366,8 @@ node_facts(struct agent *a)
                           "ram_mb", (json_int_t)ram_mb, "disk_gb", (json_int_t)disk_gb);
     if (j && a->proxy)
         json_object_set_new(j, "console_url", json_string(cproxy_url(a->proxy)));
+    if (j && a->cfg.migration_uri && a->cfg.migration_uri[0])
+        json_object_set_new(j, "libvirt_uri", json_string(a->cfg.migration_uri));
     char *s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(j);
     return s;
@@ -532,6 +535,12 @@ agent_start(uv_loop_t *loop, const struct agent_config *cfg, struct agent **out,
         return r;
     }
     snap_attach(a->snap, &si);
+#ifdef NIMBUS_HAVE_CURL
+    if (!containers) {
+        si.import_disk = dmove_import;
+        si.import_ctx = a->storage;
+    }
+#endif
     if ((r = rc_new(a->hv, &si, &cfg->rc, on_event, a, &a->rc))) {
         snprintf(err, errlen, "reconciler: %s", strerror(-r));
         return r;
@@ -558,10 +567,14 @@ agent_start(uv_loop_t *loop, const struct agent_config *cfg, struct agent **out,
     if (cfg->source && !strcmp(cfg->source, "http")) {
 #ifdef NIMBUS_HAVE_CURL
         if (cfg->console_listen && cfg->console_listen[0]) {
+            char instances_dir[PATH_MAX];
+            storage_inst_dir(a->storage, "", instances_dir);
+            instances_dir[strlen(instances_dir) - 1] = 0;   /* Without the trailing '/'. */
             struct cproxy_config pc = {
                 .listen_host = cfg->console_listen, .port = cfg->console_port,
                 .public_url = cfg->console_public_url, .api_url = cfg->api_url,
                 .node = cfg->node, .node_token = cfg->node_token,
+                .instances_dir = instances_dir,
             };
             if ((r = cproxy_start(&pc, console_target, a, &a->proxy, err, errlen)))
                 return r;

@@ -42,6 +42,7 @@ struct agent_config {
     const char *console_listen;       /* Console proxy (http source only); NULL/"": none. */
     int console_port;
     const char *console_public_url;   /* Handed out by nimbus-api; NULL: from listen/port. */
+    const char *migration_uri;        /* Libvirt URI other nodes reach; NULL: not registered. */
     const char *listen_host;          /* /healthz and /metrics; NULL: none. */
     int listen_port;
 };

@@ -24,6 +24,7 @@
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 
+#include "disk_move.h"
 #include "log.h"
 #include "strbuf.h"
 
@@ -31,7 +32,7 @@
 #define TOKEN_LEN 64
 
 struct cproxy {
-    char *api_url, *node, *node_token, *url;
+    char *api_url, *node, *node_token, *url, *instances_dir;
     unsigned max_conns;
     cproxy_target_fn target;
     void *ctx;
@@ -384,6 +385,61 @@ log_refusal(struct cproxy *p, const char *what)
         log_warn("console", "connection refused: %s", what);
 }
 
+/* GET /migration/<uuid>/disk (disk_move.h): the overlay of an instance
+ * stopped for a move, to the destination that shows the move's secret. */
+static void
+serve_disk(struct cproxy *p, int fd, const char *target, const char *head)
+{
+    char uuid[37], secret[80], sha[65];
+    size_t tl = strlen(target);
+    if (!p->instances_dir || tl != 11 + 36 + 5 || strcmp(target + 47, "/disk")) {
+        http_answer(fd, 404, "Not Found", "no such resource\n");
+        return;
+    }
+    memcpy(uuid, target + 11, 36);
+    uuid[36] = 0;
+    if (!header(head, "X-Nimbus-Migration-Secret", secret, sizeof secret)) {
+        log_refusal(p, "a disk request without the move's secret");
+        http_answer(fd, 403, "Forbidden", "invalid secret\n");
+        return;
+    }
+    int dfd = -1;
+    unsigned long long size = 0;
+    int r = dmove_open(p->instances_dir, uuid, secret, &dfd, &size, sha);
+    explicit_bzero(secret, sizeof secret);
+    if (r == -EAGAIN) {
+        http_answer(fd, 409, "Conflict", "the instance is not stopped for a move here\n");
+        return;
+    }
+    if (r) {
+        log_refusal(p, "a disk request with a bad secret or instance");
+        http_answer(fd, r == -ENOENT ? 404 : 403, r == -ENOENT ? "Not Found" : "Forbidden",
+                    "refused\n");
+        return;
+    }
+    char resp[256];
+    int n = snprintf(resp, sizeof resp, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream"
+                     "\r\nContent-Length: %llu\r\nX-Nimbus-Disk-SHA256: %s\r\n"
+                     "Connection: close\r\n\r\n", size, sha);
+    log_info("console", "instance %s: sending its disk (%llu bytes) to a move's destination",
+             uuid, size);
+    /* A slow destination gets more than the 10 s of a console handshake. */
+    struct timeval tv = { .tv_sec = 60 };
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    static __thread char buf[1 << 16];
+    unsigned long long sent = 0;
+    if (n > 0 && write_all(fd, resp, (size_t)n) == 0) {
+        ssize_t got;
+        while (sent < size && (got = read(dfd, buf, sizeof buf)) > 0 &&
+               write_all(fd, buf, (size_t)got) == 0)
+            sent += (unsigned long long)got;
+    }
+    if (sent != size)
+        log_warn("console", "instance %s: disk transfer cut at %llu of %llu bytes", uuid, sent,
+                 size);
+    close(dfd);
+}
+
 static void
 handle(struct cproxy *p, int fd)
 {
@@ -411,6 +467,10 @@ handle(struct cproxy *p, int fd)
     char method[8], target[1024], key[64], upgrade[64], protos[128];
     if (sscanf(head, "%7s %1023s", method, target) != 2 || strcmp(method, "GET")) {
         http_answer(fd, 405, "Method Not Allowed", "GET only\n");
+        return;
+    }
+    if (!strncmp(target, "/migration/", 11)) {
+        serve_disk(p, fd, target, head);
         return;
     }
     if (!header(head, "Upgrade", upgrade, sizeof upgrade) || strcasecmp(upgrade, "websocket") ||
@@ -536,6 +596,7 @@ cproxy_free(struct cproxy *p)
         free(p->node_token);
     }
     free(p->url);
+    free(p->instances_dir);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
     free(p);
@@ -558,6 +619,7 @@ cproxy_start(const struct cproxy_config *cfg, cproxy_target_fn target, void *ctx
     p->api_url = strdup(cfg->api_url ? cfg->api_url : "");
     p->node = strdup(cfg->node ? cfg->node : "");
     p->node_token = cfg->node_token ? strdup(cfg->node_token) : NULL;
+    p->instances_dir = cfg->instances_dir ? strdup(cfg->instances_dir) : NULL;
     int r = 0;
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                               .ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV };

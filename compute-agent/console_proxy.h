@@ -31,6 +31,10 @@ struct cproxy_config {
     const char *node;
     const char *node_token;
     unsigned max_conns;          /* Default 32. */
+    /* The storage's instance directories: GET /migration/<uuid>/disk
+     * serves overlays exported for a move from there (disk_move.h); NULL:
+     * not served. */
+    const char *instances_dir;
 };
 
 /* Where the console of 'uuid' is: "host:port" for protocol "vnc", a pty

@@ -97,7 +97,8 @@ struct inst_desired {
     /* Work of 'generation' besides the power state: "" (none), "resize"
      * (redefine with this flavor, grow the disk) or "snapshot" (copy the
      * disk to image 'snapshot_image' of nimbus-image) or "rebuild" (a new
-     * disk from this image, defined again). */
+     * disk from this image, defined again), "migrate_in" or "migrate_out"
+     * (below). */
     char action[12];
     char snapshot_image[64];
     /* Rescue mode (Nova's rescue): while 'rescue' is set the guest boots
@@ -109,6 +110,13 @@ struct inst_desired {
     struct inst_image rescue_image;
     struct inst_image rescue_kernel;
     struct inst_image rescue_ramdisk;
+    /* A cold move between nodes (docs/compute-agent.md): "migrate_in" on
+     * the destination (pull the overlay from 'migration_url' with the
+     * one-time secret 'migration_secret', then define the guest);
+     * "migrate_out" on the source (stop the guest and serve its overlay to
+     * whoever shows the secret whose SHA-256 is 'migration_secret'). */
+    char migration_url[512];
+    char migration_secret[65];
 };
 
 /* A whole desired state: every instance the node should have. */

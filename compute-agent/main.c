@@ -57,6 +57,10 @@ static const struct conf_option options[] = {
       "libvirt (KVM, QEMU emulation, Xen), oci (runc containers) or fake (in memory)." },
     { "hypervisor", "libvirt_uri", CONF_STR, "qemu:///system", 0, 0,
       "Libvirt connection URI (xen:///system for Xen through libxl)." },
+    { "hypervisor", "migration_uri", CONF_STR, NULL, 0, 0,
+      "This node's libvirt URI as the other nodes reach it (e.g. "
+      "qemu+tcp://node1.example/system), registered with nimbus-api for live "
+      "migration; unset: not registered." },
     { "hypervisor", "virt_type", CONF_STR, "auto", 0, 0,
       "auto (kvm when KVM really runs guests here, else qemu), kvm, qemu or xen." },
     { "hypervisor", "runc", CONF_STR, "runc", 0, 0, "The runc binary for the oci type." },
@@ -243,6 +247,7 @@ main(int argc, char **argv)
         .console_listen = conf_str(conf, "console", "listen"),
         .console_port = (int)conf_int(conf, "console", "port"),
         .console_public_url = conf_str(conf, "console", "public_url"),
+        .migration_uri = conf_str(conf, "hypervisor", "migration_uri"),
         .listen_host = conf_str(conf, "agent", "listen"),
         .listen_port = (int)conf_int(conf, "agent", "port"),
     };

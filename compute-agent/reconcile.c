@@ -173,6 +173,15 @@ rc_decide(struct rc_inst *ri, const struct inst_desired *d,
         ri->error_gen = d->generation;
         return step(RCA_NONE, false);
     }
+    if (!a && !strcmp(d->action, "migrate_out")) {
+        /* The source of a move without its guest and without an export
+         * of this generation (the caller checks): nothing to serve, and
+         * creating a blank one would hand the destination an empty disk. */
+        ri->state = RC_ERROR;
+        ri->error_gen = d->generation;
+        bfmt(ri->fault, sizeof ri->fault, "export: the instance is not on this node");
+        return step(RCA_NONE, false);
+    }
     if (!a) {
         ri->state = RC_BUILDING;
         return step(RCA_CREATE, d->power == POWER_RUNNING || d->power == POWER_SHUTOFF);
@@ -185,6 +194,8 @@ rc_decide(struct rc_inst *ri, const struct inst_desired *d,
             s = step(RCA_RESIZE, true);
         else if (!strcmp(d->action, "rebuild") && !fresh)
             s = step(RCA_REBUILD, true);   /* A created instance has the new image already. */
+        else if (!strcmp(d->action, "migrate_out"))
+            s = step(RCA_EXPORT, false);   /* The guest is undefined: no mark. */
         else if (!strcmp(d->action, "snapshot") &&
                  (s.action == RCA_MARK || (s.action == RCA_UNPAUSE && a->power == POWER_PAUSED)))
             s = step(RCA_SNAPSHOT, true);   /* Paused: by a snapshot a crash cut short. */
@@ -317,6 +328,24 @@ define(struct reconciler *rc, const struct inst_desired *d, bool start, char *er
     return r;
 }
 
+/* Stops the guest of 'd' unless it is off already (ACPI, then forced
+ * after stop_timeout); 'a' follows. */
+static int
+stop_guest(struct reconciler *rc, const struct inst_desired *d, struct inst_actual *a,
+           char *err, size_t errlen)
+{
+    struct hypervisor *hv = rc->hv;
+    if (a->power == POWER_SHUTOFF || a->power == POWER_CRASHED || a->power == POWER_NOSTATE)
+        return 0;
+    int r = hv->class->stop(hv, d->uuid, rc->cfg.stop_timeout_ms);
+    if (r) {
+        bfmt(err, errlen, "stop: %s", hv->err[0] ? hv->err : strerror(-r));
+        return r;
+    }
+    a->power = POWER_SHUTOFF;
+    return 0;
+}
+
 /* Cold resize in place: the guest stops (ACPI, then forced), its disk
  * grows, it is redefined with the flavor of the document and started
  * again when it should run.  Each part is idempotent. */
@@ -324,15 +353,9 @@ static int
 resize(struct reconciler *rc, const struct inst_desired *d, struct inst_actual *a,
        char *err, size_t errlen)
 {
-    struct hypervisor *hv = rc->hv;
     int r;
-    if (a->power != POWER_SHUTOFF && a->power != POWER_CRASHED && a->power != POWER_NOSTATE) {
-        if ((r = hv->class->stop(hv, d->uuid, rc->cfg.stop_timeout_ms))) {
-            bfmt(err, errlen, "stop: %s", hv->err[0] ? hv->err : strerror(-r));
-            return r;
-        }
-        a->power = POWER_SHUTOFF;
-    }
+    if ((r = stop_guest(rc, d, a, err, errlen)))
+        return r;
     if (!rc->storage.grow) {
         bfmt(err, errlen, "this node's storage cannot grow disks");
         return -ENOTSUP;
@@ -350,40 +373,16 @@ static int
 rebuild(struct reconciler *rc, const struct inst_desired *d, struct inst_actual *a,
         char *err, size_t errlen)
 {
-    struct hypervisor *hv = rc->hv;
     int r;
     if (!rc->storage.wipe) {
         bfmt(err, errlen, "this node's storage cannot rebuild disks");
         return -ENOTSUP;
     }
-    if (a->power != POWER_SHUTOFF && a->power != POWER_CRASHED && a->power != POWER_NOSTATE) {
-        if ((r = hv->class->stop(hv, d->uuid, rc->cfg.stop_timeout_ms))) {
-            bfmt(err, errlen, "stop: %s", hv->err[0] ? hv->err : strerror(-r));
-            return r;
-        }
-        a->power = POWER_SHUTOFF;
-    }
+    if ((r = stop_guest(rc, d, a, err, errlen)))
+        return r;
     if ((r = rc->storage.wipe(rc->storage.action_ctx, d, err, errlen)))
         return r;
     return define(rc, d, d->power == POWER_RUNNING, err, errlen);
-}
-
-/* Stops a guest that is not off (ACPI, then forced) before it is defined
- * again. */
-static int
-stop_guest(struct reconciler *rc, const struct inst_desired *d, struct inst_actual *a,
-           char *err, size_t errlen)
-{
-    struct hypervisor *hv = rc->hv;
-    if (a->power == POWER_SHUTOFF || a->power == POWER_CRASHED || a->power == POWER_NOSTATE)
-        return 0;
-    int r = hv->class->stop(hv, d->uuid, rc->cfg.stop_timeout_ms);
-    if (r) {
-        bfmt(err, errlen, "stop: %s", hv->err[0] ? hv->err : strerror(-r));
-        return r;
-    }
-    a->power = POWER_SHUTOFF;
-    return 0;
 }
 
 /* Rescue and unrescue: the guest stops (ACPI, then forced) and is
@@ -399,6 +398,33 @@ rescue_redefine(struct reconciler *rc, const struct inst_desired *d, struct inst
 {
     int r = stop_guest(rc, d, a, err, errlen);
     return r ? r : define(rc, d, d->power == POWER_RUNNING, err, errlen);
+}
+
+/* The source of a move: the guest stops (ACPI, then forced), its overlay
+ * is offered to the destination that shows the move's secret (the export
+ * mark records the generation), and the guest is undefined, its disk
+ * kept.  A crash before the mark repeats it all; after it, the export
+ * stands and only the undefine is repeated. */
+static int
+export_disk(struct reconciler *rc, const struct inst_desired *d, struct inst_actual *a,
+            char *err, size_t errlen)
+{
+    struct hypervisor *hv = rc->hv;
+    int r;
+    if (!rc->storage.export_disk) {
+        bfmt(err, errlen, "this node cannot serve disks to other nodes");
+        return -ENOTSUP;
+    }
+    if ((r = stop_guest(rc, d, a, err, errlen)))
+        return r;
+    if (!rc->storage.exported || rc->storage.exported(rc->storage.ctx, d->uuid) < d->generation)
+        if ((r = rc->storage.export_disk(rc->storage.ctx, d, err, errlen)))
+            return r;
+    if ((r = hv->class->destroy(hv, d->uuid))) {
+        bfmt(err, errlen, "undefine: %s", hv->err[0] ? hv->err : strerror(-r));
+        return r;
+    }
+    return 0;
 }
 
 /* A snapshot: a running guest is paused only while its disk is copied.
@@ -456,6 +482,19 @@ execute(struct reconciler *rc, struct rc_inst *ri, const struct inst_desired *d,
         return 0;
     case RCA_CREATE: {
         bool start = d->power != POWER_SHUTOFF;
+        if (!strcmp(d->action, "migrate_in")) {
+            /* The disk comes from the source of the move. */
+            if (!rc->storage.import_disk) {
+                bfmt(err, errlen, "this node cannot take disks from other nodes");
+                return -ENOTSUP;
+            }
+            if ((r = rc->storage.import_disk(rc->storage.import_ctx, d, err, errlen)))
+                return r;
+            /* A resize to another host: the new flavor's disk may be larger. */
+            if (rc->storage.grow &&
+                (r = rc->storage.grow(rc->storage.action_ctx, d, err, errlen)))
+                return r;
+        }
         r = define(rc, d, start, err, errlen);
         if (r)
             return r;
@@ -488,6 +527,16 @@ execute(struct reconciler *rc, struct rc_inst *ri, const struct inst_desired *d,
         after = d->power == POWER_RUNNING ? POWER_RUNNING : POWER_SHUTOFF;
         event = s.action == RCA_RESCUE ? "rescued" : "unrescued";
         break;
+    case RCA_EXPORT:
+        r = export_disk(rc, d, a, err, errlen);
+        if (r)
+            return r;
+        *present = false;
+        ri->generation = d->generation;
+        ri->state = RC_STOPPED;
+        ri->power = POWER_SHUTOFF;
+        emit(rc, uuid, "migration-source-ready", NULL);
+        return 0;
     case RCA_SNAPSHOT:
         r = snapshot(rc, d, a, err, errlen);
         if (r)
@@ -577,6 +626,22 @@ reconcile_one(struct reconciler *rc, const struct inst_desired *d, const char *u
     enum power_state before = ri->power;
     enum rc_state state_before = ri->state;
 
+    /* The disk is served to a move's destination only while the document
+     * says so (before anything could start the guest again). */
+    if (d && strcmp(d->action, "migrate_out") && rc->storage.unexport_disk)
+        rc->storage.unexport_disk(rc->storage.ctx, uuid);
+    /* The source of a move, done: the guest undefined, its disk exported
+     * for this generation.  Reported stopped at the generation. */
+    if (d && !d->deleted && !present && !strcmp(d->action, "migrate_out") &&
+        rc->storage.exported && rc->storage.exported(rc->storage.ctx, uuid) >= d->generation) {
+        ri->state = RC_STOPPED;
+        ri->power = POWER_SHUTOFF;
+        ri->generation = d->generation;
+        ri->fault[0] = 0;
+        ri->seen_desired = true;
+        return;
+    }
+
     /* A guest that powered itself off (or crashed) after its generation
      * was applied: reported, not undone. */
     if (d && !d->deleted && present && a.generation >= d->generation &&
@@ -596,7 +661,10 @@ reconcile_one(struct reconciler *rc, const struct inst_desired *d, const char *u
         char err[256];
         st->actions++;
         int r = execute(rc, ri, d, &a, &present, s, err, sizeof err);
-        if (r == -EAGAIN && d && !d->deleted) {
+        /* -EEXIST on a create: another node's copy of this instance still
+         * holds its uuid on a hypervisor both nodes share (a move's
+         * other end, about to undefine it): wait as for a port. */
+        if ((r == -EAGAIN || (r == -EEXIST && s.action == RCA_CREATE)) && d && !d->deleted) {
             /* Not a failure: the network agent has not made a device yet. */
             st->actions--;
             bfmt(ri->fault, sizeof ri->fault, "%s", err);
@@ -627,6 +695,8 @@ reconcile_one(struct reconciler *rc, const struct inst_desired *d, const char *u
             }
             break;
         }
+        if (s.action == RCA_EXPORT)
+            break;
         if (s.action == RCA_DELETE) {
             ri->state = RC_DELETED;
             ri->power = POWER_NOSTATE;

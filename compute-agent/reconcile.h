@@ -20,6 +20,16 @@
  *                              makes the rescue overlay, or removes it)
  *   desired, generation applied nothing: a guest that powered itself off is
  *                               reported SHUTOFF, not restarted (Nova's rule)
+ *   desired, generation newer   with action "migrate_out" (the source of a
+ *   and a move                 move): stop, mark the overlay exported for
+ *                              the generation (the console proxy serves it
+ *                              to the destination), undefine the guest
+ *                              (the disk stays: a revert defines it again
+ *                              from it; the destination may define the
+ *                              same uuid on a libvirtd both share);
+ *                              "migrate_in" (the destination, nothing here
+ *                              yet): pull the overlay from the source,
+ *                              then create as usual
  *   desired with deleted=true   destroy, remove storage
  *   not desired, present        after a grace period, destroy
  *   storage of nothing          removed (a crash between undefine and rm)
@@ -87,6 +97,7 @@ const char *rc_state_name(enum rc_state s);
     X(REBUILD, "rebuild")       /* Stop, new disk from the image, redefine. */ \
     X(RESCUE, "rescue")         /* Stop, redefine on the rescue image, start. */ \
     X(UNRESCUE, "unrescue")     /* Stop, redefine on the own disk, start. */ \
+    X(EXPORT, "export")         /* Stop, serve the disk to the destination. */ \
     X(DELETE, "delete")
 
 enum rc_action {
@@ -165,6 +176,21 @@ struct rc_storage {
     int (*upload)(void *ctx, const struct inst_desired *d, char *err, size_t errlen);
     int (*wipe)(void *ctx, const struct inst_desired *d, char *err, size_t errlen);
     void *action_ctx;
+    /* Moves between nodes (optional; called with 'ctx').  export_disk: the
+     * stopped instance's overlay may be served to the destination that
+     * shows the secret whose SHA-256 is d->migration_secret, and the
+     * export stands for generation d->generation; exported: that
+     * generation (0: not exported); unexport_disk: no longer served
+     * (idempotent, cheap: called on every pass for instances not being
+     * moved out). */
+    int (*export_disk)(void *ctx, const struct inst_desired *d, char *err, size_t errlen);
+    uint64_t (*exported)(void *ctx, const char *uuid);
+    void (*unexport_disk)(void *ctx, const char *uuid);
+    /* import_disk (optional, called with 'import_ctx'): the overlay of a
+     * moving instance pulled from its source, checked and put on this
+     * node's cached base, before 'prepare' (which then keeps it). */
+    int (*import_disk)(void *ctx, const struct inst_desired *d, char *err, size_t errlen);
+    void *import_ctx;
 };
 
 /* What the agent reports for one instance. */

@@ -229,12 +229,6 @@ parse_port(json_t *p, struct inst_port *ip, const char *what, char *err, size_t 
     return 0;
 }
 
-static bool
-rescue_action(const char *a)
-{
-    return !strcmp(a, "rescue") || !strcmp(a, "unrescue");
-}
-
 /* {"rescue": {"image": {...}, "kernel": {...}, "ramdisk": {...}}}: the
  * instance is (being) rescued with that image.  Absent or null: it is
  * not. */
@@ -365,14 +359,40 @@ parse_instance(json_t *o, struct inst_desired *d, size_t idx, char *err, size_t 
     /* The action of this generation (resize, snapshot, rebuild), when any. */
     if ((r = get_str(o, "action", d->action, sizeof d->action, false, what, err, errlen)))
         return r;
-    if (d->action[0] && strcmp(d->action, "resize") && strcmp(d->action, "snapshot") &&
-        strcmp(d->action, "rebuild") && !rescue_action(d->action)) {
+    static const char *const actions[] = {
+        "", "resize", "snapshot", "rebuild", "rescue", "unrescue", "migrate_in", "migrate_out",
+    };
+    bool known = false;
+    for (size_t ai = 0; ai < sizeof actions / sizeof *actions && !known; ai++)
+        known = !strcmp(d->action, actions[ai]);
+    if (!known) {
         snprintf(err, errlen, "%s: action must be \"\", \"resize\", \"snapshot\", "
-                 "\"rebuild\", \"rescue\" or \"unrescue\"", what);
+                 "\"rebuild\", \"rescue\", \"unrescue\", \"migrate_in\" or \"migrate_out\"",
+                 what);
         return -EINVAL;
     }
     if ((r = parse_rescue(o, d, what, err, errlen)))
         return r;
+    /* A move: where the overlay comes from and the one-time secret
+     * (destination), or the SHA-256 of that secret (source). */
+    json_t *mig = json_object_get(o, "migration");
+    bool in = !strcmp(d->action, "migrate_in"), out = !strcmp(d->action, "migrate_out");
+    if (in || out) {
+        if (!json_is_object(mig) ||
+            (in && get_str(mig, "source_url", d->migration_url, sizeof d->migration_url, true,
+                           what, err, errlen)) ||
+            get_str(mig, in ? "secret" : "secret_sha256", d->migration_secret,
+                    sizeof d->migration_secret, true, what, err, errlen) ||
+            strlen(d->migration_secret) != 64 ||
+            strspn(d->migration_secret, "0123456789abcdef") != 64 ||
+            (in && strncmp(d->migration_url, "http://", 7) &&
+             strncmp(d->migration_url, "https://", 8))) {
+            snprintf(err, errlen, "%s: a move needs migration.%s", what,
+                     in ? "source_url (http) and secret (64 hex digits)"
+                        : "secret_sha256 (64 hex digits)");
+            return -EINVAL;
+        }
+    }
     json_t *snap = json_object_get(o, "snapshot");
     if (!strcmp(d->action, "snapshot") &&
         (!json_is_object(snap) ||

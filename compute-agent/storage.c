@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +85,29 @@ probe_format(const char *path, char *fmt, size_t len, char *err, size_t errlen)
     return 0;
 }
 
+/* The cached base of image 'img' into 'base' and its format ("qcow2" or
+ * "raw") into 'fmt'. */
+static int
+image_base(struct storage *s, const struct inst_image *img, char base[PATH_MAX],
+           char fmt[8], char *err, size_t errlen)
+{
+    int r = img_cache_base(s->cache, img, base, err, errlen);
+    if (r)
+        return r;
+    if (!strcmp(img->disk_format, "qcow2") || !strcmp(img->disk_format, "raw")) {
+        bfmt(fmt, 8, "%s", img->disk_format);
+        return 0;
+    }
+    return probe_format(base, fmt, 8, err, errlen);
+}
+
+int
+storage_base(struct storage *s, const struct inst_desired *d, char base[PATH_MAX],
+             char fmt[8], char *err, size_t errlen)
+{
+    return image_base(s, &d->image, base, fmt, err, errlen);
+}
+
 /* The cached files a disk image 'img' boots from: its kernel and ramdisk
  * ('kernel', 'ramdisk': the image records) into 'kpath'/'rpath' when it
  * names them (left as they are otherwise), the base image into 'base' and
@@ -100,13 +124,7 @@ prepare_boot(struct storage *s, const struct inst_image *img, const struct inst_
         if (img->ramdisk_id[0] && (r = img_cache_base(s->cache, ramdisk, rpath, err, errlen)))
             return r;
     }
-    if ((r = img_cache_base(s->cache, img, base, err, errlen)))
-        return r;
-    if (!strcmp(img->disk_format, "qcow2") || !strcmp(img->disk_format, "raw")) {
-        bfmt(fmt, 8, "%s", img->disk_format);
-        return 0;
-    }
-    return probe_format(base, fmt, 8, err, errlen);
+    return image_base(s, img, base, fmt, err, errlen);
 }
 
 /* Rescue mode (Nova's libvirt rescue): with d->rescue, the rescue image's
@@ -145,6 +163,72 @@ prepare_rescue(struct storage *s, const struct inst_desired *d, struct rc_prepar
         return r;
     bfmt(p->rescue_disk, sizeof p->rescue_disk, "%s", path);
     return 0;
+}
+
+/* The mark that lets the console proxy serve a stopped instance's overlay
+ * to a move's destination: <instance dir>/migration.export holding the
+ * SHA-256 (hex) of the move's secret and, on a second line, the
+ * generation of the export, written whole or not at all. */
+static int
+st_export(void *ctx, const struct inst_desired *d, char *err, size_t errlen)
+{
+    struct storage *s = ctx;
+    if (!uuid_ok(d->uuid)) {
+        bfmt(err, errlen, "invalid uuid '%s'", d->uuid);
+        return -EINVAL;
+    }
+    char dir[PATH_MAX], tmp[PATH_MAX + 32], path[PATH_MAX + 32];
+    storage_inst_dir(s, d->uuid, dir);
+    bfmt(tmp, sizeof tmp, "%s/" STORAGE_EXPORT_FILE ".tmp", dir);
+    bfmt(path, sizeof path, "%s/" STORAGE_EXPORT_FILE, dir);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        int r = -errno;
+        bfmt(err, errlen, "%s: %s", tmp, strerror(-r));
+        return r;
+    }
+    char text[128];
+    int n = snprintf(text, sizeof text, "%s\n%llu\n", d->migration_secret,
+                     (unsigned long long)d->generation);
+    bool ok = n > 0 && write(fd, text, (size_t)n) == n && fsync(fd) == 0;
+    close(fd);
+    if (!ok || rename(tmp, path) < 0) {
+        int r = errno ? -errno : -EIO;
+        unlink(tmp);
+        bfmt(err, errlen, "%s: %s", path, strerror(-r));
+        return r;
+    }
+    return 0;
+}
+
+static uint64_t
+st_exported(void *ctx, const char *uuid)
+{
+    struct storage *s = ctx;
+    if (!uuid_ok(uuid))
+        return 0;
+    char path[PATH_MAX + 32], text[128];
+    bfmt(path, sizeof path, "%s/%s/" STORAGE_EXPORT_FILE, s->root, uuid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n < 66)
+        return 0;
+    text[n] = 0;
+    return strtoull(text + 65, NULL, 10);
+}
+
+static void
+st_unexport(void *ctx, const char *uuid)
+{
+    struct storage *s = ctx;
+    if (!uuid_ok(uuid))
+        return;
+    char path[PATH_MAX + 32];
+    bfmt(path, sizeof path, "%s/%s/" STORAGE_EXPORT_FILE, s->root, uuid);
+    unlink(path);
 }
 
 static int
@@ -250,7 +334,9 @@ struct rc_storage
 storage_interface(struct storage *s)
 {
     return (struct rc_storage){ .prepare = st_prepare, .remove = st_remove,
-                                .list = st_list, .ctx = s };
+                                .list = st_list, .export_disk = st_export,
+                                .exported = st_exported,
+                                .unexport_disk = st_unexport, .ctx = s };
 }
 
 int

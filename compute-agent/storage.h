@@ -19,6 +19,16 @@ void storage_free(struct storage *s);
 /* The rc_storage interface over 's'. */
 struct rc_storage storage_interface(struct storage *s);
 
+/* The file of an instance directory whose presence lets the console proxy
+ * serve the overlay to a move's destination (its content: the SHA-256 of
+ * the move's secret, hex). */
+#define STORAGE_EXPORT_FILE "migration.export"
+
+/* The cached base image of 'd' (fetched when missing) into 'base' and its
+ * format ("qcow2" or "raw") into 'fmt'. */
+int storage_base(struct storage *s, const struct inst_desired *d, char base[PATH_MAX],
+                 char fmt[8], char *err, size_t errlen) __attribute__((warn_unused_result));
+
 /* The instance directory of 'uuid' into 'out'. */
 void storage_inst_dir(const struct storage *s, const char *uuid, char out[PATH_MAX]);
 

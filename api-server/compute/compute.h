@@ -38,6 +38,7 @@
 #define POL_LIMITS "compute:limits"
 #define POL_HYPERVISORS "compute:os-hypervisors"
 #define POL_SERVICES "compute:os-services"
+#define POL_MIGRATIONS "compute:os-hypervisors"   /* wanted: compute:os-migrations:index (admin) */
 #define POL_SERVER_GROUPS "compute:os-server-groups"
 #define POL_SERVER_GROUPS_LIST "compute:os-server-groups:list"
 #define POL_QUOTAS_SHOW "compute:os-quota-sets:show"

@@ -404,6 +404,26 @@ hv_statistics(http_request *req, struct api_req *ar)
         3, p, NULL);
 }
 
+/* ---- os-migrations (admin): one row per move of a server between
+ * hosts (migration 0013), newest first; filters host, status,
+ * instance_uuid. */
+static void
+migrations_list(http_request *req, struct api_req *ar)
+{
+    if (compute_begin(req, ar, POL_MIGRATIONS) < 0)
+        return;
+    const char **p = compute_params(req, ar, 6);
+    p[3] = compute_qp(req, "host");
+    p[4] = compute_qp(req, "status");
+    p[5] = compute_qp(req, "instance_uuid");
+    for (int i = 3; i < 6; i++)
+        if (p[i] && strlen(p[i]) > COMPUTE_NAME_MAX) {
+            api_error(req, 400, "Invalid input for query parameters.");
+            return;
+        }
+    compute_run(req, "SELECT compute_migrations_json($4, $5, $6)::text AS body", 6, p, NULL);
+}
+
 /* ---- os-services: nova-compute rows are the compute nodes (one per
  * host), nova-scheduler rows the registered schedulers. */
 
@@ -556,6 +576,7 @@ compute_admin_register(struct api *a)
     api_route(a, API_COMPUTE, "GET", "/v2.1/os-hypervisors/detail", hv_detail);
     api_route(a, API_COMPUTE, "GET", "/v2.1/os-hypervisors/statistics", hv_statistics);
     api_route(a, API_COMPUTE, "GET", "/v2.1/os-hypervisors/{id}", hv_show);
+    api_route(a, API_COMPUTE, "GET", "/v2.1/os-migrations", migrations_list);
     api_route(a, API_COMPUTE, "GET", "/v2.1/os-services", services_list);
     api_route(a, API_COMPUTE, "PUT", "/v2.1/os-services/{action}", services_update);
     api_route(a, API_COMPUTE, "GET", "/v2.1/os-availability-zone", az_list);

@@ -19,7 +19,7 @@ ALTER TABLE instances ADD COLUMN rescue_image_ref text;
 
 ALTER TABLE instances DROP CONSTRAINT instances_agent_action_check,
     ADD CONSTRAINT instances_agent_action_check
-        CHECK (agent_action IN ('', 'resize', 'snapshot', 'rebuild', 'rescue', 'unrescue'));
+        CHECK (agent_action IN ('', 'resize', 'snapshot', 'rebuild', 'migrate', 'rescue', 'unrescue'));
 
 -- ---- Desired state: {"rescue": {"image", "kernel", "ramdisk"}} while
 -- the instance is (being) rescued.

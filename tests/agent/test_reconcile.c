@@ -1,8 +1,9 @@
 /* Reconciler transcripts with the fake hypervisor and a fake storage:
  * create, power actions, a guest that powers itself off, deletion, the
  * grace period for instances nobody wants, retries and ERROR, foreign
- * instances never touched, and convergence after a crash at every step
- * (a fresh reconciler, as after kill -9, over the same hypervisor). */
+ * instances never touched, convergence after a crash at every step
+ * (a fresh reconciler, as after kill -9, over the same hypervisor), and
+ * the two ends of a move between nodes. */
 #include "reconcile.h"
 
 #include <errno.h>
@@ -23,7 +24,58 @@ struct fstore {
     int n;
     int fail_remove, fail_prepare;
     int prepares, removes;
+    /* Moves: exported[] the uuid whose disk is served ("" none) and the
+     * secret hash it was exported with; import_eagain: answers left. */
+    char exported[37], export_secret[65];
+    uint64_t export_gen;
+    int exports, unexports, imports, import_eagain;
+    int prepares_at_import;
 };
+
+static int
+fs_export(void *ctx, const struct inst_desired *d, char *err, size_t len)
+{
+    struct fstore *s = ctx;
+    (void)err;
+    (void)len;
+    s->exports++;
+    snprintf(s->exported, sizeof s->exported, "%s", d->uuid);
+    snprintf(s->export_secret, sizeof s->export_secret, "%s", d->migration_secret);
+    s->export_gen = d->generation;
+    return 0;
+}
+
+static uint64_t
+fs_exported(void *ctx, const char *uuid)
+{
+    struct fstore *s = ctx;
+    return !strcmp(s->exported, uuid) ? s->export_gen : 0;
+}
+
+static void
+fs_unexport(void *ctx, const char *uuid)
+{
+    struct fstore *s = ctx;
+    if (!strcmp(s->exported, uuid)) {
+        s->exported[0] = 0;
+        s->unexports++;
+    }
+}
+
+static int
+fs_import(void *ctx, const struct inst_desired *d, char *err, size_t len)
+{
+    struct fstore *s = ctx;
+    (void)d;
+    s->imports++;
+    s->prepares_at_import = s->prepares;
+    if (s->import_eagain) {
+        s->import_eagain--;
+        snprintf(err, len, "the source of the move is not ready");
+        return -EAGAIN;
+    }
+    return 0;
+}
 
 static int
 fs_prepare(void *ctx, const struct inst_desired *d, struct rc_prepared *p, char *err, size_t len)
@@ -116,6 +168,11 @@ world_init(struct world *w)
     if (hv_open(&hc, &w->hv, err, sizeof err))
         abort();
     w->st = (struct rc_storage){ fs_prepare, fs_remove, fs_list, &w->fs };
+    w->st.export_disk = fs_export;
+    w->st.unexport_disk = fs_unexport;
+    w->st.exported = fs_exported;
+    w->st.import_disk = fs_import;
+    w->st.import_ctx = &w->fs;
     w->cfg = (struct rc_config){ .grace_ms = 60000, .max_attempts = 3, .stop_timeout_ms = 1000 };
     if (rc_new(w->hv, &w->st, &w->cfg, on_event, NULL, &w->rc))
         abort();
@@ -327,15 +384,117 @@ test_orphan_grace_and_foreign(void)
     CHECK(!fs_has(&w.fs, U1));
     CHECK(strstr(events, "11111111:orphan-deleted"));
 
-    /* The foreign instance survived everything, even being desired. */
+    /* The foreign instance survived everything, even being desired.  A
+     * create that finds another's instance with the uuid waits (on a
+     * hypervisor two nodes share, a move's other end is undefining it),
+     * then, after the port wait, gives up: ERROR. */
     add(&w, UF, POWER_SHUTOFF, 1);
     for (int i = 0; i < 5; i++)
         pass(&w, 200000 + (uint64_t)i * 1000);
+    CHECK_INT(state(&w, UF), RC_BUILDING);
+    CHECK(hv_fake_foreign_intact(w.hv, UF));
+    pass(&w, 200000 + 120000);
+    pass(&w, 200000 + 120000 + 1000);
     CHECK_INT(state(&w, UF), RC_ERROR);
     w.ds.n = 0;
     pass(&w, 1000000);
     pass(&w, 2000000);
     CHECK(hv_fake_foreign_intact(w.hv, UF));
+    world_free(&w);
+}
+
+/* A cold move.  The source (U1) stops its guest, exports the disk once
+ * and undefines the guest (the disk stays), reports it stopped at the
+ * generation while the document says "migrate_out", and on revert
+ * unexports and defines it again from its disk, running.  A
+ * source without the guest goes ERROR rather than create a blank one.  The
+ * destination (U2) imports the disk before preparing and defining it, and
+ * waits (not a failure) while the source is not ready. */
+static void
+test_moves(void)
+{
+    struct world w;
+    world_init(&w);
+    struct inst_desired *d = add(&w, U1, POWER_RUNNING, 1);
+    pass(&w, 1000);
+    CHECK_INT(hv_power(&w, U1), POWER_RUNNING);
+    d->generation = 2;
+    d->power = POWER_SHUTOFF;
+    snprintf(d->action, sizeof d->action, "migrate_out");
+    memset(d->migration_secret, 'a', 64);
+    events[0] = 0;
+    pass(&w, 2000);
+    CHECK_INT(hv_power(&w, U1), POWER_NOSTATE);   /* Undefined... */
+    CHECK(fs_has(&w.fs, U1));                      /* ...its disk kept. */
+    CHECK_INT(w.fs.exports, 1);
+    CHECK_STR(w.fs.exported, U1);
+    CHECK(w.fs.export_secret[0] == 'a' && strlen(w.fs.export_secret) == 64);
+    CHECK(strstr(events, "11111111:migration-source-ready"));
+    pass(&w, 3000);
+    pass(&w, 4000);
+    CHECK_INT(w.fs.exports, 1);              /* Once per generation. */
+    CHECK_STR(w.fs.exported, U1);            /* Still served. */
+    CHECK_INT(state(&w, U1), RC_STOPPED);
+    CHECK(fs_has(&w.fs, U1));
+    /* A restart (kill -9) re-exports nothing: the export is marked. */
+    world_restart(&w);
+    pass(&w, 5000);
+    CHECK_INT(w.fs.exports, 1);
+    CHECK_STR(w.fs.exported, U1);
+    CHECK_INT(state(&w, U1), RC_STOPPED);
+    CHECK(fs_has(&w.fs, U1));
+    struct rc_observed *obs = NULL;
+    size_t n_obs = 0;
+    CHECK_INT(rc_observed(w.rc, &obs, &n_obs), 0);
+    CHECK(n_obs == 1 && obs[0].state == RC_STOPPED && obs[0].generation == 2);
+    free(obs);
+    int prepares_before = w.fs.prepares;
+    /* Revert: no longer served, and running again. */
+    d->generation = 3;
+    d->power = POWER_RUNNING;
+    d->action[0] = 0;
+    pass(&w, 6000);
+    CHECK_INT(w.fs.unexports, 1);
+    CHECK(!w.fs.exported[0]);
+    CHECK_INT(hv_power(&w, U1), POWER_RUNNING);
+    CHECK_INT(w.fs.prepares, prepares_before + 1);   /* Defined again from its disk. */
+
+    /* The source lost its guest: ERROR, nothing created. */
+    int prepares = w.fs.prepares;
+    struct inst_desired *g = add(&w, U2, POWER_SHUTOFF, 2);
+    snprintf(g->action, sizeof g->action, "migrate_out");
+    memset(g->migration_secret, 'b', 64);
+    pass(&w, 7000);
+    CHECK_INT(state(&w, U2), RC_ERROR);
+    CHECK_INT(w.fs.prepares, prepares);
+    CHECK_INT(hv_power(&w, U2), POWER_NOSTATE);
+    world_free(&w);
+
+    /* The destination. */
+    world_init(&w);
+    d = add(&w, U2, POWER_RUNNING, 5);
+    snprintf(d->action, sizeof d->action, "migrate_in");
+    w.fs.import_eagain = 2;
+    events[0] = 0;
+    pass(&w, 1000);
+    CHECK_INT(hv_power(&w, U2), POWER_NOSTATE);
+    CHECK(strstr(events, "22222222:waiting-for-port"));
+    CHECK_INT(w.fs.prepares, 0);
+    pass(&w, 2000);
+    CHECK_INT(state(&w, U2), RC_BUILDING);
+    pass(&w, 3000);
+    CHECK_INT(w.fs.imports, 3);
+    CHECK_INT(w.fs.prepares_at_import, 0);   /* Imported before prepared. */
+    CHECK_INT(w.fs.prepares, 1);
+    CHECK_INT(hv_power(&w, U2), POWER_RUNNING);
+    pass(&w, 4000);
+    CHECK_INT(state(&w, U2), RC_ACTIVE);
+    CHECK_INT(w.fs.imports, 3);
+    /* Revert on this side: the copy becomes deleted in the document. */
+    d->deleted = true;
+    pass(&w, 5000);
+    CHECK_INT(hv_power(&w, U2), POWER_NOSTATE);
+    CHECK(!fs_has(&w.fs, U2));
     world_free(&w);
 }
 
@@ -575,6 +734,7 @@ main(void)
     test_create_and_power();
     test_guest_powers_off();
     test_orphan_grace_and_foreign();
+    test_moves();
     test_retries_and_error();
     test_waiting_for_port();
     test_crash_convergence();

@@ -132,6 +132,34 @@ test_ports(void)
     }
 }
 
+/* The two ends of a move (docs/agent-channel.md). */
+static void
+test_moves(void)
+{
+    static const char doc[] =
+        "{\"version\": 3, \"instances\": ["
+        " {\"uuid\": \"11111111-1111-4111-8111-111111111111\", \"image\": {\"id\": \"i\"},"
+        "  \"generation\": 2, \"action\": \"migrate_in\", \"migration\": {\"id\": \"m\","
+        "  \"source_url\": \"http://10.0.0.2:6080/migration/11111111-1111-4111-8111-111111111111/disk\","
+        "  \"secret\": \"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"}},"
+        " {\"uuid\": \"22222222-2222-4222-8222-222222222222\", \"image\": {\"id\": \"i\"},"
+        "  \"power_state\": \"shutoff\", \"action\": \"migrate_out\","
+        "  \"migration\": {\"secret_sha256\": \"ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff\"}}]}";
+    struct desired_set ds;
+    char err[256] = "";
+    CHECK_INT(parse(doc, &ds, err), 0);
+    if (ds.n == 2) {
+        CHECK_STR(ds.insts[0].action, "migrate_in");
+        CHECK_STR(ds.insts[0].migration_url,
+                  "http://10.0.0.2:6080/migration/11111111-1111-4111-8111-111111111111/disk");
+        CHECK_STR(ds.insts[0].migration_secret, "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+        CHECK_STR(ds.insts[1].action, "migrate_out");
+        CHECK_STR(ds.insts[1].migration_secret, "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff");
+        CHECK(!ds.insts[1].migration_url[0]);
+    }
+    desired_set_free(&ds);
+}
+
 static void
 test_bad(void)
 {
@@ -152,6 +180,20 @@ test_bad(void)
         "{\"instances\": [{\"uuid\": \"11111111-1111-4111-8111-111111111111\", \"image\": {\"id\": \"i\"},"
         " \"ports\": [{\"mac\":\"a\"},{\"mac\":\"a\"},{\"mac\":\"a\"},{\"mac\":\"a\"},{\"mac\":\"a\"},"
         "{\"mac\":\"a\"},{\"mac\":\"a\"},{\"mac\":\"a\"},{\"mac\":\"a\"}]}]}",
+        /* Moves: the destination needs an http source URL and a 64-hex
+         * secret, the source the secret's SHA-256. */
+        "{\"instances\": [{\"uuid\": \"11111111-1111-4111-8111-111111111111\", \"image\": {\"id\": \"i\"},"
+        " \"action\": \"migrate_in\"}]}",
+        "{\"instances\": [{\"uuid\": \"11111111-1111-4111-8111-111111111111\", \"image\": {\"id\": \"i\"},"
+        " \"action\": \"migrate_in\", \"migration\": {\"source_url\": \"file:///etc/passwd\","
+        " \"secret\": \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}}]}",
+        "{\"instances\": [{\"uuid\": \"11111111-1111-4111-8111-111111111111\", \"image\": {\"id\": \"i\"},"
+        " \"action\": \"migrate_in\", \"migration\": {\"source_url\": \"http://h:1/m\","
+        " \"secret\": \"short\"}}]}",
+        "{\"instances\": [{\"uuid\": \"11111111-1111-4111-8111-111111111111\", \"image\": {\"id\": \"i\"},"
+        " \"action\": \"migrate_out\", \"migration\": {\"secret\": \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}}]}",
+        "{\"instances\": [{\"uuid\": \"11111111-1111-4111-8111-111111111111\", \"image\": {\"id\": \"i\"},"
+        " \"action\": \"teleport\"}]}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct desired_set ds;
@@ -190,6 +232,7 @@ test_observed(void)
 int
 main(void)
 {
+    test_moves();
     test_good();
     test_ports();
     test_bad();

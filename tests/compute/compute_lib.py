@@ -91,7 +91,7 @@ def make_project(cloud, admin_token, name):
 
 def write_agent_conf(cloud, node, token_file, state_dir=None, hypervisor='fake',
                      console=False, agent_extra='', source_extra='poll_wait = 20\nheartbeat = 1\n',
-                     reconcile_interval=1, stop_timeout=None):
+                     reconcile_interval=1, stop_timeout=None, hv_extra=''):
     """The configuration of a nimbus-compute of node 'node' talking to the
     cloud's agent channel with the credential in 'token_file' and fetching
     images from its nimbus-image (cloud.image_port); returns its path.
@@ -115,7 +115,7 @@ listen = 127.0.0.1
 port = 0
 {agent_extra}{console_section}[hypervisor]
 type = {hypervisor}
-[source]
+{hv_extra}[source]
 type = http
 api_url = {cloud.url('compute', '/agent/v1')}
 node_token_file = {token_file}
@@ -248,3 +248,44 @@ def seed(cloud):
                "'public', 'qcow2', 'bare', 1024) ON CONFLICT DO NOTHING")
     sql(cloud, "INSERT INTO net.networks (id, project_id, name, shared, mtu, network_type) "
                f"VALUES ('{NET}', 'seed', 'seed-net', true, 1450, 'vxlan') ON CONFLICT DO NOTHING")
+
+
+VIRSH = ['virsh', '-q', '-c', 'qemu:///system']
+
+
+def libvirt_guest_or_skip():
+    """Exits 77 (skipped) unless this runs as root with libvirtd reachable,
+    nimbus-compute built and the test guest buildable (deploy/build-guest);
+    returns the guest's directory."""
+    def skip(why):
+        print('skipped:', why)
+        sys.exit(77)
+    if os.geteuid() != 0:
+        skip('not root')
+    if not os.path.exists(os.path.join(nt.BUILD, 'compute-agent', 'nimbus-compute')):
+        skip('nimbus-compute not built')
+    if subprocess.run(VIRSH + ['version'], capture_output=True).returncode != 0:
+        skip('libvirtd not reachable (run deploy/libvirt-setup)')
+    guest = os.path.join(nt.BUILD, 'agent-test-guest')
+    if subprocess.run([os.path.join(nt.SOURCE, 'deploy', 'build-guest'), guest],
+                      capture_output=True).returncode != 0:
+        skip('cannot build the test guest')
+    return guest
+
+
+def upload_guest(cloud, tok, guest):
+    """The test guest uploaded to the cloud's nimbus-image as an aki/ari/ami
+    triple (public; the ami names the others and a serial console command
+    line); returns (kernel, ramdisk, image) ids."""
+    def upload(name, path, disk_format, **props):
+        img = cloud.create_image(tok, name=name, disk_format=disk_format,
+                                 container_format=disk_format, visibility='public', **props)
+        with open(path, 'rb') as f:
+            st, b = cloud.upload(tok, img['id'], f.read())
+        check(st == 204, f'{name} uploaded ({st} {b})')
+        return img['id']
+    kernel = upload('guest-kernel', os.path.join(guest, 'vmlinuz'), 'aki')
+    ramdisk = upload('guest-initrd', os.path.join(guest, 'initrd.img'), 'ari')
+    image = upload('guest', os.path.join(guest, 'disk.qcow2'), 'ami', kernel_id=kernel,
+                   ramdisk_id=ramdisk, os_command_line='console=ttyS0 quiet')
+    return kernel, ramdisk, image

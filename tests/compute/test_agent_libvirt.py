@@ -28,24 +28,9 @@ import compute_lib  # noqa: E402
 import ws_lib  # noqa: E402
 from compute_lib import NET, Compute, Schedulers, check, done, nt, sql  # noqa: E402,F401
 
-
-def skip(why):
-    print('skipped:', why)
-    sys.exit(77)
-
-
 AGENT = os.path.join(nt.BUILD, 'compute-agent', 'nimbus-compute')
-VIRSH = ['virsh', '-q', '-c', 'qemu:///system']
-if os.geteuid() != 0:
-    skip('not root')
-if not os.path.exists(AGENT):
-    skip('nimbus-compute not built')
-if subprocess.run(VIRSH + ['version'], capture_output=True).returncode != 0:
-    skip('libvirtd not reachable (run deploy/libvirt-setup)')
-GUEST = os.path.join(nt.BUILD, 'agent-test-guest')
-if subprocess.run([os.path.join(nt.SOURCE, 'deploy', 'build-guest'), GUEST],
-                  capture_output=True).returncode != 0:
-    skip('cannot build the test guest')
+VIRSH = compute_lib.VIRSH
+GUEST = compute_lib.libvirt_guest_or_skip()
 
 from image_test import ImageCloud  # noqa: E402
 
@@ -54,21 +39,7 @@ cloud = ImageCloud()
 compute_lib.seed(cloud)   # the shared network NET servers attach to
 tok, body = cloud.token()
 api = Compute(cloud, tok)
-
-
-def upload(name, path, disk_format, **props):
-    img = cloud.create_image(tok, name=name, disk_format=disk_format,
-                             container_format=disk_format, visibility='public', **props)
-    with open(path, 'rb') as f:
-        st, b = cloud.upload(tok, img['id'], f.read())
-    check(st == 204, f'{name} uploaded ({st} {b})')
-    return img['id']
-
-
-kernel = upload('guest-kernel', os.path.join(GUEST, 'vmlinuz'), 'aki')
-ramdisk = upload('guest-initrd', os.path.join(GUEST, 'initrd.img'), 'ari')
-image = upload('guest', os.path.join(GUEST, 'disk.qcow2'), 'ami', kernel_id=kernel,
-               ramdisk_id=ramdisk, os_command_line='console=ttyS0 quiet')
+kernel, ramdisk, image = compute_lib.upload_guest(cloud, tok, GUEST)
 
 token_file = os.path.join(cloud.dir, 'node.token')
 cloud.manage('node', 'add', NODE, '--output', token_file)
