@@ -35,6 +35,7 @@
 #include <jansson.h>
 
 #include "proc.h"
+#include "util.h"
 
 struct hv_oci {
     struct hypervisor up;
@@ -602,6 +603,7 @@ oci_create(struct hypervisor *hv, const struct hv_create_args *a, bool start)
     int r = o->network_agent ? hv_ports_ready(hv, a->d) : 0;
     if (r)
         return r;
+    uint64_t t0 = util_now_ns();
     r = write_config(o, a);
     struct oci_port ports[INST_MAX_PORTS];
     unsigned n_ports = wanted_ports(o, a->d, ports);
@@ -609,8 +611,12 @@ oci_create(struct hypervisor *hv, const struct hv_create_args *a, bool start)
         r = write_ports(o, a->d->uuid, ports, n_ports);
     if (!r)
         r = write_marker(o, a->d->uuid, 0, a->rootfs_path);
-    if (!r && start)
+    uint64_t t1 = util_now_ns();
+    hv->define_ns = t1 - t0;
+    if (!r && start) {
         r = oci_start(hv, a->d->uuid);
+        hv->start_ns = util_now_ns() - t1;
+    }
     return r;
 }
 

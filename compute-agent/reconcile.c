@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 #include "strbuf.h"
+#include "util.h"
 
 static const char *const state_names[] = {
 #define X(e, s) s,
@@ -291,9 +292,14 @@ define(struct reconciler *rc, const struct inst_desired *d, bool start, char *er
 {
     struct rc_prepared p;
     memset(&p, 0, sizeof p);
+    uint64_t t0 = util_now_ns();
     int r = rc->storage.prepare(rc->storage.ctx, d, &p, err, errlen);
     if (r)
         return r;
+    char detail[160];
+    bfmt(detail, sizeof detail, "prepare_ms=%.1f fetch_ms=%.1f overlay_ms=%.1f fetched=%u cached=%s",
+         (double)(util_now_ns() - t0) / 1e6, (double)p.fetch_ns / 1e6,
+         (double)p.overlay_ns / 1e6, p.fetched, p.fetched ? "no" : "yes");
     struct hv_create_args args = {
         .d = d,
         .inst_dir = p.inst_dir,
@@ -304,10 +310,23 @@ define(struct reconciler *rc, const struct inst_desired *d, bool start, char *er
         .rootfs_path = p.rootfs[0] ? p.rootfs : NULL,
         .console_log = p.console_log,
     };
+    rc->hv->define_ns = rc->hv->start_ns = 0;
     r = rc->hv->class->create(rc->hv, &args, start);
-    if (r)
+    /* Not while waiting for a port's device: that create comes again
+     * every pass. */
+    if (r != -EAGAIN)
+        emit(rc, d->uuid, "image-ready", detail);
+    if (r) {
         bfmt(err, errlen, "%s", rc->hv->err[0] ? rc->hv->err : strerror(-r));
-    return r;
+        return r;
+    }
+    bfmt(detail, sizeof detail, "define_ms=%.1f", (double)rc->hv->define_ns / 1e6);
+    emit(rc, d->uuid, "defined", detail);
+    if (start) {
+        bfmt(detail, sizeof detail, "start_ms=%.1f", (double)rc->hv->start_ns / 1e6);
+        emit(rc, d->uuid, "started", detail);
+    }
+    return 0;
 }
 
 /* Cold resize in place: the guest stops (ACPI, then forced), its disk

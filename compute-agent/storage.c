@@ -12,6 +12,7 @@
 
 #include "proc.h"
 #include "strbuf.h"
+#include "util.h"
 
 struct storage {
     char root[PATH_MAX - 64];
@@ -85,8 +86,8 @@ probe_format(const char *path, char *fmt, size_t len, char *err, size_t errlen)
 }
 
 static int
-st_prepare(void *ctx, const struct inst_desired *d, struct rc_prepared *p,
-           char *err, size_t errlen)
+prepare(void *ctx, const struct inst_desired *d, struct rc_prepared *p,
+        char *err, size_t errlen)
 {
     struct storage *s = ctx;
     int r;
@@ -127,7 +128,27 @@ st_prepare(void *ctx, const struct inst_desired *d, struct rc_prepared *p,
         return r;
     bfmt(p->disk, sizeof p->disk, "%s/disk.qcow2", p->inst_dir);
     bfmt(p->disk_format, sizeof p->disk_format, "qcow2");
-    return img_cache_overlay(s->cache, base, fmt, p->disk, d->disk_gb, err, errlen);
+    uint64_t t0 = util_now_ns();
+    r = img_cache_overlay(s->cache, base, fmt, p->disk, d->disk_gb, err, errlen);
+    p->overlay_ns = util_now_ns() - t0;
+    return r;
+}
+
+/* prepare() with the figures of the timing event: how many images were
+ * fetched, the time spent on the overlay and on the rest (the images). */
+static int
+st_prepare(void *ctx, const struct inst_desired *d, struct rc_prepared *p,
+           char *err, size_t errlen)
+{
+    struct storage *s = ctx;
+    struct img_cache_stats before, after;
+    img_cache_stats(s->cache, &before);
+    uint64_t t0 = util_now_ns();
+    int r = prepare(ctx, d, p, err, errlen);
+    p->fetch_ns = util_now_ns() - t0 - p->overlay_ns;
+    img_cache_stats(s->cache, &after);
+    p->fetched = (unsigned)(after.fetches - before.fetches);
+    return r;
 }
 
 static int
