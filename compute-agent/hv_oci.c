@@ -312,7 +312,9 @@ ip_in(long pid, const char *const args[], char *err, size_t errlen)
 /* Moves one port's device out of container 'pid' back into the agent's
  * namespace under its own name.  Best effort: a device already gone (the
  * container's namespace died with its process) is the network agent's to
- * make again. */
+ * make again.  A start cut short (kill -9) between moving the device in
+ * and renaming it left it in the container under its own name: it is
+ * moved out as it is. */
 static void
 unplug_one(long pid, const struct oci_port *op)
 {
@@ -322,8 +324,9 @@ unplug_one(long pid, const struct oci_port *op)
     const char *down[] = { "link", "set", "dev", op->ifname, "down", NULL };
     const char *ren[] = { "link", "set", "dev", op->ifname, "name", peer, NULL };
     const char *out[] = { "link", "set", "dev", peer, "netns", self, NULL };
-    if (ip_in(pid, down, err, sizeof err) == 0 && ip_in(pid, ren, err, sizeof err) == 0)
-        (void)ip_in(pid, out, err, sizeof err);
+    if (ip_in(pid, down, err, sizeof err) == 0)
+        (void)ip_in(pid, ren, err, sizeof err);
+    (void)ip_in(pid, out, err, sizeof err);
 }
 
 static void
