@@ -182,11 +182,15 @@ struct rc_observed {
  * "storage-removed", "waiting-for-port", "ports-changed".
  *
  * Timing events, each time an instance is defined (create, resize,
- * rebuild), for bench/boot_bench.py and people reading the log:
- * "image-ready" ("prepare_ms=12.3 fetch_ms=10.1 overlay_ms=2.0 fetched=1
- * cached=no": the storage step; cached=yes when no image was fetched),
+ * rebuild), for bench/boot_bench.py and people reading the log, sent
+ * together once the provider's create returned (not while it waits for a
+ * port's device): "image-ready" ("prepare_ms=12.3 fetch_ms=10.1
+ * overlay_ms=2.0 fetched=1 cached=no": the storage step, fetch_ms being
+ * all of it but the overlay; cached=yes when no image was fetched),
  * "defined" ("define_ms=4.5": the provider's define) and, when it was
- * started too, "started" ("start_ms=80.2": the provider's start). */
+ * started too, "started" ("start_ms=80.2": the provider's start).  The
+ * event's own time is when it was sent: the create began at the
+ * "started" event's time less the three durations. */
 typedef void (*rc_event_fn)(void *ctx, const char *uuid, const char *event,
                             const char *detail);
 
