@@ -38,6 +38,7 @@ struct reconciler {
     struct rc_config cfg;
     rc_event_fn ev;
     void *ev_ctx;
+    rc_progress_fn progress;
     struct rc_inst *insts;
     size_t n, cap;
 };
@@ -220,6 +221,12 @@ rc_new(struct hypervisor *hv, const struct rc_storage *storage,
     rc->ev_ctx = ev_ctx;
     *out = rc;
     return 0;
+}
+
+void
+rc_set_progress(struct reconciler *rc, rc_progress_fn fn)
+{
+    rc->progress = fn;
 }
 
 void
@@ -640,7 +647,14 @@ rc_pass(struct reconciler *rc, const struct desired_set *ds, uint64_t now_ms,
     for (size_t i = 0; i < ds->n; i++) {
         const struct inst_desired *d = &ds->insts[i];
         struct inst_actual *a = (struct inst_actual *)find_actual(act, n_act, d->uuid);
+        const struct rc_inst *ri = find(rc, d->uuid);
+        bool building = !ri || ri->state == RC_NEW || ri->state == RC_BUILDING;
         reconcile_one(rc, d, d->uuid, a, now_ms, &st);
+        ri = find(rc, d->uuid);
+        if (rc->progress && building && ri && i + 1 < ds->n &&
+            (ri->state == RC_ACTIVE || ri->state == RC_STOPPED || ri->state == RC_PAUSED ||
+             ri->state == RC_SUSPENDED))
+            rc->progress(rc->ev_ctx);
     }
     for (size_t i = 0; i < n_act; i++)
         if (!desired_set_find(ds, act[i].uuid))

@@ -202,6 +202,15 @@ int rc_new(struct hypervisor *hv, const struct rc_storage *storage,
            struct reconciler **out) __attribute__((warn_unused_result));
 void rc_free(struct reconciler *rc);
 
+/* Called on the pass's thread, with the event callback's context, each
+ * time an instance the pass was building became active (or stopped,
+ * paused, suspended as desired), so that its owner can report the
+ * observed state (rc_observed) at once instead of when the pass ends: a
+ * pass creating twenty guests one after the other would otherwise hold
+ * back the first one's ACTIVE for all the others' starts.  NULL: none. */
+typedef void (*rc_progress_fn)(void *ctx);
+void rc_set_progress(struct reconciler *rc, rc_progress_fn fn);
+
 struct rc_pass_stats {
     unsigned desired, actual, actions, failures;
     uint64_t duration_ns;
