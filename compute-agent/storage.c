@@ -14,10 +14,22 @@
 #include "strbuf.h"
 #include "util.h"
 
+/* A base image's format as qemu-img saw it, known while the file is the
+ * same (cached bases are read-only; a refetched one is a new file). */
+struct probed {
+    char path[PATH_MAX];
+    uint64_t dev, ino, size, mtime_ns;
+    char fmt[8];
+};
+
+#define STORAGE_PROBED 16
+
 struct storage {
     char root[PATH_MAX - 64];
     struct img_cache *cache;
     bool containers;
+    struct probed probed[STORAGE_PROBED];   /* Used by the pass's thread only. */
+    unsigned next_probed;
 };
 
 static bool
@@ -85,6 +97,38 @@ probe_format(const char *path, char *fmt, size_t len, char *err, size_t errlen)
     return 0;
 }
 
+/* probe_format() once per base file: a create from a cached image then
+ * starts no qemu-img for it. */
+static int
+probe_cached(struct storage *s, const char *path, char *fmt, size_t len, char *err,
+             size_t errlen)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return probe_format(path, fmt, len, err, errlen);
+    uint64_t mt = (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
+    for (unsigned i = 0; i < STORAGE_PROBED; i++) {
+        const struct probed *p = &s->probed[i];
+        if (p->fmt[0] && !strcmp(p->path, path) && p->dev == (uint64_t)st.st_dev &&
+            p->ino == (uint64_t)st.st_ino && p->size == (uint64_t)st.st_size &&
+            p->mtime_ns == mt) {
+            bfmt(fmt, len, "%s", p->fmt);
+            return 0;
+        }
+    }
+    int r = probe_format(path, fmt, len, err, errlen);
+    if (r)
+        return r;
+    struct probed *p = &s->probed[s->next_probed++ % STORAGE_PROBED];
+    bfmt(p->path, sizeof p->path, "%s", path);
+    p->dev = (uint64_t)st.st_dev;
+    p->ino = (uint64_t)st.st_ino;
+    p->size = (uint64_t)st.st_size;
+    p->mtime_ns = mt;
+    bfmt(p->fmt, sizeof p->fmt, "%s", fmt);
+    return 0;
+}
+
 static int
 prepare(void *ctx, const struct inst_desired *d, struct rc_prepared *p,
         char *err, size_t errlen)
@@ -124,7 +168,7 @@ prepare(void *ctx, const struct inst_desired *d, struct rc_prepared *p,
         return r;
     if (!strcmp(img->disk_format, "qcow2") || !strcmp(img->disk_format, "raw"))
         bfmt(fmt, sizeof fmt, "%s", img->disk_format);
-    else if ((r = probe_format(base, fmt, sizeof fmt, err, errlen)))
+    else if ((r = probe_cached(s, base, fmt, sizeof fmt, err, errlen)))
         return r;
     bfmt(p->disk, sizeof p->disk, "%s/disk.qcow2", p->inst_dir);
     bfmt(p->disk_format, sizeof p->disk_format, "qcow2");
