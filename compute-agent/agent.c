@@ -114,20 +114,19 @@ on_event(void *ctx, const char *uuid, const char *event, const char *detail)
     free(line);
 }
 
-static void
-pass_work(uv_work_t *w)
+/* The observed state as the reconciler knows it now, with console tails;
+ * NULL when out of memory.  On the pass's thread.  'counts' gets the
+ * number of instances per state when not NULL. */
+static char *
+observed_now(struct agent *a, size_t *counts)
 {
-    struct agent *a = w->data;
-    struct rc_pass_stats st = { 0 };
-    a->pass_rc = rc_pass(a->rc, &a->desired, now_ms(), &st);
-    a->pass_stats = st;
     struct rc_observed *obs = NULL;
     size_t n = 0;
-    memset(a->state_counts, 0, sizeof a->state_counts);
+    char *json = NULL;
     if (rc_observed(a->rc, &obs, &n) == 0) {
-        for (size_t i = 0; i < n; i++)
-            a->state_counts[obs[i].state]++;
-        a->observed_json = sj_observed(a->cfg.node, obs, n, a->desired.version);
+        for (size_t i = 0; counts && i < n; i++)
+            counts[obs[i].state]++;
+        json = sj_observed(a->cfg.node, obs, n, a->desired.version);
         uint64_t delivered = UINT64_MAX;
 #ifdef NIMBUS_HAVE_CURL
         if (a->chan) {
@@ -136,15 +135,46 @@ pass_work(uv_work_t *w)
             delivered = cs.observed_delivered;
         }
 #endif
-        char *with = a->observed_json && a->consoles
-                     ? console_report_add(a->consoles, a->observed_json, now_ms(), delivered)
+        char *with = json && a->consoles
+                     ? console_report_add(a->consoles, json, now_ms(), delivered)
                      : NULL;
         if (with) {
-            free(a->observed_json);
-            a->observed_json = with;
+            free(json);
+            json = with;
         }
     }
     free(obs);
+    return json;
+}
+
+/* An instance became active in the middle of a pass: its state goes to
+ * nimbus-api now (the pass's thread; the channel takes reports from any
+ * thread).  The file source waits for the end of the pass. */
+static void
+on_progress(void *ctx)
+{
+#ifdef NIMBUS_HAVE_CURL
+    struct agent *a = ctx;
+    if (!a->chan)
+        return;
+    char *json = observed_now(a, NULL);
+    if (json)
+        chan_report_observed(a->chan, json);
+    free(json);
+#else
+    (void)ctx;
+#endif
+}
+
+static void
+pass_work(uv_work_t *w)
+{
+    struct agent *a = w->data;
+    struct rc_pass_stats st = { 0 };
+    a->pass_rc = rc_pass(a->rc, &a->desired, now_ms(), &st);
+    a->pass_stats = st;
+    memset(a->state_counts, 0, sizeof a->state_counts);
+    a->observed_json = observed_now(a, a->state_counts);
     if (a->cfg.image_max_age_s && a->cache) {
         const char **ids = calloc(a->desired.n * 3 + 1, sizeof *ids);
         size_t k = 0;
@@ -545,6 +575,7 @@ agent_start(uv_loop_t *loop, const struct agent_config *cfg, struct agent **out,
         snprintf(err, errlen, "reconciler: %s", strerror(-r));
         return r;
     }
+    rc_set_progress(a->rc, on_progress);
     log_info("agent", "node %s: hypervisor %s (%s), state in %s", cfg->node, cfg->hv.type,
              a->hv->class->virt_type(a->hv), cfg->state_dir);
 

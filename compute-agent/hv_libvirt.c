@@ -20,6 +20,7 @@
 
 #include "domain_xml.h"
 #include "kvm_probe.h"
+#include "util.h"
 
 struct hv_libvirt {
     struct hypervisor up;
@@ -217,12 +218,18 @@ lv_create(struct hypervisor *hv, const struct hv_create_args *a, bool start)
     args.node = lv->node;
     args.foreign_taps = lv->network_agent;
     char *xml = dx_domain_xml(&args, lv->virt_type, 0);
+    uint64_t t0 = util_now_ns();
     virDomainPtr dom = virDomainDefineXML(lv->conn, xml);
+    uint64_t t1 = util_now_ns();
     free(xml);
+    hv->define_ns = t1 - t0;
     if (!dom)
         return lv_fail(hv, "define", a->d->uuid);
-    if (start && virDomainIsActive(dom) == 0 && virDomainCreate(dom) < 0)
-        r = lv_fail(hv, "start", a->d->uuid);
+    if (start && virDomainIsActive(dom) == 0) {
+        if (virDomainCreate(dom) < 0)
+            r = lv_fail(hv, "start", a->d->uuid);
+        hv->start_ns = util_now_ns() - t1;
+    }
     virDomainFree(dom);
     return r;
 }

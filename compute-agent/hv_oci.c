@@ -35,6 +35,7 @@
 #include <jansson.h>
 
 #include "proc.h"
+#include "util.h"
 
 struct hv_oci {
     struct hypervisor up;
@@ -311,7 +312,9 @@ ip_in(long pid, const char *const args[], char *err, size_t errlen)
 /* Moves one port's device out of container 'pid' back into the agent's
  * namespace under its own name.  Best effort: a device already gone (the
  * container's namespace died with its process) is the network agent's to
- * make again. */
+ * make again.  A start cut short (kill -9) between moving the device in
+ * and renaming it left it in the container under its own name: it is
+ * moved out as it is. */
 static void
 unplug_one(long pid, const struct oci_port *op)
 {
@@ -321,8 +324,9 @@ unplug_one(long pid, const struct oci_port *op)
     const char *down[] = { "link", "set", "dev", op->ifname, "down", NULL };
     const char *ren[] = { "link", "set", "dev", op->ifname, "name", peer, NULL };
     const char *out[] = { "link", "set", "dev", peer, "netns", self, NULL };
-    if (ip_in(pid, down, err, sizeof err) == 0 && ip_in(pid, ren, err, sizeof err) == 0)
-        (void)ip_in(pid, out, err, sizeof err);
+    if (ip_in(pid, down, err, sizeof err) == 0)
+        (void)ip_in(pid, ren, err, sizeof err);
+    (void)ip_in(pid, out, err, sizeof err);
 }
 
 static void
@@ -602,6 +606,7 @@ oci_create(struct hypervisor *hv, const struct hv_create_args *a, bool start)
     int r = o->network_agent ? hv_ports_ready(hv, a->d) : 0;
     if (r)
         return r;
+    uint64_t t0 = util_now_ns();
     r = write_config(o, a);
     struct oci_port ports[INST_MAX_PORTS];
     unsigned n_ports = wanted_ports(o, a->d, ports);
@@ -609,8 +614,12 @@ oci_create(struct hypervisor *hv, const struct hv_create_args *a, bool start)
         r = write_ports(o, a->d->uuid, ports, n_ports);
     if (!r)
         r = write_marker(o, a->d->uuid, 0, a->rootfs_path);
-    if (!r && start)
+    uint64_t t1 = util_now_ns();
+    hv->define_ns = t1 - t0;
+    if (!r && start) {
         r = oci_start(hv, a->d->uuid);
+        hv->start_ns = util_now_ns() - t1;
+    }
     return r;
 }
 

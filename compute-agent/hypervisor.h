@@ -106,6 +106,10 @@ struct hypervisor_class {
 struct hypervisor {
     const struct hypervisor_class *class;
     char err[512];
+    /* How long the last create() spent defining the instance and starting
+     * it (nanoseconds, 0 for a part it did not do): the agent reports them
+     * in its timing events.  Written by create() only, like err. */
+    uint64_t define_ns, start_ns;
 };
 
 extern const struct hypervisor_class hv_fake_class;

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 #include "strbuf.h"
+#include "util.h"
 
 static const char *const state_names[] = {
 #define X(e, s) s,
@@ -37,6 +38,7 @@ struct reconciler {
     struct rc_config cfg;
     rc_event_fn ev;
     void *ev_ctx;
+    rc_progress_fn progress;
     struct rc_inst *insts;
     size_t n, cap;
 };
@@ -239,6 +241,12 @@ rc_new(struct hypervisor *hv, const struct rc_storage *storage,
 }
 
 void
+rc_set_progress(struct reconciler *rc, rc_progress_fn fn)
+{
+    rc->progress = fn;
+}
+
+void
 rc_free(struct reconciler *rc)
 {
     if (!rc)
@@ -308,9 +316,14 @@ define(struct reconciler *rc, const struct inst_desired *d, bool start, char *er
 {
     struct rc_prepared p;
     memset(&p, 0, sizeof p);
+    uint64_t t0 = util_now_ns();
     int r = rc->storage.prepare(rc->storage.ctx, d, &p, err, errlen);
     if (r)
         return r;
+    char detail[160];
+    bfmt(detail, sizeof detail, "prepare_ms=%.1f fetch_ms=%.1f overlay_ms=%.1f fetched=%u cached=%s",
+         (double)(util_now_ns() - t0) / 1e6, (double)p.fetch_ns / 1e6,
+         (double)p.overlay_ns / 1e6, p.fetched, p.fetched ? "no" : "yes");
     struct hv_create_args args = {
         .d = d,
         .inst_dir = p.inst_dir,
@@ -322,10 +335,23 @@ define(struct reconciler *rc, const struct inst_desired *d, bool start, char *er
         .rescue_disk_path = p.rescue_disk[0] ? p.rescue_disk : NULL,
         .console_log = p.console_log,
     };
+    rc->hv->define_ns = rc->hv->start_ns = 0;
     r = rc->hv->class->create(rc->hv, &args, start);
-    if (r)
+    /* Not while waiting for a port's device: that create comes again
+     * every pass. */
+    if (r != -EAGAIN)
+        emit(rc, d->uuid, "image-ready", detail);
+    if (r) {
         bfmt(err, errlen, "%s", rc->hv->err[0] ? rc->hv->err : strerror(-r));
-    return r;
+        return r;
+    }
+    bfmt(detail, sizeof detail, "define_ms=%.1f", (double)rc->hv->define_ns / 1e6);
+    emit(rc, d->uuid, "defined", detail);
+    if (start) {
+        bfmt(detail, sizeof detail, "start_ms=%.1f", (double)rc->hv->start_ns / 1e6);
+        emit(rc, d->uuid, "started", detail);
+    }
+    return 0;
 }
 
 /* Stops the guest of 'd' unless it is off already (ACPI, then forced
@@ -739,7 +765,14 @@ rc_pass(struct reconciler *rc, const struct desired_set *ds, uint64_t now_ms,
     for (size_t i = 0; i < ds->n; i++) {
         const struct inst_desired *d = &ds->insts[i];
         struct inst_actual *a = (struct inst_actual *)find_actual(act, n_act, d->uuid);
+        const struct rc_inst *ri = find(rc, d->uuid);
+        bool building = !ri || ri->state == RC_NEW || ri->state == RC_BUILDING;
         reconcile_one(rc, d, d->uuid, a, now_ms, &st);
+        ri = find(rc, d->uuid);
+        if (rc->progress && building && ri && i + 1 < ds->n &&
+            (ri->state == RC_ACTIVE || ri->state == RC_STOPPED || ri->state == RC_PAUSED ||
+             ri->state == RC_SUSPENDED))
+            rc->progress(rc->ev_ctx);
     }
     for (size_t i = 0; i < n_act; i++)
         if (!desired_set_find(ds, act[i].uuid))

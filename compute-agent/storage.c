@@ -13,11 +13,24 @@
 
 #include "proc.h"
 #include "strbuf.h"
+#include "util.h"
+
+/* A base image's format as qemu-img saw it, known while the file is the
+ * same (cached bases are read-only; a refetched one is a new file). */
+struct probed {
+    char path[PATH_MAX];
+    uint64_t dev, ino, size, mtime_ns;
+    char fmt[8];
+};
+
+#define STORAGE_PROBED 16
 
 struct storage {
     char root[PATH_MAX - 64];
     struct img_cache *cache;
     bool containers;
+    struct probed probed[STORAGE_PROBED];   /* Used by the pass's thread only. */
+    unsigned next_probed;
 };
 
 static bool
@@ -85,6 +98,38 @@ probe_format(const char *path, char *fmt, size_t len, char *err, size_t errlen)
     return 0;
 }
 
+/* probe_format() once per base file: a create from a cached image then
+ * starts no qemu-img for it. */
+static int
+probe_cached(struct storage *s, const char *path, char *fmt, size_t len, char *err,
+             size_t errlen)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return probe_format(path, fmt, len, err, errlen);
+    uint64_t mt = (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
+    for (unsigned i = 0; i < STORAGE_PROBED; i++) {
+        const struct probed *p = &s->probed[i];
+        if (p->fmt[0] && !strcmp(p->path, path) && p->dev == (uint64_t)st.st_dev &&
+            p->ino == (uint64_t)st.st_ino && p->size == (uint64_t)st.st_size &&
+            p->mtime_ns == mt) {
+            bfmt(fmt, len, "%s", p->fmt);
+            return 0;
+        }
+    }
+    int r = probe_format(path, fmt, len, err, errlen);
+    if (r)
+        return r;
+    struct probed *p = &s->probed[s->next_probed++ % STORAGE_PROBED];
+    bfmt(p->path, sizeof p->path, "%s", path);
+    p->dev = (uint64_t)st.st_dev;
+    p->ino = (uint64_t)st.st_ino;
+    p->size = (uint64_t)st.st_size;
+    p->mtime_ns = mt;
+    bfmt(p->fmt, sizeof p->fmt, "%s", fmt);
+    return 0;
+}
+
 /* The cached base of image 'img' into 'base' and its format ("qcow2" or
  * "raw") into 'fmt'. */
 static int
@@ -98,7 +143,7 @@ image_base(struct storage *s, const struct inst_image *img, char base[PATH_MAX],
         bfmt(fmt, 8, "%s", img->disk_format);
         return 0;
     }
-    return probe_format(base, fmt, 8, err, errlen);
+    return probe_cached(s, base, fmt, 8, err, errlen);
 }
 
 int
@@ -232,8 +277,8 @@ st_unexport(void *ctx, const char *uuid)
 }
 
 static int
-st_prepare(void *ctx, const struct inst_desired *d, struct rc_prepared *p,
-           char *err, size_t errlen)
+prepare(void *ctx, const struct inst_desired *d, struct rc_prepared *p,
+        char *err, size_t errlen)
 {
     struct storage *s = ctx;
     int r;
@@ -268,9 +313,29 @@ st_prepare(void *ctx, const struct inst_desired *d, struct rc_prepared *p,
         return r;
     bfmt(p->disk, sizeof p->disk, "%s/disk.qcow2", p->inst_dir);
     bfmt(p->disk_format, sizeof p->disk_format, "qcow2");
-    if ((r = img_cache_overlay(s->cache, base, fmt, p->disk, d->disk_gb, err, errlen)))
+    uint64_t t0 = util_now_ns();
+    r = img_cache_overlay(s->cache, base, fmt, p->disk, d->disk_gb, err, errlen);
+    p->overlay_ns = util_now_ns() - t0;
+    if (r)
         return r;
     return prepare_rescue(s, d, p, err, errlen);
+}
+
+/* prepare() with the figures of the timing event: how many images were
+ * fetched, the time spent on the overlay and on the rest (the images). */
+static int
+st_prepare(void *ctx, const struct inst_desired *d, struct rc_prepared *p,
+           char *err, size_t errlen)
+{
+    struct storage *s = ctx;
+    struct img_cache_stats before, after;
+    img_cache_stats(s->cache, &before);
+    uint64_t t0 = util_now_ns();
+    int r = prepare(ctx, d, p, err, errlen);
+    p->fetch_ns = util_now_ns() - t0 - p->overlay_ns;
+    img_cache_stats(s->cache, &after);
+    p->fetched = (unsigned)(after.fetches - before.fetches);
+    return r;
 }
 
 static int

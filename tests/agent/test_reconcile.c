@@ -15,6 +15,7 @@
 
 #define U1 "11111111-1111-4111-8111-111111111111"
 #define U2 "22222222-2222-4222-8222-222222222222"
+#define U3 "33333333-3333-4333-8333-333333333333"
 #define UF "ffffffff-ffff-4fff-8fff-ffffffffffff"
 
 /* ---- a fake storage: a set of uuids with "directories" */
@@ -255,6 +256,56 @@ state(struct world *w, const char *uuid)
 }
 
 /* ---- transcripts */
+
+/* Progress: each instance a pass created is announced as soon as it is
+ * active (not the pass's last one: the pass's end reports it), with the
+ * reconciler's memory already saying so. */
+static struct world *progress_world;
+static char progress_seen[256];
+
+static void
+on_progress(void *ctx)
+{
+    (void)ctx;
+    struct rc_observed *obs;
+    size_t n;
+    if (rc_observed(progress_world->rc, &obs, &n))
+        return;
+    size_t len = strlen(progress_seen);
+    snprintf(progress_seen + len, sizeof progress_seen - len, "%zu:", n);
+    for (size_t i = 0; i < n; i++) {
+        len = strlen(progress_seen);
+        snprintf(progress_seen + len, sizeof progress_seen - len, "%.1s=%s,", obs[i].uuid,
+                 rc_state_name(obs[i].state));
+    }
+    len = strlen(progress_seen);
+    snprintf(progress_seen + len, sizeof progress_seen - len, " ");
+    free(obs);
+}
+
+static void
+test_progress(void)
+{
+    struct world w;
+    world_init(&w);
+    progress_world = &w;
+    progress_seen[0] = 0;
+    rc_set_progress(w.rc, on_progress);
+    add(&w, U1, POWER_RUNNING, 1);
+    add(&w, U2, POWER_SHUTOFF, 1);
+    add(&w, U3, POWER_RUNNING, 1);
+    CHECK_INT(pass(&w, 1000), 3);
+    CHECK_STR(progress_seen, "1:1=active, 2:1=active,2=stopped, ");
+    /* Nothing built: nothing announced. */
+    progress_seen[0] = 0;
+    CHECK_INT(pass(&w, 2000), 0);
+    CHECK_STR(progress_seen, "");
+    /* The timing events of each create. */
+    CHECK(strstr(events, "11111111:image-ready 11111111:defined 11111111:started "
+                         "11111111:created"));
+    CHECK(strstr(events, "22222222:image-ready 22222222:defined 22222222:created"));
+    world_free(&w);
+}
 
 static void
 test_create_and_power(void)
@@ -732,6 +783,7 @@ main(void)
 {
     test_decide_table();
     test_create_and_power();
+    test_progress();
     test_guest_powers_off();
     test_orphan_grace_and_foreign();
     test_moves();
