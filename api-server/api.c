@@ -481,7 +481,9 @@ api_start(struct api *a)
     for (int s = 0; s < API_N_SERVICES; s++) {
         rc = http_server_set_cors(a->servers[s], origins);
         if (rc < 0) {
-            log_error("api", "[dashboard] allowed_origins: %s", strerror(-rc));
+            log_error("api", "[dashboard] allowed_origins: %s", rc == -EINVAL
+                      ? "not a list of at most 32 http[s]://host[:port] origins"
+                      : strerror(-rc));
             return rc;
         }
     }

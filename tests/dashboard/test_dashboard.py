@@ -185,6 +185,25 @@ def http_checks():
           'identity answers expose X-Subject-Token to the dashboard')
 
 
+def config_checks():
+    """A dashboard directory that cannot be opened, or an origin list that
+    is not one, stops nimbus-api at start-up with the option named."""
+    import subprocess
+    with open(cloud.config) as f:
+        text = f.read()
+    for what, old, new, want in (
+            ('a missing [dashboard] dir', f'dir = {served}', f'dir = {tmp}/nope', '[dashboard] dir'),
+            ('a bad [dashboard] allowed_origins', f'allowed_origins = {ORIGIN}',
+             'allowed_origins = ftp://x.example', '[dashboard] allowed_origins')):
+        path = os.path.join(tmp, 'bad.conf')
+        with open(path, 'w') as f:
+            f.write(text.replace(old, new))
+        p = subprocess.run([os.path.join(nt.BUILD, 'api-server/nimbus-api'), '--config', path],
+                           capture_output=True, text=True, timeout=30)
+        check(p.returncode != 0 and want in p.stderr,
+              f'{what} stops nimbus-api ({p.returncode}: {p.stderr.strip()[-120:]!r})')
+
+
 # ---- Browser helpers.
 
 def wait(what, fn, timeout=20):
@@ -388,6 +407,7 @@ try:
             break
         time.sleep(0.1)
     http_checks()
+    config_checks()
     profile = os.path.join(tmp, 'chromium')
     browser = start_browser(profile)
     browser.set_page_load_timeout(20)
