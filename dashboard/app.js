@@ -333,7 +333,7 @@ async function loadServerChoices() {
             (f) => `${f.name} (${f.vcpus} VCPU, ${f.ram} MiB, ${f.disk} GiB)`);
         fillSelect('server-image', images.images.filter((i) => i.status === 'active'),
             (i) => i.name || i.id);
-        fillSelect('server-network', networks.networks, (n) => n.name || n.id, '(none)');
+        fillSelect('server-network', networks.networks, (n) => n.name || n.id, '(automatic)');
         fillSelect('server-keypair', keypairs.keypairs.map((k) => ({ id: k.keypair.name })),
             (k) => k.id, '(none)');
     });
@@ -347,7 +347,10 @@ async function createServer(ev) {
         imageRef: $('server-image').value,
     };
     const net = $('server-network').value;
-    server.networks = net ? [{ uuid: net }] : 'none';
+    /* Without a choice the compute API picks the project's only usable
+     * network (Nova's rule before microversion 2.37). */
+    if (net)
+        server.networks = [{ uuid: net }];
     if ($('server-keypair').value)
         server.key_name = $('server-keypair').value;
     $('server-create').disabled = true;
