@@ -12,7 +12,8 @@ are covered by the end-to-end dev-cloud test; this test is about the UI).
 - A wrong password shows the identity service's message.
 - A member of project A logs in, sees no servers, creates one through the
   form (flavor, image, network), sees it become ACTIVE without reloading
-  (auto refresh), reads its console log, stops it (SHUTOFF shown).
+  (auto refresh), reads its console log, stops it (SHUTOFF shown),
+  starts it (ACTIVE) and stops it again.
 - The token is in sessionStorage only: not in localStorage, cookies or the
   URL.
 - Images list and detail, networks (create network + subnet; a bad CIDR
@@ -244,12 +245,10 @@ def logout():
 
 
 def row_status(name):
-    """The status shown for server 'name' (one read: the list is redrawn
-    while it refreshes), or None when it is not listed."""
-    return browser.execute_script(
-        "const e = document.querySelector("
-        "'#servers-table tbody tr[data-name=\"' + arguments[0] + '\"] .server-status .status');"
-        "return e ? e.textContent : null;", name)
+    """The status shown for server 'name', with its task state in
+    parentheses when it has one (one read: the list is redrawn while it
+    refreshes), or None when it is not listed."""
+    return row_text(name, 'server-status')
 
 
 def row_text(name, cls):
@@ -322,6 +321,10 @@ def browser_checks():
 
     click_in_row('web1', 'act-stop')
     wait('Stop: SHUTOFF shown', lambda: row_status('web1') == 'SHUTOFF', timeout=30)
+    click_in_row('web1', 'act-start')
+    wait('Start: ACTIVE again', lambda: row_status('web1') == 'ACTIVE', timeout=30)
+    click_in_row('web1', 'act-stop')
+    wait('Stop again: SHUTOFF', lambda: row_status('web1') == 'SHUTOFF', timeout=30)
 
     # Images.
     browser.get(ORIGIN + '/dashboard/#images')
