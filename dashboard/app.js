@@ -170,9 +170,12 @@ async function login(ev) {
             user: t.user.name, project: t.project.name, projectId: t.project.id,
         });
         clearError();
-        if (!location.hash || location.hash === '#login')
+        /* A new hash draws the page through 'hashchange'; otherwise draw
+         * it here. */
+        if (location.hash !== '#servers' && !PAGES[location.hash.slice(1)])
             location.hash = '#servers';
-        route();
+        else
+            route();
     } catch (e) {
         err.textContent = e instanceof ApiError ? `${e.message} (HTTP ${e.status})` : e.message;
         err.hidden = false;
