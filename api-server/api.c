@@ -463,6 +463,19 @@ api_start(struct api *a)
         return rc;
     identity_register(a);
     api_modules_register(a);
+    rc = dashboard_init(a);
+    if (rc < 0)
+        return rc;
+    const char *origins = conf_str(a->conf, "dashboard", "allowed_origins");
+    for (int s = 0; s < API_N_SERVICES; s++) {
+        rc = http_server_set_cors(a->servers[s], origins);
+        if (rc < 0) {
+            log_error("api", "[dashboard] allowed_origins: %s", rc == -EINVAL
+                      ? "not a list of at most 32 http[s]://host[:port] origins"
+                      : strerror(-rc));
+            return rc;
+        }
+    }
 
     bool reuse = conf_int(a->conf, "api", "workers") > 1;
     const char *host = conf_str(a->conf, "api", "host");
@@ -517,6 +530,7 @@ api_free(struct api *a)
 {
     identity_free(a);
     api_modules_free(a);
+    dashboard_free();
     for (int s = 0; s < API_N_SERVICES; s++) {
         http_server_free(a->servers[s]);
         a->servers[s] = NULL;

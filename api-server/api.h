@@ -149,5 +149,10 @@ int identity_reload_keys(struct api *a) __attribute__((warn_unused_result));
 bool identity_ready(const struct api *a);
 void identity_free(struct api *a);
 void versions_free(void);
+/* The dashboard's static files under /dashboard/ on the identity listener
+ * when [dashboard] dir is set (opened once; an unusable directory fails the
+ * start).  dashboard_free() closes the directory. */
+int dashboard_init(struct api *a) __attribute__((warn_unused_result));
+void dashboard_free(void);
 
 #endif

@@ -92,6 +92,16 @@ const struct conf_option api_options[] = {
       "Open client connections; more are refused." },
     { "image", "body_timeout", CONF_INT, "60", 1, 86400,
       "Seconds an upload may stall between two pieces of data." },
+    /* [dashboard] */
+    { "dashboard", "dir", CONF_STR, "", 0, 0,
+      "Directory of the dashboard's static files (the repository's "
+      "dashboard/), served by nimbus-api under /dashboard/ on the identity "
+      "port.  Empty: no dashboard." },
+    { "dashboard", "allowed_origins", CONF_STR, "", 0, 0,
+      "Web origins (http://host:port, separated by commas or spaces) whose "
+      "pages may call the APIs from a browser (CORS): the dashboard's origin, "
+      "http://<host>:<identity_port>.  Read by nimbus-api and nimbus-image.  "
+      "Empty: none." },
     /* [log] */
     { "log", "level", CONF_STR, "info", 0, 0,
       "Minimum level logged to stderr: debug, info, warn or error." },

@@ -766,6 +766,13 @@ img_api_start(struct img_ctx *ctx)
         return rc;
     }
     http_server_set_error_handler(ctx->http, server_error, ctx);
+    rc = http_server_set_cors(ctx->http, conf_str(ctx->conf, "dashboard", "allowed_origins"));
+    if (rc < 0) {
+        log_error("image", "[dashboard] allowed_origins: %s", rc == -EINVAL
+                      ? "not a list of at most 32 http[s]://host[:port] origins"
+                      : strerror(-rc));
+        return rc;
+    }
     uv_timer_init(ctx->loop, &ctx->recover_timer);
     ctx->recover_timer.data = ctx;
     ctx->recover_open = true;

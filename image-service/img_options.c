@@ -37,6 +37,16 @@ const struct conf_option img_options[] = {
       "Open client connections; more are refused." },
     { "image", "body_timeout", CONF_INT, "60", 1, 86400,
       "Seconds an upload may stall between two pieces of data." },
+    /* [dashboard] */
+    { "dashboard", "dir", CONF_STR, "", 0, 0,
+      "Directory of the dashboard's static files (the repository's "
+      "dashboard/), served by nimbus-api under /dashboard/ on the identity "
+      "port.  Empty: no dashboard." },
+    { "dashboard", "allowed_origins", CONF_STR, "", 0, 0,
+      "Web origins (http://host:port, separated by commas or spaces) whose "
+      "pages may call the APIs from a browser (CORS): the dashboard's origin, "
+      "http://<host>:<identity_port>.  Read by nimbus-api and nimbus-image.  "
+      "Empty: none." },
     /* [api]: nimbus-api's, accepted so that both daemons share one file. */
     { "api", "host", CONF_STR, "127.0.0.1", 0, 0,
       "Address the API listeners bind to (IPv4 or IPv6 literal)." },

@@ -58,6 +58,10 @@
 #define HTTP_PENDING_KEEP 16384u
 #define HTTP_FILE_JOB_MAX (16u << 20)   /* Bytes one sendfile job sends at most... */
 #define HTTP_FILE_JOB_NS 20000000u      /* ...and for how long (20 ms). */
+#define HTTP_CORS_MAX_ORIGINS 32u
+#define HTTP_CORS_ORIGIN_MAX 255u
+#define HTTP_CORS_ALLOW_HEADERS "Content-Type, X-Auth-Token, X-Subject-Token, Authorization, " \
+    "OpenStack-API-Version, X-OpenStack-Nova-API-Version"
 #define HTTP_FILE_WAIT_MS 5             /* A job waits this long for a full socket. */
 
 /* The struct that embeds 'ptr' as 'member' (through void * so that the
@@ -133,6 +137,9 @@ struct http_server {
     size_t date_len;
 
     struct http_server_stats stats;
+
+    char **cors_origins;            /* Allowed cross-origin callers (copies). */
+    size_t ncors;
 };
 
 enum conn_timer_mode { TM_NONE, TM_HEADER, TM_IDLE, TM_BODY, TM_SEND, TM_CLOSE };
@@ -313,6 +320,8 @@ struct http_request {
     bool keep_alive;
     bool close_after;
     bool expect_continue;
+    bool preflight;                 /* A CORS preflight the server answers. */
+    const char *cors_origin;        /* Allowed Origin of the request, or NULL. */
 };
 
 static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -859,6 +868,79 @@ http_server_set_error_handler(http_server *s, http_error_fn fn, void *data)
     s->error_data = fn ? data : NULL;
 }
 
+/* An origin is "scheme://host[:port]": no path, no spaces, no controls. */
+static bool
+cors_origin_valid(const char *o, size_t n)
+{
+    if (n < 8 || n > HTTP_CORS_ORIGIN_MAX)
+        return false;
+    if (strncmp(o, "http://", 7) != 0 && strncmp(o, "https://", 8) != 0)
+        return false;
+    const char *host = o + (o[4] == 's' ? 8 : 7);
+    if (host >= o + n)
+        return false;
+    for (const char *p = host; p < o + n; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if (ch <= 0x20 || ch >= 0x7f || ch == '/' || ch == '?' || ch == '#' ||
+            ch == '"' || ch == '\\' || ch == ',')
+            return false;
+    }
+    return true;
+}
+
+int
+http_server_set_cors(http_server *s, const char *origins)
+{
+    char **list = NULL;
+    size_t n = 0;
+    const char *p = origins ? origins : "";
+    while (*p) {
+        p += strspn(p, ", \t");
+        size_t len = strcspn(p, ", \t");
+        if (!len)
+            break;
+        if (!cors_origin_valid(p, len) || n >= HTTP_CORS_MAX_ORIGINS)
+            goto invalid;
+        char **grown = realloc(list, (n + 1) * sizeof *list);
+        if (!grown)
+            goto nomem;
+        list = grown;
+        list[n] = strndup(p, len);
+        if (!list[n])
+            goto nomem;
+        n++;
+        p += len;
+    }
+    for (size_t i = 0; i < s->ncors; i++)
+        free(s->cors_origins[i]);
+    free(s->cors_origins);
+    s->cors_origins = list;
+    s->ncors = n;
+    return 0;
+invalid:
+    for (size_t i = 0; i < n; i++)
+        free(list[i]);
+    free(list);
+    return -EINVAL;
+nomem:
+    for (size_t i = 0; i < n; i++)
+        free(list[i]);
+    free(list);
+    return -ENOMEM;
+}
+
+/* The configured copy of the request's Origin when it is allowed. */
+static const char *
+cors_match(const http_server *s, const char *origin)
+{
+    if (!origin)
+        return NULL;
+    for (size_t i = 0; i < s->ncors; i++)
+        if (strcmp(s->cors_origins[i], origin) == 0)
+            return s->cors_origins[i];
+    return NULL;
+}
+
 void
 http_server_free(http_server *s)
 {
@@ -869,6 +951,9 @@ http_server_free(http_server *s)
     free(s->routes);
     for (size_t i = 0; i < s->narena_pool; i++)
         arena_free(s->arena_pool[i]);
+    for (size_t i = 0; i < s->ncors; i++)
+        free(s->cors_origins[i]);
+    free(s->cors_origins);
     free(s->rbuf);
     free(s);
 }
@@ -1747,6 +1832,21 @@ dispatch(struct http_conn *c, http_request *req, const struct http_route *r)
     r->fn(req, r->data);
 }
 
+/* Answers a CORS preflight from an allowed origin: which methods and
+ * request headers the APIs accept, cached by the browser for ten minutes. */
+static void
+preflight_answer(http_request *req, void *data)
+{
+    (void)data;
+    http_resp_header(req, "Access-Control-Allow-Methods",
+                     "GET, HEAD, POST, PUT, PATCH, DELETE");
+    http_resp_header(req, "Access-Control-Allow-Headers", HTTP_CORS_ALLOW_HEADERS);
+    http_resp_header(req, "Access-Control-Max-Age", "600");
+    (void)http_respond(req, 204, NULL, NULL, 0);
+}
+
+static const struct http_route preflight_route = { .fn = preflight_answer };
+
 static void
 dispatch_error(struct http_conn *c, http_request *req, int status, const char *msg, bool close)
 {
@@ -1802,6 +1902,16 @@ conn_on_head(struct http_conn *c)
         req->expect_continue = e && strcasecmp(e, "100-continue") == 0;
     }
     c->last_body_ms = uv_now(s->loop);
+
+    req->cors_origin = cors_match(s, http_req_header(req, "Origin"));
+    if (req->cors_origin && !req->has_body && !c->parser.upgrade &&
+        strcmp(req->method, "OPTIONS") == 0 &&
+        http_req_header(req, "Access-Control-Request-Method")) {
+        req->route = &preflight_route;
+        req->phase = PH_BODY;
+        req->body_max = 0;
+        return;
+    }
 
     struct http_route_match m;
     const struct http_route *r = NULL;
@@ -2282,6 +2392,12 @@ req_will_close(const http_request *req)
            c->parser_dead || c->closing || c->dead || !req->msg_complete;
 }
 
+/* Sent with every answer to an allowed origin: the answer varies with the
+ * Origin, and scripts may read the token and request id headers. */
+#define CORS_HEAD_LINES "Vary: Origin\r\n" \
+    "Access-Control-Expose-Headers: X-Subject-Token, X-Openstack-Request-Id, Location, " \
+    "OpenStack-API-Version\r\n"
+
 /* Builds the status line and headers, followed by 'extra' free bytes, in
  * one arena buffer.  'clen' is the Content-Length, -1 for chunked, -2 for
  * no body at all (1xx, 204, 304). */
@@ -2298,6 +2414,8 @@ build_head(http_request *req, int status, const char *ctype, int64_t clen, size_
     size_t rlen = strlen(reason);
     size_t ctlen = ctype ? strlen(ctype) : 0;
     size_t need = 160 + rlen + s->date_len + (ctype ? ctlen + 16 : 0);
+    if (req->cors_origin)
+        need += strlen(req->cors_origin) + sizeof CORS_HEAD_LINES + 32;
     for (const struct resp_header *h = req->rh_head; h; h = h->next)
         need += strlen(h->name) + strlen(h->value) + 4;
     char *buf = arena_alloc(req->arena, need + extra);
@@ -2319,6 +2437,11 @@ build_head(http_request *req, int status, const char *ctype, int64_t clen, size_
         p = PUT_LIT(p, ": ");
         p = put_str(p, h->value, vl);
         p = PUT_LIT(p, "\r\n");
+    }
+    if (req->cors_origin) {
+        p = PUT_LIT(p, "Access-Control-Allow-Origin: ");
+        p = put_str(p, req->cors_origin, strlen(req->cors_origin));
+        p = PUT_LIT(p, "\r\n" CORS_HEAD_LINES);
     }
     if (clen >= 0) {
         p = PUT_LIT(p, "Content-Length: ");

@@ -80,6 +80,19 @@ int http_server_route(http_server *s, const char *method, const char *pattern,
 /* Sets the error answer builder (default: plain text). */
 void http_server_set_error_handler(http_server *s, http_error_fn fn, void *data);
 
+/* Cross-origin calls (CORS) from web pages of other origins, such as the
+ * dashboard calling APIs on other ports.  'origins' is a list of exact
+ * origins ("http://ctl:5000"), separated by commas or spaces; empty or NULL
+ * allows none (the default).  A request whose Origin header is in the list
+ * gets Access-Control-Allow-Origin (and the token and request id headers
+ * exposed) on its answer, and its preflight (OPTIONS with
+ * Access-Control-Request-Method) is answered 204 by the server itself with
+ * the methods and headers the APIs take.  Other origins get no CORS headers,
+ * so browsers keep them out.  Returns 0, or -EINVAL (an entry that is not
+ * "http[s]://host[:port]", or more than 32 entries; the old list is kept)
+ * or -ENOMEM.  The strings are copied. */
+int http_server_set_cors(http_server *s, const char *origins) __attribute__((warn_unused_result));
+
 /* Binds and listens on host:port (IPv4 or IPv6 literal).  port 0 picks a free
  * port; http_server_port() tells which.  With 'reuseport' several processes
  * may share the port (SO_REUSEPORT). */

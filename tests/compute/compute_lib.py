@@ -67,14 +67,15 @@ def add_hosts(cloud, n, vcpus=8, ram=16384, disk=100, az='nova', prefix='host', 
           FROM generate_series(1, {n}) g""")
 
 
-def make_project(cloud, admin_token, name):
-    """A project with a member user; returns (project_id, member token)."""
+def make_project(cloud, admin_token, name, password=None):
+    """A project with a member user u-<name> (with 'password', or a random
+    one); returns (project_id, member token)."""
     h = {'X-Auth-Token': admin_token}
     st, _, b = cloud.request('identity', 'POST', '/v3/projects',
                              {'project': {'name': name, 'domain_id': 'default'}}, h)
     assert st == 201, (st, b)
     pid = b['project']['id']
-    pw = 'pw-' + uuid.uuid4().hex[:8]
+    pw = password or 'pw-' + uuid.uuid4().hex[:8]
     st, _, b = cloud.request('identity', 'POST', '/v3/users',
                              {'user': {'name': 'u-' + name, 'domain_id': 'default',
                                        'password': pw, 'default_project_id': pid}}, h)

@@ -109,6 +109,20 @@ checks_image() {
     check "GET $(image)/healthz is 200" expect_get "$(image)/healthz" 200
     check "the catalog lists the image service" catalog_has_image
     check "the bootable test image is active (demo sees it)" test_image_active
+    check "the dashboard is served at $(identity)/dashboard/" dashboard_served
+}
+
+# deploy/dev points [dashboard] dir at the repository's dashboard/ and lets
+# its origin call the image service (CORS).
+dashboard_served() {
+    local code
+    code=$(http_get "$(identity)/dashboard/")
+    [ "$code" = 200 ] && grep -q '<title>Nimbus dashboard</title>' "$E2E_BODY" \
+        || { echo "GET $(identity)/dashboard/: $code"; head -c 500 "$E2E_BODY"; return 1; }
+    code=$(http_get -X OPTIONS -H "Origin: $(identity)" -H 'Access-Control-Request-Method: GET' \
+        "$(image)/v2/images")
+    [ "$code" = 204 ] && grep -qi "^access-control-allow-origin: $(identity)" "$E2E_HEADERS" \
+        || { echo "image preflight from the dashboard: $code"; cat "$E2E_HEADERS"; return 1; }
 }
 
 catalog_has_image() {

@@ -24,6 +24,9 @@
  *   GET  /file-later               /file, answered after 100 ms
  *   GET  /file-stats               outcomes of the file answers as JSON
  *
+ * --cors ORIGINS sets the origins allowed to call across origins
+ * (http_server_set_cors); a list it refuses makes the server exit 1.
+ *
  * Errors the server generates are answered as JSON by a custom handler. */
 #include "http.h"
 
@@ -484,6 +487,7 @@ main(int argc, char **argv)
 {
     struct http_server_config cfg;
     int port = 0;
+    const char *cors = NULL;
     http_server_config_defaults(&cfg);
     for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i];
@@ -491,7 +495,7 @@ main(int argc, char **argv)
         if (!v) {
             fprintf(stderr, "usage: %s [--port N] [--header-timeout-ms N] "
                     "[--idle-timeout-ms N] [--body-timeout-ms N] [--max-connections N] "
-                    "[--max-header-bytes N] [--send-timeout-ms N] [--file PATH]\n", argv[0]);
+                    "[--max-header-bytes N] [--send-timeout-ms N] [--file PATH] [--cors ORIGINS]\n", argv[0]);
             return 2;
         }
         unsigned long n = strtoul(v, NULL, 10);
@@ -511,6 +515,8 @@ main(int argc, char **argv)
             cfg.send_timeout_ms = (unsigned)n;
         else if (strcmp(a, "--file") == 0)
             file_path = v;
+        else if (strcmp(a, "--cors") == 0)
+            cors = v;
         else {
             fprintf(stderr, "test-server: unknown option %s\n", a);
             return 2;
@@ -527,6 +533,8 @@ main(int argc, char **argv)
     }
     http_server_set_error_handler(server, on_error, NULL);
     r = add_routes(server);
+    if (r == 0)
+        r = http_server_set_cors(server, cors);
     if (r == 0)
         r = http_server_listen(server, "127.0.0.1", port, false);
     if (r < 0) {

@@ -799,6 +799,55 @@ def test_file_sigterm(binary):
         srv.stop()
 
 
+CORS_ORIGIN = "http://dash.example:5000"
+
+
+def test_cors():
+    pre = [("Origin", CORS_ORIGIN), ("Access-Control-Request-Method", "POST"),
+           ("Access-Control-Request-Headers", "content-type, x-auth-token")]
+    # A preflight from an allowed origin is answered by the server itself,
+    # on any path, and the connection stays usable.
+    with SERVER.connect() as s:
+        s.sendall(request("OPTIONS", "/v2.1/servers/x/action", pre)
+                  + request("POST", "/echo", [("Origin", CORS_ORIGIN)], body=b"hi"))
+        r = Reader(s)
+        st, h, body = r.response()
+        check(st == 204 and body == b"", "preflight 204: %d %r" % (st, body))
+        check(h.get("access-control-allow-origin") == CORS_ORIGIN, "preflight origin %r" % h)
+        check("POST" in h.get("access-control-allow-methods", ""), "methods %r" % h)
+        check("X-Auth-Token" in h.get("access-control-allow-headers", ""), "headers %r" % h)
+        st, h, body = r.response()
+        check(st == 200 and body == b"hi", "POST after the preflight: %d" % st)
+        check(h.get("access-control-allow-origin") == CORS_ORIGIN
+              and h.get("vary") == "Origin"
+              and "X-Subject-Token" in h.get("access-control-expose-headers", ""),
+              "answer to the allowed origin %r" % h)
+    # The second origin of the list; error answers carry the headers too.
+    st, h, _ = roundtrip(request("GET", "/nope", [("Origin", "https://b.example")]))
+    check(st == 404 and h.get("access-control-allow-origin") == "https://b.example",
+          "404 to an allowed origin %r" % h)
+    # Other origins, near misses included, get nothing, and their
+    # preflight goes to the router (405 here).
+    for o in ("http://evil.example", "http://dash.example:5001", "http://dash.example:5000/",
+              "HTTP://dash.example:5000", "null"):
+        st, h, _ = roundtrip(request("OPTIONS", "/hello", [("Origin", o)] + pre[1:]))
+        check(st == 405 and not any(k.startswith("access-control") for k in h),
+              "preflight from %s: %d %r" % (o, st, h))
+        st, h, _ = roundtrip(request("GET", "/hello", [("Origin", o)]))
+        check(st == 200 and "access-control-allow-origin" not in h, "GET from %s: %r" % (o, h))
+    # An OPTIONS without Access-Control-Request-Method is no preflight.
+    st, h, _ = roundtrip(request("OPTIONS", "/hello", [("Origin", CORS_ORIGIN)]))
+    check(st == 405, "plain OPTIONS: %d" % st)
+
+
+def test_cors_bad_list(binary):
+    for bad in ("ftp://x.example", "http://a.example/path", "http://", "x" * 300,
+                ",".join("http://h%d.example" % i for i in range(33))):
+        p = subprocess.run([binary, "--cors", bad], capture_output=True, timeout=30)
+        check(p.returncode == 1 and b"Invalid argument" in p.stderr,
+              "refused list %r: %d %r" % (bad[:40], p.returncode, p.stderr))
+
+
 TESTS = [
     test_hello, test_keep_alive_and_pipelining, test_pipeline_read_ahead_limit, test_http10,
     test_connection_close, test_head, test_404_405, test_router, test_stream_response,
@@ -806,9 +855,9 @@ TESTS = [
     test_expect_continue, test_upload_1gib_flat_rss, test_client_disconnects,
     test_header_timeout, test_many_idle_connections, test_file_whole, test_file_ranges,
     test_file_pipelined, test_file_concurrent, test_file_client_closes, test_file_short,
-    test_file_send_timeout,
+    test_file_send_timeout, test_cors,
 ]
-SEPARATE = [test_max_connections, test_sigterm_graceful, test_file_sigterm]
+SEPARATE = [test_max_connections, test_sigterm_graceful, test_file_sigterm, test_cors_bad_list]
 
 
 def main():
@@ -825,7 +874,8 @@ def main():
     os.write(fd, FILE_DATA)
     os.close(fd)
     SERVER = Server(binary, "--header-timeout-ms", "1000", "--body-timeout-ms", "1000",
-                    "--send-timeout-ms", "1000", "--file", FILE_PATH)
+                    "--send-timeout-ms", "1000", "--file", FILE_PATH,
+                    "--cors", CORS_ORIGIN + ", https://b.example")
     for t in TESTS + SEPARATE:
         if only and t.__name__ not in only:
             continue

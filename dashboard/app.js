@@ -1,0 +1,554 @@
+/* The Nimbus dashboard: a page over the public OpenStack APIs, the way the
+ * openstack client uses them.  It logs in with POST /v3/auth/tokens
+ * (password, project scope), keeps the token in sessionStorage only (gone
+ * with the tab; never in localStorage, cookies or URLs), finds the compute,
+ * network and image endpoints in the token's service catalog, and sends the
+ * token as X-Auth-Token.  Errors of the APIs are shown with their own
+ * message.  Everything the APIs return is put into the page as text
+ * (textContent), never as markup. */
+'use strict';
+
+const SESSION_KEY = 'nimbus.session';
+/* Statuses a server leaves by itself: the list is refreshed while one is
+ * shown. */
+const TRANSITIONAL = new Set(['BUILD', 'REBOOT', 'HARD_REBOOT', 'RESIZE', 'REBUILD',
+    'MIGRATING', 'VERIFY_RESIZE', 'REVERT_RESIZE', 'PASSWORD']);
+const REFRESH_MS = 2000;
+
+let session = null;
+let refreshTimer = null;
+let consoleServer = null;
+
+const $ = (id) => document.getElementById(id);
+
+/* ---- Session ------------------------------------------------------------ */
+
+function loadSession() {
+    try {
+        const s = JSON.parse(sessionStorage.getItem(SESSION_KEY) || 'null');
+        if (s && s.token && Date.parse(s.expires) > Date.now())
+            return s;
+    } catch (e) {
+        /* A damaged entry is dropped below. */
+    }
+    sessionStorage.removeItem(SESSION_KEY);
+    return null;
+}
+
+function saveSession(s) {
+    session = s;
+    if (s)
+        sessionStorage.setItem(SESSION_KEY, JSON.stringify(s));
+    else
+        sessionStorage.removeItem(SESSION_KEY);
+}
+
+/* The public endpoint of each service type in the catalog. */
+function endpointsOf(catalog) {
+    const out = {};
+    for (const svc of catalog || []) {
+        for (const ep of svc.endpoints || []) {
+            if (ep.interface === 'public' && !out[svc.type])
+                out[svc.type] = ep.url.replace(/\/+$/, '');
+        }
+    }
+    return out;
+}
+
+/* ---- Errors ------------------------------------------------------------- */
+
+class ApiError extends Error {
+    constructor(status, message) {
+        super(message);
+        this.status = status;
+    }
+}
+
+/* The message of an OpenStack error body: identity {"error": {...}},
+ * compute {"itemNotFound": {...}}, network {"NeutronError": {...}}, or the
+ * image service's text. */
+function errorMessage(status, text) {
+    let body = null;
+    try {
+        body = JSON.parse(text);
+    } catch (e) {
+        body = null;
+    }
+    if (body && typeof body === 'object') {
+        for (const v of Object.values(body)) {
+            if (v && typeof v === 'object' && typeof v.message === 'string')
+                return v.message;
+        }
+        if (typeof body.message === 'string')
+            return body.message;
+    }
+    const plain = (text || '').replace(/\s+/g, ' ').trim();
+    return plain || `HTTP ${status}`;
+}
+
+function showError(message) {
+    $('error-text').textContent = message;
+    $('error').hidden = false;
+}
+
+function clearError() {
+    $('error').hidden = true;
+    $('error-text').textContent = '';
+}
+
+/* Runs an action; an API error is shown to the user, an expired token
+ * sends them to the login page. */
+async function guarded(fn) {
+    try {
+        return await fn();
+    } catch (e) {
+        if (e instanceof ApiError && e.status === 401 && session) {
+            saveSession(null);
+            route();
+            $('login-error').textContent = 'Your session has ended; please log in again.';
+            $('login-error').hidden = false;
+            return undefined;
+        }
+        showError(e instanceof ApiError ? `${e.message} (HTTP ${e.status})` : String(e.message || e));
+        return undefined;
+    }
+}
+
+/* ---- HTTP --------------------------------------------------------------- */
+
+async function call(service, method, path, body) {
+    const base = session.endpoints[service];
+    if (!base)
+        throw new Error(`The service catalog has no ${service} endpoint.`);
+    const headers = { 'X-Auth-Token': session.token, 'Accept': 'application/json' };
+    const init = { method, headers, cache: 'no-store', credentials: 'omit' };
+    if (body !== undefined) {
+        headers['Content-Type'] = 'application/json';
+        init.body = JSON.stringify(body);
+    }
+    let resp;
+    try {
+        resp = await fetch(base + path, init);
+    } catch (e) {
+        throw new Error(`The ${service} service cannot be reached (${base}).`);
+    }
+    const text = await resp.text();
+    if (!resp.ok)
+        throw new ApiError(resp.status, errorMessage(resp.status, text));
+    return text ? JSON.parse(text) : null;
+}
+
+/* ---- Log in / log out --------------------------------------------------- */
+
+async function login(ev) {
+    ev.preventDefault();
+    const err = $('login-error');
+    err.hidden = true;
+    const domain = $('login-domain').value.trim() || 'Default';
+    const body = { auth: {
+        identity: { methods: ['password'], password: { user: {
+            name: $('login-user').value.trim(), domain: { name: domain },
+            password: $('login-password').value } } },
+        scope: { project: { name: $('login-project').value.trim(), domain: { name: domain } } },
+    } };
+    $('login-submit').disabled = true;
+    try {
+        const resp = await fetch(location.origin + '/v3/auth/tokens', {
+            method: 'POST', cache: 'no-store', credentials: 'omit',
+            headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body),
+        });
+        const text = await resp.text();
+        if (resp.status !== 201)
+            throw new ApiError(resp.status, errorMessage(resp.status, text));
+        const token = resp.headers.get('X-Subject-Token');
+        const t = JSON.parse(text).token;
+        if (!token || !t)
+            throw new Error('The identity service answered without a token.');
+        $('login-password').value = '';
+        saveSession({
+            token, expires: t.expires_at, endpoints: endpointsOf(t.catalog),
+            user: t.user.name, project: t.project.name, projectId: t.project.id,
+        });
+        clearError();
+        /* A new hash draws the page through 'hashchange'; otherwise draw
+         * it here. */
+        if (location.hash !== '#servers' && !PAGES[location.hash.slice(1)])
+            location.hash = '#servers';
+        else
+            route();
+    } catch (e) {
+        err.textContent = e instanceof ApiError ? `${e.message} (HTTP ${e.status})` : e.message;
+        err.hidden = false;
+    } finally {
+        $('login-submit').disabled = false;
+    }
+}
+
+async function logout() {
+    const s = session;
+    saveSession(null);
+    stopRefresh();
+    if (s) {
+        /* Revokes the token; the session is gone locally whatever the
+         * answer. */
+        try {
+            await fetch(location.origin + '/v3/auth/tokens', {
+                method: 'DELETE', cache: 'no-store', credentials: 'omit',
+                headers: { 'X-Auth-Token': s.token, 'X-Subject-Token': s.token },
+            });
+        } catch (e) {
+            /* Nothing more to do: the token expires by itself. */
+        }
+    }
+    clearError();
+    location.hash = '#login';
+    route();
+}
+
+/* ---- Helpers for building the page ------------------------------------- */
+
+function el(tag, attrs, ...children) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+        if (k === 'class')
+            e.className = v;
+        else if (k.startsWith('data-'))
+            e.setAttribute(k, v);
+        else if (k === 'onclick')
+            e.addEventListener('click', v);
+        else
+            e[k] = v;
+    }
+    for (const c of children)
+        e.append(c instanceof Node ? c : document.createTextNode(c == null ? '' : String(c)));
+    return e;
+}
+
+function fillTable(id, rows, emptyId) {
+    const tbody = $(id).querySelector('tbody');
+    tbody.replaceChildren(...rows);
+    if (emptyId)
+        $(emptyId).hidden = rows.length > 0;
+}
+
+function fillSelect(id, items, label, optional) {
+    const sel = $(id);
+    const keep = sel.value;
+    const opts = items.map((it) => el('option', { value: it.id }, label(it)));
+    if (optional)
+        opts.unshift(el('option', { value: '' }, optional));
+    sel.replaceChildren(...opts);
+    if (keep && items.some((it) => it.id === keep))
+        sel.value = keep;
+}
+
+/* ---- Servers ------------------------------------------------------------ */
+
+let flavorNames = {};
+let imageNames = {};
+
+function addressesText(addresses) {
+    const parts = [];
+    for (const [net, list] of Object.entries(addresses || {}))
+        parts.push(`${net}: ${(list || []).map((a) => a.addr).join(', ')}`);
+    return parts.join('; ');
+}
+
+function flavorText(f) {
+    if (!f)
+        return '';
+    return f.original_name || flavorNames[f.id] || f.id || '';
+}
+
+function imageText(img) {
+    if (!img || !img.id)
+        return '';
+    return imageNames[img.id] || img.id;
+}
+
+async function serverAction(s, body) {
+    await guarded(async () => {
+        await call('compute', 'POST', `/servers/${encodeURIComponent(s.id)}/action`, body);
+        clearError();
+    });
+    await loadServers();
+}
+
+async function deleteServer(s) {
+    if (!window.confirm(`Delete server ${s.name}?`))
+        return;
+    await guarded(async () => {
+        await call('compute', 'DELETE', `/servers/${encodeURIComponent(s.id)}`);
+        clearError();
+    });
+    await loadServers();
+}
+
+function serverRow(s) {
+    const task = s['OS-EXT-STS:task_state'];
+    const status = el('span', { class: `status status-${s.status}` }, s.status);
+    const statusCell = el('td', { class: 'server-status' }, status);
+    if (task)
+        statusCell.append(el('span', { class: 'task' }, ` (${task})`));
+    const btn = (label, cls, fn) => el('button', { type: 'button', class: cls, onclick: fn }, label);
+    const actions = el('td', {},
+        btn('Start', 'act-start', () => serverAction(s, { 'os-start': null })),
+        btn('Stop', 'act-stop', () => serverAction(s, { 'os-stop': null })),
+        btn('Reboot', 'act-reboot', () => serverAction(s, { reboot: { type: 'SOFT' } })),
+        btn('Console log', 'act-console', () => openConsole(s)),
+        btn('Delete', 'act-delete', () => deleteServer(s)));
+    return el('tr', { 'data-id': s.id, 'data-name': s.name },
+        el('td', { class: 'server-name' }, s.name), statusCell,
+        el('td', { class: 'server-addresses' }, addressesText(s.addresses)),
+        el('td', { class: 'server-flavor' }, flavorText(s.flavor)),
+        el('td', { class: 'server-image' }, imageText(s.image)), actions);
+}
+
+function stopRefresh() {
+    if (refreshTimer) {
+        clearTimeout(refreshTimer);
+        refreshTimer = null;
+    }
+}
+
+async function loadServers() {
+    stopRefresh();
+    const servers = await guarded(async () =>
+        (await call('compute', 'GET', '/servers/detail')).servers);
+    if (!servers || currentPage() !== 'servers')
+        return;
+    fillTable('servers-table', servers.map(serverRow), 'servers-empty');
+    if (servers.some((s) => TRANSITIONAL.has(s.status) || s['OS-EXT-STS:task_state']))
+        refreshTimer = setTimeout(loadServers, REFRESH_MS);
+}
+
+async function loadServerChoices() {
+    await guarded(async () => {
+        const [flavors, images, networks, keypairs] = await Promise.all([
+            call('compute', 'GET', '/flavors/detail'),
+            call('image', 'GET', '/v2/images'),
+            call('network', 'GET', '/v2.0/networks'),
+            call('compute', 'GET', '/os-keypairs'),
+        ]);
+        flavorNames = Object.fromEntries(flavors.flavors.map((f) => [f.id, f.name]));
+        imageNames = Object.fromEntries(images.images.map((i) => [i.id, i.name || i.id]));
+        fillSelect('server-flavor', flavors.flavors,
+            (f) => `${f.name} (${f.vcpus} VCPU, ${f.ram} MiB, ${f.disk} GiB)`);
+        fillSelect('server-image', images.images.filter((i) => i.status === 'active'),
+            (i) => i.name || i.id);
+        fillSelect('server-network', networks.networks, (n) => n.name || n.id, '(automatic)');
+        fillSelect('server-keypair', keypairs.keypairs.map((k) => ({ id: k.keypair.name })),
+            (k) => k.id, '(none)');
+    });
+}
+
+async function createServer(ev) {
+    ev.preventDefault();
+    const server = {
+        name: $('server-name').value.trim(),
+        flavorRef: $('server-flavor').value,
+        imageRef: $('server-image').value,
+    };
+    const net = $('server-network').value;
+    /* Without a choice the compute API picks the project's only usable
+     * network (Nova's rule before microversion 2.37). */
+    if (net)
+        server.networks = [{ uuid: net }];
+    if ($('server-keypair').value)
+        server.key_name = $('server-keypair').value;
+    $('server-create').disabled = true;
+    const ok = await guarded(async () => {
+        await call('compute', 'POST', '/servers', { server });
+        clearError();
+        return true;
+    });
+    $('server-create').disabled = false;
+    if (ok)
+        $('server-name').value = '';
+    await loadServers();
+}
+
+async function openConsole(s) {
+    consoleServer = s;
+    $('console-name').textContent = s.name;
+    $('console').hidden = false;
+    await refreshConsole();
+}
+
+async function refreshConsole() {
+    if (!consoleServer)
+        return;
+    const out = await guarded(async () => (await call('compute', 'POST',
+        `/servers/${encodeURIComponent(consoleServer.id)}/action`,
+        { 'os-getConsoleOutput': { length: 200 } })).output);
+    $('console-output').textContent = out === undefined ? '' : out;
+}
+
+function closeConsole() {
+    consoleServer = null;
+    $('console').hidden = true;
+    $('console-output').textContent = '';
+}
+
+async function showServers() {
+    await loadServerChoices();
+    await loadServers();
+}
+
+/* ---- Images ------------------------------------------------------------- */
+
+async function showImages() {
+    $('image-detail').hidden = true;
+    const images = await guarded(async () => (await call('image', 'GET', '/v2/images')).images);
+    if (!images)
+        return;
+    fillTable('images-table', images.map((i) => el('tr', { 'data-id': i.id },
+        el('td', {}, el('button', { type: 'button', class: 'link image-show',
+            onclick: () => showImage(i.id) }, i.name || i.id)),
+        el('td', {}, i.status), el('td', {}, i.visibility), el('td', {}, i.disk_format || ''),
+        el('td', {}, i.size == null ? '' : i.size))), 'images-empty');
+}
+
+async function showImage(id) {
+    const img = await guarded(() => call('image', 'GET', `/v2/images/${encodeURIComponent(id)}`));
+    if (!img)
+        return;
+    $('image-detail-name').textContent = img.name || img.id;
+    const items = [];
+    for (const k of Object.keys(img).sort()) {
+        const v = img[k];
+        items.push(el('dt', {}, k), el('dd', {}, typeof v === 'object' ? JSON.stringify(v) : v));
+    }
+    $('image-detail-list').replaceChildren(...items);
+    $('image-detail').hidden = false;
+}
+
+/* ---- Networks ----------------------------------------------------------- */
+
+async function showNetworks() {
+    const res = await guarded(async () => {
+        const [n, s] = await Promise.all([call('network', 'GET', '/v2.0/networks'),
+            call('network', 'GET', '/v2.0/subnets')]);
+        return [n.networks, s.subnets];
+    });
+    if (!res)
+        return;
+    const [networks, subnets] = res;
+    const cidrs = {};
+    for (const s of subnets)
+        cidrs[s.id] = s.cidr;
+    fillTable('networks-table', networks.map((n) => el('tr', { 'data-id': n.id },
+        el('td', { class: 'network-name' }, n.name || n.id), el('td', {}, n.status),
+        el('td', { class: 'network-subnets' }, (n.subnets || []).map((id) => cidrs[id] || id).join(', ')),
+        el('td', {}, n.shared ? 'yes' : 'no'))), 'networks-empty');
+}
+
+async function createNetwork(ev) {
+    ev.preventDefault();
+    const name = $('network-name').value.trim();
+    const cidr = $('network-cidr').value.trim();
+    $('network-create').disabled = true;
+    const ok = await guarded(async () => {
+        const n = await call('network', 'POST', '/v2.0/networks', { network: { name } });
+        if (cidr) {
+            try {
+                await call('network', 'POST', '/v2.0/subnets', { subnet: {
+                    network_id: n.network.id, name: `${name}-subnet`, cidr, ip_version: 4 } });
+            } catch (e) {
+                /* No half-made network: the one just created goes again,
+                 * and the subnet's error is what the user sees. */
+                await call('network', 'DELETE', `/v2.0/networks/${encodeURIComponent(n.network.id)}`)
+                    .catch(() => undefined);
+                throw e;
+            }
+        }
+        clearError();
+        return true;
+    });
+    $('network-create').disabled = false;
+    if (ok) {
+        $('network-name').value = '';
+        $('network-cidr').value = '';
+    }
+    await showNetworks();
+}
+
+/* ---- Flavors and key pairs ---------------------------------------------- */
+
+async function showFlavors() {
+    const flavors = await guarded(async () => (await call('compute', 'GET', '/flavors/detail')).flavors);
+    if (!flavors)
+        return;
+    fillTable('flavors-table', flavors.map((f) => el('tr', { 'data-id': f.id },
+        el('td', {}, f.name), el('td', {}, f.vcpus), el('td', {}, f.ram), el('td', {}, f.disk))));
+}
+
+async function showKeypairs() {
+    const kps = await guarded(async () => (await call('compute', 'GET', '/os-keypairs')).keypairs);
+    if (!kps)
+        return;
+    fillTable('keypairs-table', kps.map(({ keypair: k }) => el('tr', { 'data-name': k.name },
+        el('td', {}, k.name), el('td', {}, k.type || 'ssh'), el('td', {}, k.fingerprint))),
+    'keypairs-empty');
+}
+
+async function importKeypair(ev) {
+    ev.preventDefault();
+    const keypair = { name: $('keypair-name').value.trim(), public_key: $('keypair-key').value.trim() };
+    const ok = await guarded(async () => {
+        await call('compute', 'POST', '/os-keypairs', { keypair });
+        clearError();
+        return true;
+    });
+    if (ok) {
+        $('keypair-name').value = '';
+        $('keypair-key').value = '';
+    }
+    await showKeypairs();
+}
+
+/* ---- Pages -------------------------------------------------------------- */
+
+const PAGES = {
+    servers: showServers, images: showImages, networks: showNetworks,
+    flavors: showFlavors, keypairs: showKeypairs,
+};
+
+function currentPage() {
+    const p = location.hash.replace(/^#/, '');
+    return PAGES[p] ? p : 'servers';
+}
+
+function route() {
+    stopRefresh();
+    session = loadSession();
+    const page = session ? currentPage() : 'login';
+    for (const sec of document.querySelectorAll('.page'))
+        sec.hidden = sec.id !== `page-${page}`;
+    $('nav').hidden = !session;
+    $('whoami').hidden = !session;
+    for (const a of document.querySelectorAll('#nav a'))
+        a.classList.toggle('current', a.dataset.page === page);
+    if (!session)
+        return;
+    $('whoami-text').textContent = `${session.user} in project ${session.project}`;
+    if (page !== 'servers')
+        closeConsole();
+    PAGES[page]();
+}
+
+document.addEventListener('DOMContentLoaded', () => {
+    $('login-form').addEventListener('submit', login);
+    $('logout').addEventListener('click', logout);
+    $('error-close').addEventListener('click', clearError);
+    $('server-form').addEventListener('submit', createServer);
+    $('network-form').addEventListener('submit', createNetwork);
+    $('keypair-form').addEventListener('submit', importKeypair);
+    $('console-refresh').addEventListener('click', refreshConsole);
+    $('console-close').addEventListener('click', closeConsole);
+    window.addEventListener('hashchange', () => {
+        clearError();
+        route();
+    });
+    route();
+});

@@ -1,0 +1,429 @@
+"""The dashboard in a real browser: Debian's Chromium, headless, driven by
+Selenium through chromedriver, against real daemons: nimbus-api (serving
+dashboard/ and the APIs, throwaway PostgreSQL), nimbus-image,
+nimbus-scheduler and a nimbus-compute with the fake hypervisor (real boots
+are covered by the end-to-end dev-cloud test; this test is about the UI).
+
+- nimbus-api serves the files with the security headers and the right
+  Content-Type, and nothing outside the directory: "..", "%2e%2e",
+  "%2f", hidden files and symbolic links (to a file and to a directory)
+  out of it all get 404; the APIs answer the dashboard's CORS preflight
+  and no other origin's.
+- A wrong password shows the identity service's message.
+- A member of project A logs in, sees no servers, creates one through the
+  form (flavor, image, network), sees it become ACTIVE without reloading
+  (auto refresh), reads its console log, stops it (SHUTOFF shown),
+  starts it (ACTIVE) and stops it again.
+- The token is in sessionStorage only: not in localStorage, cookies or the
+  URL.
+- Images list and detail, networks (create network + subnet; a bad CIDR
+  shows the network service's error), flavors, key pair import.
+- A member of project B does not see A's server; A deletes it and the row
+  goes away; logging out revokes the token.
+
+Skips (77) only when Chromium or Selenium is not installed or cannot
+start."""
+import base64
+import http.client
+import os
+import shutil
+import struct
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'compute'))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'image'))
+import compute_lib  # noqa: E402
+from compute_lib import NET, Schedulers, check, done, nt, sql  # noqa: E402
+from image_test import ImageCloud  # noqa: E402
+
+try:
+    from selenium import webdriver
+    from selenium.common.exceptions import (NoSuchElementException, StaleElementReferenceException,
+                                            TimeoutException, WebDriverException)
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+except ImportError:
+    print('SKIP: python3-selenium is not installed')
+    sys.exit(77)
+
+CHROMEDRIVER = '/usr/bin/chromedriver'
+NODE = 'dash-node-1'
+
+
+def start_browser(profile):
+    if not os.path.exists(CHROMEDRIVER):
+        print(f'SKIP: {CHROMEDRIVER} is not installed (apt-get install chromium-driver)')
+        sys.exit(77)
+    opts = webdriver.ChromeOptions()
+    for a in ('--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage',
+              '--disable-extensions', '--no-first-run', '--renderer-process-limit=2',
+              f'--user-data-dir={profile}', '--window-size=1280,900'):
+        opts.add_argument(a)
+    opts.set_capability('goog:loggingPrefs', {'browser': 'ALL'})
+    try:
+        return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    except WebDriverException as e:
+        print(f'SKIP: Chromium cannot start here: {e.msg}')
+        sys.exit(77)
+
+
+# ---- The cloud: a private copy of dashboard/ with traps beside it.
+tmp = tempfile.mkdtemp(prefix='nimbus-dash-')
+os.chmod(tmp, 0o755)
+served = os.path.join(tmp, 'dashboard')
+shutil.copytree(os.path.join(nt.SOURCE, 'dashboard'), served)
+with open(os.path.join(tmp, 'secret.txt'), 'w') as f:
+    f.write('outside the dashboard\n')
+os.symlink(os.path.join(tmp, 'secret.txt'), os.path.join(served, 'leak.txt'))
+os.symlink(tmp, os.path.join(served, 'up'))
+os.mkdir(os.path.join(served, 'sub'))
+with open(os.path.join(served, 'sub', 'ok.txt'), 'w') as f:
+    f.write('below the dashboard\n')
+with open(os.path.join(served, '.hidden'), 'w') as f:
+    f.write('hidden\n')
+
+cloud = ImageCloud(extra_conf={'dashboard': {'dir': served}})
+ORIGIN = f'http://127.0.0.1:{cloud.ports["identity"]}'
+# The allowed origin is the dashboard's own, known once the ports are.
+cloud.stop()
+with open(cloud.config) as f:
+    text = f.read()
+with open(cloud.config, 'w') as f:
+    f.write(text.replace('[dashboard]\n', f'[dashboard]\nallowed_origins = {ORIGIN}\n'))
+cloud.start()
+cloud.restart_image()
+
+compute_lib.seed(cloud)
+admin_tok, _ = cloud.token()
+PW_A, PW_B = 'pass-a-' + os.urandom(4).hex(), 'pass-b-' + os.urandom(4).hex()
+pid_a, tok_a = compute_lib.make_project(cloud, admin_tok, 'dash-a', password=PW_A)
+pid_b, _ = compute_lib.make_project(cloud, admin_tok, 'dash-b', password=PW_B)
+token_file = os.path.join(cloud.dir, 'node.token')
+cloud.manage('node', 'add', NODE, '--output', token_file)
+IMAGE = cloud.create_image(admin_tok, name='dash-image', visibility='public')['id']
+st, _ = cloud.upload(admin_tok, IMAGE, bytes(range(256)) * 256)
+check(st == 204, f'image uploaded ({st})')
+agent_conf = compute_lib.write_agent_conf(cloud, NODE, token_file,
+                                          state_dir=os.path.join(cloud.dir, 'agent-state'))
+agent = compute_lib.start_agent(agent_conf, os.path.join(cloud.dir, 'agent.log'))
+scheds = Schedulers(cloud, 1)
+browser = None
+
+
+def cleanup():
+    if browser:
+        try:
+            browser.quit()
+        except Exception:   # noqa: BLE001 - the browser may be gone already
+            pass
+    for p in [agent] + scheds.procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    # Both daemons that served the browser stop cleanly (under the
+    # sanitizers: no leak, no error).
+    if cloud.proc:
+        rc = cloud.stop()
+        check(rc == 0, f'nimbus-api exits 0 on SIGTERM ({rc})\n' + ('' if rc == 0 else cloud.log_tail()))
+    if cloud.image_proc:
+        rc = cloud.stop_image()
+        check(rc == 0, f'nimbus-image exits 0 on SIGTERM ({rc})\n'
+              + ('' if rc == 0 else cloud.image_log_tail()))
+    cloud.close()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def get(path, headers=None, method='GET'):
+    c = http.client.HTTPConnection('127.0.0.1', cloud.ports['identity'], timeout=10)
+    c.request(method, path, headers=headers or {})
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    return r.status, {k.lower(): v for k, v in r.getheaders()}, body
+
+
+def http_checks():
+    st, h, body = get('/dashboard/')
+    check(st == 200 and b'<title>Nimbus dashboard</title>' in body
+          and h.get('content-type', '').startswith('text/html'), f'/dashboard/ is the page ({st})')
+    csp = h.get('content-security-policy', '')
+    check("script-src 'self'" in csp and 'unsafe-inline' not in csp and "frame-ancestors 'none'" in csp,
+          f'Content-Security-Policy: scripts from the origin only ({csp})')
+    check(h.get('x-content-type-options') == 'nosniff' and h.get('x-frame-options') == 'DENY',
+          'X-Content-Type-Options nosniff, X-Frame-Options DENY')
+    st, h, _ = get('/dashboard')
+    check(st == 301 and h.get('location') == '/dashboard/', f'/dashboard redirects to /dashboard/ ({st})')
+    with open(os.path.join(nt.SOURCE, 'dashboard', 'app.js'), 'rb') as f:
+        app_js = f.read()
+    st, h, body = get('/dashboard/app.js')
+    check(st == 200 and body == app_js and h['content-type'].startswith('text/javascript'),
+          'app.js whole, as text/javascript')
+    st, h, _ = get('/dashboard/style.css')
+    check(st == 200 and h['content-type'].startswith('text/css'), 'style.css as text/css')
+    st, _, body = get('/dashboard/sub/ok.txt')
+    check(st == 200 and body == b'below the dashboard\n', f'a file one directory down ({st})')
+    st, _, body = get('/dashboard/app.js', method='HEAD')
+    check(st == 200 and body == b'', 'HEAD: head only')
+    for path in ('/dashboard/../README.md', '/dashboard/%2e%2e/README.md',
+                 '/dashboard/%2e%2e%2fREADME.md', '/dashboard/sub/..%2f..%2fsecret.txt',
+                 '/dashboard/%2E%2E/%2E%2E/etc/passwd', '/dashboard/leak.txt',
+                 '/dashboard/up/secret.txt', '/dashboard/.hidden', '/dashboard/sub',
+                 '/dashboard/%00', '/dashboard/app.js%00.html', '/dashboard/nonexistent.js',
+                 '/dashboard/a/b/c'):
+        st, _, body = get(path)
+        check(st in (400, 404) and b'outside' not in body and b'root:' not in body,
+              f'{path} refused ({st})')
+    pre = {'Origin': ORIGIN, 'Access-Control-Request-Method': 'POST',
+           'Access-Control-Request-Headers': 'content-type,x-auth-token'}
+    for svc, path in (('compute', '/v2.1/servers'), ('network', '/v2.0/networks'),
+                      ('image', '/v2/images')):
+        st, h, _ = cloud.request(svc, 'OPTIONS', path, headers=pre)
+        check(st == 204 and h.get('access-control-allow-origin') == ORIGIN
+              and 'X-Auth-Token' in h.get('access-control-allow-headers', ''),
+              f'{svc}: the dashboard origin\'s preflight is answered ({st})')
+        st, h, _ = cloud.request(svc, 'OPTIONS', path,
+                                 headers=dict(pre, Origin='http://evil.example'))
+        check('access-control-allow-origin' not in h,
+              f'{svc}: another origin gets no CORS headers ({st})')
+    st, h, _ = cloud.request('identity', 'POST', '/v3/auth/tokens', {}, {'Origin': ORIGIN})
+    check(h.get('access-control-allow-origin') == ORIGIN
+          and 'X-Subject-Token' in h.get('access-control-expose-headers', ''),
+          'identity answers expose X-Subject-Token to the dashboard')
+
+
+def config_checks():
+    """A dashboard directory that cannot be opened, or an origin list that
+    is not one, stops nimbus-api at start-up with the option named."""
+    import subprocess
+    with open(cloud.config) as f:
+        text = f.read()
+    for what, old, new, want in (
+            ('a missing [dashboard] dir', f'dir = {served}', f'dir = {tmp}/nope', '[dashboard] dir'),
+            ('a bad [dashboard] allowed_origins', f'allowed_origins = {ORIGIN}',
+             'allowed_origins = ftp://x.example', '[dashboard] allowed_origins')):
+        path = os.path.join(tmp, 'bad.conf')
+        with open(path, 'w') as f:
+            f.write(text.replace(old, new))
+        p = subprocess.run([os.path.join(nt.BUILD, 'api-server/nimbus-api'), '--config', path],
+                           capture_output=True, text=True, timeout=30)
+        check(p.returncode != 0 and want in p.stderr,
+              f'{what} stops nimbus-api ({p.returncode}: {p.stderr.strip()[-120:]!r})')
+
+
+# ---- Browser helpers.
+
+def wait(what, fn, timeout=20):
+    t0 = time.time()
+    try:
+        v = WebDriverWait(browser, timeout, poll_frequency=0.2, ignored_exceptions=(
+            StaleElementReferenceException, NoSuchElementException)).until(lambda d: fn())
+        check(True, f'{what} ({time.time() - t0:.1f}s)')
+        return v
+    except TimeoutException:
+        err = browser.find_element(By.ID, 'error')
+        extra = '' if not err.is_displayed() else ' [error shown: ' + err.text + ']'
+        check(False, f'{what} (timed out){extra}')
+        return None
+
+
+def by_id(i):
+    return browser.find_element(By.ID, i)
+
+
+def visible(i):
+    els = browser.find_elements(By.ID, i)
+    return bool(els) and els[0].is_displayed()
+
+
+def login(user, password, project):
+    browser.get(ORIGIN + '/dashboard/')
+    wait('the login form is shown', lambda: visible('login-form'))
+    for i, v in (('login-user', user), ('login-password', password), ('login-project', project)):
+        by_id(i).clear()
+        by_id(i).send_keys(v)
+    by_id('login-submit').click()
+
+
+def logout():
+    by_id('logout').click()
+    wait('logged out: the login form is back', lambda: visible('login-form'))
+
+
+def row_status(name):
+    """The status shown for server 'name', with its task state in
+    parentheses when it has one (one read: the list is redrawn while it
+    refreshes), or None when it is not listed."""
+    return row_text(name, 'server-status')
+
+
+def row_text(name, cls):
+    return browser.execute_script(
+        "const e = document.querySelector("
+        "'#servers-table tbody tr[data-name=\"' + arguments[0] + '\"] .' + arguments[1]);"
+        "return e ? e.textContent : null;", name, cls)
+
+
+def click_in_row(name, cls):
+    """Clicks a button of the row (again if the list was redrawn under
+    the click)."""
+    for _ in range(5):
+        try:
+            browser.find_element(By.CSS_SELECTOR,
+                                 f'#servers-table tbody tr[data-name="{name}"] button.{cls}').click()
+            return True
+        except (StaleElementReferenceException, NoSuchElementException):
+            time.sleep(0.2)
+    check(False, f'clicking {cls} of {name}')
+    return False
+
+
+def ssh_ed25519_key():
+    def s(b):
+        return struct.pack('>I', len(b)) + b
+    return 'ssh-ed25519 ' + base64.b64encode(s(b'ssh-ed25519') + s(os.urandom(32))).decode() + ' dash'
+
+
+def browser_checks():
+    t0 = time.time()
+    # A wrong password: the identity service's message, no session.
+    login('u-dash-a', 'wrong-password', 'dash-a')
+    msg = wait('a wrong password shows the error', lambda: visible('login-error') and by_id('login-error').text)
+    check(msg and 'requires authentication' in msg and '401' in msg, f'the identity message: {msg!r}')
+    check(browser.execute_script('return sessionStorage.length') == 0, 'no session after a failed login')
+
+    # Project A logs in: no servers yet.
+    login('u-dash-a', PW_A, 'dash-a')
+    wait('A logged in: the server list is shown, empty', lambda: visible('servers-empty'))
+    check('u-dash-a in project dash-a' in by_id('whoami-text').text, 'who is logged in is shown')
+    token = browser.execute_script("return JSON.parse(sessionStorage.getItem('nimbus.session')).token")
+    check(token and len(token) > 20, 'the token is in sessionStorage')
+    check(browser.execute_script('return localStorage.length') == 0, 'nothing in localStorage')
+    check(token not in browser.current_url and not browser.get_cookies(),
+          'the token is not in the URL, no cookies')
+
+    # Create a server through the form.
+    wait('the create form offers the image and the network',
+         lambda: len(Select(by_id('server-image')).options) >= 1
+         and any(o.get_attribute('value') == NET for o in Select(by_id('server-network')).options))
+    by_id('server-name').send_keys('web1')
+    Select(by_id('server-flavor')).select_by_value('1')
+    Select(by_id('server-image')).select_by_value(IMAGE)
+    Select(by_id('server-network')).select_by_value(NET)
+    by_id('server-create').click()
+    wait('web1 appears in the list', lambda: row_status('web1') is not None)
+    wait('web1 becomes ACTIVE without a reload (auto refresh)',
+         lambda: row_status('web1') == 'ACTIVE', timeout=30)
+    check(row_text('web1', 'server-flavor') == 'm1.tiny'
+          and row_text('web1', 'server-image') == 'dash-image',
+          'flavor and image shown by name')
+    addr = row_text('web1', 'server-addresses')
+    check(addr and addr.startswith('seed-net: '), f'the address is shown ({addr!r})')
+    check(token not in browser.current_url, 'the token is still not in the URL')
+
+    click_in_row('web1', 'act-console')
+    wait('the console log shows what the guest printed',
+         lambda: 'nimbus-fake' in by_id('console-output').text)
+
+    click_in_row('web1', 'act-stop')
+    wait('Stop: SHUTOFF shown', lambda: row_status('web1') == 'SHUTOFF', timeout=30)
+    click_in_row('web1', 'act-start')
+    wait('Start: ACTIVE again', lambda: row_status('web1') == 'ACTIVE', timeout=30)
+    click_in_row('web1', 'act-stop')
+    wait('Stop again: SHUTOFF', lambda: row_status('web1') == 'SHUTOFF', timeout=30)
+
+    # Images.
+    browser.get(ORIGIN + '/dashboard/#images')
+    wait('images list shows dash-image',
+         lambda: any(e.text == 'dash-image' for e in browser.find_elements(By.CSS_SELECTOR, '.image-show')))
+    [e for e in browser.find_elements(By.CSS_SELECTOR, '.image-show') if e.text == 'dash-image'][0].click()
+    wait('image detail shows its id', lambda: visible('image-detail') and IMAGE in by_id('image-detail-list').text)
+
+    # Networks: a bad CIDR shows the network service's error; a good one
+    # creates network + subnet.
+    browser.get(ORIGIN + '/dashboard/#networks')
+    wait('networks list shows the shared network',
+         lambda: any(e.text == 'seed-net' for e in browser.find_elements(By.CSS_SELECTOR, '.network-name')))
+    by_id('network-name').send_keys('bad-net')
+    by_id('network-cidr').send_keys('10.77.0.0/33')
+    by_id('network-create').click()
+    err = wait('a bad CIDR shows the API error', lambda: visible('error') and by_id('error-text').text)
+    check(err and '400' in err and 'cidr' in err.lower(), f'the network service message: {err!r}')
+    by_id('error-close').click()
+    wait('the list is drawn again without bad-net (its network is taken back)', lambda: any(
+        e.text == 'seed-net' for e in browser.find_elements(By.CSS_SELECTOR, '.network-name'))
+        and not any(e.text == 'bad-net' for e in browser.find_elements(By.CSS_SELECTOR, '.network-name')))
+    st, _, b = cloud.request('network', 'GET', '/v2.0/networks?name=bad-net',
+                             headers={'X-Auth-Token': tok_a})
+    check(st == 200 and b['networks'] == [], f'no half-made bad-net left ({st} {b})')
+    for i in ('network-name', 'network-cidr'):
+        by_id(i).clear()
+    by_id('network-name').send_keys('dash-net')
+    by_id('network-cidr').send_keys('10.77.0.0/24')
+    by_id('network-create').click()
+    wait('dash-net with its subnet is listed', lambda: any(
+        r.find_element(By.CSS_SELECTOR, '.network-name').text == 'dash-net'
+        and '10.77.0.0/24' in r.text
+        for r in browser.find_elements(By.CSS_SELECTOR, '#networks-table tbody tr')))
+
+    # Flavors and key pairs.
+    browser.get(ORIGIN + '/dashboard/#flavors')
+    wait('flavors listed', lambda: 'm1.tiny' in by_id('flavors-table').text)
+    browser.get(ORIGIN + '/dashboard/#keypairs')
+    wait('no key pairs yet', lambda: visible('keypairs-empty'))
+    by_id('keypair-name').send_keys('dash-key')
+    by_id('keypair-key').send_keys(ssh_ed25519_key())
+    by_id('keypair-import').click()
+    wait('the imported key pair is listed',
+         lambda: browser.find_elements(By.CSS_SELECTOR, '#keypairs-table tr[data-name="dash-key"]'))
+    by_id('keypair-name').send_keys('bad-key')
+    by_id('keypair-key').send_keys('not a key')
+    by_id('keypair-import').click()
+    err = wait('a bad public key shows the API error', lambda: visible('error') and by_id('error-text').text)
+    check(err and '400' in err, f'the compute message: {err!r}')
+
+    logout()
+    st, _, _ = cloud.request('compute', 'GET', '/v2.1/servers', headers={'X-Auth-Token': token})
+    check(st == 401, f'logging out revoked the token ({st})')
+    check(browser.execute_script('return sessionStorage.length') == 0, 'the session is gone')
+
+    # Project B does not see A's server.
+    login('u-dash-b', PW_B, 'dash-b')
+    wait('B logged in: the list is empty (A\'s server not shown)', lambda: visible('servers-empty'))
+    check(row_status('web1') is None, 'web1 is not in B\'s list')
+    logout()
+
+    # A deletes the server.
+    login('u-dash-a', PW_A, 'dash-a')
+    wait('A sees web1 again', lambda: row_status('web1') == 'SHUTOFF')
+    click_in_row('web1', 'act-delete')
+    WebDriverWait(browser, 5).until(lambda d: d.switch_to.alert).accept()
+    wait('web1 deleted: gone from the list', lambda: visible('servers-empty'), timeout=30)
+    st, _, b = cloud.request('compute', 'GET', '/v2.1/servers', headers={'X-Auth-Token': tok_a})
+    check(st == 200 and b['servers'] == [], 'the API agrees: no servers in A')
+
+    csp_errors = [e['message'] for e in browser.get_log('browser')
+                  if 'Content Security Policy' in e['message']]
+    check(not csp_errors, f'no Content-Security-Policy violations ({csp_errors[:2]})')
+    print(f'browser part took {time.time() - t0:.1f}s')
+
+
+try:
+    compute_lib_wait = time.time()
+    while sql(cloud, f"SELECT count(*) FROM compute_nodes WHERE hypervisor_hostname = '{NODE}'") != '1':
+        if time.time() - compute_lib_wait > 20 or agent.poll() is not None:
+            check(False, 'the agent registers')
+            break
+        time.sleep(0.1)
+    http_checks()
+    config_checks()
+    profile = os.path.join(tmp, 'chromium')
+    browser = start_browser(profile)
+    browser.set_page_load_timeout(20)
+    browser_checks()
+finally:
+    cleanup()
+done()
