@@ -274,19 +274,24 @@ def libvirt_guest_or_skip():
     return guest
 
 
+def upload_image(cloud, tok, name, path, disk_format, **props):
+    """The file at 'path' uploaded to the cloud's nimbus-image as a public
+    image (container_format = disk_format); returns its id."""
+    img = cloud.create_image(tok, name=name, disk_format=disk_format,
+                             container_format=disk_format, visibility='public', **props)
+    with open(path, 'rb') as f:
+        st, b = cloud.upload(tok, img['id'], f.read())
+    check(st == 204, f'{name} uploaded ({st} {b})')
+    return img['id']
+
+
 def upload_guest(cloud, tok, guest):
     """The test guest uploaded to the cloud's nimbus-image as an aki/ari/ami
     triple (public; the ami names the others and a serial console command
     line); returns (kernel, ramdisk, image) ids."""
-    def upload(name, path, disk_format, **props):
-        img = cloud.create_image(tok, name=name, disk_format=disk_format,
-                                 container_format=disk_format, visibility='public', **props)
-        with open(path, 'rb') as f:
-            st, b = cloud.upload(tok, img['id'], f.read())
-        check(st == 204, f'{name} uploaded ({st} {b})')
-        return img['id']
-    kernel = upload('guest-kernel', os.path.join(guest, 'vmlinuz'), 'aki')
-    ramdisk = upload('guest-initrd', os.path.join(guest, 'initrd.img'), 'ari')
-    image = upload('guest', os.path.join(guest, 'disk.qcow2'), 'ami', kernel_id=kernel,
-                   ramdisk_id=ramdisk, os_command_line='console=ttyS0 quiet')
+    kernel = upload_image(cloud, tok, 'guest-kernel', os.path.join(guest, 'vmlinuz'), 'aki')
+    ramdisk = upload_image(cloud, tok, 'guest-initrd', os.path.join(guest, 'initrd.img'), 'ari')
+    image = upload_image(cloud, tok, 'guest', os.path.join(guest, 'disk.qcow2'), 'ami',
+                         kernel_id=kernel, ramdisk_id=ramdisk,
+                         os_command_line='console=ttyS0 quiet')
     return kernel, ramdisk, image

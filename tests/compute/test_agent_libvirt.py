@@ -205,8 +205,9 @@ if sid:
     # second disk; the guest prints the sizes of the disks it sees.
     rescue_qcow = os.path.join(cloud.dir, 'rescue.qcow2')
     subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', rescue_qcow, '96M'], check=True)
-    rescue_img = upload('guest-rescue', rescue_qcow, 'ami', kernel_id=kernel,
-                        ramdisk_id=ramdisk, os_command_line='console=ttyS0 quiet')
+    rescue_img = compute_lib.upload_image(cloud, tok, 'guest-rescue', rescue_qcow, 'ami',
+                                          kernel_id=kernel, ramdisk_id=ramdisk,
+                                          os_command_line='console=ttyS0 quiet')
     rescue_disk = os.path.join(state, 'instances', sid, 'rescue.qcow2')
     own_sectors = (2 << 30) // 512 if '"virtual-size": 2147483648' in info else (1 << 30) // 512
 
