@@ -63,6 +63,24 @@ struct hv_create_args {
     bool foreign_taps;           /* Set by the provider: taps exist already (managed='no'). */
 };
 
+/* A live migration of a running instance to another node (another
+ * libvirtd).  The destination's storage is ready: its agent has fetched the
+ * image into its own cache and made the instance's overlay in
+ * inst_dir_dest, on the same backing content; dest_xml is the definition
+ * the destination agent builds for the instance with its own node name and
+ * paths (hv_migration_dest_xml() on the destination). */
+struct hv_migrate_args {
+    const struct inst_desired *d;
+    const char *dest_uri;        /* The destination libvirtd, as this libvirtd reaches it. */
+    const char *dest_xml;        /* The domain definition on the destination. */
+    const char *inst_dir_dest;   /* state_dir/instances/<uuid> on the destination. */
+    unsigned bandwidth_mib;      /* MiB/s; 0: unlimited. */
+};
+
+/* A live migration not finished after this long, plus one second per 32
+ * MiB of guest RAM, is aborted; the instance keeps running on the source. */
+#define HV_MIGRATE_TIMEOUT_S 120
+
 struct hypervisor_class {
     const char *name;
     int (*open)(const struct hv_config *cfg, struct hypervisor **out);
@@ -96,6 +114,14 @@ struct hypervisor_class {
     int (*sync_ports)(struct hypervisor *hv, const struct inst_desired *d);
     /* Host facts for the inventory report: "qemu", "kvm", "xen", "runc". */
     const char *(*virt_type)(struct hypervisor *hv);
+    /* Moves running instance a->d->uuid, live, to the node at a->dest_uri:
+     * peer to peer, memory and the overlay's own data copied while the
+     * guest runs (the backing image is the destination's), defined there
+     * from a->dest_xml, undefined here on success.  Bounded in time
+     * (HV_MIGRATE_TIMEOUT_S): aborted on timeout.  On any failure the
+     * instance still runs here.  -ENOENT: not this node's; -EINVAL: not
+     * running; -ETIMEDOUT; -EIO.  NULL when the provider cannot. */
+    int (*migrate_live)(struct hypervisor *hv, const struct hv_migrate_args *a);
 };
 
 /* The part every provider's struct starts with. */
@@ -117,6 +143,17 @@ void hv_close(struct hypervisor *hv);
 
 /* This node's name: cfg->node, or the host name. */
 void hv_node_name(const struct hv_config *cfg, char *out, size_t len);
+
+/* The definition this node gives the instance of 'a' (its own node name,
+ * the paths of 'a', generation 'gen'): what the destination of a live
+ * migration hands the source as hv_migrate_args.dest_xml.  Malloc'd, the
+ * caller frees; NULL with hv->err set when the provider has none (only
+ * libvirt has). */
+char *hv_migration_dest_xml(struct hypervisor *hv, const struct hv_create_args *a, uint64_t gen);
+#ifdef NIMBUS_HAVE_LIBVIRT
+/* The libvirt provider's, for hv_migration_dest_xml(). */
+char *hv_libvirt_dest_xml(struct hypervisor *hv, const struct hv_create_args *a, uint64_t gen);
+#endif
 
 /* Whether network device 'dev' exists in the agent's network namespace. */
 bool hv_netdev_exists(const char *dev);
