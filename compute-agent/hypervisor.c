@@ -47,6 +47,8 @@ hv_migration_dest_xml(struct hypervisor *hv, const struct hv_create_args *a, uin
     if (hv->class == &hv_libvirt_class)
         return hv_libvirt_dest_xml(hv, a, gen);
 #endif
+    if (hv->class == &hv_fake_class)
+        return hv_fake_dest_xml(hv, a, gen);
     hv_set_error(hv, "the %s provider has no live migration", hv->class->name);
     return NULL;
 }

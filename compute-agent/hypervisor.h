@@ -147,8 +147,8 @@ void hv_node_name(const struct hv_config *cfg, char *out, size_t len);
 /* The definition this node gives the instance of 'a' (its own node name,
  * the paths of 'a', generation 'gen'): what the destination of a live
  * migration hands the source as hv_migrate_args.dest_xml.  Malloc'd, the
- * caller frees; NULL with hv->err set when the provider has none (only
- * libvirt has). */
+ * caller frees; NULL with hv->err set when the provider has none (libvirt
+ * and fake have). */
 char *hv_migration_dest_xml(struct hypervisor *hv, const struct hv_create_args *a, uint64_t gen);
 #ifdef NIMBUS_HAVE_LIBVIRT
 /* The libvirt provider's, for hv_migration_dest_xml(). */
@@ -188,5 +188,9 @@ int hv_fake_flavor(struct hypervisor *hv, const char *uuid, unsigned *vcpus, uns
     __attribute__((warn_unused_result));
 /* The disk (or rootfs) path of the last create() of 'uuid', or NULL. */
 const char *hv_fake_disk(struct hypervisor *hv, const char *uuid);
+/* The fake's hv_migration_dest_xml().  Its migrate_live() moves a running
+ * instance to the fake provider opened for node N in the same process,
+ * dest_uri "fake://N", disk and console log then in inst_dir_dest. */
+char *hv_fake_dest_xml(struct hypervisor *hv, const struct hv_create_args *a, uint64_t gen);
 
 #endif
