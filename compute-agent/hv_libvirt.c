@@ -28,6 +28,7 @@ struct hv_libvirt {
     char virt_type[8];
     char node[256];
     bool network_agent;
+    unsigned migrate_timeout_s;
 };
 
 static struct hv_libvirt *
@@ -74,6 +75,7 @@ lv_open(const struct hv_config *cfg, struct hypervisor **out)
     virSetErrorFunc(NULL, lv_quiet);
     hv_node_name(cfg, lv->node, sizeof lv->node);
     lv->network_agent = cfg->network_agent;
+    lv->migrate_timeout_s = cfg->migrate_timeout_s;
     const char *uri = cfg->libvirt_uri && cfg->libvirt_uri[0] ? cfg->libvirt_uri : "qemu:///system";
     lv->conn = virConnectOpen(uri);
     if (!lv->conn)
@@ -674,7 +676,8 @@ lv_migrate_live(struct hypervisor *hv, const struct hv_migrate_args *a)
         r = -EAGAIN;
         goto out_sync;
     }
-    unsigned timeout_s = HV_MIGRATE_TIMEOUT_S + a->d->ram_mb / 32;
+    unsigned timeout_s = lv->migrate_timeout_s ? lv->migrate_timeout_s :
+                         HV_MIGRATE_TIMEOUT_S + a->d->ram_mb / 32;
     struct timespec deadline;
     clock_gettime(CLOCK_MONOTONIC, &deadline);
     deadline.tv_sec += timeout_s;

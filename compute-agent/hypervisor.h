@@ -46,6 +46,9 @@ struct hv_config {
      * libvirt makes its own taps (on no bridge) and containers get no
      * network, for nodes without a network agent. */
     bool network_agent;
+    /* Seconds before a live migration from this node is aborted; 0:
+     * HV_MIGRATE_TIMEOUT_S plus 1 s per 32 MiB of the guest's RAM. */
+    unsigned migrate_timeout_s;
 };
 
 /* Where the storage of an instance is, prepared by the image cache before
@@ -77,8 +80,9 @@ struct hv_migrate_args {
     unsigned bandwidth_mib;      /* MiB/s; 0: unlimited. */
 };
 
-/* A live migration not finished after this long, plus one second per 32
- * MiB of guest RAM, is aborted; the instance keeps running on the source. */
+/* By default, a live migration not finished after this long, plus one
+ * second per 32 MiB of guest RAM, is aborted; the instance keeps running
+ * on the source (hv_config.migrate_timeout_s overrides it). */
 #define HV_MIGRATE_TIMEOUT_S 120
 
 struct hypervisor_class {
@@ -118,7 +122,7 @@ struct hypervisor_class {
      * peer to peer, memory and the overlay's own data copied while the
      * guest runs (the backing image is the destination's), defined there
      * from a->dest_xml, undefined here on success.  Bounded in time
-     * (HV_MIGRATE_TIMEOUT_S): aborted on timeout.  On any failure the
+     * (hv_config.migrate_timeout_s): aborted on timeout.  On any failure the
      * instance still runs here.  -ENOENT: not this node's; -EINVAL: not
      * running; -ETIMEDOUT; -EIO.  NULL when the provider cannot. */
     int (*migrate_live)(struct hypervisor *hv, const struct hv_migrate_args *a);

@@ -11,7 +11,8 @@
  * gone from A; the guest did not reboot (one "init started" over both
  * console logs, the heartbeat count and the guest's uptime go on in B's
  * log); then back from B to A the same way, once A has removed its old
- * copy of the storage.  Bad requests (unknown
+ * copy of the storage.  A migration that cannot finish in its time limit
+ * (1 MiB/s, 2 s) is aborted with -ETIMEDOUT and the guest runs on on A.  Bad requests (unknown
  * instance, a destination XML with the source's paths) fail and move
  * nothing.  Cleanup leaves no domain, QEMU or daemon.  Exits 77 without
  * root, libvirtd or the test guest. */
@@ -284,6 +285,7 @@ main(void)
     d.generation = 1;
 
     static struct node a, b;
+    char args[128];
     CHECK_INT(node_open(&a, root, "node-a", system_uri, srcdir), 0);
     CHECK_INT(node_open(&b, root, "node-b", pair_uri, srcdir), 0);
     if (!a.hv || !b.hv)
@@ -318,12 +320,40 @@ main(void)
     CHECK_INT(power(a.hv, d.uuid), POWER_RUNNING);
     CHECK_INT(power(b.hv, d.uuid), POWER_NOSTATE);
 
+    /* A migration that cannot finish in time (1 MiB/s for 128 MiB, a 2 s
+     * limit) is aborted: the guest runs on on A, nothing is left on B,
+     * whose agent then removes the storage it had prepared. */
+    struct hv_config slow_cfg = { .type = "libvirt", .libvirt_uri = system_uri,
+                                  .virt_type = "qemu", .state_dir = a.dir, .node = "node-a",
+                                  .migrate_timeout_s = 2 };
+    struct hypervisor *slow;
+    char err[512];
+    CHECK_INT(hv_open(&slow_cfg, &slow, err, sizeof err), 0);
+    bxml = hv_migration_dest_xml(b.hv, &b.args, 1);
+    struct hv_migrate_args sm = { .d = &d, .dest_uri = pair_uri, .dest_xml = bxml,
+                                  .inst_dir_dest = b.p.inst_dir, .bandwidth_mib = 1 };
+    double t0 = t_now();
+    CHECK_INT(slow->class->migrate_live(slow, &sm), -ETIMEDOUT);
+    fprintf(stderr, "slow migration: %s after %.1f s\n", slow->err, t_now() - t0);
+    CHECK(t_now() - t0 < 30);
+    free(bxml);
+    hv_close(slow);
+    CHECK_INT(power(a.hv, d.uuid), POWER_RUNNING);
+    CHECK_INT(power(b.hv, d.uuid), POWER_NOSTATE);
+    bfmt(args, sizeof args, "dominfo %s", d.uuid);
+    CHECK(virsh(pair_uri, args, NULL, 0) != 0);
+    double up0 = 0, up1 = 0;
+    long k0 = heartbeat(a.p.console_log, false, &up0);
+    CHECK(t_wait_file(a.p.console_log, "nimbus-guest: heartbeat", (int)k0 + 2, 30) >= 0);
+    CHECK(heartbeat(a.p.console_log, false, &up1) >= k0 + 2 && up1 > up0);
+    struct rc_storage sb = storage_interface(b.stor);
+    CHECK_INT(sb.remove(sb.ctx, d.uuid, err, sizeof err), 0);
+
     /* A to B; A's agent then removes its copy of the instance's storage,
      * as after any move away. */
     migrate(&a, system_uri, &b, pair_uri, &d);
     CHECK_INT(count_in_file(a.p.console_log, "nimbus-guest: init started"), 1);
     struct rc_storage sa = storage_interface(a.stor);
-    char err[512];
     CHECK_INT(sa.remove(sa.ctx, d.uuid, err, sizeof err), 0);
     /* And back, onto a new overlay on A. */
     migrate(&b, pair_uri, &a, system_uri, &d);
@@ -333,7 +363,6 @@ out:
         CHECK_INT(a.hv->class->destroy(a.hv, d.uuid), 0);
     if (b.hv)
         CHECK_INT(b.hv->class->destroy(b.hv, d.uuid), 0);
-    char args[128];
     bfmt(args, sizeof args, "dominfo %s", d.uuid);
     CHECK(virsh(system_uri, args, NULL, 0) != 0);
     node_close(&a);
