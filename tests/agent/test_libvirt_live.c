@@ -32,39 +32,6 @@
 
 static char pair_uri[PATH_MAX + 64], system_uri[PATH_MAX + 64];
 
-/* Runs virsh on 'uri' with 'args'; its output into 'out' when given. */
-static int
-virsh(const char *uri, const char *args, char *out, size_t len)
-{
-    char cmd[2 * PATH_MAX];
-    bfmt(cmd, sizeof cmd, "virsh -q -c '%s' %s 2>/dev/null", uri, args);
-    FILE *f = popen(cmd, "r");
-    if (!f)
-        return -1;
-    size_t n = out ? fread(out, 1, len - 1, f) : 0;
-    if (out)
-        out[n] = 0;
-    else
-        while (fgetc(f) != EOF) {
-        }
-    return pclose(f);
-}
-
-static enum power_state
-power(struct hypervisor *h, const char *uuid)
-{
-    struct inst_actual *v;
-    size_t n;
-    enum power_state p = POWER_NOSTATE;
-    if (h->class->list(h, &v, &n))
-        return p;
-    for (size_t i = 0; i < n; i++)
-        if (!strcmp(v[i].uuid, uuid))
-            p = v[i].power;
-    free(v);
-    return p;
-}
-
 /* The last heartbeat of a console log: its count and the guest's uptime;
  * 'first': the first one instead.  Count 0 when there is none. */
 static long
@@ -188,18 +155,18 @@ migrate(struct node *src, const char *src_uri, struct node *dst, const char *dst
     free(xml);
 
     /* Runs on the destination, gone from the source. */
-    CHECK_INT(power(dst->hv, d->uuid), POWER_RUNNING);
-    CHECK_INT(power(src->hv, d->uuid), POWER_NOSTATE);
+    CHECK_INT(t_power(dst->hv, d->uuid), POWER_RUNNING);
+    CHECK_INT(t_power(src->hv, d->uuid), POWER_NOSTATE);
     char args[128], out[16384];
     bfmt(args, sizeof args, "dominfo %s", d->uuid);
-    CHECK(virsh(src_uri, args, NULL, 0) != 0);
+    CHECK(t_virsh(src_uri, args, NULL, 0) != 0);
     /* The destination's overlay is the one in use, and the definition
      * kept there is the destination's. */
     bfmt(args, sizeof args, "domblklist %s", d->uuid);
-    CHECK_INT(virsh(dst_uri, args, out, sizeof out), 0);
+    CHECK_INT(t_virsh(dst_uri, args, out, sizeof out), 0);
     CHECK(strstr(out, dst->p.disk) != NULL);
     bfmt(args, sizeof args, "dumpxml --inactive %s", d->uuid);
-    CHECK_INT(virsh(dst_uri, args, out, sizeof out), 0);
+    CHECK_INT(t_virsh(dst_uri, args, out, sizeof out), 0);
     char want[PATH_MAX + 64];
     bfmt(want, sizeof want, "<nimbus:node>%s</nimbus:node>", dst->name);
     CHECK(strstr(out, want) != NULL);
@@ -265,8 +232,8 @@ main(void)
     CHECK(syspid > 0);
     bfmt(system_uri, sizeof system_uri,
          "qemu+unix:///system?socket=/proc/%ld/root/run/libvirt/libvirt-sock", syspid);
-    CHECK_INT(virsh(pair_uri, "version", NULL, 0), 0);
-    CHECK_INT(virsh(system_uri, "version", NULL, 0), 0);
+    CHECK_INT(t_virsh(pair_uri, "version", NULL, 0), 0);
+    CHECK_INT(t_virsh(system_uri, "version", NULL, 0), 0);
 
     static struct inst_desired d;
     util_uuid4(d.uuid);
@@ -295,7 +262,7 @@ main(void)
     /* Boots on A. */
     CHECK_INT(node_prepare(&a, &d), 0);
     CHECK_INT(a.hv->class->create(a.hv, &a.args, true), 0);
-    CHECK_INT(power(a.hv, d.uuid), POWER_RUNNING);
+    CHECK_INT(t_power(a.hv, d.uuid), POWER_RUNNING);
     double boot = t_wait_file(a.p.console_log, "nimbus-guest: ready", 1, 90);
     fprintf(stderr, "guest boot on node-a: %.1f s\n", boot);
     CHECK(boot >= 0);
@@ -317,8 +284,8 @@ main(void)
     CHECK_INT(a.hv->class->migrate_live(a.hv, &bad), -EINVAL);
     free(axml);
     free(bxml);
-    CHECK_INT(power(a.hv, d.uuid), POWER_RUNNING);
-    CHECK_INT(power(b.hv, d.uuid), POWER_NOSTATE);
+    CHECK_INT(t_power(a.hv, d.uuid), POWER_RUNNING);
+    CHECK_INT(t_power(b.hv, d.uuid), POWER_NOSTATE);
 
     /* A migration that cannot finish in time (1 MiB/s for 128 MiB, a 2 s
      * limit) is aborted: the guest runs on on A, nothing is left on B,
@@ -338,10 +305,10 @@ main(void)
     CHECK(t_now() - t0 < 30);
     free(bxml);
     hv_close(slow);
-    CHECK_INT(power(a.hv, d.uuid), POWER_RUNNING);
-    CHECK_INT(power(b.hv, d.uuid), POWER_NOSTATE);
+    CHECK_INT(t_power(a.hv, d.uuid), POWER_RUNNING);
+    CHECK_INT(t_power(b.hv, d.uuid), POWER_NOSTATE);
     bfmt(args, sizeof args, "dominfo %s", d.uuid);
-    CHECK(virsh(pair_uri, args, NULL, 0) != 0);
+    CHECK(t_virsh(pair_uri, args, NULL, 0) != 0);
     double up0 = 0, up1 = 0;
     long k0 = heartbeat(a.p.console_log, false, &up0);
     CHECK(t_wait_file(a.p.console_log, "nimbus-guest: heartbeat", (int)k0 + 2, 30) >= 0);
@@ -364,7 +331,7 @@ out:
     if (b.hv)
         CHECK_INT(b.hv->class->destroy(b.hv, d.uuid), 0);
     bfmt(args, sizeof args, "dominfo %s", d.uuid);
-    CHECK(virsh(system_uri, args, NULL, 0) != 0);
+    CHECK(t_virsh(system_uri, args, NULL, 0) != 0);
     node_close(&a);
     node_close(&b);
     /* Stops the second libvirtd and whatever it started; fails if any of
