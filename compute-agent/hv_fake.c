@@ -3,13 +3,14 @@
 #include "hypervisor.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define FAKE_OPS(X) X(create) X(start) X(stop) X(reboot) X(pause) X(unpause) \
-    X(suspend) X(resume) X(destroy) X(set_generation) X(list)
+    X(suspend) X(resume) X(destroy) X(set_generation) X(list) X(migrate_live)
 
 enum fake_op {
 #define X(n) FOP_##n,
@@ -58,7 +59,14 @@ struct hv_fake {
     int fail_err[FOP_N];
     unsigned fail_count[FOP_N];
     unsigned calls[FOP_N];
+    char node[256];
+    struct hv_fake *next;        /* In fake_nodes. */
 };
+
+/* The open fake providers, by node name: the destinations of live
+ * migrations ("fake://<node>") in one process. */
+static struct hv_fake *fake_nodes;
+static pthread_mutex_t fake_nodes_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static struct hv_fake *
 fake_cast(struct hypervisor *hv)
@@ -74,6 +82,11 @@ fake_open(const struct hv_config *cfg, struct hypervisor **out)
         return -ENOMEM;
     f->up.class = &hv_fake_class;
     *out = &f->up;
+    hv_node_name(cfg, f->node, sizeof f->node);
+    pthread_mutex_lock(&fake_nodes_mu);
+    f->next = fake_nodes;
+    fake_nodes = f;
+    pthread_mutex_unlock(&fake_nodes_mu);
     return 0;
 }
 
@@ -81,6 +94,13 @@ static void
 fake_close(struct hypervisor *hv)
 {
     struct hv_fake *f = fake_cast(hv);
+    pthread_mutex_lock(&fake_nodes_mu);
+    for (struct hv_fake **p = &fake_nodes; *p; p = &(*p)->next)
+        if (*p == f) {
+            *p = f->next;
+            break;
+        }
+    pthread_mutex_unlock(&fake_nodes_mu);
     free(f->v);
     free(f);
 }
@@ -285,6 +305,65 @@ fake_set_generation(struct hypervisor *hv, const char *uuid, uint64_t gen)
     return 0;
 }
 
+char *
+hv_fake_dest_xml(struct hypervisor *hv, const struct hv_create_args *a, uint64_t gen)
+{
+    char *xml = NULL;
+    if (asprintf(&xml, "<fake node='%s' uuid='%s' disk='%s' console='%s' generation='%llu'/>",
+                 fake_cast(hv)->node, a->d->uuid, a->disk_path ? a->disk_path : "",
+                 a->console_log ? a->console_log : "", (unsigned long long)gen) < 0)
+        return NULL;
+    return xml;
+}
+
+/* Moves the record of a running instance to the fake provider of node
+ * "fake://<node>" in this process, its disk and console log now in
+ * a->inst_dir_dest. */
+static int
+fake_migrate_live(struct hypervisor *hv, const struct hv_migrate_args *a)
+{
+    struct hv_fake *f = fake_cast(hv);
+    int r = fake_enter(f, FOP_migrate_live);
+    if (r)
+        return r;
+    struct fake_inst *i = fake_owned(f, a->d->uuid);
+    if (!i)
+        return -ENOENT;
+    if (i->a.power != POWER_RUNNING && i->a.power != POWER_PAUSED) {
+        hv_set_error(hv, "fake: migrate %s: not running", a->d->uuid);
+        return -EINVAL;
+    }
+    if (!a->dest_uri || strncmp(a->dest_uri, "fake://", 7) || !a->inst_dir_dest) {
+        hv_set_error(hv, "fake: migrate %s: bad destination", a->d->uuid);
+        return -EINVAL;
+    }
+    pthread_mutex_lock(&fake_nodes_mu);
+    struct hv_fake *dst = fake_nodes;
+    while (dst && (dst == f || strcmp(dst->node, a->dest_uri + 7)))
+        dst = dst->next;
+    struct fake_inst *di = NULL;
+    if (!dst) {
+        hv_set_error(hv, "fake: migrate %s: no node at %s", a->d->uuid, a->dest_uri);
+        r = -EIO;
+    } else if (fake_find(dst, a->d->uuid)) {
+        hv_set_error(hv, "fake: migrate %s: already on %s", a->d->uuid, dst->node);
+        r = -EEXIST;
+    } else if (!(di = fake_add(dst, a->d->uuid))) {
+        r = -ENOMEM;
+    }
+    if (di) {
+        struct fake_inst moved = *i;   /* fake_add() grew dst->v, not f->v. */
+        snprintf(moved.disk, sizeof moved.disk, "%s/disk.qcow2", a->inst_dir_dest);
+        if (moved.console[0])
+            snprintf(moved.console, sizeof moved.console, "%s/console.log", a->inst_dir_dest);
+        *di = moved;
+        fake_console(di, "nimbus-fake: arrived from %s, still running", f->node);
+        *i = f->v[--f->n];
+    }
+    pthread_mutex_unlock(&fake_nodes_mu);
+    return r;
+}
+
 static const char *
 fake_virt_type(struct hypervisor *hv)
 {
@@ -307,6 +386,7 @@ const struct hypervisor_class hv_fake_class = {
     .destroy = fake_destroy,
     .set_generation = fake_set_generation,
     .virt_type = fake_virt_type,
+    .migrate_live = fake_migrate_live,
 };
 
 static int

@@ -9,6 +9,7 @@
 #include "hypervisor.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,7 @@ struct hv_libvirt {
     char virt_type[8];
     char node[256];
     bool network_agent;
+    unsigned migrate_timeout_s;
 };
 
 static struct hv_libvirt *
@@ -74,6 +76,7 @@ lv_open(const struct hv_config *cfg, struct hypervisor **out)
     virSetErrorFunc(NULL, lv_quiet);
     hv_node_name(cfg, lv->node, sizeof lv->node);
     lv->network_agent = cfg->network_agent;
+    lv->migrate_timeout_s = cfg->migrate_timeout_s;
     const char *uri = cfg->libvirt_uri && cfg->libvirt_uri[0] ? cfg->libvirt_uri : "qemu:///system";
     lv->conn = virConnectOpen(uri);
     if (!lv->conn)
@@ -195,6 +198,16 @@ lv_lookup(struct hv_libvirt *lv, const char *uuid, virDomainPtr *out)
     return 0;
 }
 
+char *
+hv_libvirt_dest_xml(struct hypervisor *hv, const struct hv_create_args *a, uint64_t gen)
+{
+    struct hv_libvirt *lv = lv_cast(hv);
+    struct hv_create_args args = *a;
+    args.node = lv->node;
+    args.foreign_taps = lv->network_agent;
+    return dx_domain_xml(&args, lv->virt_type, gen);
+}
+
 static int
 lv_create(struct hypervisor *hv, const struct hv_create_args *a, bool start)
 {
@@ -214,10 +227,7 @@ lv_create(struct hypervisor *hv, const struct hv_create_args *a, bool start)
     int r = lv->network_agent ? hv_ports_ready(hv, a->d) : 0;
     if (r)
         return r;
-    struct hv_create_args args = *a;
-    args.node = lv->node;
-    args.foreign_taps = lv->network_agent;
-    char *xml = dx_domain_xml(&args, lv->virt_type, 0);
+    char *xml = hv_libvirt_dest_xml(hv, a, 0);
     uint64_t t0 = util_now_ns();
     virDomainPtr dom = virDomainDefineXML(lv->conn, xml);
     uint64_t t1 = util_now_ns();
@@ -535,6 +545,178 @@ lv_sync_ports(struct hypervisor *hv, const struct inst_desired *d)
     return r ? r : changed ? 1 : 0;
 }
 
+/* One migration, run by a thread of its own so that the caller can give
+ * up on it: virDomainMigrateToURI3() blocks until the end. */
+struct lv_migration {
+    virDomainPtr dom;
+    const char *dconnuri;
+    virTypedParameterPtr params;
+    int nparams;
+    unsigned flags;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    int rc;
+    int code;           /* libvirt's error code (errors are per thread). */
+    char msg[384];
+};
+
+static void *
+lv_migration_run(void *arg)
+{
+    struct lv_migration *m = arg;
+    int rc = virDomainMigrateToURI3(m->dom, m->dconnuri, m->params, (unsigned)m->nparams,
+                                    m->flags);
+    pthread_mutex_lock(&m->mu);
+    m->rc = rc;
+    if (rc < 0) {
+        const char *msg = virGetLastErrorMessage();
+        m->code = virGetLastErrorCode();
+        snprintf(m->msg, sizeof m->msg, "%s", msg ? msg : "unknown error");
+    }
+    m->done = true;
+    pthread_cond_signal(&m->cv);
+    pthread_mutex_unlock(&m->mu);
+    return NULL;
+}
+
+/* The migration stream's URI for destination 'dconnuri': the host of a
+ * remote libvirt URI (qemu+tcp://host/system, qemu+ssh://user@host/system),
+ * or loopback for a libvirtd on this machine (qemu:///system,
+ * qemu+unix:///system?socket=...), the destination then listening on
+ * loopback only.  False when the URI is malformed. */
+static bool
+lv_migration_uri(const char *dconnuri, char *uri, size_t len, bool *loopback)
+{
+    const char *p = strstr(dconnuri, "://");
+    if (!p)
+        return false;
+    p += 3;
+    const char *at = strpbrk(p, "@/?");
+    if (at && *at == '@')
+        p = at + 1;
+    size_t n = strcspn(p, "/?");
+    if (p[0] == '[') {
+        const char *close = strchr(p, ']');
+        if (!close || (size_t)(close - p) >= n)
+            return false;
+        n = (size_t)(close - p) + 1;
+    } else {
+        n = strcspn(p, ":/?");
+    }
+    *loopback = n == 0;
+    if (*loopback)
+        snprintf(uri, len, "tcp://127.0.0.1");
+    else if ((size_t)snprintf(uri, len, "tcp://%.*s", (int)n, p) >= len)
+        return false;
+    return true;
+}
+
+static int
+lv_migrate_live(struct hypervisor *hv, const struct hv_migrate_args *a)
+{
+    struct hv_libvirt *lv = lv_cast(hv);
+    const char *uuid = a->d->uuid;
+    if (!a->dest_uri || !a->dest_uri[0] || !a->dest_xml || !a->inst_dir_dest) {
+        hv_set_error(hv, "migrate %s: destination URI, XML and directory needed", uuid);
+        return -EINVAL;
+    }
+    /* A definition with this node's paths would run the destination on
+     * the source's files. */
+    if (!strstr(a->dest_xml, a->inst_dir_dest)) {
+        hv_set_error(hv, "migrate %s: the destination XML does not use %s", uuid,
+                     a->inst_dir_dest);
+        return -EINVAL;
+    }
+    char muri[300];
+    bool loopback;
+    if (!lv_migration_uri(a->dest_uri, muri, sizeof muri, &loopback)) {
+        hv_set_error(hv, "migrate %s: bad destination URI '%s'", uuid, a->dest_uri);
+        return -EINVAL;
+    }
+    virDomainPtr dom;
+    int r = lv_lookup(lv, uuid, &dom);
+    if (r)
+        return r;
+    if (virDomainIsActive(dom) != 1) {
+        virDomainFree(dom);
+        hv_set_error(hv, "migrate %s: not running", uuid);
+        return -EINVAL;
+    }
+
+    struct lv_migration m = { .dom = dom, .dconnuri = a->dest_uri };
+    int maxparams = 0;
+    /* The definition goes both live and persistent: without PERSIST_XML
+     * the destination would keep the source's persistent definition, with
+     * this node's name and paths. */
+    if (virTypedParamsAddString(&m.params, &m.nparams, &maxparams,
+                                VIR_MIGRATE_PARAM_DEST_XML, a->dest_xml) < 0 ||
+        virTypedParamsAddString(&m.params, &m.nparams, &maxparams,
+                                VIR_MIGRATE_PARAM_PERSIST_XML, a->dest_xml) < 0 ||
+        virTypedParamsAddString(&m.params, &m.nparams, &maxparams,
+                                VIR_MIGRATE_PARAM_URI, muri) < 0 ||
+        (loopback && virTypedParamsAddString(&m.params, &m.nparams, &maxparams,
+                                             VIR_MIGRATE_PARAM_LISTEN_ADDRESS,
+                                             "127.0.0.1") < 0) ||
+        (a->bandwidth_mib && virTypedParamsAddULLong(&m.params, &m.nparams, &maxparams,
+                                                     VIR_MIGRATE_PARAM_BANDWIDTH,
+                                                     a->bandwidth_mib) < 0)) {
+        r = lv_fail(hv, "migrate (parameters)", uuid);
+        goto out;
+    }
+    /* Non-shared storage, incremental: the destination made the overlay
+     * on its own copy of the backing image, only the overlay's data is
+     * copied (NBD, on the same host as the stream).  Auto-converge slows
+     * a guest that dirties memory faster than it can be sent. */
+    m.flags = VIR_MIGRATE_LIVE | VIR_MIGRATE_PEER2PEER | VIR_MIGRATE_PERSIST_DEST |
+              VIR_MIGRATE_UNDEFINE_SOURCE | VIR_MIGRATE_NON_SHARED_INC |
+              VIR_MIGRATE_AUTO_CONVERGE;
+    pthread_mutex_init(&m.mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&m.cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_t th;
+    if (pthread_create(&th, NULL, lv_migration_run, &m)) {
+        hv_set_error(hv, "migrate %s: cannot start a thread", uuid);
+        r = -EAGAIN;
+        goto out_sync;
+    }
+    unsigned timeout_s = lv->migrate_timeout_s ? lv->migrate_timeout_s :
+                         HV_MIGRATE_TIMEOUT_S + a->d->ram_mb / 32;
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += timeout_s;
+    bool timed_out = false;
+    pthread_mutex_lock(&m.mu);
+    while (!m.done && !timed_out)
+        timed_out = pthread_cond_timedwait(&m.cv, &m.mu, &deadline) == ETIMEDOUT && !m.done;
+    pthread_mutex_unlock(&m.mu);
+    char abort_err[200] = "";
+    if (timed_out && virDomainAbortJob(dom) < 0)
+        snprintf(abort_err, sizeof abort_err, " (abort: %s)", virGetLastErrorMessage());
+    pthread_join(th, NULL);
+    if (m.rc == 0) {
+        r = 0;
+    } else if (timed_out) {
+        hv_set_error(hv, "migrate %s: not done after %u s, aborted%s: %s", uuid, timeout_s,
+                     abort_err, m.msg);
+        r = -ETIMEDOUT;
+    } else {
+        hv_set_error(hv, "migrate %s to %s: %s", uuid, a->dest_uri, m.msg);
+        r = m.code == VIR_ERR_NO_DOMAIN ? -ENOENT :
+            m.code == VIR_ERR_OPERATION_INVALID ? -EINVAL : -EIO;
+    }
+out_sync:
+    pthread_cond_destroy(&m.cv);
+    pthread_mutex_destroy(&m.mu);
+out:
+    virTypedParamsFree(m.params, m.nparams);
+    virDomainFree(dom);
+    return r;
+}
+
 static const char *
 lv_virt_type(struct hypervisor *hv)
 {
@@ -559,4 +741,5 @@ const struct hypervisor_class hv_libvirt_class = {
     .console = lv_console,
     .sync_ports = lv_sync_ports,
     .virt_type = lv_virt_type,
+    .migrate_live = lv_migrate_live,
 };

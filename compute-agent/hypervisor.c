@@ -40,6 +40,19 @@ hv_open(const struct hv_config *cfg, struct hypervisor **out, char *err, size_t 
     return -ENOTSUP;
 }
 
+char *
+hv_migration_dest_xml(struct hypervisor *hv, const struct hv_create_args *a, uint64_t gen)
+{
+#ifdef NIMBUS_HAVE_LIBVIRT
+    if (hv->class == &hv_libvirt_class)
+        return hv_libvirt_dest_xml(hv, a, gen);
+#endif
+    if (hv->class == &hv_fake_class)
+        return hv_fake_dest_xml(hv, a, gen);
+    hv_set_error(hv, "the %s provider has no live migration", hv->class->name);
+    return NULL;
+}
+
 void
 hv_node_name(const struct hv_config *cfg, char *out, size_t len)
 {

@@ -46,6 +46,9 @@ struct hv_config {
      * libvirt makes its own taps (on no bridge) and containers get no
      * network, for nodes without a network agent. */
     bool network_agent;
+    /* Seconds before a live migration from this node is aborted; 0:
+     * HV_MIGRATE_TIMEOUT_S plus 1 s per 32 MiB of the guest's RAM. */
+    unsigned migrate_timeout_s;
 };
 
 /* Where the storage of an instance is, prepared by the image cache before
@@ -66,6 +69,25 @@ struct hv_create_args {
     const char *node;            /* Set by the provider: the owning node's name. */
     bool foreign_taps;           /* Set by the provider: taps exist already (managed='no'). */
 };
+
+/* A live migration of a running instance to another node (another
+ * libvirtd).  The destination's storage is ready: its agent has fetched the
+ * image into its own cache and made the instance's overlay in
+ * inst_dir_dest, on the same backing content; dest_xml is the definition
+ * the destination agent builds for the instance with its own node name and
+ * paths (hv_migration_dest_xml() on the destination). */
+struct hv_migrate_args {
+    const struct inst_desired *d;
+    const char *dest_uri;        /* The destination libvirtd, as this libvirtd reaches it. */
+    const char *dest_xml;        /* The domain definition on the destination. */
+    const char *inst_dir_dest;   /* state_dir/instances/<uuid> on the destination. */
+    unsigned bandwidth_mib;      /* MiB/s; 0: unlimited. */
+};
+
+/* By default, a live migration not finished after this long, plus one
+ * second per 32 MiB of guest RAM, is aborted; the instance keeps running
+ * on the source (hv_config.migrate_timeout_s overrides it). */
+#define HV_MIGRATE_TIMEOUT_S 120
 
 struct hypervisor_class {
     const char *name;
@@ -100,6 +122,14 @@ struct hypervisor_class {
     int (*sync_ports)(struct hypervisor *hv, const struct inst_desired *d);
     /* Host facts for the inventory report: "qemu", "kvm", "xen", "runc". */
     const char *(*virt_type)(struct hypervisor *hv);
+    /* Moves running instance a->d->uuid, live, to the node at a->dest_uri:
+     * peer to peer, memory and the overlay's own data copied while the
+     * guest runs (the backing image is the destination's), defined there
+     * from a->dest_xml, undefined here on success.  Bounded in time
+     * (hv_config.migrate_timeout_s): aborted on timeout.  On any failure the
+     * instance still runs here.  -ENOENT: not this node's; -EINVAL: not
+     * running; -ETIMEDOUT; -EIO.  NULL when the provider cannot. */
+    int (*migrate_live)(struct hypervisor *hv, const struct hv_migrate_args *a);
 };
 
 /* The part every provider's struct starts with. */
@@ -125,6 +155,17 @@ void hv_close(struct hypervisor *hv);
 
 /* This node's name: cfg->node, or the host name. */
 void hv_node_name(const struct hv_config *cfg, char *out, size_t len);
+
+/* The definition this node gives the instance of 'a' (its own node name,
+ * the paths of 'a', generation 'gen'): what the destination of a live
+ * migration hands the source as hv_migrate_args.dest_xml.  Malloc'd, the
+ * caller frees; NULL with hv->err set when the provider has none (libvirt
+ * and fake have). */
+char *hv_migration_dest_xml(struct hypervisor *hv, const struct hv_create_args *a, uint64_t gen);
+#ifdef NIMBUS_HAVE_LIBVIRT
+/* The libvirt provider's, for hv_migration_dest_xml(). */
+char *hv_libvirt_dest_xml(struct hypervisor *hv, const struct hv_create_args *a, uint64_t gen);
+#endif
 
 /* Whether network device 'dev' exists in the agent's network namespace. */
 bool hv_netdev_exists(const char *dev);
@@ -162,5 +203,9 @@ const char *hv_fake_disk(struct hypervisor *hv, const char *uuid);
 /* The rescue disk of the last create() of 'uuid' ("" when it was not in
  * rescue mode), or NULL. */
 const char *hv_fake_rescue_disk(struct hypervisor *hv, const char *uuid);
+/* The fake's hv_migration_dest_xml().  Its migrate_live() moves a running
+ * instance to the fake provider opened for node N in the same process,
+ * dest_uri "fake://N", disk and console log then in inst_dir_dest. */
+char *hv_fake_dest_xml(struct hypervisor *hv, const struct hv_create_args *a, uint64_t gen);
 
 #endif

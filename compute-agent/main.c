@@ -64,6 +64,9 @@ static const struct conf_option options[] = {
     { "hypervisor", "virt_type", CONF_STR, "auto", 0, 0,
       "auto (kvm when KVM really runs guests here, else qemu), kvm, qemu or xen." },
     { "hypervisor", "runc", CONF_STR, "runc", 0, 0, "The runc binary for the oci type." },
+    { "hypervisor", "live_migration_timeout", CONF_INT, "0", 0, 86400,
+      "Seconds after which a live migration from this node is aborted (the instance keeps "
+      "running here); 0: 120 plus 1 per 32 MiB of the guest's RAM." },
     { "source", "type", CONF_STR, "file", 0, 0,
       "Where the desired state comes from: file (tests, development) or http (the agent "
       "channel of nimbus-api, docs/agent-channel.md)." },
@@ -235,6 +238,7 @@ main(int argc, char **argv)
             .runc = conf_str(conf, "hypervisor", "runc"),
             .node = node,
             .network_agent = conf_bool(conf, "agent", "network_agent"),
+            .migrate_timeout_s = (unsigned)conf_int(conf, "hypervisor", "live_migration_timeout"),
         },
         .source = source,
         .api_url = conf_str(conf, "source", "api_url"),

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "hypervisor.h"
 #include "image_cache.h"
 #include "instance.h"
 #include "strbuf.h"
@@ -60,6 +61,42 @@ t_image(const char *guest, const char *file, const char *srcdir, const char *id,
     bfmt(img->disk_format, sizeof img->disk_format, "%s", disk_format);
     bfmt(img->container_format, sizeof img->container_format, "bare");
     return img_sha512_file(to, img->sha512) == 0;
+}
+
+/* The power state provider 'h' lists for 'uuid'; POWER_NOSTATE when it
+ * does not list it. */
+static inline enum power_state
+t_power(struct hypervisor *h, const char *uuid)
+{
+    struct inst_actual *v;
+    size_t n;
+    enum power_state p = POWER_NOSTATE;
+    if (h->class->list(h, &v, &n))
+        return p;
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(v[i].uuid, uuid))
+            p = v[i].power;
+    free(v);
+    return p;
+}
+
+/* Runs `virsh -q -c URI ARGS`, its output (up to len - 1 bytes) into 'out'
+ * when given; returns its status. */
+static inline int
+t_virsh(const char *uri, const char *args, char *out, size_t len)
+{
+    char cmd[2 * PATH_MAX];
+    bfmt(cmd, sizeof cmd, "virsh -q -c '%s' %s 2>/dev/null", uri, args);
+    FILE *f = popen(cmd, "r");
+    if (!f)
+        return -1;
+    size_t n = out ? fread(out, 1, len - 1, f) : 0;
+    if (out)
+        out[n] = 0;
+    else
+        while (fgetc(f) != EOF) {
+        }
+    return pclose(f);
 }
 
 /* Waits up to 'timeout' seconds for 'path' to contain 'needle' at least

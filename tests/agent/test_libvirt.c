@@ -55,16 +55,7 @@ pass(uint64_t now)
 static enum power_state
 power(const char *uuid)
 {
-    struct inst_actual *v;
-    size_t n;
-    enum power_state p = POWER_NOSTATE;
-    if (hv->class->list(hv, &v, &n))
-        return p;
-    for (size_t i = 0; i < n; i++)
-        if (!strcmp(v[i].uuid, uuid))
-            p = v[i].power;
-    free(v);
-    return p;
+    return t_power(hv, uuid);
 }
 
 static enum rc_state

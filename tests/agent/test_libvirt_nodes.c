@@ -25,18 +25,7 @@
 static int
 virsh(const char *args, char *out, size_t len)
 {
-    char cmd[1024];
-    bfmt(cmd, sizeof cmd, "virsh -q -c qemu:///system %s 2>/dev/null", args);
-    FILE *f = popen(cmd, "r");
-    if (!f)
-        return -1;
-    size_t n = out ? fread(out, 1, len - 1, f) : 0;
-    if (out)
-        out[n] = 0;
-    else
-        while (fgetc(f) != EOF) {
-        }
-    return pclose(f);
+    return t_virsh("qemu:///system", args, out, len);
 }
 
 static bool

@@ -7,6 +7,7 @@
 #include "reconcile.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -778,6 +779,52 @@ test_scale(void)
     hv_close(hv);
 }
 
+/* The fake's live migration between two fake nodes of one process. */
+static void
+test_fake_migrate(void)
+{
+    struct hv_config ca = { .type = "fake", .node = "node-a" }, cb = ca;
+    cb.node = "node-b";
+    struct hypervisor *a, *b;
+    char err[128];
+    CHECK_INT(hv_open(&ca, &a, err, sizeof err), 0);
+    CHECK_INT(hv_open(&cb, &b, err, sizeof err), 0);
+    static struct inst_desired d;
+    snprintf(d.uuid, sizeof d.uuid, "%s", U1);
+    d.ram_mb = 64;
+    struct hv_create_args args = { .d = &d, .inst_dir = "/a/" U1, .disk_path = "/a/" U1 "/disk.qcow2" };
+    CHECK_INT(a->class->create(a, &args, false), 0);
+    args.inst_dir = "/b/" U1;
+    args.disk_path = "/b/" U1 "/disk.qcow2";
+    char *xml = hv_migration_dest_xml(b, &args, 1);
+    CHECK(xml && strstr(xml, "node='node-b'") && strstr(xml, "/b/" U1 "/disk.qcow2"));
+    struct hv_migrate_args m = { .d = &d, .dest_uri = "fake://node-b", .dest_xml = xml,
+                                 .inst_dir_dest = "/b/" U1 };
+    /* Not running, no such node, an injected failure: nothing moves. */
+    CHECK_INT(a->class->migrate_live(a, &m), -EINVAL);
+    CHECK_INT(a->class->start(a, U1), 0);
+    m.dest_uri = "fake://node-c";
+    CHECK_INT(a->class->migrate_live(a, &m), -EIO);
+    m.dest_uri = "fake://node-b";
+    hv_fake_fail(a, "migrate_live", -ETIMEDOUT, 1);
+    CHECK_INT(a->class->migrate_live(a, &m), -ETIMEDOUT);
+    CHECK(hv_fake_disk(a, U1) != NULL);
+    CHECK(hv_fake_disk(b, U1) == NULL);
+    /* Moved, running, on the destination's disk. */
+    CHECK_INT(a->class->migrate_live(a, &m), 0);
+    CHECK(hv_fake_disk(a, U1) == NULL);
+    CHECK_STR(hv_fake_disk(b, U1), "/b/" U1 "/disk.qcow2");
+    struct inst_actual *v;
+    size_t n;
+    CHECK_INT(b->class->list(b, &v, &n), 0);
+    CHECK(n == 1 && v[0].power == POWER_RUNNING);
+    free(v);
+    CHECK_INT(a->class->migrate_live(a, &m), -ENOENT);
+    free(xml);
+    hv_close(a);
+    hv_close(b);
+}
+
 int
 main(void)
 {
@@ -791,5 +838,6 @@ main(void)
     test_waiting_for_port();
     test_crash_convergence();
     test_scale();
+    test_fake_migrate();
     return check_exit();
 }
