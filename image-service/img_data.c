@@ -355,6 +355,23 @@ upload_pump(struct upload *up)
         upload_finish(up);
 }
 
+/* Where the next read from the socket goes: the free part of the buffer
+ * being filled, so that the bytes need no copy and one read may be as large
+ * as that part.  NULL (the HTTP layer's own buffer) after a failure or while
+ * that buffer is still used by a stage. */
+static char *
+body_buffer(http_request *req, size_t *len, void *arg)
+{
+    struct upload *up = arg;
+    if (up->fail_status || up->filled - ring_tail(up) >= UP_RING - 1 ||
+        up->fill_len >= UP_BATCH)
+        return NULL;
+    size_t room = UP_BATCH - up->fill_len;
+    if (*len > room)
+        *len = room;
+    return up->buf[up->filled % UP_RING] + up->fill_len;
+}
+
 static int
 on_data(http_request *req, const char *data, size_t len, void *arg)
 {
@@ -383,7 +400,11 @@ on_data(http_request *req, const char *data, size_t len, void *arg)
         size_t take = UP_BATCH - up->fill_len;
         if (take > len)
             take = len;
-        memcpy(up->buf[slot] + up->fill_len, data, take);
+        /* Bytes received into the ring (body_buffer()) are in place
+         * already, or a little further on after chunk framing. */
+        char *dst = up->buf[slot] + up->fill_len;
+        if (dst != data)
+            memmove(dst, data, take);
         up->fill_len += take;
         data += take;
         len -= take;
@@ -423,6 +444,8 @@ claimed(http_request *req, struct img_req *ir, db_result *res, void *arg)
     int rc = ctx->store->ops->open_write(ctx->store, up->id, up->nonce, &up->w);
     if (rc == 0)
         rc = http_req_read_body(req, on_data, on_end, up);
+    if (rc == 0)
+        http_req_set_body_buffer(req, body_buffer);
     if (rc < 0) {
         log_error("image", "image %s: cannot start the upload: %s", up->id, strerror(-rc));
         upload_fail(up, 500, "The image store is unavailable.");
@@ -499,8 +522,9 @@ upload_loaded(http_request *req, struct img_req *ir, db_result *res, void *arg)
     }
     struct upload *up = calloc(1, sizeof *up);
     bool bufs = up != NULL;
+    /* Aligned so that the store can write them without copying. */
     for (unsigned i = 0; up && i < UP_RING; i++)
-        bufs = (up->buf[i] = malloc(UP_BATCH)) != NULL && bufs;
+        bufs = posix_memalign((void **)&up->buf[i], IMG_STORE_ALIGN, UP_BATCH) == 0 && bufs;
     if (!up || !bufs || img_hash_new(IMG_HASH_MD5, &up->md5) < 0 ||
         img_hash_new(IMG_HASH_SHA512, &up->sha) < 0) {
         if (up) {
