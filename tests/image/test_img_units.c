@@ -127,15 +127,40 @@ test_hash(void)
     img_hash_free(NULL);
 }
 
+/* A filesystem store in a new directory under 'base'; NULL when 'base'
+ * does not exist here.  store_close() removes it. */
+struct test_store_dir {
+    char dir[128];
+    char sub[160];
+    struct img_store *st;
+};
+
+static struct img_store *
+store_open(struct test_store_dir *t, const char *base)
+{
+    snprintf(t->dir, sizeof t->dir, "%s/img-store-test-XXXXXX", base);
+    if (!mkdtemp(t->dir))
+        return NULL;
+    snprintf(t->sub, sizeof t->sub, "%s/store", t->dir);
+    t->st = NULL;
+    CHECK_INT(img_store_fs_new(t->sub, &t->st), 0);
+    return t->st;
+}
+
+static void
+store_close(struct test_store_dir *t)
+{
+    t->st->ops->free(t->st);
+    CHECK_INT(rmdir(t->sub), 0);
+    CHECK_INT(rmdir(t->dir), 0);
+}
+
 static void
 test_store(void)
 {
-    char dir[] = "/tmp/img-store-test-XXXXXX";
-    CHECK(mkdtemp(dir) != NULL);
-    char sub[64];
-    snprintf(sub, sizeof sub, "%s/store", dir);
-    struct img_store *st = NULL;
-    CHECK_INT(img_store_fs_new(sub, &st), 0);
+    struct test_store_dir td;
+    struct img_store *st = store_open(&td, "/tmp");
+    CHECK(st != NULL);
     const struct img_store_ops *ops = st->ops;
     const char *id = "0b9f6a4e-1111-4222-8333-444455556666";
     struct img_store_writer *w;
@@ -164,9 +189,7 @@ test_store(void)
     CHECK_INT(ops->remove(st, id), 0);
     CHECK_INT(ops->remove(st, id), 0);
     CHECK_INT(ops->open_read(st, id, &r, &size), -ENOENT);
-    ops->free(st);
-    CHECK_INT(rmdir(sub), 0);
-    CHECK_INT(rmdir(dir), 0);
+    store_close(&td);
 }
 
 /* Aligned pieces (written without the page cache where the filesystem
@@ -176,14 +199,10 @@ test_store(void)
 static void
 test_store_aligned(const char *base)
 {
-    char dir[128];
-    snprintf(dir, sizeof dir, "%s/img-store-test-XXXXXX", base);
-    if (!mkdtemp(dir))
+    struct test_store_dir td;
+    struct img_store *st = store_open(&td, base);
+    if (!st)
         return;                /* No such filesystem here. */
-    char sub[160];
-    snprintf(sub, sizeof sub, "%s/store", dir);
-    struct img_store *st = NULL;
-    CHECK_INT(img_store_fs_new(sub, &st), 0);
     const struct img_store_ops *ops = st->ops;
     const char *id = "0b9f6a4e-1111-4222-8333-444455556667";
     size_t big = 3u << 20;
@@ -210,9 +229,7 @@ test_store_aligned(const char *base)
     CHECK_INT(ops->remove(st, id), 0);
     free(rb);
     free(b);
-    ops->free(st);
-    CHECK_INT(rmdir(sub), 0);
-    CHECK_INT(rmdir(dir), 0);
+    store_close(&td);
 }
 
 /* nimbus-api's option table (api-server/options.c), declared here rather
