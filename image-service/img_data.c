@@ -31,6 +31,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,12 +84,24 @@ struct upload {
      * the stages, buffer 'filled' is being filled by the loop.  A stage
      * has done the buffers below its done[] count; a buffer is reused once
      * every stage is past it, and reading from the socket pauses while
-     * the ring is full, so memory stays bounded whatever the size. */
+     * the ring is full, so memory stays bounded whatever the size.
+     * A stage job goes on with the next buffer by itself when it is
+     * already handed over ('avail'), rather than going back through the
+     * loop for each (a wake-up of the loop and one of a worker, which on
+     * a busy machine left the digests idle).  It publishes its progress in
+     * done[] after each buffer, wakes the loop ('wake') when reading is
+     * paused ('want_wake') so that it can resume as soon as there is
+     * room, and stops after the current buffer on a failure ('stop'). */
     char *buf[UP_RING];
     size_t len[UP_RING];       /* Set when a buffer is handed over. */
     size_t fill_len;           /* Bytes in the buffer being filled. */
     uint64_t filled;
-    uint64_t done[UP_STAGES];
+    _Atomic uint64_t avail;    /* 'filled', published to the stage jobs. */
+    _Atomic uint64_t done[UP_STAGES];
+    atomic_bool want_wake;
+    atomic_bool stop;
+    uv_async_t wake;
+    bool wake_open;
     struct up_job job[UP_STAGES];
     int inflight;              /* Stage jobs running. */
     int io_err;                /* Store write error (worker thread). */
@@ -107,6 +120,21 @@ struct upload {
 
 static void upload_pump(struct upload *up);
 
+/* A stage made progress while reading was paused. */
+static void
+upload_wake(uv_async_t *a)
+{
+    upload_pump(a->data);
+}
+
+static void
+upload_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* Frees the upload once no stage job runs (the memory itself after the
+ * wake handle is closed). */
 static void
 upload_free(struct upload *up)
 {
@@ -119,7 +147,10 @@ upload_free(struct upload *up)
     for (unsigned i = 0; i < UP_RING; i++)
         free(up->buf[i]);
     up->ctx->uploads_active--;
-    free(up);
+    if (up->wake_open)
+        uv_close((uv_handle_t *)&up->wake, upload_closed);
+    else
+        free(up);
 }
 
 static void
@@ -129,35 +160,46 @@ upload_fail(struct upload *up, int status, const char *msg)
         return;
     up->fail_status = status;
     snprintf(up->fail_msg, sizeof up->fail_msg, "%s", msg);
+    atomic_store(&up->stop, true);
 }
 
-/* ---- The stages (thread pool).  A stage job reads its buffer and its
- * own state only; the loop does not touch a buffer until every stage is
- * past it. */
+/* ---- The stages (thread pool).  A stage job reads the buffers handed
+ * over and its own state only; the loop does not touch a buffer until
+ * every stage is past it. */
 
 static void
 stage_run(uv_work_t *w)
 {
     struct up_job *j = w->data;
     struct upload *up = j->up;
-    unsigned slot = (unsigned)(j->seq % UP_RING);
-    const char *b = up->buf[slot];
-    size_t n = up->len[slot];
-    switch (j->stage) {
-    case UP_WRITE: {
-        int rc = up->ctx->store->ops->write(up->w, b, n);
-        if (rc < 0)
-            up->io_err = rc;
-        break;
-    }
-    case UP_MD5:
-        img_hash_update(up->md5, b, n);
-        break;
-    case UP_SHA512:
-        img_hash_update(up->sha, b, n);
-        break;
-    case UP_STAGES:
-        break;
+    for (uint64_t seq = j->seq;;) {
+        unsigned slot = (unsigned)(seq % UP_RING);
+        const char *b = up->buf[slot];
+        size_t n = up->len[slot];
+        switch (j->stage) {
+        case UP_WRITE: {
+            int rc = up->ctx->store->ops->write(up->w, b, n);
+            if (rc < 0)
+                up->io_err = rc;
+            break;
+        }
+        case UP_MD5:
+            img_hash_update(up->md5, b, n);
+            break;
+        case UP_SHA512:
+            img_hash_update(up->sha, b, n);
+            break;
+        case UP_STAGES:
+            break;
+        }
+        seq++;
+        atomic_store_explicit(&up->done[j->stage], seq, memory_order_release);
+        if (up->io_err || atomic_load_explicit(&up->stop, memory_order_relaxed))
+            break;
+        if (atomic_load_explicit(&up->want_wake, memory_order_relaxed))
+            uv_async_send(&up->wake);
+        if (seq >= atomic_load_explicit(&up->avail, memory_order_acquire))
+            break;
     }
 }
 
@@ -168,7 +210,6 @@ stage_done(uv_work_t *w, int status)
     struct upload *up = j->up;
     j->busy = false;
     up->inflight--;
-    up->done[j->stage] = j->seq + 1;
     if (up->io_err)
         upload_fail(up, 500, "Writing the image data to the store failed.");
     upload_pump(up);
@@ -176,12 +217,14 @@ stage_done(uv_work_t *w, int status)
 
 /* The oldest buffer some stage still needs. */
 static uint64_t
-ring_tail(const struct upload *up)
+ring_tail(struct upload *up)
 {
-    uint64_t t = up->done[0];
-    for (int s = 1; s < UP_STAGES; s++)
-        if (up->done[s] < t)
-            t = up->done[s];
+    uint64_t t = atomic_load_explicit(&up->done[0], memory_order_acquire);
+    for (int s = 1; s < UP_STAGES; s++) {
+        uint64_t d = atomic_load_explicit(&up->done[s], memory_order_acquire);
+        if (d < t)
+            t = d;
+    }
     return t;
 }
 
@@ -192,6 +235,7 @@ ring_hand_over(struct upload *up)
     up->len[up->filled % UP_RING] = up->fill_len;
     up->fill_len = 0;
     up->filled++;
+    atomic_store_explicit(&up->avail, up->filled, memory_order_release);
 }
 
 /* Starts every idle stage on its next filled buffer.  After a failure no
@@ -203,10 +247,11 @@ stages_kick(struct upload *up)
         return;
     for (int s = 0; s < UP_STAGES; s++) {
         struct up_job *j = &up->job[s];
-        if (j->busy || up->done[s] >= up->filled)
+        uint64_t done = atomic_load_explicit(&up->done[s], memory_order_acquire);
+        if (j->busy || done >= up->filled)
             continue;
         j->busy = true;
-        j->seq = up->done[s];
+        j->seq = done;
         up->inflight++;
         uv_queue_work(up->ctx->loop, &j->work, stage_run, stage_done);
     }
@@ -353,6 +398,7 @@ upload_pump(struct upload *up)
     bool room = up->filled - ring_tail(up) < UP_RING - 1;
     if (up->paused && (room || up->fail_status)) {
         up->paused = false;
+        atomic_store(&up->want_wake, false);
         http_req_resume(up->req);
     }
     if (up->body_ended && up->inflight == 0 &&
@@ -422,6 +468,7 @@ on_data(http_request *req, const char *data, size_t len, void *arg)
             stages_kick(up);
             if (up->filled - ring_tail(up) >= UP_RING - 1 && !up->paused) {
                 up->paused = true;
+                atomic_store(&up->want_wake, true);
                 http_req_pause(req);
             }
         }
@@ -531,10 +578,15 @@ upload_loaded(http_request *req, struct img_req *ir, db_result *res, void *arg)
     }
     struct upload *up = calloc(1, sizeof *up);
     bool bufs = up != NULL;
+    if (up) {
+        up->ctx = ctx;
+        up->wake_open = uv_async_init(ctx->loop, &up->wake, upload_wake) == 0;
+        up->wake.data = up;
+    }
     /* Aligned so that the store can write them without copying. */
     for (unsigned i = 0; up && i < UP_RING; i++)
         bufs = posix_memalign((void **)&up->buf[i], IMG_STORE_ALIGN, UP_BATCH) == 0 && bufs;
-    if (!up || !bufs || img_hash_new(IMG_HASH_MD5, &up->md5) < 0 ||
+    if (!up || !bufs || !up->wake_open || img_hash_new(IMG_HASH_MD5, &up->md5) < 0 ||
         img_hash_new(IMG_HASH_SHA512, &up->sha) < 0) {
         if (up) {
             ctx->uploads_active++;
