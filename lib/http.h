@@ -166,8 +166,11 @@ void http_req_resume(http_request *req);
  * '*len' bytes, which it may lower; NULL: the server's own buffer), and is
  * parsed there, so 'on_data' gets pointers into that memory, to the place
  * given for a Content-Length body, at or after it for a chunked one (whose
- * framing is skipped).  Saves a copy, and lets one read be as large as the
- * handler's buffer. */
+ * framing is skipped).  Bytes of that read that 'on_data' did not get
+ * (framing, a pipelined request, the rest after a pause) are copied out
+ * before the read callback returns, so the memory is the handler's again
+ * then.  Saves a copy, and lets one read be as large as the handler's
+ * buffer. */
 typedef char *(*http_body_buf_fn)(http_request *req, size_t *len, void *arg);
 void http_req_set_body_buffer(http_request *req, http_body_buf_fn get_buf);
 /* Declared Content-Length, or -1 when chunked or absent. */
