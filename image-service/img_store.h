@@ -14,6 +14,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+/* Alignment of buffers and lengths that lets a store write directly from
+ * the caller's memory (O_DIRECT). */
+#define IMG_STORE_ALIGN 4096u
+
 struct img_store;
 struct img_store_writer;
 struct img_store_reader;
@@ -26,7 +30,9 @@ struct img_store_ops {
      * commit() or abort(). */
     int (*open_write)(struct img_store *s, const char *image_id,
                       const char *nonce, struct img_store_writer **out);
-    /* Appends 'len' bytes; 0 or a negative errno. */
+    /* Appends 'len' bytes; 0 or a negative errno.  Faster when 'data',
+     * 'len' and the bytes written so far are multiples of IMG_STORE_ALIGN
+     * (the filesystem store then writes without the page cache). */
     int (*write)(struct img_store_writer *w, const void *data, size_t len);
     /* Makes the data durable and visible under the image's name (fsync,
      * rename, fsync of the directory); frees the writer.  On failure the

@@ -50,6 +50,7 @@
 #include "util.h"
 
 #define HTTP_READ_SIZE 65536u
+#define HTTP_BODY_READ_MAX (16u << 20)  /* One read into a handler's buffer. */
 #define HTTP_MAX_SEGMENTS 32u
 #define HTTP_ARENA_FIRST_BLOCK 4096u
 #define HTTP_ARENA_POOL_MAX 256u
@@ -292,6 +293,7 @@ struct http_request {
 
     http_body_data_fn on_data;
     http_body_end_fn on_end;
+    http_body_buf_fn body_buf;
     void *body_arg;
     int end_status;
     struct defer_node end_defer;
@@ -1358,6 +1360,18 @@ conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     struct http_conn *c = h->data;
     http_server *s = c->srv;
     size_t room = s->read_size;
+    http_request *req = c->cur;
+    if (req && req->body_buf && req->phase == PH_STREAM && !req->paused && !c->closing &&
+        !c->in_process && !conn_pending(c)) {
+        /* Straight into the handler's memory (http_req_set_body_buffer()). */
+        size_t len = HTTP_BODY_READ_MAX;
+        char *p = req->body_buf(req, &len, req->body_arg);
+        if (p && len) {
+            buf->base = p;
+            buf->len = len;
+            return;
+        }
+    }
     if (!c->closing && !conn_can_parse(c)) {
         size_t pend = conn_pending(c);
         size_t max = s->cfg.max_pipeline_bytes;
@@ -2313,6 +2327,12 @@ http_req_read_body(http_request *req, http_body_data_fn on_data, http_body_end_f
         conn_update_timer(c);
     }
     return 0;
+}
+
+void
+http_req_set_body_buffer(http_request *req, http_body_buf_fn get_buf)
+{
+    req->body_buf = get_buf;
 }
 
 void

@@ -173,6 +173,19 @@ int http_req_read_body(http_request *req, http_body_data_fn on_data,
     __attribute__((warn_unused_result));
 void http_req_pause(http_request *req);
 void http_req_resume(http_request *req);
+/* Optional, after http_req_read_body(), for handlers that keep the bytes:
+ * while the body streams and no earlier bytes wait to be parsed, the next
+ * read from the socket goes to the memory 'get_buf' returns (at most
+ * '*len' bytes, which it may lower; NULL: the server's own buffer), and is
+ * parsed there, so 'on_data' gets pointers into that memory, to the place
+ * given for a Content-Length body, at or after it for a chunked one (whose
+ * framing is skipped).  Bytes of that read that 'on_data' did not get
+ * (framing, a pipelined request, the rest after a pause) are copied out
+ * before the read callback returns, so the memory is the handler's again
+ * then.  Saves a copy, and lets one read be as large as the handler's
+ * buffer. */
+typedef char *(*http_body_buf_fn)(http_request *req, size_t *len, void *arg);
+void http_req_set_body_buffer(http_request *req, http_body_buf_fn get_buf);
 /* Declared Content-Length, or -1 when chunked or absent. */
 int64_t http_req_content_length(const http_request *req);
 

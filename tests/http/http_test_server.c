@@ -171,6 +171,88 @@ upload(http_request *req, void *data)
     }
 }
 
+/* ---- Streamed upload received into the handler's own buffer
+ * (http_req_set_body_buffer()).  The answer tells how many pieces arrived
+ * in that buffer and whether one ever came from before the place offered
+ * or past its end (the server's bug). */
+
+#define INPLACE_BUF (256u * 1024u)
+
+struct inplace {
+    char buf[INPLACE_BUF];
+    size_t fill;               /* Body bytes kept, compacted, at the start. */
+    const char *offered;       /* Place of the last read offered. */
+    size_t offered_len;
+    uint64_t bytes, sum;
+    unsigned in_place, copied;
+    bool bad;
+};
+
+static char *
+inplace_buffer(http_request *req, size_t *len, void *arg)
+{
+    struct inplace *u = arg;
+    if (INPLACE_BUF - u->fill < 4096)
+        u->fill = 0;           /* Start over: the bytes were summed already. */
+    size_t room = INPLACE_BUF - u->fill;
+    if (*len > room)
+        *len = room;
+    u->offered = u->buf + u->fill;
+    u->offered_len = *len;
+    return (char *)u->offered;
+}
+
+static int
+inplace_data(http_request *req, const char *data, size_t len, void *arg)
+{
+    struct inplace *u = arg;
+    const unsigned char *p = (const unsigned char *)data;
+    for (size_t i = 0; i < len; i++)
+        u->sum += p[i];
+    u->bytes += len;
+    if (data >= u->buf && data < u->buf + INPLACE_BUF) {
+        u->in_place++;
+        if (data < u->offered || data + len > u->offered + u->offered_len)
+            u->bad = true;
+        memmove(u->buf + u->fill, data, len);
+        u->fill += len;
+    } else {
+        u->copied++;
+    }
+    return 0;
+}
+
+static void
+inplace_end(http_request *req, int status, void *arg)
+{
+    struct inplace *u = arg;
+    if (status == 0)
+        respond_text(req, 200, "application/json",
+                     arena_printf(http_req_arena(req), "{\"bytes\": %" PRIu64 ", \"sum\": %"
+                                  PRIu64 ", \"in_place\": %u, \"copied\": %u, \"bad\": %s}",
+                                  u->bytes, u->sum, u->in_place, u->copied,
+                                  u->bad ? "true" : "false"));
+    else
+        on_error(req, 400, "Upload failed.", NULL);
+    free(u);
+}
+
+static void
+upload_inplace(http_request *req, void *data)
+{
+    struct inplace *u = calloc(1, sizeof *u);
+    if (!u) {
+        on_error(req, 500, "Out of memory.", NULL);
+        return;
+    }
+    if (http_req_read_body(req, inplace_data, inplace_end, u) < 0) {
+        free(u);
+        on_error(req, 500, "Cannot read the body.", NULL);
+        return;
+    }
+    http_req_set_body_buffer(req, inplace_buffer);
+}
+
 /* ---- Delayed answer. */
 
 static void
@@ -453,6 +535,7 @@ add_routes(http_server *s)
     r = r ? r : http_server_route(s, "POST", "/echo", echo, NULL, &echo_opts);
     r = r ? r : http_server_route(s, "PUT", "/upload", upload, NULL, &up_opts);
     r = r ? r : http_server_route(s, "PUT", "/upload-capped", upload, NULL, &capped_opts);
+    r = r ? r : http_server_route(s, "PUT", "/upload-inplace", upload_inplace, NULL, &up_opts);
     r = r ? r : http_server_route(s, "GET", "/slow", slow, NULL, NULL);
     r = r ? r : http_server_route(s, "GET", "/stream", stream, NULL, NULL);
     r = r ? r : http_server_route(s, "GET", "/v2.1/servers/{id}", server_show, (void *)"show", NULL);

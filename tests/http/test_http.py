@@ -419,6 +419,39 @@ def test_expect_continue():
         check(Reader(s).response()[0] == 413, "413 instead of 100")
 
 
+def test_upload_into_handler_buffer():
+    """A streamed body received into the handler's own buffer
+    (http_req_set_body_buffer()) arrives whole and in order, with
+    Content-Length and chunked (whose framing lands in that buffer too),
+    sent in uneven pieces; the pieces come at the place offered."""
+    data = os.urandom(3 << 20)
+    want = {"bytes": len(data), "sum": sum(data)}
+
+    def pieces(b):
+        i, n = 0, 1
+        while i < len(b):
+            yield b[i:i + n]
+            i += n
+            n = n * 7 % 300007 + 1
+
+    for chunked in (False, True):
+        with SERVER.connect() as s:
+            if chunked:
+                s.sendall(request("PUT", "/upload-inplace", [("Transfer-Encoding", "chunked")]))
+                for p in pieces(data):
+                    s.sendall(b"%x\r\n" % len(p) + p + b"\r\n")
+                s.sendall(b"0\r\n\r\n")
+            else:
+                s.sendall(request("PUT", "/upload-inplace", [("Content-Length", str(len(data)))]))
+                for p in pieces(data):
+                    s.sendall(p)
+            st, _, body = Reader(s).response()
+            got = json.loads(body)
+            check(st == 200 and {k: got[k] for k in want} == want,
+                  "chunked=%s: %d %r" % (chunked, st, got))
+            check(got["in_place"] > 0 and not got["bad"], "chunked=%s: %r" % (chunked, got))
+
+
 def test_upload_1gib_flat_rss():
     total = 1 << 30
     block = bytes(range(256)) * 4096      # 1 MiB
@@ -852,7 +885,7 @@ TESTS = [
     test_hello, test_keep_alive_and_pipelining, test_pipeline_read_ahead_limit, test_http10,
     test_connection_close, test_head, test_404_405, test_router, test_stream_response,
     test_echo_body, test_header_too_large, test_body_too_large, test_malformed,
-    test_expect_continue, test_upload_1gib_flat_rss, test_client_disconnects,
+    test_expect_continue, test_upload_into_handler_buffer, test_upload_1gib_flat_rss, test_client_disconnects,
     test_header_timeout, test_many_idle_connections, test_file_whole, test_file_ranges,
     test_file_pipelined, test_file_concurrent, test_file_client_closes, test_file_short,
     test_file_send_timeout, test_cors,
