@@ -45,6 +45,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -151,6 +152,35 @@ def raw_get(port, path, tok, size):
     return time.monotonic() - t0
 
 
+def tcp_bound(src, size):
+    """The same bytes over loopback TCP with nothing but sendfile(2) on one
+    side and the socket reader of raw_get() on the other: what any server
+    could reach on this machine; returns the time."""
+    ls = socket.create_server(('127.0.0.1', 0))
+    port = ls.getsockname()[1]
+
+    def serve():
+        c, _ = ls.accept()
+        with c, open(src, 'rb') as f:
+            c.sendfile(f)
+
+    th = threading.Thread(target=serve)
+    th.start()
+    view = memoryview(bytearray(4 << 20))
+    t0 = time.monotonic()
+    with socket.create_connection(('127.0.0.1', port)) as s:
+        got = 0
+        while got < size:
+            k = s.recv_into(view)
+            if not k:
+                raise RuntimeError('loopback transfer ended early')
+            got += k
+    secs = time.monotonic() - t0
+    th.join()
+    ls.close()
+    return secs
+
+
 def main():
     mib = int(sys.argv[1]) if len(sys.argv) > 1 else 1024
     work = tempfile.mkdtemp(prefix='nimbus-image-bench-', dir='/var/tmp')
@@ -167,7 +197,7 @@ def main():
         rounds = int(os.environ.get('BENCH_ROUNDS', '3'))
         inf = float('inf')
         t = dict.fromkeys(('cp', 'curl_file', 'hash', 'hash_coreutils', 'up_curl', 'up_raw',
-                           'down_cold', 'down_file', 'down_null', 'down_raw'), inf)
+                           'down_cold', 'down_file', 'down_null', 'down_raw', 'tcp'), inf)
         same = True
         pid = cloud.image_pid()
         cpu_down = 0.0
@@ -191,6 +221,7 @@ def main():
                                    ['openssl', 'dgst', '-sha512', src]]))
             cpu['hash'] = min(cpu['hash'], (c.children(), 0.0))
             best('hash_coreutils', parallel([['md5sum', src], ['sha512sum', src]]))
+            best('tcp', tcp_bound(src, size))
 
             for client in ('curl', 'raw'):
                 img = cloud.create_image(tok, name='bench', disk_format='raw')
@@ -260,6 +291,9 @@ def main():
               f'download / cp = {t["cp"] / t["down_null"]:.2f}')
         print(f'  download, socket reader     {rate("down_raw")}   '
               f'download / cp = {t["cp"] / t["down_raw"]:.2f}   (server-bound)')
+        print(f'  loopback TCP, sendfile      {rate("tcp")}   '
+              f'/ cp = {t["cp"] / t["tcp"]:.2f}   (no HTTP, no server: the transport\'s bound)')
+        print(f'  download, socket reader / loopback TCP bound = {t["tcp"] / t["down_raw"]:.2f}')
         print(f'  nimbus-image CPU per GiB downloaded: {cpu_down / n_down / gib:.3f} s')
     finally:
         cloud.close()
