@@ -142,6 +142,25 @@ def kill_at_exit(*procs):
     atexit.register(kill)
 
 
+def get_server(api, sid):
+    """GET /servers/{sid}: the server, or the status code of the answer."""
+    st, _, b = api.req('GET', f'/servers/{sid}')
+    return b['server'] if st == 200 else st
+
+
+def status_is(api, sid, want):
+    """A condition: the server's status is 'want' with no task."""
+    def f():
+        s = get_server(api, sid)
+        got = s if isinstance(s, int) else (s['status'], s['OS-EXT-STS:task_state'])
+        return got == want or got == (want, None)
+    return f
+
+
+def server_action(api, sid, body):
+    return api.req('POST', f'/servers/{sid}/action', body)
+
+
 class AgentRun:
     """A nimbus-compute started by a test (start_agent), with what tests of
     server actions ask again and again: wait for a condition while the
@@ -173,19 +192,13 @@ class AgentRun:
         return None
 
     def server(self, sid, a=None):
-        st, _, b = (a or self.api).req('GET', f'/servers/{sid}')
-        return b['server'] if st == 200 else st
+        return get_server(a or self.api, sid)
 
     def status_is(self, sid, want):
-        """A condition: the server's status is 'want' with no task."""
-        def f():
-            s = self.server(sid)
-            got = s if isinstance(s, int) else (s['status'], s['OS-EXT-STS:task_state'])
-            return got == want or got == (want, None)
-        return f
+        return status_is(self.api, sid, want)
 
     def act(self, sid, body, a=None):
-        return (a or self.api).req('POST', f'/servers/{sid}/action', body)
+        return server_action(a or self.api, sid, body)
 
 
 class Schedulers:

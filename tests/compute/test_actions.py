@@ -94,20 +94,15 @@ def wait_for(what, fn, timeout=15):
 
 
 def server(sid, a=None):
-    st, _, b = (a or api).req('GET', f'/servers/{sid}')
-    return b['server'] if st == 200 else st
+    return compute_lib.get_server(a or api, sid)
 
 
 def status_is(sid, want):
-    def f():
-        s = server(sid)
-        got = s if isinstance(s, int) else (s['status'], s['OS-EXT-STS:task_state'])
-        return got == want or got == (want, None)
-    return f
+    return compute_lib.status_is(api, sid, want)
 
 
 def act(sid, body, a=None):
-    return (a or api).req('POST', f'/servers/{sid}/action', body)
+    return compute_lib.server_action(a or api, sid, body)
 
 
 def used():

@@ -149,16 +149,11 @@ check(sql(cloud, f"SELECT registered_at IS NOT NULL FROM agent_nodes WHERE name 
 
 
 def server(sid):
-    st, _, b = api.req('GET', f'/servers/{sid}')
-    return b['server'] if st == 200 else st
+    return compute_lib.get_server(api, sid)
 
 
 def status_is(sid, want):
-    def f():
-        s = server(sid)
-        got = s if isinstance(s, int) else (s['status'], s['OS-EXT-STS:task_state'])
-        return got == want or got == (want, None)
-    return f
+    return compute_lib.status_is(api, sid, want)
 
 
 st, _, b = api.req('POST', '/servers', {'server': {'name': 'vm1', 'imageRef': IMAGE,
