@@ -1,8 +1,9 @@
 /* The dashboard's static files, served by nimbus-api under /dashboard/ on
  * the identity listener when [dashboard] dir is set (docs/dashboard.md).
  *
- * Only regular files inside that directory are answered, and only one
- * directory level deep: every path segment is checked (no empty, hidden,
+ * Only regular files inside that directory are answered, at most
+ * DASHBOARD_DEPTH_MAX directory levels deep (the vendored noVNC's modules
+ * keep their package's layout): every path segment is checked (no empty, hidden,
  * "." or ".." segment, no byte outside [A-Za-z0-9._-], after percent
  * decoding) and opened relative to the directory with O_NOFOLLOW, so
  * neither "..", its encodings nor a symbolic link reach outside.  Files go
@@ -10,6 +11,7 @@
  * that allows scripts and styles from the page's own origin only. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -20,6 +22,9 @@
 #include "log.h"
 
 #define DASHBOARD_NAME_MAX 64
+/* Directory levels below the dashboard directory that are served:
+ * vendor/novnc/vendor/pako/lib/zlib/ is the deepest. */
+#define DASHBOARD_DEPTH_MAX 6
 
 /* The directory, opened once at start-up; -1 when the dashboard is off. */
 static int dashboard_dirfd = -1;
@@ -75,23 +80,24 @@ file_sent(http_request *req, int status, uint64_t sent, void *arg)
     close((int)(intptr_t)arg);
 }
 
-/* Opens 'dir'/'name' (dir may be NULL) below the dashboard directory
+/* Opens dirs[0]/.../dirs[ndirs-1]/name below the dashboard directory
  * without following symbolic links; returns the fd of a regular file or
  * -1. */
 static int
-open_beneath(const char *dir, const char *name, struct stat *st)
+open_beneath(const char *const *dirs, unsigned ndirs, const char *name, struct stat *st)
 {
     int dfd = dashboard_dirfd;
-    int sub = -1;
-    if (dir) {
-        sub = openat(dashboard_dirfd, dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    for (unsigned i = 0; i < ndirs; i++) {
+        int sub = openat(dfd, dirs[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (dfd != dashboard_dirfd)
+            close(dfd);
         if (sub < 0)
             return -1;
         dfd = sub;
     }
     int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    if (sub >= 0)
-        close(sub);
+    if (dfd != dashboard_dirfd)
+        close(dfd);
     if (fd < 0)
         return -1;
     if (fstat(fd, st) < 0 || !S_ISREG(st->st_mode)) {
@@ -102,21 +108,24 @@ open_beneath(const char *dir, const char *name, struct stat *st)
 }
 
 static void
-serve(http_request *req, const char *dir, const char *name)
+serve(http_request *req, const char *const *dirs, unsigned ndirs, const char *name)
 {
-    if (dashboard_dirfd < 0 || (dir && !segment_ok(dir)) || !segment_ok(name)) {
+    bool ok = dashboard_dirfd >= 0 && name && segment_ok(name);
+    for (unsigned i = 0; ok && i < ndirs; i++)
+        ok = dirs[i] && segment_ok(dirs[i]);
+    if (!ok) {
         not_found(req);
         return;
     }
     struct stat st;
-    int fd = open_beneath(dir, name, &st);
+    int fd = open_beneath(dirs, ndirs, name, &st);
     if (fd < 0) {
         not_found(req);
         return;
     }
     http_resp_header(req, "Content-Security-Policy",
                      "default-src 'none'; script-src 'self'; style-src 'self'; "
-                     "img-src 'self' data:; connect-src 'self' http: https:; "
+                     "img-src 'self' data:; connect-src 'self' http: https: ws: wss:; "
                      "base-uri 'none'; form-action 'self'; frame-ancestors 'none'");
     http_resp_header(req, "X-Content-Type-Options", "nosniff");
     http_resp_header(req, "X-Frame-Options", "DENY");
@@ -150,21 +159,21 @@ dashboard_index(http_request *req, struct api_req *ar)
         dashboard_redirect(req, ar);
         return;
     }
-    serve(req, NULL, "index.html");
+    serve(req, NULL, 0, "index.html");
 }
+
+/* The route's captures: "d1" ... "d<n>" and "file". */
+static const char *const dir_params[DASHBOARD_DEPTH_MAX] = { "d1", "d2", "d3", "d4", "d5", "d6" };
 
 static void
 dashboard_file(http_request *req, struct api_req *ar)
 {
     (void)ar;
-    serve(req, NULL, http_req_param(req, "file"));
-}
-
-static void
-dashboard_subfile(http_request *req, struct api_req *ar)
-{
-    (void)ar;
-    serve(req, http_req_param(req, "dir"), http_req_param(req, "file"));
+    const char *dirs[DASHBOARD_DEPTH_MAX];
+    unsigned n = 0;
+    while (n < DASHBOARD_DEPTH_MAX && (dirs[n] = http_req_param(req, dir_params[n])))
+        n++;
+    serve(req, dirs, n, http_req_param(req, "file"));
 }
 
 int
@@ -182,8 +191,16 @@ dashboard_init(struct api *a)
         }
     }
     api_route(a, API_IDENTITY, "GET", "/dashboard", dashboard_index);
-    api_route(a, API_IDENTITY, "GET", "/dashboard/{file}", dashboard_file);
-    api_route(a, API_IDENTITY, "GET", "/dashboard/{dir}/{file}", dashboard_subfile);
+    /* "/dashboard/{file}", "/dashboard/{d1}/{file}", ... */
+    char pattern[128] = "/dashboard";
+    size_t len = strlen(pattern);
+    for (unsigned depth = 0; depth <= DASHBOARD_DEPTH_MAX; depth++) {
+        char route[160];
+        snprintf(route, sizeof route, "%s/{file}", pattern);
+        api_route(a, API_IDENTITY, "GET", route, dashboard_file);
+        if (depth < DASHBOARD_DEPTH_MAX)
+            len += (size_t)snprintf(pattern + len, sizeof pattern - len, "/{%s}", dir_params[depth]);
+    }
     log_info("dashboard", "serving %s under /dashboard/ on the identity port", dir);
     return 0;
 }

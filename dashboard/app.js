@@ -296,6 +296,7 @@ function serverRow(s) {
         btn('Stop', 'act-stop', () => serverAction(s, { 'os-stop': null })),
         btn('Reboot', 'act-reboot', () => serverAction(s, { reboot: { type: 'SOFT' } })),
         btn('Console log', 'act-console', () => openConsole(s)),
+        btn('Console', 'act-remote', () => { location.hash = `#console/${s.id}`; }),
         btn('Delete', 'act-delete', () => deleteServer(s)));
     return el('tr', { 'data-id': s.id, 'data-name': s.name },
         el('td', { class: 'server-name' }, s.name), statusCell,
@@ -507,16 +508,199 @@ async function importKeypair(ev) {
     await showKeypairs();
 }
 
+/* ---- Remote console (noVNC and serial) ---------------------------------- */
+
+/* The page #console/<server id>: POST /servers/{id}/remote-consoles gives
+ * a one-time URL of the console proxy of the server's node
+ * (http://<proxy>/?token=..., ws://... for serial); the browser opens it as
+ * a WebSocket.  The screen is drawn by the vendored noVNC (RFB), the serial
+ * console is a plain text terminal. */
+const NOVNC = './vendor/novnc/core/rfb.js';
+const SERIAL_MAX_CHARS = 200000;
+let remote = null;   /* { id, tab, rfb, ws, connected } */
+
+function consoleServerId() {
+    const m = /^#console\/([0-9a-fA-F-]{36})$/.exec(location.hash);
+    return m ? m[1] : null;
+}
+
+/* The proxy URL as a WebSocket URL: same host, path and token. */
+function websocketUrl(url) {
+    const u = new URL(url);
+    if (u.protocol === 'http:')
+        u.protocol = 'ws:';
+    else if (u.protocol === 'https:')
+        u.protocol = 'wss:';
+    if (u.protocol !== 'ws:' && u.protocol !== 'wss:')
+        throw new Error(`The console URL is not one the browser can open (${u.protocol}).`);
+    return u.href;
+}
+
+function setConsoleStatus(state, text) {
+    $('rc-status').dataset.state = state;
+    $('rc-status').textContent = text;
+}
+
+const REFUSED = 'The console proxy refused the connection or could not reach the console: ' +
+    'the console link is invalid, already used or expired, or the server has no console ' +
+    'now.  Press Reconnect for a new link.';
+
+function closeRemoteConsole() {
+    if (!remote)
+        return;
+    const r = remote;
+    remote = null;
+    if (r.rfb)
+        r.rfb.disconnect();
+    if (r.ws)
+        r.ws.close();
+    $('vnc-screen').replaceChildren();
+}
+
+async function consoleUrl(id, protocol, type) {
+    const body = await call('compute', 'POST', `/servers/${encodeURIComponent(id)}/remote-consoles`,
+        { remote_console: { protocol, type } });
+    return body.remote_console.url;
+}
+
+/* Connects noVNC to 'url' (a console proxy URL). */
+async function openVnc(url) {
+    const r = remote;
+    const { default: RFB } = await import(NOVNC);
+    if (remote !== r)
+        return;
+    setConsoleStatus('connecting', 'Connecting to the console…');
+    const rfb = new RFB($('vnc-screen'), websocketUrl(url), { wsProtocols: ['binary'] });
+    r.rfb = rfb;
+    rfb.viewOnly = false;
+    rfb.addEventListener('connect', () => {
+        r.connected = true;
+        setConsoleStatus('connected', 'Connected.');
+    });
+    rfb.addEventListener('desktopname', (e) => {
+        if (r.connected)
+            setConsoleStatus('connected', `Connected to ${e.detail.name}.`);
+    });
+    rfb.addEventListener('securityfailure', (e) => {
+        setConsoleStatus('failed', `The console refused the connection: ${e.detail.reason || e.detail.status}.`);
+    });
+    rfb.addEventListener('disconnect', (e) => {
+        if (remote !== r)
+            return;
+        if (r.connected)
+            setConsoleStatus('disconnected', e.detail.clean ? 'Disconnected.'
+                : 'The console connection was lost.  Press Reconnect to open it again.');
+        else if ($('rc-status').dataset.state !== 'failed')
+            setConsoleStatus('failed', REFUSED);
+    });
+}
+
+/* A plain text terminal on the serial console's WebSocket at 'url'. */
+function openSerial(url) {
+    const r = remote;
+    const out = $('serial-output');
+    out.textContent = '';
+    setConsoleStatus('connecting', 'Connecting to the serial console…');
+    const ws = new WebSocket(websocketUrl(url), ['binary']);
+    ws.binaryType = 'arraybuffer';
+    r.ws = ws;
+    const decoder = new TextDecoder();
+    ws.addEventListener('open', () => {
+        r.connected = true;
+        setConsoleStatus('connected', 'Connected.  Click the console and type, or send a line.');
+    });
+    ws.addEventListener('message', (e) => {
+        const text = typeof e.data === 'string' ? e.data : decoder.decode(e.data, { stream: true });
+        /* Terminal control sequences are dropped: this is text, not a
+         * terminal emulator. */
+        let all = out.textContent + text.replace(/\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r/g, '');
+        if (all.length > SERIAL_MAX_CHARS)
+            all = all.slice(all.length - SERIAL_MAX_CHARS);
+        out.textContent = all;
+        out.scrollTop = out.scrollHeight;
+    });
+    ws.addEventListener('close', () => {
+        if (remote !== r)
+            return;
+        setConsoleStatus(r.connected ? 'disconnected' : 'failed', r.connected
+            ? 'The serial console was closed.  Press Reconnect to open it again.' : REFUSED);
+    });
+}
+
+function serialSend(text) {
+    if (remote && remote.ws && remote.ws.readyState === WebSocket.OPEN)
+        remote.ws.send(new TextEncoder().encode(text));
+}
+
+const SERIAL_KEYS = { Enter: '\r', Backspace: '\x7f', Tab: '\t', Escape: '\x1b',
+    ArrowUp: '\x1b[A', ArrowDown: '\x1b[B', ArrowRight: '\x1b[C', ArrowLeft: '\x1b[D' };
+
+function serialKey(ev) {
+    let seq = SERIAL_KEYS[ev.key];
+    if (!seq && ev.ctrlKey && /^[a-z]$/i.test(ev.key))
+        seq = String.fromCharCode(ev.key.toUpperCase().charCodeAt(0) - 64);
+    else if (!seq && ev.key.length === 1 && !ev.ctrlKey && !ev.metaKey)
+        seq = ev.key;
+    if (seq) {
+        ev.preventDefault();
+        serialSend(seq);
+    }
+}
+
+function serialLine(ev) {
+    ev.preventDefault();
+    serialSend(`${$('serial-input').value}\r`);
+    $('serial-input').value = '';
+}
+
+/* Opens tab 'tab' ('vnc' or 'serial') of the console of server 'id' with a
+ * new console URL. */
+async function connectConsole(id, tab) {
+    closeRemoteConsole();
+    const r = { id, tab, rfb: null, ws: null, connected: false };
+    remote = r;
+    $('tab-vnc').classList.toggle('current', tab === 'vnc');
+    $('tab-serial').classList.toggle('current', tab === 'serial');
+    $('vnc-screen').hidden = tab !== 'vnc';
+    $('serial').hidden = tab !== 'serial';
+    setConsoleStatus('connecting', 'Asking the compute service for a console…');
+    await guarded(async () => {
+        const url = tab === 'vnc' ? await consoleUrl(id, 'vnc', 'novnc')
+            : await consoleUrl(id, 'serial', 'serial');
+        if (remote !== r)
+            return;
+        if (tab === 'vnc')
+            await openVnc(url);
+        else
+            openSerial(url);
+    });
+    if (remote === r && $('rc-status').dataset.state === 'connecting' && !r.rfb && !r.ws)
+        setConsoleStatus('failed', 'No console: see the error above.');
+}
+
+async function showConsolePage() {
+    const id = consoleServerId();
+    $('rc-name').textContent = '';
+    const server = await guarded(async () =>
+        (await call('compute', 'GET', `/servers/${encodeURIComponent(id)}`)).server);
+    if (!server || consoleServerId() !== id)
+        return;
+    $('rc-name').textContent = server.name;
+    await connectConsole(id, remote && remote.id === id ? remote.tab : 'vnc');
+}
+
 /* ---- Pages -------------------------------------------------------------- */
 
 const PAGES = {
     servers: showServers, images: showImages, networks: showNetworks,
-    flavors: showFlavors, keypairs: showKeypairs,
+    flavors: showFlavors, keypairs: showKeypairs, console: showConsolePage,
 };
 
 function currentPage() {
+    if (consoleServerId())
+        return 'console';
     const p = location.hash.replace(/^#/, '');
-    return PAGES[p] ? p : 'servers';
+    return PAGES[p] && p !== 'console' ? p : 'servers';
 }
 
 function route() {
@@ -534,6 +718,8 @@ function route() {
     $('whoami-text').textContent = `${session.user} in project ${session.project}`;
     if (page !== 'servers')
         closeConsole();
+    if (page !== 'console')
+        closeRemoteConsole();
     PAGES[page]();
 }
 
@@ -546,6 +732,12 @@ document.addEventListener('DOMContentLoaded', () => {
     $('keypair-form').addEventListener('submit', importKeypair);
     $('console-refresh').addEventListener('click', refreshConsole);
     $('console-close').addEventListener('click', closeConsole);
+    $('tab-vnc').addEventListener('click', () => connectConsole(consoleServerId(), 'vnc'));
+    $('tab-serial').addEventListener('click', () => connectConsole(consoleServerId(), 'serial'));
+    $('rc-reconnect').addEventListener('click',
+        () => connectConsole(consoleServerId(), remote ? remote.tab : 'vnc'));
+    $('serial-output').addEventListener('keydown', serialKey);
+    $('serial-form').addEventListener('submit', serialLine);
     window.addEventListener('hashchange', () => {
         clearError();
         route();
