@@ -653,9 +653,9 @@ function serialLine(ev) {
     $('serial-input').value = '';
 }
 
-/* Opens tab 'tab' ('vnc' or 'serial') of the console of server 'id' with a
- * new console URL. */
-async function connectConsole(id, tab) {
+/* Opens tab 'tab' ('vnc' or 'serial') of the console of server 'id' with
+ * 'url', or without it a new console URL from the compute API. */
+async function connectConsole(id, tab, url) {
     closeRemoteConsole();
     const r = { id, tab, rfb: null, ws: null, connected: false };
     remote = r;
@@ -665,14 +665,14 @@ async function connectConsole(id, tab) {
     $('serial').hidden = tab !== 'serial';
     setConsoleStatus('connecting', 'Asking the compute service for a console…');
     await guarded(async () => {
-        const url = tab === 'vnc' ? await consoleUrl(id, 'vnc', 'novnc')
-            : await consoleUrl(id, 'serial', 'serial');
+        const u = url || (tab === 'vnc' ? await consoleUrl(id, 'vnc', 'novnc')
+            : await consoleUrl(id, 'serial', 'serial'));
         if (remote !== r)
             return;
         if (tab === 'vnc')
-            await openVnc(url);
+            await openVnc(u);
         else
-            openSerial(url);
+            openSerial(u);
     });
     if (remote === r && $('rc-status').dataset.state === 'connecting' && !r.rfb && !r.ws)
         setConsoleStatus('failed', 'No console: see the error above.');

@@ -39,36 +39,10 @@ import compute_lib  # noqa: E402
 from compute_lib import NET, Schedulers, check, done, nt, sql  # noqa: E402
 from image_test import ImageCloud  # noqa: E402
 
-try:
-    from selenium import webdriver
-    from selenium.common.exceptions import (NoSuchElementException, StaleElementReferenceException,
-                                            TimeoutException, WebDriverException)
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select, WebDriverWait
-except ImportError:
-    print('SKIP: python3-selenium is not installed')
-    sys.exit(77)
+from dashboard_lib import By, Page, start_browser  # noqa: E402  (exits 77 without Selenium)
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
-CHROMEDRIVER = '/usr/bin/chromedriver'
 NODE = 'dash-node-1'
-
-
-def start_browser(profile):
-    if not os.path.exists(CHROMEDRIVER):
-        print(f'SKIP: {CHROMEDRIVER} is not installed (apt-get install chromium-driver)')
-        sys.exit(77)
-    opts = webdriver.ChromeOptions()
-    for a in ('--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage',
-              '--disable-extensions', '--no-first-run', '--renderer-process-limit=2',
-              f'--user-data-dir={profile}', '--window-size=1280,900'):
-        opts.add_argument(a)
-    opts.set_capability('goog:loggingPrefs', {'browser': 'ALL'})
-    try:
-        return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    except WebDriverException as e:
-        print(f'SKIP: Chromium cannot start here: {e.msg}')
-        sys.exit(77)
 
 
 # ---- The cloud: a private copy of dashboard/ with traps beside it.
@@ -214,73 +188,6 @@ def config_checks():
               f'{what} stops nimbus-api ({p.returncode}: {p.stderr.strip()[-120:]!r})')
 
 
-# ---- Browser helpers.
-
-def wait(what, fn, timeout=20):
-    t0 = time.time()
-    try:
-        v = WebDriverWait(browser, timeout, poll_frequency=0.2, ignored_exceptions=(
-            StaleElementReferenceException, NoSuchElementException)).until(lambda d: fn())
-        check(True, f'{what} ({time.time() - t0:.1f}s)')
-        return v
-    except TimeoutException:
-        err = browser.find_element(By.ID, 'error')
-        extra = '' if not err.is_displayed() else ' [error shown: ' + err.text + ']'
-        check(False, f'{what} (timed out){extra}')
-        return None
-
-
-def by_id(i):
-    return browser.find_element(By.ID, i)
-
-
-def visible(i):
-    els = browser.find_elements(By.ID, i)
-    return bool(els) and els[0].is_displayed()
-
-
-def login(user, password, project):
-    browser.get(ORIGIN + '/dashboard/')
-    wait('the login form is shown', lambda: visible('login-form'))
-    for i, v in (('login-user', user), ('login-password', password), ('login-project', project)):
-        by_id(i).clear()
-        by_id(i).send_keys(v)
-    by_id('login-submit').click()
-
-
-def logout():
-    by_id('logout').click()
-    wait('logged out: the login form is back', lambda: visible('login-form'))
-
-
-def row_status(name):
-    """The status shown for server 'name', with its task state in
-    parentheses when it has one (one read: the list is redrawn while it
-    refreshes), or None when it is not listed."""
-    return row_text(name, 'server-status')
-
-
-def row_text(name, cls):
-    return browser.execute_script(
-        "const e = document.querySelector("
-        "'#servers-table tbody tr[data-name=\"' + arguments[0] + '\"] .' + arguments[1]);"
-        "return e ? e.textContent : null;", name, cls)
-
-
-def click_in_row(name, cls):
-    """Clicks a button of the row (again if the list was redrawn under
-    the click)."""
-    for _ in range(5):
-        try:
-            browser.find_element(By.CSS_SELECTOR,
-                                 f'#servers-table tbody tr[data-name="{name}"] button.{cls}').click()
-            return True
-        except (StaleElementReferenceException, NoSuchElementException):
-            time.sleep(0.2)
-    check(False, f'clicking {cls} of {name}')
-    return False
-
-
 def ssh_ed25519_key():
     def s(b):
         return struct.pack('>I', len(b)) + b
@@ -422,7 +329,9 @@ try:
     config_checks()
     profile = os.path.join(tmp, 'chromium')
     browser = start_browser(profile)
-    browser.set_page_load_timeout(20)
+    page = Page(browser, ORIGIN)
+    wait, by_id, visible, login, logout = page.wait, page.by_id, page.visible, page.login, page.logout
+    row_status, row_text, click_in_row = page.row_status, page.row_text, page.click_in_row
     browser_checks()
 finally:
     cleanup()
