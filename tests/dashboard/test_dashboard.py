@@ -57,6 +57,10 @@ os.symlink(tmp, os.path.join(served, 'up'))
 os.mkdir(os.path.join(served, 'sub'))
 with open(os.path.join(served, 'sub', 'ok.txt'), 'w') as f:
     f.write('below the dashboard\n')
+os.symlink(tmp, os.path.join(served, 'vendor', 'novnc', 'core', 'up'))
+os.makedirs(os.path.join(served, 'd1', 'd2', 'd3', 'd4', 'd5', 'd6', 'd7'))
+with open(os.path.join(served, 'd1', 'd2', 'd3', 'd4', 'd5', 'd6', 'd7', 'deep.txt'), 'w') as f:
+    f.write('too deep\n')
 with open(os.path.join(served, '.hidden'), 'w') as f:
     f.write('hidden\n')
 
@@ -140,6 +144,15 @@ def http_checks():
     check(st == 200 and h['content-type'].startswith('text/css'), 'style.css as text/css')
     st, _, body = get('/dashboard/sub/ok.txt')
     check(st == 200 and body == b'below the dashboard\n', f'a file one directory down ({st})')
+    # The vendored noVNC keeps its package's layout: six directories down.
+    deep = 'vendor/novnc/vendor/pako/lib/zlib/inflate.js'
+    with open(os.path.join(nt.SOURCE, 'dashboard', deep), 'rb') as f:
+        want = f.read()
+    st, h, body = get('/dashboard/' + deep)
+    check(st == 200 and body == want and h['content-type'].startswith('text/javascript'),
+          f'a vendored module six directories down ({st})')
+    check("connect-src 'self' http: https: ws: wss:" in csp,
+          'connect-src allows the console proxy\'s WebSocket')
     st, _, body = get('/dashboard/app.js', method='HEAD')
     check(st == 200 and body == b'', 'HEAD: head only')
     for path in ('/dashboard/../README.md', '/dashboard/%2e%2e/README.md',
@@ -147,7 +160,9 @@ def http_checks():
                  '/dashboard/%2E%2E/%2E%2E/etc/passwd', '/dashboard/leak.txt',
                  '/dashboard/up/secret.txt', '/dashboard/.hidden', '/dashboard/sub',
                  '/dashboard/%00', '/dashboard/app.js%00.html', '/dashboard/nonexistent.js',
-                 '/dashboard/a/b/c'):
+                 '/dashboard/a/b/c', '/dashboard/vendor/novnc/core/up/secret.txt',
+                 '/dashboard/vendor/novnc/core/%2e%2e/%2e%2e/%2e%2e/%2e%2e/secret.txt',
+                 '/dashboard/d1/d2/d3/d4/d5/d6/d7/deep.txt'):
         st, _, body = get(path)
         check(st in (400, 404) and b'outside' not in body and b'root:' not in body,
               f'{path} refused ({st})')
