@@ -7,6 +7,7 @@ import sys
 import time
 
 from compute_lib import check
+from image_test import ImageCloud
 
 try:
     from selenium import webdriver
@@ -19,9 +20,25 @@ except ImportError:
     print('SKIP: python3-selenium is not installed')
     sys.exit(77)
 
-__all__ = ['By', 'Page', 'start_browser', 'StaleElementReferenceException', 'NoSuchElementException']
+__all__ = ['By', 'Page', 'dashboard_cloud', 'start_browser', 'StaleElementReferenceException', 'NoSuchElementException']
 
 CHROMEDRIVER = '/usr/bin/chromedriver'
+
+
+def dashboard_cloud(directory):
+    """nimbus-api serving 'directory' as the dashboard, and nimbus-image,
+    both allowing the dashboard's origin (CORS); returns (cloud, origin)."""
+    cloud = ImageCloud(extra_conf={'dashboard': {'dir': directory}})
+    origin = f'http://127.0.0.1:{cloud.ports["identity"]}'
+    # The allowed origin is the dashboard's own, known once the ports are.
+    cloud.stop()
+    with open(cloud.config) as f:
+        text = f.read()
+    with open(cloud.config, 'w') as f:
+        f.write(text.replace('[dashboard]\n', f'[dashboard]\nallowed_origins = {origin}\n'))
+    cloud.start()
+    cloud.restart_image()
+    return cloud, origin
 
 
 def start_browser(profile):

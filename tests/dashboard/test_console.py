@@ -33,22 +33,13 @@ import compute_lib  # noqa: E402
 import ws_lib  # noqa: E402
 from compute_lib import NET, Schedulers, check, done, nt, sql  # noqa: E402
 
-from dashboard_lib import By, Page, start_browser  # noqa: E402  (exits 77 without Selenium)
+from dashboard_lib import By, Page, dashboard_cloud, start_browser  # noqa: E402  (exits 77 without Selenium)
 
 GUEST = compute_lib.libvirt_guest_or_skip()
 VIRSH = compute_lib.VIRSH
-from image_test import ImageCloud  # noqa: E402
 
 NODE = 'dash-console-node'
-cloud = ImageCloud(extra_conf={'dashboard': {'dir': os.path.join(nt.SOURCE, 'dashboard')}})
-ORIGIN = f'http://127.0.0.1:{cloud.ports["identity"]}'
-cloud.stop()
-with open(cloud.config) as f:
-    text = f.read()
-with open(cloud.config, 'w') as f:
-    f.write(text.replace('[dashboard]\n', f'[dashboard]\nallowed_origins = {ORIGIN}\n'))
-cloud.start()
-cloud.restart_image()
+cloud, ORIGIN = dashboard_cloud(os.path.join(nt.SOURCE, 'dashboard'))
 
 compute_lib.seed(cloud)
 admin_tok, _ = cloud.token()

@@ -37,9 +37,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'compute'))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'image'))
 import compute_lib  # noqa: E402
 from compute_lib import NET, Schedulers, check, done, nt, sql  # noqa: E402
-from image_test import ImageCloud  # noqa: E402
 
-from dashboard_lib import By, Page, start_browser  # noqa: E402  (exits 77 without Selenium)
+from dashboard_lib import By, Page, dashboard_cloud, start_browser  # noqa: E402  (exits 77 without Selenium)
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 NODE = 'dash-node-1'
@@ -64,16 +63,7 @@ with open(os.path.join(served, 'd1', 'd2', 'd3', 'd4', 'd5', 'd6', 'd7', 'deep.t
 with open(os.path.join(served, '.hidden'), 'w') as f:
     f.write('hidden\n')
 
-cloud = ImageCloud(extra_conf={'dashboard': {'dir': served}})
-ORIGIN = f'http://127.0.0.1:{cloud.ports["identity"]}'
-# The allowed origin is the dashboard's own, known once the ports are.
-cloud.stop()
-with open(cloud.config) as f:
-    text = f.read()
-with open(cloud.config, 'w') as f:
-    f.write(text.replace('[dashboard]\n', f'[dashboard]\nallowed_origins = {ORIGIN}\n'))
-cloud.start()
-cloud.restart_image()
+cloud, ORIGIN = dashboard_cloud(served)
 
 compute_lib.seed(cloud)
 admin_tok, _ = cloud.token()
