@@ -278,10 +278,12 @@ BEGIN
                            agent_generation = i.agent_generation + 1,
                            updated_at = clock_timestamp()
                      WHERE uuid = i.uuid;
-                ELSIF m.status = 'running' AND st IN ('active', 'paused') THEN
-                    -- The guest arrived (its definition carries the
-                    -- generation the destination was prepared at): done,
-                    -- whether or not the source reported yet.
+                ELSIF m.status = 'running' AND st = 'active' THEN
+                    -- The guest arrived and runs: done, whether or not
+                    -- the source reported yet (a source killed after the
+                    -- migration).  Not 'paused': an arriving guest is
+                    -- paused until the migration ends (a paused server's
+                    -- move ends with the source's report).
                     PERFORM compute_live_done(i, m);
                 ELSIF st = 'error' THEN
                     PERFORM compute_live_failed(i, m, 'The destination could not prepare: '
@@ -329,4 +331,22 @@ BEGIN
            AND status IN ('preparing', 'running');
     END IF;
     RETURN compute_instance_destroyed_pre_live(p_uuid);
+END $$;
+
+-- ---- The libvirt URI an agent registers: besides 0013's network URIs
+-- (qemu+tcp://host/system ...), a local socket path
+-- (qemu+unix:///system?socket=/path), for nodes whose libvirtd the others
+-- reach on the same machine (tests/agent/libvirt_pair.sh).
+ALTER FUNCTION compute_agent_register(text, text, jsonb) RENAME TO compute_agent_register_pre_live;
+
+CREATE FUNCTION compute_agent_register(p_node text, p_token text, d jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE r jsonb := compute_agent_register_pre_live(p_node, p_token, d);
+BEGIN
+    IF (r->>'code')::int = 200 AND d->>'libvirt_uri' ~
+           '^(qemu|xen)\+unix:///system\?socket=/[A-Za-z0-9/._-]+$'
+       AND length(d->>'libvirt_uri') <= 300 THEN
+        UPDATE agent_nodes SET libvirt_uri = d->>'libvirt_uri' WHERE name = p_node;
+    END IF;
+    RETURN r;
 END $$;
