@@ -24,7 +24,7 @@ servers between hosts").
   the host forced down the server is rebuilt on the other host (ACTIVE),
   the source's usage is released, and the source agent, still running,
   deletes its now-foreign copy after its grace period.
-- each agent registers its libvirt URI (for live migration, not done)."""
+- each agent registers its libvirt URI (for live migration: test_live_migrate)."""
 import atexit
 import hashlib
 import json
