@@ -19,10 +19,11 @@
 --   3. The source's document then has the instance with action "live_out",
 --      the destination's libvirt URI, definition and directory, at a new
 --      generation: its agent calls migrate_live.  On success the guest is
---      gone from the source (reported "deleted" at the generation) and runs
---      on the destination (reported running there): the instance's node is
---      the destination, task_state none, the source's usage given back and
---      its storage deleted (held copy 'delete'), the row 'completed'.  On
+--      gone from the source (reported "deleted" at the generation; the
+--      call returns once the guest runs on the destination): the
+--      instance's node is the destination, task_state none, the source's
+--      usage given back and its storage deleted (held copy 'delete'), the
+--      row 'completed'.  On
 --      failure (or a provider without migrate_live) the source reports the
 --      guest still running at the generation with the reason as its fault:
 --      the destination's claim is given back and its storage deleted, the
@@ -278,13 +279,10 @@ BEGIN
                            agent_generation = i.agent_generation + 1,
                            updated_at = clock_timestamp()
                      WHERE uuid = i.uuid;
-                ELSIF m.status = 'running' AND st = 'active' THEN
-                    -- The guest arrived and runs: done, whether or not
-                    -- the source reported yet (a source killed after the
-                    -- migration).  Not 'paused': an arriving guest is
-                    -- paused until the migration ends (a paused server's
-                    -- move ends with the source's report).
-                    PERFORM compute_live_done(i, m);
+                -- A guest arriving here is not the end of the move: libvirt
+                -- shows it as starting up until the migration ends, which
+                -- only the source's report tells (a restarted source that
+                -- finds the guest gone reports the same).
                 ELSIF st = 'error' THEN
                     PERFORM compute_live_failed(i, m, 'The destination could not prepare: '
                                                 || coalesce(e->>'fault', 'error'));
