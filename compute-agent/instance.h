@@ -98,7 +98,7 @@ struct inst_desired {
      * (redefine with this flavor, grow the disk) or "snapshot" (copy the
      * disk to image 'snapshot_image' of nimbus-image) or "rebuild" (a new
      * disk from this image, defined again), "migrate_in" or "migrate_out"
-     * (below). */
+     * (below), "live_in" or "live_out" (below). */
     char action[12];
     char snapshot_image[64];
     /* Rescue mode (Nova's rescue): while 'rescue' is set the guest boots
@@ -117,6 +117,15 @@ struct inst_desired {
      * whoever shows the secret whose SHA-256 is 'migration_secret'). */
     char migration_url[512];
     char migration_secret[65];
+    /* A live migration (docs/compute-agent.md "Live migration"): "live_in"
+     * on the destination (make the storage, do not define: report the
+     * definition this node would give the guest); "live_out" on the source
+     * (migrate the running guest to the libvirtd at 'migration_url' with
+     * definition 'migration_xml', its storage in 'migration_dir' there).
+     * 'migration_xml' is malloc'd (NULL unless "live_out"), freed by
+     * desired_set_free(). */
+    char *migration_xml;
+    char migration_dir[512];
 };
 
 /* A whole desired state: every instance the node should have. */

@@ -175,6 +175,36 @@ rc_decide(struct rc_inst *ri, const struct inst_desired *d,
         ri->error_gen = d->generation;
         return step(RCA_NONE, false);
     }
+    if (!strcmp(d->action, "live_in")) {
+        /* A live migration's destination: storage only, once; a guest
+         * that arrived (or is arriving: paused by the migration) is the
+         * source's doing and only reported until the document changes. */
+        if (!a) {
+            ri->state = RC_BUILDING;
+            return step(ri->live_xml ? RCA_NONE : RCA_PREPARE_LIVE, false);
+        }
+        ri->generation = a->generation;
+        ri->state = state_of_power(a->power);
+        ri->fault[0] = 0;
+        return step(RCA_NONE, false);
+    }
+    if (!strcmp(d->action, "live_out")) {
+        /* A live migration's source.  Gone: migrated (this pass, or before
+         * a restart), reported deleted at the generation.  At the
+         * generation: the attempt failed, the guest runs on, the fault
+         * stays until the document changes. */
+        if (!a) {
+            ri->state = RC_DELETED;
+            ri->power = POWER_NOSTATE;
+            ri->generation = d->generation;
+            return step(RCA_NONE, false);
+        }
+        if (a->generation < d->generation)
+            return step(RCA_MIGRATE_LIVE, false);
+        ri->generation = a->generation;
+        ri->state = state_of_power(a->power);
+        return step(RCA_NONE, false);
+    }
     if (!a && !strcmp(d->action, "migrate_out")) {
         /* The source of a move without its guest and without an export
          * of this generation (the caller checks): nothing to serve, and
@@ -251,6 +281,8 @@ rc_free(struct reconciler *rc)
 {
     if (!rc)
         return;
+    for (size_t i = 0; i < rc->n; i++)
+        free(rc->insts[i].live_xml);
     free(rc->insts);
     free(rc);
 }
@@ -308,6 +340,95 @@ find_actual(const struct inst_actual *v, size_t n, const char *uuid)
     return NULL;
 }
 
+/* What the provider defines 'd' from, on storage 'p'. */
+static struct hv_create_args
+create_args(const struct inst_desired *d, const struct rc_prepared *p)
+{
+    return (struct hv_create_args){
+        .d = d,
+        .inst_dir = p->inst_dir,
+        .disk_path = p->disk[0] ? p->disk : NULL,
+        .disk_format = p->disk_format[0] ? p->disk_format : "qcow2",
+        .kernel_path = p->kernel[0] ? p->kernel : NULL,
+        .ramdisk_path = p->ramdisk[0] ? p->ramdisk : NULL,
+        .rootfs_path = p->rootfs[0] ? p->rootfs : NULL,
+        .rescue_disk_path = p->rescue_disk[0] ? p->rescue_disk : NULL,
+        .console_log = p->console_log,
+    };
+}
+
+/* A live migration's destination: the storage of 'd' (the base image in
+ * the cache, the overlay on it; kept when there already), and the
+ * definition this node would give the guest, kept in 'ri' for the
+ * report.  Nothing is defined: the source's migration does that. */
+static int
+prepare_live(struct reconciler *rc, struct rc_inst *ri, const struct inst_desired *d,
+             char *err, size_t errlen)
+{
+    struct rc_prepared p;
+    memset(&p, 0, sizeof p);
+    int r = rc->storage.prepare(rc->storage.ctx, d, &p, err, errlen);
+    if (r)
+        return r;
+    struct hv_create_args args = create_args(d, &p);
+    char *xml = hv_migration_dest_xml(rc->hv, &args, d->generation);
+    if (!xml) {
+        bfmt(err, errlen, "%s", rc->hv->err[0] ? rc->hv->err : "no definition");
+        return -ENOTSUP;
+    }
+    free(ri->live_xml);
+    ri->live_xml = xml;
+    bfmt(ri->live_dir, sizeof ri->live_dir, "%s", p.inst_dir);
+    emit(rc, d->uuid, "live-prepared", NULL);
+    return 0;
+}
+
+/* A live migration's source: the running guest goes to the destination
+ * of the document.  0 when it went ('*gone'), or when it failed and the
+ * failure is recorded: the generation on the guest (so that it is not
+ * tried again; the API gives up the move), the reason in ri->fault.
+ * -errno only when even that could not be recorded. */
+static int
+migrate_live(struct reconciler *rc, struct rc_inst *ri, const struct inst_desired *d,
+             struct inst_actual *a, bool *gone, char *err, size_t errlen)
+{
+    struct hypervisor *hv = rc->hv;
+    int r;
+    hv->err[0] = 0;
+    if (!hv->class->migrate_live) {
+        hv_set_error(hv, "the %s provider cannot migrate live", hv->class->name);
+        r = -ENOTSUP;
+    } else {
+        struct hv_migrate_args ma = {
+            .d = d,
+            .dest_uri = d->migration_url,
+            .dest_xml = d->migration_xml,
+            .inst_dir_dest = d->migration_dir,
+        };
+        r = hv->class->migrate_live(hv, &ma);
+    }
+    if (!r) {
+        *gone = true;
+        ri->state = RC_DELETED;
+        ri->power = POWER_NOSTATE;
+        ri->generation = d->generation;
+        ri->fault[0] = 0;
+        emit(rc, d->uuid, "migrated", d->migration_url);
+        return 0;
+    }
+    bfmt(ri->fault, sizeof ri->fault, "live migration: %s",
+         hv->err[0] ? hv->err : strerror(-r));
+    emit(rc, d->uuid, "live-migration-failed", ri->fault);
+    if ((r = hv->class->set_generation(hv, d->uuid, d->generation))) {
+        bfmt(err, errlen, "%s", hv->err);
+        return r;
+    }
+    a->generation = d->generation;
+    ri->generation = d->generation;
+    ri->state = state_of_power(a->power);
+    return 0;
+}
+
 /* Prepares the storage of 'd' and defines the instance from it (create,
  * and redefinition after a resize), started when 'start'. */
 static int
@@ -324,17 +445,7 @@ define(struct reconciler *rc, const struct inst_desired *d, bool start, char *er
     bfmt(detail, sizeof detail, "prepare_ms=%.1f fetch_ms=%.1f overlay_ms=%.1f fetched=%u cached=%s",
          (double)(util_now_ns() - t0) / 1e6, (double)p.fetch_ns / 1e6,
          (double)p.overlay_ns / 1e6, p.fetched, p.fetched ? "no" : "yes");
-    struct hv_create_args args = {
-        .d = d,
-        .inst_dir = p.inst_dir,
-        .disk_path = p.disk[0] ? p.disk : NULL,
-        .disk_format = p.disk_format[0] ? p.disk_format : "qcow2",
-        .kernel_path = p.kernel[0] ? p.kernel : NULL,
-        .ramdisk_path = p.ramdisk[0] ? p.ramdisk : NULL,
-        .rootfs_path = p.rootfs[0] ? p.rootfs : NULL,
-        .rescue_disk_path = p.rescue_disk[0] ? p.rescue_disk : NULL,
-        .console_log = p.console_log,
-    };
+    struct hv_create_args args = create_args(d, &p);
     rc->hv->define_ns = rc->hv->start_ns = 0;
     r = rc->hv->class->create(rc->hv, &args, start);
     /* Not while waiting for a port's device: that create comes again
@@ -563,6 +674,15 @@ execute(struct reconciler *rc, struct rc_inst *ri, const struct inst_desired *d,
         ri->power = POWER_SHUTOFF;
         emit(rc, uuid, "migration-source-ready", NULL);
         return 0;
+    case RCA_PREPARE_LIVE:
+        return prepare_live(rc, ri, d, err, errlen);
+    case RCA_MIGRATE_LIVE: {
+        bool gone = false;
+        r = migrate_live(rc, ri, d, a, &gone, err, errlen);
+        if (gone)
+            *present = false;
+        return r;
+    }
     case RCA_SNAPSHOT:
         r = snapshot(rc, d, a, err, errlen);
         if (r)
@@ -651,6 +771,13 @@ reconcile_one(struct reconciler *rc, const struct inst_desired *d, const char *u
         a = *a_in;
     enum power_state before = ri->power;
     enum rc_state state_before = ri->state;
+    /* A live migration's destination no longer: its prepared definition
+     * is not reported any more. */
+    if (ri->live_xml && (!d || strcmp(d->action, "live_in"))) {
+        free(ri->live_xml);
+        ri->live_xml = NULL;
+        ri->live_dir[0] = 0;
+    }
 
     /* The disk is served to a move's destination only while the document
      * says so (before anything could start the guest again). */
@@ -721,7 +848,7 @@ reconcile_one(struct reconciler *rc, const struct inst_desired *d, const char *u
             }
             break;
         }
-        if (s.action == RCA_EXPORT)
+        if (s.action == RCA_EXPORT || s.action == RCA_MIGRATE_LIVE)
             break;
         if (s.action == RCA_DELETE) {
             ri->state = RC_DELETED;
@@ -804,11 +931,9 @@ rc_pass(struct reconciler *rc, const struct desired_set *ds, uint64_t now_ms,
     for (size_t i = 0; i < rc->n;) {
         struct rc_inst *ri = &rc->insts[i];
         const struct inst_desired *d = desired_set_find(ds, ri->uuid);
-        if (ri->state == RC_DELETED && !d) {
-            rc->insts[i] = rc->insts[--rc->n];
-            continue;
-        }
-        if (!d && !find_actual(act, n_act, ri->uuid) && ri->state != RC_DELETED) {
+        if ((ri->state == RC_DELETED && !d) ||
+            (!d && !find_actual(act, n_act, ri->uuid) && ri->state != RC_DELETED)) {
+            free(ri->live_xml);
             rc->insts[i] = rc->insts[--rc->n];
             continue;
         }
@@ -837,6 +962,8 @@ rc_observed(struct reconciler *rc, struct rc_observed **out, size_t *n)
         o->power = ri->power;
         o->generation = ri->generation;
         bfmt(o->fault, sizeof o->fault, "%s", ri->fault);
+        o->live_xml = ri->live_xml;
+        o->live_dir = ri->live_xml ? ri->live_dir : NULL;
     }
     *n = rc->n;
     return 0;

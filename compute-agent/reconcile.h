@@ -30,6 +30,17 @@
  *                              "migrate_in" (the destination, nothing here
  *                              yet): pull the overlay from the source,
  *                              then create as usual
+ *   desired, live_in (a live    make the storage (base in the cache, the
+ *   migration's destination)   overlay), never define: the definition this
+ *                              node would give the guest is reported (the
+ *                              source migrates the guest here); a guest
+ *                              that arrived is only reported
+ *   desired, generation newer   with action "live_out" (the source): the
+ *                              provider's migrate_live to the destination;
+ *                              done: the guest is gone, reported deleted at
+ *                              the generation; failed: the generation is
+ *                              recorded on the guest (not tried again), it
+ *                              runs on, the reason is its fault
  *   desired with deleted=true   destroy, remove storage
  *   not desired, present        after a grace period, destroy
  *   storage of nothing          removed (a crash between undefine and rm)
@@ -98,6 +109,8 @@ const char *rc_state_name(enum rc_state s);
     X(RESCUE, "rescue")         /* Stop, redefine on the rescue image, start. */ \
     X(UNRESCUE, "unrescue")     /* Stop, redefine on the own disk, start. */ \
     X(EXPORT, "export")         /* Stop, serve the disk to the destination. */ \
+    X(PREPARE_LIVE, "prepare-live") /* Live migration's destination: storage only. */ \
+    X(MIGRATE_LIVE, "migrate-live") /* Live migration's source: migrate_live. */ \
     X(DELETE, "delete")
 
 enum rc_action {
@@ -128,6 +141,11 @@ struct rc_inst {
     uint64_t wait_since_ms;      /* 0: not waiting for a port device. */
     char ports_fault[128];       /* Last failure of syncing ports, reported once. */
     char fault[256];
+    /* The destination of a live migration, prepared: the definition this
+     * node gives the guest (malloc'd) and its instance directory, reported
+     * for the source.  NULL/"" otherwise. */
+    char *live_xml;
+    char live_dir[512];
 };
 
 struct rc_step {
@@ -205,6 +223,10 @@ struct rc_observed {
     enum power_state power;
     uint64_t generation;
     char fault[256];
+    /* A prepared live migration's destination (rc_inst.live_xml,
+     * live_dir): valid until the next rc_pass(); NULL otherwise. */
+    const char *live_xml;
+    const char *live_dir;
 };
 
 /* Called for every event worth telling the API (and the log):
@@ -212,7 +234,9 @@ struct rc_observed {
  * "suspended", "resumed", "deleted", "power-off-by-guest",
  * "step-failed", "error", "orphan-found", "orphan-deleted",
  * "storage-removed", "waiting-for-port", "ports-changed", "rescued",
- * "unrescued".
+ * "unrescued", "live-prepared" (a live migration's destination is ready),
+ * "migrated" (the guest now runs on the live migration's destination),
+ * "live-migration-failed" (the reason; the guest still runs here).
  *
  * Timing events, each time an instance is defined (create, resize,
  * rebuild), for bench/boot_bench.py and people reading the log, sent

@@ -14,6 +14,8 @@ desired_set_free(struct desired_set *s)
 {
     if (!s)
         return;
+    for (size_t i = 0; i < s->n; i++)
+        free(s->insts[i].migration_xml);
     free(s->insts);
     s->insts = NULL;
     s->n = 0;
@@ -361,13 +363,15 @@ parse_instance(json_t *o, struct inst_desired *d, size_t idx, char *err, size_t 
         return r;
     static const char *const actions[] = {
         "", "resize", "snapshot", "rebuild", "rescue", "unrescue", "migrate_in", "migrate_out",
+        "live_in", "live_out",
     };
     bool known = false;
     for (size_t ai = 0; ai < sizeof actions / sizeof *actions && !known; ai++)
         known = !strcmp(d->action, actions[ai]);
     if (!known) {
         snprintf(err, errlen, "%s: action must be \"\", \"resize\", \"snapshot\", "
-                 "\"rebuild\", \"rescue\", \"unrescue\", \"migrate_in\" or \"migrate_out\"",
+                 "\"rebuild\", \"rescue\", \"unrescue\", \"migrate_in\", \"migrate_out\", "
+                 "\"live_in\" or \"live_out\"",
                  what);
         return -EINVAL;
     }
@@ -401,6 +405,26 @@ parse_instance(json_t *o, struct inst_desired *d, size_t idx, char *err, size_t 
          strspn(d->snapshot_image, "0123456789abcdef-") != strlen(d->snapshot_image))) {
         snprintf(err, errlen, "%s: a snapshot needs snapshot.image_id (a uuid)", what);
         return -EINVAL;
+    }
+    /* A live migration's source: where to (the destination's libvirt URI,
+     * its definition of the guest and its instance directory).  Last, so
+     * that nothing fails once the definition is copied. */
+    if (!strcmp(d->action, "live_out")) {
+        json_t *xml = json_is_object(mig) ? json_object_get(mig, "dest_xml") : NULL;
+        if (!json_is_object(mig) ||
+            get_str(mig, "dest_uri", d->migration_url, sizeof d->migration_url, true,
+                    what, err, errlen) ||
+            get_str(mig, "dest_dir", d->migration_dir, sizeof d->migration_dir, true,
+                    what, err, errlen) ||
+            d->migration_dir[0] != '/' || !json_is_string(xml) ||
+            json_string_length(xml) == 0 || json_string_length(xml) > SJ_MAX_MIGRATION_XML ||
+            strlen(json_string_value(xml)) != json_string_length(xml)) {
+            snprintf(err, errlen, "%s: a live migration needs migration.dest_uri, dest_dir "
+                     "(absolute) and dest_xml (at most %u bytes)", what, SJ_MAX_MIGRATION_XML);
+            return -EINVAL;
+        }
+        if (!(d->migration_xml = strdup(json_string_value(xml))))
+            return -ENOMEM;
     }
     return 0;
 }
@@ -448,6 +472,7 @@ sj_parse_desired(const char *text, size_t len, struct desired_set *out,
         struct desired_set before = { .insts = out->insts, .n = i };
         if (desired_set_find(&before, out->insts[i].uuid)) {
             snprintf(err, errlen, "desired state: instance %s listed twice", out->insts[i].uuid);
+            free(out->insts[i].migration_xml);
             r = -EINVAL;
             goto out;
         }
@@ -497,6 +522,9 @@ sj_observed(const char *node, const struct rc_observed *obs, size_t n,
         json_object_set_new(j, "power_state", json_string(power_state_name(o->power)));
         json_object_set_new(j, "generation", json_integer((json_int_t)o->generation));
         json_object_set_new(j, "fault", o->fault[0] ? json_string(o->fault) : json_null());
+        if (o->live_xml)
+            json_object_set_new(j, "live_migration", json_pack("{s:s, s:s}", "xml", o->live_xml,
+                                                               "inst_dir", o->live_dir));
         json_array_append_new(arr, j);
     }
     json_object_set_new(root, "instances", arr);

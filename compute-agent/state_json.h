@@ -11,6 +11,9 @@
 
 /* Limits on what a peer (or a file) can make the agent allocate. */
 #define SJ_MAX_DOC_BYTES (16u << 20)
+/* The largest domain definition a live migration's source takes (and nimbus-api
+ * keeps for it: 0015_live_migration.sql). */
+#define SJ_MAX_MIGRATION_XML 65536u
 #define SJ_MAX_INSTANCES 4096
 
 /* Parses a desired-state document into 'out' (which the caller frees with

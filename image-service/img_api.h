@@ -143,13 +143,15 @@ json_t *img_image_json(const db_result *res, int row);
 /* SQL condition (on alias "i", parameter $'pn' = the node's name) for
  * "a compute node may read this image": it is active and it is the image,
  * the kernel or the ramdisk of an instance scheduled to that node, or of
- * the image it is rescued with (migration 0014).  Filled
+ * the image it is rescued with (migration 0014), or of an instance whose
+ * live migration that node prepares for (migration 0015).  Filled
  * through arena_printf() with 'pn' once. */
 #define IMG_NODE_SQL \
     "(i.status = 'active' AND EXISTS (SELECT 1 FROM instances s " \
     "CROSS JOIN LATERAL unnest(ARRAY[s.image_ref, s.rescue_image_ref]) AS r(ref) " \
     "LEFT JOIN images b ON r.ref ~ '^[0-9a-fA-F-]{36}$' AND b.id = r.ref::uuid " \
-    "WHERE s.node = $%d AND NOT s.deleted AND (lower(r.ref) = i.id::text " \
+    "WHERE $%d IN (s.node, CASE WHEN s.move_held_state = 'live_dest' " \
+    "THEN s.move_held_node END) AND NOT s.deleted AND (lower(r.ref) = i.id::text " \
     "OR lower(b.properties->>'kernel_id') = i.id::text " \
     "OR lower(b.properties->>'ramdisk_id') = i.id::text)))"
 

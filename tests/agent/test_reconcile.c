@@ -161,11 +161,12 @@ struct world {
     struct desired_set ds;
 };
 
+/* A world on fake node 'node' (NULL: the host name). */
 static void
-world_init(struct world *w)
+world_init_on(struct world *w, const char *node)
 {
     memset(w, 0, sizeof *w);
-    struct hv_config hc = { .type = "fake" };
+    struct hv_config hc = { .type = "fake", .node = node };
     char err[128];
     if (hv_open(&hc, &w->hv, err, sizeof err))
         abort();
@@ -180,6 +181,12 @@ world_init(struct world *w)
         abort();
     w->ds.insts = w->insts;
     events[0] = 0;
+}
+
+static void
+world_init(struct world *w)
+{
+    world_init_on(w, NULL);
 }
 
 /* A fresh reconciler over the same hypervisor and storage: kill -9 and
@@ -825,6 +832,91 @@ test_fake_migrate(void)
     hv_close(b);
 }
 
+/* Live migration between two reconcilers on fake nodes of this process:
+ * the destination ("live_in") prepares the storage once, defines nothing
+ * and reports its definition; the source ("live_out") migrates; a failure
+ * is recorded on the guest (not tried again) with the reason as the fault
+ * and the guest runs on; a success is reported deleted at the generation,
+ * also by a restarted source; the arrived guest is only reported by the
+ * destination. */
+static void
+test_live_migration(void)
+{
+    struct world a, b;
+    world_init_on(&a, "live-a");
+    world_init_on(&b, "live-b");
+    struct inst_desired *da = add(&a, U1, POWER_RUNNING, 1);
+    CHECK_INT(pass(&a, 1000), 1);
+    CHECK(state(&a, U1) == RC_ACTIVE);
+
+    struct inst_desired *db = add(&b, U1, POWER_RUNNING, 1);
+    snprintf(db->action, sizeof db->action, "live_in");
+    events[0] = 0;
+    CHECK_INT(pass(&b, 1000), 1);
+    CHECK_INT(pass(&b, 2000), 0);
+    CHECK_INT(b.fs.prepares, 1);
+    CHECK_INT((int)hv_count(&b), 0);
+    CHECK(strstr(events, "live-prepared") != NULL);
+    struct rc_observed *o = NULL;
+    size_t n = 0;
+    CHECK_INT(rc_observed(b.rc, &o, &n), 0);
+    CHECK(n == 1 && o[0].state == RC_BUILDING && o[0].live_xml &&
+          strstr(o[0].live_xml, "node='live-b'") && strstr(o[0].live_xml, "/fake/" U1 "/disk.qcow2") &&
+          o[0].live_dir && !strcmp(o[0].live_dir, "/fake/" U1));
+    char *xml = n == 1 && o[0].live_xml ? strdup(o[0].live_xml) : NULL;
+    free(o);
+    /* A restarted destination prepares again (the storage keeps what is
+     * there) and reports again. */
+    world_restart(&b);
+    CHECK_INT(pass(&b, 3000), 1);
+    CHECK_INT(b.fs.prepares, 2);
+    CHECK(rc_find(b.rc, U1) && rc_find(b.rc, U1)->live_xml);
+
+    /* The source, to a node it cannot reach: failed once, not again. */
+    da->generation = 2;
+    snprintf(da->action, sizeof da->action, "live_out");
+    snprintf(da->migration_url, sizeof da->migration_url, "fake://live-c");
+    snprintf(da->migration_dir, sizeof da->migration_dir, "/fake/%s", U1);
+    da->migration_xml = xml;
+    events[0] = 0;
+    CHECK_INT(pass(&a, 4000), 1);
+    const struct rc_inst *ri = rc_find(a.rc, U1);
+    CHECK(ri && ri->state == RC_ACTIVE && ri->generation == 2 &&
+          strstr(ri->fault, "live migration:"));
+    CHECK(hv_power(&a, U1) == POWER_RUNNING);
+    CHECK(strstr(events, "live-migration-failed") != NULL);
+    CHECK_INT(pass(&a, 5000), 0);
+    ri = rc_find(a.rc, U1);
+    CHECK(ri && ri->fault[0]);
+
+    /* To the destination: gone here, running there. */
+    da->generation = 3;
+    snprintf(da->migration_url, sizeof da->migration_url, "fake://live-b");
+    events[0] = 0;
+    CHECK_INT(pass(&a, 6000), 1);
+    ri = rc_find(a.rc, U1);
+    CHECK(ri && ri->state == RC_DELETED && ri->generation == 3 && !ri->fault[0]);
+    CHECK(strstr(events, "migrated") != NULL);
+    CHECK_INT((int)hv_count(&a), 0);
+    CHECK(hv_power(&b, U1) == POWER_RUNNING);
+    CHECK_INT(pass(&b, 7000), 0);
+    CHECK(state(&b, U1) == RC_ACTIVE);
+    /* A restarted source finds the guest gone: deleted, nothing made. */
+    world_restart(&a);
+    CHECK_INT(pass(&a, 8000), 0);
+    CHECK(state(&a, U1) == RC_DELETED && rc_find(a.rc, U1)->generation == 3);
+    CHECK_INT((int)hv_count(&a), 0);
+    /* The destination's document becomes the plain instance: its prepared
+     * definition is no longer reported. */
+    db->action[0] = 0;
+    db->generation = 4;
+    CHECK_INT(pass(&b, 9000), 1);
+    CHECK(state(&b, U1) == RC_ACTIVE && !rc_find(b.rc, U1)->live_xml);
+    free(xml);
+    world_free(&a);
+    world_free(&b);
+}
+
 int
 main(void)
 {
@@ -839,5 +931,6 @@ main(void)
     test_crash_convergence();
     test_scale();
     test_fake_migrate();
+    test_live_migration();
     return check_exit();
 }

@@ -158,6 +158,27 @@ test_moves(void)
         CHECK(!ds.insts[1].migration_url[0]);
     }
     desired_set_free(&ds);
+
+    /* The two ends of a live migration. */
+    static const char live[] =
+        "{\"version\": 4, \"instances\": ["
+        " {\"uuid\": \"11111111-1111-4111-8111-111111111111\", \"image\": {\"id\": \"i\"},"
+        "  \"generation\": 2, \"action\": \"live_in\"},"
+        " {\"uuid\": \"22222222-2222-4222-8222-222222222222\", \"image\": {\"id\": \"i\"},"
+        "  \"generation\": 3, \"action\": \"live_out\", \"migration\": {\"id\": \"m\","
+        "  \"dest_uri\": \"qemu+tcp://b.example/system\", \"dest_xml\": \"<domain/>\","
+        "  \"dest_dir\": \"/var/lib/nimbus/instances/22222222-2222-4222-8222-222222222222\"}}]}";
+    CHECK_INT(parse(live, &ds, err), 0);
+    if (ds.n == 2) {
+        CHECK_STR(ds.insts[0].action, "live_in");
+        CHECK(ds.insts[0].migration_xml == NULL);
+        CHECK_STR(ds.insts[1].action, "live_out");
+        CHECK_STR(ds.insts[1].migration_url, "qemu+tcp://b.example/system");
+        CHECK_STR(ds.insts[1].migration_xml ? ds.insts[1].migration_xml : "", "<domain/>");
+        CHECK_STR(ds.insts[1].migration_dir,
+                  "/var/lib/nimbus/instances/22222222-2222-4222-8222-222222222222");
+    }
+    desired_set_free(&ds);
 }
 
 static void
@@ -194,6 +215,21 @@ test_bad(void)
         " \"action\": \"migrate_out\", \"migration\": {\"secret\": \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}}]}",
         "{\"instances\": [{\"uuid\": \"11111111-1111-4111-8111-111111111111\", \"image\": {\"id\": \"i\"},"
         " \"action\": \"teleport\"}]}",
+        /* A live migration's source needs the destination's URI, an
+         * absolute directory and a definition; the second instance's
+         * definition is freed when the first fails. */
+        "{\"instances\": [{\"uuid\": \"11111111-1111-4111-8111-111111111111\", \"image\": {\"id\": \"i\"},"
+        " \"action\": \"live_out\", \"migration\": {\"dest_uri\": \"qemu:///system\","
+        " \"dest_dir\": \"/d\"}}]}",
+        "{\"instances\": [{\"uuid\": \"11111111-1111-4111-8111-111111111111\", \"image\": {\"id\": \"i\"},"
+        " \"action\": \"live_out\", \"migration\": {\"dest_uri\": \"qemu:///system\","
+        " \"dest_dir\": \"relative\", \"dest_xml\": \"<domain/>\"}}]}",
+        "{\"instances\": [{\"uuid\": \"11111111-1111-4111-8111-111111111111\", \"image\": {\"id\": \"i\"},"
+        " \"action\": \"live_out\", \"migration\": {\"dest_dir\": \"/d\", \"dest_xml\": \"<domain/>\"}}]}",
+        "{\"instances\": [{\"uuid\": \"22222222-2222-4222-8222-222222222222\", \"image\": {\"id\": \"i\"},"
+        " \"action\": \"live_out\", \"migration\": {\"dest_uri\": \"qemu:///system\","
+        " \"dest_dir\": \"/d\", \"dest_xml\": \"<domain/>\"}},"
+        " {\"uuid\": \"22222222-2222-4222-8222-222222222222\", \"image\": {\"id\": \"i\"}}]}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct desired_set ds;

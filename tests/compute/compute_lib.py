@@ -201,6 +201,63 @@ class AgentRun:
         return server_action(a or self.api, sid, body)
 
 
+class MoveRun(AgentRun):
+    """Fake-hypervisor nimbus-compute agents of 'nodes', for tests of moves
+    between hosts (test_migrate, test_live_migrate): each with its own
+    state directory, a console listener (which serves disks to the other
+    nodes) and the libvirt URI qemu+tcp://<node>.example/system; AgentRun's
+    helpers, waiting while every agent lives, and the hosts' usage.
+    'agents', 'logs', 'states' and 'confs' are per node (a test may put a
+    restarted agent in 'agents')."""
+
+    def __init__(self, cloud, api, nodes):
+        self.cloud, self.api, self.nodes = cloud, api, nodes
+        self.agents, self.logs, self.states, self.confs = {}, {}, {}, {}
+        for n in nodes:
+            tf = os.path.join(cloud.dir, f'{n}.token')
+            cloud.manage('node', 'add', n, '--output', tf)
+            self.states[n] = os.path.join(cloud.dir, f'state-{n}')
+            self.confs[n] = write_agent_conf(
+                cloud, n, tf, state_dir=self.states[n], console=True,
+                hv_extra=f'migration_uri = qemu+tcp://{n}.example/system\n')
+            self.logs[n] = os.path.join(cloud.dir, f'agent-{n}.log')
+            self.agents[n] = start_agent(self.confs[n], self.logs[n])
+
+    def node_log_tail(self, n, size=3000):
+        with open(self.logs[n], 'rb') as f:
+            return f.read().decode(errors='replace')[-size:]
+
+    def wait_for(self, what, fn, timeout=30):
+        t0 = time.time()
+        v = None
+        while time.time() < t0 + timeout:
+            for n, p in self.agents.items():
+                if p.poll() is not None:
+                    check(False, f'{what}: nimbus-compute {n} exited with {p.returncode}\n'
+                          + self.node_log_tail(n))
+                    return None
+            v = fn()
+            if v:
+                check(True, f'{what} ({time.time() - t0:.1f}s)')
+                return v
+            time.sleep(0.05)
+        check(False, f'{what} (last: {v!r})\n'
+              + ''.join(self.node_log_tail(n, 1500) for n in self.nodes))
+        return None
+
+    def used(self, n):
+        """vcpus/ram/disk in use on node 'n'."""
+        return sql(self.cloud, f"""SELECT vcpus_used || '/' || memory_mb_used || '/' ||
+                                   local_gb_used FROM compute_nodes
+                                   WHERE hypervisor_hostname = '{n}'""")
+
+    def host_of(self, sid):
+        return self.server(sid)['OS-EXT-SRV-ATTR:hypervisor_hostname']
+
+    def other(self, n):
+        return next(x for x in self.nodes if x != n)
+
+
 class Schedulers:
     """n nimbus-scheduler processes on the cloud's configuration."""
 

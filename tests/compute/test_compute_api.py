@@ -296,8 +296,8 @@ for action, args in (('migrate', None), ('evacuate', {'onSharedStorage': False})
 sql(cloud, "UPDATE compute_nodes SET disabled = false WHERE host = 'mv-host'")
 st, _, b = act(adm, vm1, 'os-migrateLive', {'host': None, 'block_migration': False,
                                             'disk_over_commit': False})
-check(st == 409 and 'not available in this release' in str(b),
-      f'admin os-migrateLive with another host -> 409, not available ({st} {b})')
+check(st == 400 and 'No valid host was found' in str(b),
+      f'admin os-migrateLive to a host whose agent registered no libvirt URI -> 400 ({st} {b})')
 no_task('os-migrateLive')
 st, _, b = act(adm, vm1, 'os-migrateLive', {'host': 'no-such-host', 'block_migration': False,
                                             'disk_over_commit': False})

@@ -24,7 +24,7 @@ servers between hosts").
   the host forced down the server is rebuilt on the other host (ACTIVE),
   the source's usage is released, and the source agent, still running,
   deletes its now-foreign copy after its grace period.
-- each agent registers its libvirt URI (for live migration, not done)."""
+- each agent registers its libvirt URI (for live migration: test_live_migrate)."""
 import atexit
 import hashlib
 import json
@@ -32,7 +32,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -59,16 +58,8 @@ IMAGE = cloud.create_image(tok, name='blank', min_ram=0)['id']
 st, _ = cloud.upload(tok, IMAGE, data)
 check(st == 204, f'base image uploaded ({st})')
 
-agents, logs, states, confs = {}, {}, {}, {}
-for n in NODES:
-    tf = os.path.join(cloud.dir, f'{n}.token')
-    cloud.manage('node', 'add', n, '--output', tf)
-    states[n] = os.path.join(cloud.dir, f'state-{n}')
-    conf = compute_lib.write_agent_conf(cloud, n, tf, state_dir=states[n], console=True,
-                                        hv_extra=f'migration_uri = qemu+tcp://{n}.example/system\n')
-    logs[n] = os.path.join(cloud.dir, f'agent-{n}.log')
-    confs[n] = conf
-    agents[n] = compute_lib.start_agent(conf, logs[n])
+run = compute_lib.MoveRun(cloud, api, NODES)
+agents, logs, states, confs = run.agents, run.logs, run.states, run.confs
 scheds = Schedulers(cloud, 1)
 
 
@@ -80,59 +71,9 @@ def cleanup():
 
 
 atexit.register(cleanup)
-
-
-def log_tail(n):
-    with open(logs[n], 'rb') as f:
-        return f.read().decode(errors='replace')[-3000:]
-
-
-def wait_for(what, fn, timeout=30):
-    t0 = time.time()
-    v = None
-    while time.time() < t0 + timeout:
-        for n, p in agents.items():
-            if p.poll() is not None:
-                check(False, f'{what}: nimbus-compute {n} exited with {p.returncode}\n'
-                      + log_tail(n))
-                return None
-        v = fn()
-        if v:
-            check(True, f'{what} ({time.time() - t0:.1f}s)')
-            return v
-        time.sleep(0.1)
-    check(False, f'{what} (last: {v!r})\n' + ''.join(log_tail(n)[-1500:] for n in NODES))
-    return None
-
-
-def server(sid, a=None):
-    st, _, b = (a or api).req('GET', f'/servers/{sid}')
-    return b['server'] if st == 200 else st
-
-
-def status_is(sid, want):
-    def f():
-        s = server(sid)
-        got = s if isinstance(s, int) else (s['status'], s['OS-EXT-STS:task_state'])
-        return got == want or got == (want, None)
-    return f
-
-
-def act(sid, body, a=None):
-    return (a or api).req('POST', f'/servers/{sid}/action', body)
-
-
-def used(n):
-    return sql(cloud, f"""SELECT vcpus_used || '/' || memory_mb_used || '/' || local_gb_used
-                          FROM compute_nodes WHERE hypervisor_hostname = '{n}'""")
-
-
-def host_of(sid):
-    return server(sid)['OS-EXT-SRV-ATTR:hypervisor_hostname']
-
-
-def other(n):
-    return NODES[1] if n == NODES[0] else NODES[0]
+log_tail, wait_for = run.node_log_tail, run.wait_for
+server, status_is, act = run.server, run.status_is, run.act
+used, host_of, other = run.used, run.host_of, run.other
 
 
 def disk(n, sid):
