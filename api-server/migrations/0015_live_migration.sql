@@ -150,6 +150,17 @@ BEGIN
             'Cannot ''os-migrateLive'' instance %s: containers cannot move live between hosts.',
             p_uuid));
     END IF;
+    -- A port's device (its tap) exists only where the port is bound, and a
+    -- port has one binding: the destination's network agent would make no
+    -- tap for the arriving guest.  Refused at once rather than failing
+    -- after the destination waited for taps that never come; cold
+    -- migration moves such servers (the binding moves with the claim).
+    IF EXISTS (SELECT 1 FROM net.ports p WHERE p.device_id = i.uuid::text) THEN
+        RETURN jsonb_build_object('code', 409, 'message', format(
+            'Cannot ''os-migrateLive'' instance %s: live migration of a server with ports is '
+            'not available in this release of Nimbus (a port is bound to one host at a time); '
+            'use cold migration (migrate).', p_uuid));
+    END IF;
     IF a->>'host' IS NOT NULL AND (a->>'host' = i.host OR a->>'host' = i.node) THEN
         RETURN jsonb_build_object('code', 400, 'message', format(
             'Unable to migrate instance (%s) to current host (%s).', p_uuid, i.host));

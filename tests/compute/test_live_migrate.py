@@ -102,6 +102,18 @@ sid = b['server']['id']
 wait_for('lm1 ACTIVE', status_is(sid, 'ACTIVE'))
 src = host_of(sid)
 dst = other(src)
+
+# ---- A server with a port cannot move live (a port is bound to one host at
+# a time, so the destination would have no tap): 409, nothing changed.
+# Without its port it can.
+st, _, b = live(sid)
+check(st == 409 and 'with ports' in str(b), f'a server with a port -> 409 ({st} {b})')
+unchanged(sid, 'refused for its port', src)
+port = sql(cloud, f"SELECT id FROM net.ports WHERE device_id = '{sid}'")
+st, _, b = api.req('DELETE', f'/servers/{sid}/os-interface/{port}')
+check(st == 202, f'its port detached ({st} {b})')
+wait_for('the server has no port any more', lambda: sql(
+    cloud, f"SELECT count(*) FROM net.ports WHERE device_id = '{sid}'") == '0')
 base = {n: used(n) for n in NODES}
 
 # ---- Refusals.
