@@ -15,6 +15,7 @@
 #include <openssl/evp.h>
 
 #include "proc.h"
+#include "qcow2.h"
 #include "strbuf.h"
 
 /* A file verified once is trusted while its size and mtime stay the same;
@@ -324,24 +325,6 @@ img_cache_base(struct img_cache *c, const struct inst_image *img,
 }
 
 /* The backing file and virtual size of a qcow2 overlay, from qemu-img info. */
-static int
-overlay_info(const char *path, char *backing, size_t blen, uint64_t *vsize)
-{
-    char out[8192], err[512];
-    const char *argv[] = { "qemu-img", "info", "--output=json", "-U", (char *)path, NULL };
-    int r = proc_run(argv, out, sizeof out, err, sizeof err);
-    if (r)
-        return r;
-    json_t *j = json_loads(out, 0, NULL);
-    if (!j)
-        return -EINVAL;
-    const char *b = json_string_value(json_object_get(j, "backing-filename"));
-    bfmt(backing, blen, "%s", b ? b : "");
-    *vsize = (uint64_t)json_integer_value(json_object_get(j, "virtual-size"));
-    json_decref(j);
-    return 0;
-}
-
 int
 img_cache_overlay(struct img_cache *c, const char *base, const char *base_fmt,
                   const char *overlay, unsigned size_gb, char *err, size_t errlen)
@@ -351,37 +334,27 @@ img_cache_overlay(struct img_cache *c, const char *base, const char *base_fmt,
     struct stat st;
 
     if (stat(overlay, &st) == 0 &&
-        overlay_info(overlay, backing, sizeof backing, &vsize) == 0 &&
+        qcow2_info(overlay, backing, sizeof backing, &vsize) == 0 &&
         !strcmp(backing, base) && (vsize >= want))
         return 0;   /* Already there (a restart after a crash). */
 
+    /* Never smaller than the base; both read from headers, and the
+     * overlay written directly (qcow2.h), so that a create starts no
+     * qemu-img. */
     uint64_t base_size = 0;
-    char tmp[PATH_MAX], sz[32];
-    {
-        char out[8192], e2[256];
-        const char *argv[] = { "qemu-img", "info", "--output=json", "-U", "-f", (char *)base_fmt,
-                         (char *)base, NULL };
-        if (proc_run(argv, out, sizeof out, e2, sizeof e2) == 0) {
-            json_t *j = json_loads(out, 0, NULL);
-            if (j)
-                base_size = (uint64_t)json_integer_value(json_object_get(j, "virtual-size"));
-            json_decref(j);
-        }
+    int r = qcow2_virtual_size(base, base_fmt, &base_size);
+    if (r) {
+        bfmt(err, errlen, "base %s (%s): %s", base, base_fmt,
+             r == -EINVAL ? "not an image of that format" : strerror(-r));
+        return r;
     }
     if (want < base_size)
         want = base_size;
+    char tmp[PATH_MAX];
     bfmt(tmp, sizeof tmp, "%s.tmp", overlay);
     unlink(tmp);
-    const char *argv[] = { "qemu-img", "create", "-q", "-f", "qcow2", "-b", (char *)base,
-                     "-F", (char *)base_fmt, tmp, sz, NULL };
-    bfmt(sz, sizeof sz, "%llu", (unsigned long long)want);
-    if (!want)
-        argv[10] = NULL;
-    int r = proc_run(argv, NULL, 0, err, errlen);
-    if (r) {
-        unlink(tmp);
+    if ((r = qcow2_create_overlay(tmp, base, base_fmt, want, err, errlen)))
         return r;
-    }
     if (rename(tmp, overlay) < 0) {
         r = -errno;
         bfmt(err, errlen, "overlay %s: %s", overlay, strerror(-r));
