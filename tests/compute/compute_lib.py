@@ -133,13 +133,26 @@ def start_agent(conf, log_path):
                                        '--config', conf], stdout=log, stderr=log)
 
 
+def remove_domains(sids, uris=('qemu:///system',)):
+    """Destroys and undefines the domains of servers 'sids' on the
+    libvirtds at 'uris' (a test's clean-up; missing ones are fine)."""
+    for u in sids:
+        for uri in uris:
+            for cmd in (['destroy'], ['undefine', '--managed-save']):
+                subprocess.run(['virsh', '-q', '-c', uri, *cmd, 'nimbus-' + u],
+                               capture_output=True)
+
+
+def kill_procs(procs):
+    """Kills those of 'procs' still running."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+
+
 def kill_at_exit(*procs):
     """Kills, when the test exits, those of 'procs' still running."""
-    def kill():
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    atexit.register(kill)
+    atexit.register(kill_procs, procs)
 
 
 def get_server(api, sid):
@@ -197,31 +210,56 @@ class AgentRun:
     def status_is(self, sid, want):
         return status_is(self.api, sid, want)
 
+    def status(self, sid):
+        """The server's status, or the HTTP status of the GET (404)."""
+        s = get_server(self.api, sid)
+        return s if isinstance(s, int) else s['status']
+
     def act(self, sid, body, a=None):
         return server_action(a or self.api, sid, body)
 
 
 class MoveRun(AgentRun):
-    """Fake-hypervisor nimbus-compute agents of 'nodes', for tests of moves
-    between hosts (test_migrate, test_live_migrate): each with its own
-    state directory, a console listener (which serves disks to the other
-    nodes) and the libvirt URI qemu+tcp://<node>.example/system; AgentRun's
-    helpers, waiting while every agent lives, and the hosts' usage.
-    'agents', 'logs', 'states' and 'confs' are per node (a test may put a
-    restarted agent in 'agents')."""
+    """nimbus-compute agents of 'nodes', for tests of moves between hosts
+    (test_migrate, test_live_migrate with the fake hypervisor;
+    test_migrate_libvirt, test_live_migrate_libvirt with real guests):
+    each with its own state directory and a console listener (which serves
+    disks to the other nodes); AgentRun's helpers, waiting while every
+    agent lives (checking every 'poll' seconds), the hosts' usage.  The
+    fake's agents register the libvirt URI qemu+tcp://<node>.example/system;
+    'hv_extra' (node -> [hypervisor] lines) replaces it, and 'conf' gives
+    write_agent_conf() more arguments.  'agents', 'logs', 'states' and
+    'confs' are per node (a test may put a restarted agent in 'agents')."""
 
-    def __init__(self, cloud, api, nodes):
-        self.cloud, self.api, self.nodes = cloud, api, nodes
+    def __init__(self, cloud, api, nodes, hypervisor='fake', hv_extra=None, poll=0.05,
+                 **conf):
+        self.cloud, self.api, self.nodes, self.poll = cloud, api, nodes, poll
         self.agents, self.logs, self.states, self.confs = {}, {}, {}, {}
         for n in nodes:
             tf = os.path.join(cloud.dir, f'{n}.token')
             cloud.manage('node', 'add', n, '--output', tf)
             self.states[n] = os.path.join(cloud.dir, f'state-{n}')
-            self.confs[n] = write_agent_conf(
-                cloud, n, tf, state_dir=self.states[n], console=True,
-                hv_extra=f'migration_uri = qemu+tcp://{n}.example/system\n')
+            extra = (hv_extra or {}).get(n, f'migration_uri = qemu+tcp://{n}.example/system\n')
+            self.confs[n] = write_agent_conf(cloud, n, tf, state_dir=self.states[n],
+                                             hypervisor=hypervisor, console=True,
+                                             hv_extra=extra, **conf)
             self.logs[n] = os.path.join(cloud.dir, f'agent-{n}.log')
             self.agents[n] = start_agent(self.confs[n], self.logs[n])
+
+    def inst_dir(self, n, sid):
+        """Where node 'n' keeps the storage of server 'sid'."""
+        return os.path.join(self.states[n], 'instances', sid)
+
+    def console_file(self, n, sid):
+        """The console log of 'sid' on node 'n' ('' when there is none)."""
+        try:
+            with open(os.path.join(self.inst_dir(n, sid), 'console.log'), 'rb') as f:
+                return f.read().decode(errors='replace')
+        except OSError:
+            return ''
+
+    def kill(self):
+        kill_procs(self.agents.values())
 
     def node_log_tail(self, n, size=3000):
         with open(self.logs[n], 'rb') as f:
@@ -240,7 +278,7 @@ class MoveRun(AgentRun):
             if v:
                 check(True, f'{what} ({time.time() - t0:.1f}s)')
                 return v
-            time.sleep(0.05)
+            time.sleep(self.poll)
         check(False, f'{what} (last: {v!r})\n'
               + ''.join(self.node_log_tail(n, 1500) for n in self.nodes))
         return None
@@ -355,13 +393,14 @@ def upload_image(cloud, tok, name, path, disk_format, **props):
     return img['id']
 
 
-def upload_guest(cloud, tok, guest):
+def upload_guest(cloud, tok, guest, cmdline='console=ttyS0 quiet'):
     """The test guest uploaded to the cloud's nimbus-image as an aki/ari/ami
-    triple (public; the ami names the others and a serial console command
-    line); returns (kernel, ramdisk, image) ids."""
+    triple (public; the ami names the others and the kernel command line
+    'cmdline', a serial console by default); returns (kernel, ramdisk,
+    image) ids."""
     kernel = upload_image(cloud, tok, 'guest-kernel', os.path.join(guest, 'vmlinuz'), 'aki')
     ramdisk = upload_image(cloud, tok, 'guest-initrd', os.path.join(guest, 'initrd.img'), 'ari')
     image = upload_image(cloud, tok, 'guest', os.path.join(guest, 'disk.qcow2'), 'ami',
                          kernel_id=kernel, ramdisk_id=ramdisk,
-                         os_command_line='console=ttyS0 quiet')
+                         os_command_line=cmdline)
     return kernel, ramdisk, image

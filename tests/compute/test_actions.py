@@ -351,13 +351,7 @@ check(sql(cloud, "SELECT count(*) FROM instances WHERE NOT deleted AND task_stat
 # ---- The same through the openstack client (2.1).
 OSC = '/usr/bin/openstack'
 if os.path.exists(OSC):
-    conf = cloud.clouds_yaml()
-    env = {k: v for k, v in os.environ.items() if not k.startswith('OS_')}
-    env.update(OS_CLIENT_CONFIG_FILE=conf, OS_CLOUD='test')
-
-    def osc(*args):
-        return subprocess.run([OSC, *args], env=env, capture_output=True, text=True, timeout=120)
-
+    osc = cloud.osc
     r = osc('console', 'log', 'show', '--lines', '3', 'vm1')
     check(r.returncode == 0 and 'booted with 2 vcpus' in r.stdout,
           f'openstack console log show --lines 3 ({r.returncode} {r.stderr[-200:]})')

@@ -19,16 +19,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'image'))
 import compute_lib  # noqa: E402
 import ws_lib  # noqa: E402
-from compute_lib import NET, Compute, Schedulers, check, done, nt, sql  # noqa: E402,F401
+from compute_lib import NET, Compute, Schedulers, check, done, sql  # noqa: E402,F401
 
-AGENT = os.path.join(nt.BUILD, 'compute-agent', 'nimbus-compute')
 VIRSH = compute_lib.VIRSH
 GUEST = compute_lib.libvirt_guest_or_skip()
 
@@ -57,45 +55,17 @@ scheds = Schedulers(cloud, 1)
 servers = []
 
 
+run = compute_lib.AgentRun(agent, agent_log, api)
+wait_for, status = run.wait_for, run.status
+
+
 def cleanup():
-    if agent.poll() is None:
-        agent.kill()
-    for p in scheds.procs:
-        if p.poll() is None:
-            p.kill()
-    for u in servers:
-        subprocess.run(VIRSH + ['destroy', 'nimbus-' + u], capture_output=True)
-        subprocess.run(VIRSH + ['undefine', '--managed-save', 'nimbus-' + u],
-                       capture_output=True)
+    compute_lib.kill_procs([agent] + scheds.procs)
+    compute_lib.remove_domains(servers)
 
 
 atexit.register(cleanup)
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-
-
-def log_tail():
-    with open(agent_log, 'rb') as f:
-        return f.read().decode(errors='replace')[-4000:]
-
-
-def wait_for(what, fn, timeout):
-    t0 = time.time()
-    v = None
-    while time.time() < t0 + timeout:
-        if agent.poll() is not None:
-            break
-        v = fn()
-        if v:
-            check(True, f'{what} ({time.time() - t0:.1f}s)')
-            return v
-        time.sleep(0.5)
-    check(False, f'{what} (last: {v!r})')
-    return None
-
-
-def status(sid):
-    st, _, b = api.req('GET', f'/servers/{sid}')
-    return b['server']['status'] if st == 200 else st
 
 
 wait_for('the agent registers', lambda: sql(cloud, f"""SELECT count(*) FROM compute_nodes
@@ -109,7 +79,7 @@ if sid:
     servers.append(sid)
     wait_for('BUILD -> ACTIVE with a real QEMU guest', lambda: status(sid) == 'ACTIVE', 180)
     port = None
-    for line in log_tail().splitlines():
+    for line in run.log_tail(4000).splitlines():
         if '/healthz and /metrics on 127.0.0.1:' in line:
             port = line.rsplit(':', 1)[1].strip()
 
@@ -132,11 +102,7 @@ if sid:
 
     wait_for('os-getConsoleOutput shows the guest\'s boot messages',
              lambda: 'nimbus-guest: ready' in api_console(), 30)
-    conf = cloud.clouds_yaml()
-    env = {k: v for k, v in os.environ.items() if not k.startswith('OS_')}
-    env.update(OS_CLIENT_CONFIG_FILE=conf, OS_CLOUD='test')
-    r = subprocess.run(['/usr/bin/openstack', 'console', 'log', 'show', '--lines', '40', sid],
-                       env=env, capture_output=True, text=True, timeout=120)
+    r = cloud.osc('console', 'log', 'show', '--lines', '40', sid)
     check(r.returncode == 0 and 'nimbus-guest: ready' in r.stdout,
           f'openstack console log show --lines 40 prints it ({r.returncode} {r.stderr[-300:]})')
 
@@ -281,5 +247,5 @@ if sid:
     wait_for('no overlay left', lambda: not os.path.exists(os.path.dirname(disk)), 30)
 
 if compute_lib.failures:
-    print('---- agent log\n' + log_tail())
+    print('---- agent log\n' + run.log_tail(4000))
 done()

@@ -8,7 +8,6 @@ API with the client's exact body (CLIENT-CAPTURES.md) and drives the rest
 with the client."""
 import json
 import os
-import subprocess
 import sys
 
 from compute_lib import IMAGE, Compute, check, done, nt, seed, sql
@@ -29,16 +28,10 @@ cloud.create_image(tok, id=IMAGE, name='cirros', disk_format='raw', visibility='
 st, _ = cloud.upload(tok, IMAGE, b'\0' * 65536)
 check(st == 204, 'image cirros uploaded to nimbus-image')
 seed(cloud)   # the shared network the client's captured body names
-conf = cloud.clouds_yaml()
 
 
 def osc(*args, fmt=True, check_rc=True):
-    env = dict(os.environ, OS_CLIENT_CONFIG_FILE=conf, OS_CLOUD='test')
-    for k in list(env):
-        if k.startswith('OS_') and k not in ('OS_CLIENT_CONFIG_FILE', 'OS_CLOUD'):
-            del env[k]
-    cmd = [OPENSTACK, *args] + (['-f', 'json'] if fmt else [])
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    r = cloud.osc(*args, fmt=fmt)
     if check_rc and r.returncode != 0:
         print(f'command failed: {" ".join(args)}\n{r.stderr}\n{cloud.log_tail(10)}')
     return r

@@ -24,7 +24,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'image'))
@@ -52,82 +51,41 @@ r = subprocess.run([PAIR, 'start', pair_dir], capture_output=True, text=True)
 if r.returncode != 0:
     print(f'cannot start the second libvirtd: {r.stderr[-500:]}')
     sys.exit(1)
+atexit.register(subprocess.run, [PAIR, 'stop', pair_dir], capture_output=True)
 env = dict(re.findall(r"^(\w+)='([^']*)'$", r.stdout, re.M))
 URI = {NODES[0]: 'qemu:///system', NODES[1]: env['NIMBUS_PAIR_URI']}
 REACH = {NODES[0]: env['NIMBUS_SYSTEM_URI'], NODES[1]: env['NIMBUS_PAIR_URI']}
 
-agents, logs, states, servers = {}, {}, {}, []
+servers = []
 
 
 def virsh(n, *args):
     return subprocess.run(['virsh', '-q', '-c', URI[n], *args], capture_output=True, text=True)
 
 
-def cleanup():
-    for p in list(agents.values()) + scheds.procs:
-        if p.poll() is None:
-            p.kill()
-    for u in servers:
-        for n in NODES:
-            virsh(n, 'destroy', 'nimbus-' + u)
-            virsh(n, 'undefine', '--managed-save', 'nimbus-' + u)
-    subprocess.run([PAIR, 'stop', pair_dir], capture_output=True)
-
-
+kernel, ramdisk, image = compute_lib.upload_guest(
+    cloud, tok, GUEST, cmdline='console=ttyS0 quiet nimbus.heartbeat=1')
+run = compute_lib.MoveRun(cloud, api, NODES, hypervisor='libvirt', poll=0.5,
+                          hv_extra={n: f'libvirt_uri = {URI[n]}\nmigration_uri = {REACH[n]}\n'
+                                    for n in NODES},
+                          reconcile_interval=2, stop_timeout=5, source_extra='heartbeat = 2\n')
 scheds = Schedulers(cloud, 1)
+states, wait_for, console_file = run.states, run.wait_for, run.console_file
+
+
+def cleanup():
+    run.kill()
+    compute_lib.kill_procs(scheds.procs)
+    compute_lib.remove_domains(servers, URI.values())
+
+
 atexit.register(cleanup)
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
 
-kernel = compute_lib.upload_image(cloud, tok, 'guest-kernel', os.path.join(GUEST, 'vmlinuz'),
-                                  'aki')
-ramdisk = compute_lib.upload_image(cloud, tok, 'guest-initrd',
-                                   os.path.join(GUEST, 'initrd.img'), 'ari')
-image = compute_lib.upload_image(cloud, tok, 'guest', os.path.join(GUEST, 'disk.qcow2'), 'ami',
-                                 kernel_id=kernel, ramdisk_id=ramdisk,
-                                 os_command_line='console=ttyS0 quiet nimbus.heartbeat=1')
-for n in NODES:
-    tf = os.path.join(cloud.dir, f'{n}.token')
-    cloud.manage('node', 'add', n, '--output', tf)
-    states[n] = os.path.join(cloud.dir, f'state-{n}')
-    conf = compute_lib.write_agent_conf(
-        cloud, n, tf, state_dir=states[n], hypervisor='libvirt', console=True,
-        reconcile_interval=2, stop_timeout=5, source_extra='heartbeat = 2\n',
-        hv_extra=f'libvirt_uri = {URI[n]}\nmigration_uri = {REACH[n]}\n')
-    logs[n] = os.path.join(cloud.dir, f'{n}.log')
-    agents[n] = compute_lib.start_agent(conf, logs[n])
-
-
-def log_tail(n):
-    with open(logs[n], 'rb') as f:
-        return f.read().decode(errors='replace')[-3000:]
-
-
-def wait_for(what, fn, timeout):
-    t0 = time.time()
-    v = None
-    while time.time() < t0 + timeout:
-        if any(p.poll() is not None for p in agents.values()):
-            break
-        v = fn()
-        if v:
-            check(True, f'{what} ({time.time() - t0:.1f}s)')
-            return v
-        time.sleep(0.5)
-    check(False, f'{what} (last: {v!r})')
-    return None
-
 
 def server(sid):
-    st, _, b = api.req('GET', f'/servers/{sid}')
-    return b['server'] if st == 200 else {'status': st}
-
-
-def console_file(n, sid):
-    try:
-        with open(os.path.join(states[n], 'instances', sid, 'console.log'), 'rb') as f:
-            return f.read().decode(errors='replace')
-    except OSError:
-        return ''
+    s = run.server(sid)
+    return {'status': s} if isinstance(s, int) else s
 
 
 def heartbeats(n, sid):
@@ -138,15 +96,6 @@ def heartbeats(n, sid):
 def domstate(n, sid):
     r = virsh(n, 'domstate', 'nimbus-' + sid)
     return r.stdout.strip() if r.returncode == 0 else 'none'
-
-
-def osc(*args):
-    e = dict(os.environ, OS_CLIENT_CONFIG_FILE=cloud.clouds_yaml(), OS_CLOUD='test')
-    for k in list(e):
-        if k.startswith('OS_') and k not in ('OS_CLIENT_CONFIG_FILE', 'OS_CLOUD'):
-            del e[k]
-    return subprocess.run([OPENSTACK, *args], env=e, capture_output=True, text=True,
-                          timeout=120)
 
 
 wait_for('both agents register with the URI the other libvirtd reaches them at',
@@ -169,7 +118,7 @@ if sid:
     used_src = sql(cloud, f"SELECT vcpus_used FROM compute_nodes "
                           f"WHERE hypervisor_hostname = '{src}'")
 
-    r = osc('server', 'migrate', '--live-migration', sid)
+    r = cloud.osc('server', 'migrate', '--live-migration', sid)
     check(r.returncode == 0, f'openstack server migrate --live-migration ({r.stderr[-500:]})')
     s = server(sid)
     check(s['status'] == 'MIGRATING' or s['OS-EXT-SRV-ATTR:hypervisor_hostname'] == dst,
@@ -193,14 +142,14 @@ if sid:
     m = b['migrations'][0] if st == 200 and b['migrations'] else {}
     check(m.get('status') == 'completed' and m.get('source_compute') == src
           and m.get('dest_compute') == dst, f'the migration row is completed ({m})')
-    r = osc('server', 'migration', 'list', '-f', 'json')
+    r = cloud.osc('server', 'migration', 'list', fmt=True)
     rows = json.loads(r.stdout) if r.returncode == 0 else []
     check(any(x.get('Status') == 'completed' and x.get('Server UUID', x.get('Instance UUID')) == sid
               for x in rows), f'openstack server migration list: completed ({rows} {r.stderr[-300:]})')
     wait_for("the source's storage deleted",
              lambda: not os.path.exists(os.path.join(states[src], 'instances', sid)), 60)
     check(sql(cloud, f"SELECT vcpus_used FROM compute_nodes WHERE hypervisor_hostname = '{src}'")
-          == str(int(used_src) - 1), f"the source's usage given back")
+          == str(int(used_src) - 1), "the source's usage given back")
 
     st, _, _ = api.req('DELETE', f'/servers/{sid}')
     check(st == 204, 'delete 204')
@@ -209,5 +158,5 @@ if sid:
 
 if compute_lib.failures:
     for n in NODES:
-        print(f'---- {n} log\n' + log_tail(n))
+        print(f'---- {n} log\n' + run.node_log_tail(n))
 done()

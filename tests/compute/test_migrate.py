@@ -337,10 +337,7 @@ st, _, b = api.req('GET', f'/os-migrations?host={NODES[0]}')
 check(st == 200 and len(b['migrations']) == 5, 'filter host (source or destination)')
 OSC = '/usr/bin/openstack'
 if os.path.exists(OSC):
-    env = {k: v for k, v in os.environ.items() if not k.startswith('OS_')}
-    env.update(OS_CLIENT_CONFIG_FILE=cloud.clouds_yaml(), OS_CLOUD='test')
-    r = subprocess.run([OSC, 'server', 'migration', 'list', '-f', 'json'], env=env,
-                       capture_output=True, text=True, timeout=120)
+    r = cloud.osc('server', 'migration', 'list', fmt=True)
     rows = json.loads(r.stdout) if r.returncode == 0 else []
     check(len(rows) == 5 and all(x['Server UUID'] == sid for x in rows),
           f'openstack server migration list (2.1) ({r.returncode} {r.stderr[-300:]})')

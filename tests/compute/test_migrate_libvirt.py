@@ -19,14 +19,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'image'))
 import compute_lib  # noqa: E402
-from compute_lib import NET, Compute, Schedulers, check, done, nt, sql  # noqa: E402
+from compute_lib import NET, Compute, Schedulers, check, done, sql  # noqa: E402
 
-AGENT = os.path.join(nt.BUILD, 'compute-agent', 'nimbus-compute')
 VIRSH = compute_lib.VIRSH
 GUEST = compute_lib.libvirt_guest_or_skip()
 
@@ -39,86 +37,23 @@ tok, body = cloud.token()
 api = Compute(cloud, tok)
 kernel, ramdisk, image = compute_lib.upload_guest(cloud, tok, GUEST)
 os.chmod(cloud.dir, 0o755)   # QEMU reads the overlays.
-agents, logs, states = {}, {}, {}
-for n in NODES:
-    tf = os.path.join(cloud.dir, f'{n}.token')
-    cloud.manage('node', 'add', n, '--output', tf)
-    states[n] = os.path.join(cloud.dir, f'state-{n}')
-    conf = os.path.join(cloud.dir, f'{n}.conf')
-    with open(conf, 'w') as f:
-        f.write(f"""[agent]
-node = {n}
-state_dir = {states[n]}
-image_fetch = http
-image_url = http://127.0.0.1:{cloud.image_port}
-reconcile_interval = 2
-stop_timeout = 5
-delete_grace = 5
-listen = 127.0.0.1
-port = 0
-[console]
-listen = 127.0.0.1
-port = 0
-[hypervisor]
-type = libvirt
-[source]
-type = http
-api_url = {cloud.url('compute', '/agent/v1')}
-node_token_file = {tf}
-heartbeat = 2
-""")
-    logs[n] = os.path.join(cloud.dir, f'{n}.log')
-    agents[n] = subprocess.Popen([AGENT, '--config', conf], stdout=open(logs[n], 'ab'),
-                                 stderr=subprocess.STDOUT)
+run = compute_lib.MoveRun(cloud, api, NODES, hypervisor='libvirt', hv_extra=dict.fromkeys(NODES, ''),
+                          poll=0.5, reconcile_interval=2, stop_timeout=5,
+                          source_extra='heartbeat = 2\n')
+states, wait_for, status, console_file, act = (run.states, run.wait_for, run.status,
+                                                run.console_file, run.act)
 scheds = Schedulers(cloud, 1)
 servers = []
 
 
 def cleanup():
-    for p in list(agents.values()) + scheds.procs:
-        if p.poll() is None:
-            p.kill()
-    for u in servers:
-        subprocess.run(VIRSH + ['destroy', 'nimbus-' + u], capture_output=True)
-        subprocess.run(VIRSH + ['undefine', '--managed-save', 'nimbus-' + u],
-                       capture_output=True)
+    run.kill()
+    compute_lib.kill_procs(scheds.procs)
+    compute_lib.remove_domains(servers)
 
 
 atexit.register(cleanup)
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-
-
-def log_tail(n):
-    with open(logs[n], 'rb') as f:
-        return f.read().decode(errors='replace')[-3000:]
-
-
-def wait_for(what, fn, timeout):
-    t0 = time.time()
-    v = None
-    while time.time() < t0 + timeout:
-        if any(p.poll() is not None for p in agents.values()):
-            break
-        v = fn()
-        if v:
-            check(True, f'{what} ({time.time() - t0:.1f}s)')
-            return v
-        time.sleep(0.5)
-    check(False, f'{what} (last: {v!r})')
-    return None
-
-
-def server(sid):
-    st, _, b = api.req('GET', f'/servers/{sid}')
-    return b['server'] if st == 200 else {'status': st}
-
-
-def status(sid):
-    return server(sid)['status']
-
-
-def act(sid, body):
-    return api.req('POST', f'/servers/{sid}/action', body)
 
 
 def domain_xml(sid):
@@ -140,16 +75,8 @@ def domain_running(sid):
                           text=True).stdout.strip() == 'running'
 
 
-def console_file(n, sid):
-    try:
-        with open(os.path.join(states[n], 'instances', sid, 'console.log'), 'rb') as f:
-            return f.read().decode(errors='replace')
-    except OSError:
-        return ''
-
-
 def disk(n, sid):
-    return os.path.join(states[n], 'instances', sid, 'disk.qcow2')
+    return os.path.join(run.inst_dir(n, sid), 'disk.qcow2')
 
 
 def marker_reads(path):
@@ -175,7 +102,7 @@ sid = b['server']['id'] if st == 202 else None
 if sid:
     servers.append(sid)
     wait_for('ACTIVE with a real QEMU guest', lambda: status(sid) == 'ACTIVE', 180)
-    src = server(sid)['OS-EXT-SRV-ATTR:hypervisor_hostname']
+    src = run.host_of(sid)
     dst = NODES[1] if src == NODES[0] else NODES[0]
     check(domain_node(sid) == src, f'the domain names its node {src}')
     wait_for('the guest booted on the source',
@@ -196,8 +123,7 @@ if sid:
     st, _, b = act(sid, {'migrate': None})
     check(st == 202, f'migrate ({st} {b})')
     wait_for('VERIFY_RESIZE', lambda: status(sid) == 'VERIFY_RESIZE', 300)
-    s = server(sid)
-    check(s['OS-EXT-SRV-ATTR:hypervisor_hostname'] == dst, 'the server is on the other node')
+    check(run.host_of(sid) == dst, 'the server is on the other node')
     check(domain_node(sid) == dst and domain_running(sid),
           f'the domain now names {dst} and runs ({domain_node(sid)})')
     wait_for('the guest boots on the destination (its console there)',
@@ -237,5 +163,5 @@ if sid:
 
 if compute_lib.failures:
     for n in NODES:
-        print(f'---- {n} log\n' + log_tail(n))
+        print(f'---- {n} log\n' + run.node_log_tail(n))
 done()

@@ -206,13 +206,7 @@ wait_for('ACTIVE on its own disk', lambda: status_is(sid, 'ACTIVE')()
 # ---- The openstack client.
 OSC = '/usr/bin/openstack'
 if os.path.exists(OSC):
-    conf = cloud.clouds_yaml()
-    env = {k: v for k, v in os.environ.items() if not k.startswith('OS_')}
-    env.update(OS_CLIENT_CONFIG_FILE=conf, OS_CLOUD='test')
-
-    def osc(*args):
-        return subprocess.run([OSC, *args], env=env, capture_output=True, text=True, timeout=120)
-
+    osc = cloud.osc
     r = osc('server', 'rescue', '--image', 'rescue-img', '--password', SECRET, sid)
     check(r.returncode == 0, f'openstack server rescue --image --password ({r.returncode} {r.stderr[-300:]})')
     wait_for('RESCUE', status_is(sid, 'RESCUE'))

@@ -362,15 +362,8 @@ check(ports_of(tok, bid) == [] and sql(cloud, f"SELECT count(*) FROM net.ports W
 # ---- The real client: server create --network, server show, port list --server.
 OPENSTACK = '/usr/bin/openstack'
 if os.path.exists(OPENSTACK):
-    conf = cloud.clouds_yaml()
-    env = dict(os.environ, OS_CLIENT_CONFIG_FILE=conf, OS_CLOUD='test')
-    for k in list(env):
-        if k.startswith('OS_') and k not in ('OS_CLIENT_CONFIG_FILE', 'OS_CLOUD'):
-            del env[k]
-
     def osc(*args):
-        r = subprocess.run([OPENSTACK, *args, '-f', 'json'], env=env, capture_output=True,
-                           text=True, timeout=120)
+        r = cloud.osc(*args, fmt=True)
         if r.returncode:
             print(f'command failed: {" ".join(args)}\n{r.stderr}')
             return None
@@ -391,18 +384,15 @@ if os.path.exists(OPENSTACK):
           f'openstack port list --server cli-vm ({pl})')
     st, _, b = net(tok, 'POST', '/ports', {'port': {'network_id': adm_net, 'name': 'extra'}})
     extra = b['port']['id']
-    r = subprocess.run([OPENSTACK, 'server', 'add', 'port', 'cli-vm', 'extra'], env=env,
-                       capture_output=True, text=True, timeout=120)
+    r = cloud.osc('server', 'add', 'port', 'cli-vm', 'extra')
     pl = osc('port', 'list', '--server', 'cli-vm')
     check(r.returncode == 0 and pl and {x['ID'] for x in pl} >= {extra},
           f'openstack server add port ({r.stderr[-300:]})')
-    r = subprocess.run([OPENSTACK, 'server', 'remove', 'port', 'cli-vm', 'extra'], env=env,
-                       capture_output=True, text=True, timeout=120)
+    r = cloud.osc('server', 'remove', 'port', 'cli-vm', 'extra')
     pl = osc('port', 'list', '--server', 'cli-vm')
     check(r.returncode == 0 and pl is not None and extra not in {x['ID'] for x in pl},
           f'openstack server remove port ({r.stderr[-300:]})')
-    r = subprocess.run([OPENSTACK, 'server', 'delete', '--wait', 'cli-vm'], env=env,
-                       capture_output=True, text=True, timeout=120)
+    r = cloud.osc('server', 'delete', '--wait', 'cli-vm')
     check(r.returncode == 0, f'openstack server delete --wait ({r.stderr[-300:]})')
     check(osc('port', 'list', '--network', 'cli-net', '--device-owner', 'compute:nova') == [],
           'no port left on cli-net')

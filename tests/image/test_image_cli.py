@@ -21,13 +21,8 @@ class ImageCLI(it.ImageCase):
         cls.c = it.ImageCloud()
 
     def osc(self, *args, user='admin', password=None, project='admin', check=True, fmt=True):
-        env = dict(os.environ, OS_CLIENT_CONFIG_FILE=self.c.clouds_yaml(user, password, project),
-                   OS_CLOUD='test')
-        for k in list(env):
-            if k.startswith('OS_') and k not in ('OS_CLIENT_CONFIG_FILE', 'OS_CLOUD'):
-                del env[k]
-        cmd = [OPENSTACK, *args] + (['-f', 'json'] if fmt else [])
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+        r = self.c.osc(*args, user=user, password=password, project=project, fmt=fmt,
+                       timeout=180)
         if check and r.returncode != 0:
             raise AssertionError(f'{" ".join(args)} failed ({r.returncode}):\n{r.stderr}\n'
                                  + self.c.image_log_tail())

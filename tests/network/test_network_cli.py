@@ -3,7 +3,6 @@ from Debian): network, subnet, port and security group commands as a user
 types them."""
 import json
 import os
-import subprocess
 import sys
 import unittest
 
@@ -24,12 +23,7 @@ class NetworkClient(unittest.TestCase):
         cls.cloud.close()
 
     def osc(self, *args, check=True, fmt=True):
-        env = dict(os.environ, OS_CLIENT_CONFIG_FILE=self.cloud.clouds_yaml(), OS_CLOUD='test')
-        for k in list(env):
-            if k.startswith('OS_') and k not in ('OS_CLIENT_CONFIG_FILE', 'OS_CLOUD'):
-                del env[k]
-        cmd = [OPENSTACK, *args] + (['-f', 'json'] if fmt else [])
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        r = self.cloud.osc(*args, fmt=fmt)
         if check and r.returncode != 0:
             raise AssertionError(f'{" ".join(args)} failed ({r.returncode}):\n{r.stderr}\n'
                                  + self.cloud.log_tail())
