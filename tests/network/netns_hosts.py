@@ -10,6 +10,7 @@ import atexit
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -153,6 +154,17 @@ class Hosts:
             time.sleep(0.2)
         check(False, f'{what} (last: {v!r})')
         return None
+
+    def stop_agents(self):
+        """SIGTERM to every agent; each must exit with 0 (checks)."""
+        for (name, h), p in self.agents.items():
+            p.send_signal(signal.SIGTERM)
+            try:
+                rc = p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                rc = 'timeout'
+            check(rc == 0, f'nimbus-{name} on {h} exits cleanly ({rc})')
 
     def links(self, h):
         """Names of the network devices in host 'h'."""

@@ -18,7 +18,6 @@ runc, dnsmasq, nft and busybox; skips (77) otherwise."""
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -305,14 +304,7 @@ dns = [p for p in os.listdir('/proc') if p.isdigit() and cmdline(p).startswith(b
        and cloud.dir.encode() in cmdline(p)]
 check(dns == [], f'no dnsmasq of the test left ({dns})')
 
-for (name, h), p in agents.items():
-    p.send_signal(signal.SIGTERM)
-    try:
-        rc = p.wait(30)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        rc = 'timeout'
-    check(rc == 0, f'nimbus-{name} on {h} exits cleanly ({rc})')
+H.stop_agents()
 scheds.stop()
 if compute_lib.failures:
     for h in HOSTS:

@@ -20,7 +20,6 @@ otherwise."""
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 
@@ -112,12 +111,7 @@ check(binding() == (src, None), f'the port is bound to {src} ({binding()})')
 
 
 def osc(*args):
-    e = dict(os.environ, OS_CLIENT_CONFIG_FILE=cloud.clouds_yaml(), OS_CLOUD='test')
-    for k in list(e):
-        if k.startswith('OS_') and k not in ('OS_CLIENT_CONFIG_FILE', 'OS_CLOUD'):
-            del e[k]
-    return subprocess.run([OPENSTACK, *args], env=e, capture_output=True, text=True,
-                          timeout=120)
+    return compute_lib.osc(cloud, *args)
 
 
 # The destination's nimbus-network is frozen: its compute agent must wait.
@@ -169,14 +163,7 @@ wait_for('gone (404)', lambda: server(A, sid) == 404)
 for h in HOSTS:
     wait_for(f'no tap left in {h}', lambda: not any(n.startswith('tap') for n in H.links(h)))
 
-for (name, h), p in H.agents.items():
-    p.send_signal(signal.SIGTERM)
-    try:
-        rc = p.wait(30)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        rc = 'timeout'
-    check(rc == 0, f'nimbus-{name} on {h} exits cleanly ({rc})')
+H.stop_agents()
 scheds.stop()
 if compute_lib.failures:
     for h in HOSTS:
