@@ -19,6 +19,7 @@ import uuid
 SOURCE = os.environ.get('NIMBUS_SOURCE', os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 BUILD = os.environ.get('NIMBUS_BUILD', os.path.join(SOURCE, 'build'))
 ADMIN_PASSWORD = 'admin-' + uuid.uuid4().hex[:12]
+OPENSTACK = '/usr/bin/openstack'   # python3-openstackclient
 
 _own_cluster = None
 
@@ -195,3 +196,15 @@ class Cloud:
     interface: public
 """)
         return path
+
+    def osc(self, *args, user='admin', password=None, project='admin', fmt=False,
+            timeout=120):
+        """Runs the real client (OPENSTACK) as 'user' of 'project' against
+        this cloud, with no OS_* variable of the caller's environment but
+        the clouds.yaml of clouds_yaml(); with fmt, '-f json' is added.
+        Returns the CompletedProcess (text)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith('OS_')}
+        env.update(OS_CLIENT_CONFIG_FILE=self.clouds_yaml(user, password, project),
+                   OS_CLOUD='test')
+        cmd = [OPENSTACK, *args] + (['-f', 'json'] if fmt else [])
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)

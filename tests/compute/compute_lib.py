@@ -26,17 +26,6 @@ def check(cond, what):
         failures.append(what)
 
 
-def osc(cloud, *args, timeout=120):
-    """The real openstack client (Debian's python3-openstackclient) as the
-    cloud's admin, with no OS_* variable of the caller's environment."""
-    e = dict(os.environ, OS_CLIENT_CONFIG_FILE=cloud.clouds_yaml(), OS_CLOUD='test')
-    for k in list(e):
-        if k.startswith('OS_') and k not in ('OS_CLIENT_CONFIG_FILE', 'OS_CLOUD'):
-            del e[k]
-    return subprocess.run(['/usr/bin/openstack', *args], env=e, capture_output=True,
-                          text=True, timeout=timeout)
-
-
 def done():
     if failures:
         print(f'{len(failures)} check(s) failed:', *failures, sep='\n  ')

@@ -26,15 +26,14 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'compute'))
 import compute_lib  # noqa: E402
-from compute_lib import Compute, Schedulers, check, done, make_project, sql  # noqa: E402
+from compute_lib import Compute, Schedulers, check, done, make_project, nt, sql  # noqa: E402
 from netns_hosts import COMPUTE, NETAGENT, Hosts  # noqa: E402
 from test_netagent_netns import can_netns  # noqa: E402
 
-OPENSTACK = '/usr/bin/openstack'
 if not (os.path.exists(NETAGENT) and os.path.exists(COMPUTE)):
     print('nimbus-network or nimbus-compute is not built: skipped')
     sys.exit(77)
-if not can_netns() or not shutil.which('nsenter') or not os.path.exists(OPENSTACK):
+if not can_netns() or not shutil.which('nsenter') or not os.path.exists(nt.OPENSTACK):
     print('needs root, network namespaces, nsenter and python3-openstackclient: skipped')
     sys.exit(77)
 
@@ -110,15 +109,11 @@ check(tap not in H.links(dst), f'no tap in {dst}')
 check(binding() == (src, None), f'the port is bound to {src} ({binding()})')
 
 
-def osc(*args):
-    return compute_lib.osc(cloud, *args)
-
-
 # The destination's nimbus-network is frozen: its compute agent must wait.
 H.agents[('net', dst)].send_signal(signal.SIGSTOP)
 # --host needs compute API 2.30 in the client; Nimbus serves 2.1, and the
 # destination is the only other host.
-r = osc('server', 'migrate', '--live-migration', sid)
+r = cloud.osc('server', 'migrate', '--live-migration', sid)
 check(r.returncode == 0, f'openstack server migrate --live-migration ({r.stderr[-500:]})')
 wait_for(f'while it moves: bound to {src}, migrating_to {dst}',
          lambda: binding() == (src, dst))
@@ -149,7 +144,7 @@ check(migration() == 'completed', f'the migration completed ({migration()})')
 check(binding() == (dst, None), f'the port is bound to {dst}, no migrating_to ({binding()})')
 wait_for(f'the tap is gone from {src}', lambda: tap not in H.links(src))
 check(tap in H.links(dst), f'and is in {dst}')
-r = osc('port', 'show', port, '-f', 'value', '-c', 'binding_host_id')
+r = cloud.osc('port', 'show', port, '-f', 'value', '-c', 'binding_host_id')
 check(r.returncode == 0 and r.stdout.strip() == dst,
       f'openstack port show: binding_host_id {dst} ({r.stdout.strip()} {r.stderr[-300:]})')
 st, b = neutron(tb, 'GET', f'/ports/{port}')
