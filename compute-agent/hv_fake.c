@@ -2,12 +2,16 @@
  * reconciler's unit tests and the scheduler's scale simulation. */
 #include "hypervisor.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define FAKE_OPS(X) X(create) X(start) X(stop) X(reboot) X(pause) X(unpause) \
     X(suspend) X(resume) X(destroy) X(set_generation) X(list) X(migrate_live)
@@ -60,6 +64,10 @@ struct hv_fake {
     unsigned fail_count[FOP_N];
     unsigned calls[FOP_N];
     char node[256];
+    char state_dir[256];         /* cfg->state_dir, "" for none. */
+    /* state_dir/fake-arrivals: guests moved live here by the fake of
+     * another process on this machine, one file per guest; "" for none. */
+    char arrivals[300];
     struct hv_fake *next;        /* In fake_nodes. */
 };
 
@@ -83,6 +91,15 @@ fake_open(const struct hv_config *cfg, struct hypervisor **out)
     f->up.class = &hv_fake_class;
     *out = &f->up;
     hv_node_name(cfg, f->node, sizeof f->node);
+    if (cfg->state_dir && cfg->state_dir[0]
+        && strlen(cfg->state_dir) < sizeof f->state_dir) {
+        snprintf(f->state_dir, sizeof f->state_dir, "%s", cfg->state_dir);
+        snprintf(f->arrivals, sizeof f->arrivals, "%s/fake-arrivals", cfg->state_dir);
+        if (mkdir(f->state_dir, 0755) < 0 && errno != EEXIST)
+            f->arrivals[0] = 0;
+        else if (mkdir(f->arrivals, 0755) < 0 && errno != EEXIST)
+            f->arrivals[0] = 0;
+    }
     pthread_mutex_lock(&fake_nodes_mu);
     f->next = fake_nodes;
     fake_nodes = f;
@@ -141,6 +158,53 @@ fake_owned(struct hv_fake *f, const char *uuid)
     return i;
 }
 
+static struct fake_inst *fake_add(struct hv_fake *f, const char *uuid);
+
+/* Takes in the guests other processes' fakes moved here live
+ * (fake_send()): each file of f->arrivals, named after the guest's uuid,
+ * holds "<power> <generation> <vcpus> <ram_mb> <disk_gb> <console>".  The
+ * guest's disk and console log are in its instance directory here. */
+static void
+fake_adopt_arrivals(struct hv_fake *f)
+{
+    DIR *dir = f->arrivals[0] ? opendir(f->arrivals) : NULL;
+    struct dirent *e;
+    while (dir && (e = readdir(dir))) {
+        if (strlen(e->d_name) != 36)
+            continue;   /* ".", "..", and files still being written. */
+        char path[400];
+        snprintf(path, sizeof path, "%s/%s", f->arrivals, e->d_name);
+        FILE *in = fopen(path, "re");
+        int power = 0, console = 0;
+        uint64_t gen = 0;
+        unsigned vcpus = 0, ram = 0, disk = 0;
+        int n = in ? fscanf(in, "%d %" SCNu64 " %u %u %u %d", &power, &gen, &vcpus, &ram, &disk,
+                            &console) : 0;
+        if (in)
+            fclose(in);
+        unlink(path);
+        if (n != 6 || fake_find(f, e->d_name))
+            continue;
+        struct fake_inst *i = fake_add(f, e->d_name);
+        if (!i)
+            continue;
+        i->a.power = (enum power_state)power;
+        i->a.generation = gen;
+        i->vcpus = vcpus;
+        i->ram_mb = ram;
+        i->disk_gb = disk;
+        if (snprintf(i->disk, sizeof i->disk, "%s/instances/%s/disk.qcow2", f->state_dir,
+                     e->d_name) >= (int)sizeof i->disk)
+            i->disk[0] = 0;
+        if (console && snprintf(i->console, sizeof i->console, "%s/instances/%s/console.log",
+                                f->state_dir, e->d_name) >= (int)sizeof i->console)
+            i->console[0] = 0;
+        fake_console(i, "nimbus-fake: arrived, still running");
+    }
+    if (dir)
+        closedir(dir);
+}
+
 static int
 fake_list(struct hypervisor *hv, struct inst_actual **out, size_t *n)
 {
@@ -148,6 +212,7 @@ fake_list(struct hypervisor *hv, struct inst_actual **out, size_t *n)
     int r = fake_enter(f, FOP_list);
     if (r)
         return r;
+    fake_adopt_arrivals(f);
     *out = calloc(f->n ? f->n : 1, sizeof **out);
     if (!*out)
         return -ENOMEM;
@@ -308,17 +373,62 @@ fake_set_generation(struct hypervisor *hv, const char *uuid, uint64_t gen)
 char *
 hv_fake_dest_xml(struct hypervisor *hv, const struct hv_create_args *a, uint64_t gen)
 {
+    /* The interfaces name the devices as libvirt's definition does. */
+    char ifs[INST_MAX_PORTS * 96 + 1] = "";
+    size_t len = 0;
+    for (unsigned k = 0; k < a->d->n_ports && len < sizeof ifs; k++) {
+        int n = snprintf(ifs + len, sizeof ifs - len, "<interface mac='%s' target='%s'/>",
+                         a->d->ports[k].mac, a->d->ports[k].tap);
+        len += n > 0 ? (size_t)n : 0;
+    }
     char *xml = NULL;
-    if (asprintf(&xml, "<fake node='%s' uuid='%s' disk='%s' console='%s' generation='%llu'/>",
-                 fake_cast(hv)->node, a->d->uuid, a->disk_path ? a->disk_path : "",
-                 a->console_log ? a->console_log : "", (unsigned long long)gen) < 0)
+    if (asprintf(&xml, "<fake node='%s' uuid='%s' disk='%s' console='%s' generation='%llu'>"
+                 "%s</fake>", fake_cast(hv)->node, a->d->uuid, a->disk_path ? a->disk_path : "",
+                 a->console_log ? a->console_log : "", (unsigned long long)gen, ifs) < 0)
         return NULL;
     return xml;
 }
 
+/* Hands guest 'i' to the fake of another process on this machine whose
+ * instance directory for it is 'inst_dir_dest' (its state_dir/instances/
+ * <uuid>): a file in that fake's arrivals directory, written whole and
+ * renamed into place.  -EHOSTUNREACH when no fake receives there. */
+static int
+fake_send(struct hv_fake *f, const struct fake_inst *i, const char *inst_dir_dest)
+{
+    char dir[400], tmp[480], path[480];
+    snprintf(dir, sizeof dir, "%s", inst_dir_dest);
+    for (int up = 0; up < 2; up++) {
+        char *slash = strrchr(dir, '/');
+        if (!slash || slash == dir) {
+            hv_set_error(&f->up, "fake: migrate %s: bad destination directory %s",
+                         i->a.uuid, inst_dir_dest);
+            return -EINVAL;
+        }
+        *slash = 0;
+    }
+    snprintf(path, sizeof path, "%s/fake-arrivals/%s", dir, i->a.uuid);
+    snprintf(tmp, sizeof tmp, "%s/fake-arrivals/.%s", dir, i->a.uuid);
+    FILE *out = fopen(tmp, "we");
+    if (!out) {
+        hv_set_error(&f->up, "fake: migrate %s: no fake node receives at %s", i->a.uuid, dir);
+        return -EHOSTUNREACH;
+    }
+    fprintf(out, "%d %" PRIu64 " %u %u %u %d\n", (int)i->a.power, i->a.generation, i->vcpus,
+            i->ram_mb, i->disk_gb, i->console[0] != 0);
+    if (fclose(out) != 0 || rename(tmp, path) < 0) {
+        int e = errno;
+        unlink(tmp);
+        hv_set_error(&f->up, "fake: migrate %s: %s", i->a.uuid, strerror(e));
+        return -e;
+    }
+    return 0;
+}
+
 /* Moves the record of a running instance to the fake provider of node
  * "fake://<node>" in this process, its disk and console log now in
- * a->inst_dir_dest. */
+ * a->inst_dir_dest; for any other URI, to the fake of another process on
+ * this machine that owns a->inst_dir_dest (fake_send()). */
 static int
 fake_migrate_live(struct hypervisor *hv, const struct hv_migrate_args *a)
 {
@@ -333,9 +443,15 @@ fake_migrate_live(struct hypervisor *hv, const struct hv_migrate_args *a)
         hv_set_error(hv, "fake: migrate %s: not running", a->d->uuid);
         return -EINVAL;
     }
-    if (!a->dest_uri || strncmp(a->dest_uri, "fake://", 7) || !a->inst_dir_dest) {
+    if (!a->dest_uri || !a->inst_dir_dest) {
         hv_set_error(hv, "fake: migrate %s: bad destination", a->d->uuid);
         return -EINVAL;
+    }
+    if (strncmp(a->dest_uri, "fake://", 7)) {
+        if ((r = fake_send(f, i, a->inst_dir_dest)))
+            return r;
+        *i = f->v[--f->n];
+        return 0;
     }
     pthread_mutex_lock(&fake_nodes_mu);
     struct hv_fake *dst = fake_nodes;

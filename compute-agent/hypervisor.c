@@ -32,6 +32,7 @@ hv_open(const struct hv_config *cfg, struct hypervisor **out, char *err, size_t 
                 hv->class->close(hv);
             return r;
         }
+        hv->network_agent = cfg->network_agent;
         *out = hv;
         return 0;
     }

@@ -140,6 +140,9 @@ struct hypervisor {
      * it (nanoseconds, 0 for a part it did not do): the agent reports them
      * in its timing events.  Written by create() only, like err. */
     uint64_t define_ns, start_ns;
+    /* cfg->network_agent, set by hv_open(): the ports' devices are made
+     * by nimbus-network, and whoever plugs a guest waits for them. */
+    bool network_agent;
 };
 
 extern const struct hypervisor_class hv_fake_class;

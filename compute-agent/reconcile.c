@@ -360,7 +360,11 @@ create_args(const struct inst_desired *d, const struct rc_prepared *p)
 /* A live migration's destination: the storage of 'd' (the base image in
  * the cache, the overlay on it; kept when there already), and the
  * definition this node would give the guest, kept in 'ri' for the
- * report.  Nothing is defined: the source's migration does that. */
+ * report.  Nothing is defined: the source's migration does that.  With a
+ * network agent on the node, not before the ports' devices are there
+ * (-EAGAIN, waited for as by a create): the arriving guest opens them
+ * (its definition names them, managed='no'), and the report is what lets
+ * the source start the move. */
 static int
 prepare_live(struct reconciler *rc, struct rc_inst *ri, const struct inst_desired *d,
              char *err, size_t errlen)
@@ -370,6 +374,10 @@ prepare_live(struct reconciler *rc, struct rc_inst *ri, const struct inst_desire
     int r = rc->storage.prepare(rc->storage.ctx, d, &p, err, errlen);
     if (r)
         return r;
+    if (rc->hv->network_agent && (r = hv_ports_ready(rc->hv, d))) {
+        bfmt(err, errlen, "%s", rc->hv->err);
+        return r;
+    }
     struct hv_create_args args = create_args(d, &p);
     char *xml = hv_migration_dest_xml(rc->hv, &args, d->generation);
     if (!xml) {

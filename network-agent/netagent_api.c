@@ -429,7 +429,7 @@ na_api_desired(struct na_api *a, json_t **out, char *err, size_t errlen)
 {
     const size_t cap = 65536;
     char *url = malloc(cap);
-    json_t *mine = NULL, *nets = NULL, *doc = NULL;
+    json_t *mine = NULL, *arriving = NULL, *nets = NULL, *doc = NULL;
     json_t *groups = json_object(), *members = json_object();
     int rc = -ENOMEM;
 
@@ -444,6 +444,23 @@ na_api_desired(struct na_api *a, json_t **out, char *err, size_t errlen)
     json_t *ports = json_object_get(mine, "ports");
     size_t i;
     json_t *p;
+    /* Ports moving live to this host (binding:profile.migrating_to, a
+     * filter of the Nimbus port list): their devices are made before the
+     * guest arrives, but they are not reported from here (binding,
+     * status and vtep_ip stay the source's until the move ends). */
+    snprintf(url, cap, "%s/v2.0/ports", a->cfg.network_url);
+    if ((rc = add_param(a->curl, url, cap, "binding:profile.migrating_to", a->cfg.host)) < 0
+        || (rc = get_json(a, url, &arriving, err, errlen)) < 0)
+        goto out;
+    if (!json_is_array(ports) && json_object_set_new(mine, "ports", json_array()) == 0)
+        ports = json_object_get(mine, "ports");
+    json_array_foreach(json_object_get(arriving, "ports"), i, p) {
+        const char *host = json_string_value(json_object_get(p, "binding:host_id"));
+        if (host && !strcmp(host, a->cfg.host))
+            continue;   /* Bound here already: listed above. */
+        json_object_set_new(p, "arriving", json_true());
+        json_array_append(ports, p);
+    }
     snprintf(url, cap, "%s/v2.0/networks", a->cfg.network_url);
     int n_ids = 0;
     json_array_foreach(ports, i, p) {
@@ -539,16 +556,21 @@ na_api_desired(struct na_api *a, json_t **out, char *err, size_t errlen)
             continue;
         /* Containers get veth pairs, everything else a tap. */
         const char *kind = owner && !strncmp(owner, "compute:container", 17) ? "veth" : "tap";
-        json_array_append_new(json_object_get(doc, "ports"),
-            json_pack("{s:O,s:s,s:s,s:O,s:O,s:o}", "id", json_object_get(p, "id"), "network_id", nid,
-                      "kind", kind, "status", json_object_get(p, "status"),
-                      "binding:profile", json_object_get(p, "binding:profile"),
-                      "security", build_security(a, p, groups, members, url, cap, err, errlen)));
+        json_t *entry = json_pack("{s:O,s:s,s:s,s:O,s:O,s:o}", "id", json_object_get(p, "id"),
+                                  "network_id", nid, "kind", kind,
+                                  "status", json_object_get(p, "status"),
+                                  "binding:profile", json_object_get(p, "binding:profile"),
+                                  "security", build_security(a, p, groups, members, url, cap,
+                                                             err, errlen));
+        if (entry && json_is_true(json_object_get(p, "arriving")))
+            json_object_set_new(entry, "arriving", json_true());
+        json_array_append_new(json_object_get(doc, "ports"), entry);
     }
     rc = 0;
 out:
     free(url);
     json_decref(mine);
+    json_decref(arriving);
     json_decref(nets);
     json_decref(groups);
     json_decref(members);
@@ -568,6 +590,8 @@ report_list(struct na_api *a, const json_t *list, char *err, size_t errlen)
     json_array_foreach(list, i, p) {
         const char *status = json_string_value(json_object_get(p, "status"));
         json_t *profile = json_object_get(p, "binding:profile");
+        if (json_is_true(json_object_get(p, "arriving")))
+            continue;   /* Another host's port until its guest arrives. */
         const char *vtep = json_string_value(json_object_get(profile, "vtep_ip"));
         if (status && !strcmp(status, "ACTIVE") && vtep && !strcmp(vtep, a->cfg.local_ip))
             continue;

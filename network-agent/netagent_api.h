@@ -33,13 +33,16 @@ int na_api_new(const struct na_api_config *cfg, struct na_api **out)
 void na_api_free(struct na_api *api);
 
 /* Builds the desired-state document of this node (the format of
- * na_desired_parse()).  *out is a new reference.  Returns 0 or a negative
+ * na_desired_parse()): the ports bound here, and the ports moving here
+ * live (binding:profile.migrating_to is this node), marked "arriving":
+ * true.  *out is a new reference.  Returns 0 or a negative
  * errno with a message in 'err'. */
 int na_api_desired(struct na_api *api, json_t **out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
 /* Reports the ports of 'doc' as wired: status ACTIVE and this node's VTEP in
- * binding:profile, for those not already so.  Returns the number of
+ * binding:profile, for those not already so; arriving ports are not
+ * reported (they are still bound to the source).  Returns the number of
  * failures (0 when all went through). */
 int na_api_report(struct na_api *api, const json_t *doc, char *err, size_t errlen);
 

@@ -115,6 +115,20 @@ value_matches(const json_t *v, const char *want)
     }
 }
 
+/* The attribute a filter names: a top-level key, or (a Nimbus extension)
+ * "<attribute>.<key>" for a key inside an object attribute, such as
+ * binding:profile.migrating_to; NULL when absent. */
+static const json_t *
+filter_attribute(const json_t *item, const char *name)
+{
+    const json_t *v = json_object_get(item, name);
+    const char *dot = strchr(name, '.');
+    if (v || !dot || dot == name)
+        return v;
+    const json_t *obj = json_object_getn(item, name, (size_t)(dot - name));
+    return json_is_object(obj) ? json_object_get(obj, dot + 1) : NULL;
+}
+
 int
 net_list_match(const json_t *item, const struct net_list_query *q)
 {
@@ -127,7 +141,7 @@ net_list_match(const json_t *item, const struct net_list_query *q)
         if (seen_before)
             continue;
         /* OR over every value given for this name. */
-        const json_t *v = json_object_get(item, name);
+        const json_t *v = filter_attribute(item, name);
         int ok = 0;
         for (size_t j = i; j < q->n_filters && !ok; j++)
             if (!strcmp(q->filters[j].name, name) && v)

@@ -1,5 +1,7 @@
 /* Neutron list semantics over JSON arrays: filters from the query string
- * (any attribute; a repeated key means OR, different keys AND), fields=,
+ * (any attribute; a repeated key means OR, different keys AND; as a Nimbus
+ * extension "<attribute>.<key>" filters on a key inside an object attribute,
+ * such as binding:profile.migrating_to), fields=,
  * sort_key/sort_dir, limit/marker/page_reverse and the "<collection>_links"
  * that go with them.  Pure functions over jansson values, so that unit tests
  * can call them without a server. */

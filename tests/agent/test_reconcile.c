@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "hypervisor.h"
 #include "../check.h"
@@ -917,6 +919,84 @@ test_live_migration(void)
     world_free(&b);
 }
 
+/* A destination whose node has a network agent reports itself prepared
+ * only once the ports' devices exist here (waiting meanwhile, as a
+ * create does), and its definition names them. */
+static void
+test_live_waits_for_ports(void)
+{
+    struct world b;
+    world_init_on(&b, "live-w");
+    b.hv->network_agent = true;
+    struct inst_desired *db = add(&b, U1, POWER_RUNNING, 1);
+    snprintf(db->action, sizeof db->action, "live_in");
+    db->n_ports = 1;
+    snprintf(db->ports[0].id, sizeof db->ports[0].id, "port-1");
+    snprintf(db->ports[0].mac, sizeof db->ports[0].mac, "fa:16:3e:00:00:01");
+    snprintf(db->ports[0].tap, sizeof db->ports[0].tap, "tapnimbusnone");
+    events[0] = 0;
+    CHECK_INT(pass(&b, 1000), 0);
+    CHECK(strstr(events, "waiting-for-port") != NULL);
+    CHECK(strstr(events, "live-prepared") == NULL);
+    CHECK(rc_find(b.rc, U1) && !rc_find(b.rc, U1)->live_xml);
+    /* The device appears ("lo" is there in every network namespace). */
+    snprintf(db->ports[0].tap, sizeof db->ports[0].tap, "lo");
+    CHECK_INT(pass(&b, 2000), 1);
+    CHECK(strstr(events, "live-prepared") != NULL);
+    const struct rc_inst *ri = rc_find(b.rc, U1);
+    CHECK(ri && ri->live_xml && strstr(ri->live_xml, "target='lo'"));
+    CHECK_INT((int)hv_count(&b), 0);
+    world_free(&b);
+}
+
+/* The fake's live migration to the fake of another process, through the
+ * destination's state_dir/fake-arrivals. */
+static void
+test_fake_migrate_between_processes(void)
+{
+    char da[] = "/tmp/nimbus-fake-a-XXXXXX", db[] = "/tmp/nimbus-fake-b-XXXXXX";
+    CHECK(mkdtemp(da) && mkdtemp(db));
+    struct hv_config ca = { .type = "fake", .node = "proc-a", .state_dir = da }, cb = ca;
+    cb.node = "proc-b";
+    cb.state_dir = db;
+    struct hypervisor *a, *b;
+    char err[128], dest[128], arrivals[128];
+    CHECK_INT(hv_open(&ca, &a, err, sizeof err), 0);
+    CHECK_INT(hv_open(&cb, &b, err, sizeof err), 0);
+    static struct inst_desired d;
+    snprintf(d.uuid, sizeof d.uuid, "%s", U1);
+    struct hv_create_args args = { .d = &d, .inst_dir = da, .disk_path = "/a/disk.qcow2" };
+    CHECK_INT(a->class->create(a, &args, true), 0);
+    CHECK_INT(a->class->set_generation(a, U1, 7), 0);
+    snprintf(dest, sizeof dest, "%s/instances/%s", db, U1);
+    snprintf(arrivals, sizeof arrivals, "%s/fake-arrivals", db);
+    struct hv_migrate_args m = { .d = &d, .dest_uri = "qemu+tcp://proc-b.example/system",
+                                 .inst_dir_dest = dest };
+    /* No fake receives there: nothing moves. */
+    CHECK_INT(rmdir(arrivals), 0);
+    CHECK_INT(a->class->migrate_live(a, &m), -EHOSTUNREACH);
+    CHECK(hv_fake_disk(a, U1) != NULL);
+    CHECK_INT(mkdir(arrivals, 0755), 0);
+    CHECK_INT(a->class->migrate_live(a, &m), 0);
+    CHECK(hv_fake_disk(a, U1) == NULL);
+    struct inst_actual *v;
+    size_t n;
+    CHECK_INT(b->class->list(b, &v, &n), 0);
+    CHECK(n == 1 && !strcmp(v[0].uuid, U1) && v[0].power == POWER_RUNNING
+          && v[0].generation == 7);
+    free(v);
+    char disk[160];
+    snprintf(disk, sizeof disk, "%s/disk.qcow2", dest);
+    CHECK_STR(hv_fake_disk(b, U1), disk);
+    hv_close(a);
+    hv_close(b);
+    CHECK_INT(rmdir(arrivals), 0);
+    snprintf(arrivals, sizeof arrivals, "%s/fake-arrivals", da);
+    CHECK_INT(rmdir(arrivals), 0);
+    CHECK_INT(rmdir(da), 0);
+    CHECK_INT(rmdir(db), 0);
+}
+
 int
 main(void)
 {
@@ -932,5 +1012,7 @@ main(void)
     test_scale();
     test_fake_migrate();
     test_live_migration();
+    test_live_waits_for_ports();
+    test_fake_migrate_between_processes();
     return check_exit();
 }

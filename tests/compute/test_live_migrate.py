@@ -2,11 +2,12 @@
 (nimbus-api + nimbus-scheduler + two nimbus-compute, real image caches and
 qcow2 overlays; docs/compute.md "Moving servers between hosts").
 
-The fake provider's migrate_live reaches only providers of the same
-process, so between two agent processes the source's migration fails:
-this test covers what the API refuses and the way back from a failed
-live migration.  test_live_migrate_libvirt.py moves a running guest for
-real.
+The fake provider moves a guest to the fake of another agent process
+through the destination's state directory (its fake-arrivals directory);
+removing that directory makes the source's migration fail.  The server
+has a port throughout: Nimbus moves servers with ports live.
+test_live_migrate_libvirt.py moves a running guest for real,
+tests/network/test_live_migrate_e2e.py with real network agents.
 
 - refusals: a member (project B) 403, project B's view of the server 404,
   Nova 2.1 body checks 400, the server's own host 400, an unknown host and
@@ -16,9 +17,17 @@ real.
 - a live migration that fails on the source: 202 with task_state
   migrating and a live-migration row; the destination claims the flavor
   and prepares the storage (the overlay on its own cached base, no guest
-  defined); the source's failure undoes it: ACTIVE on the source, the row
-  error, the destination's claim given back and its storage deleted, the
-  instance action ends in Error with the reason."""
+  defined); the port shows binding:profile.migrating_to = the destination
+  (binding:host_id still the source; project B sees no port); the
+  source's failure undoes it: ACTIVE on the source, the row error, the
+  destination's claim given back and its storage deleted, the instance
+  action ends in Error with the reason, the port bound to the source
+  without migrating_to.
+- a live migration that succeeds: ACTIVE on the destination, the row
+  completed, the source's usage given back, the port bound to the
+  destination without migrating_to.
+- deleted during a live migration: both hosts give everything back, the
+  port goes with the server."""
 import atexit
 import os
 import signal
@@ -103,17 +112,26 @@ wait_for('lm1 ACTIVE', status_is(sid, 'ACTIVE'))
 src = host_of(sid)
 dst = other(src)
 
-# ---- A server with a port cannot move live (a port is bound to one host at
-# a time, so the destination would have no tap): 409, nothing changed.
-# Without its port it can.
-st, _, b = live(sid)
-check(st == 409 and 'with ports' in str(b), f'a server with a port -> 409 ({st} {b})')
-unchanged(sid, 'refused for its port', src)
 port = sql(cloud, f"SELECT id FROM net.ports WHERE device_id = '{sid}'")
-st, _, b = api.req('DELETE', f'/servers/{sid}/os-interface/{port}')
-check(st == 202, f'its port detached ({st} {b})')
-wait_for('the server has no port any more', lambda: sql(
-    cloud, f"SELECT count(*) FROM net.ports WHERE device_id = '{sid}'") == '0')
+check(len(port) == 36, f'the server has a port ({port})')
+
+
+def port_of(token=tok):
+    """The server's port as GET /v2.0/ports?device_id= shows it to 'token'
+    (None when not listed)."""
+    st, _, b = cloud.request('network', 'GET', f'/v2.0/ports?device_id={sid}', None,
+                             {'X-Auth-Token': token})
+    ports = b.get('ports', []) if st == 200 else []
+    return ports[0] if ports else None
+
+
+def binding():
+    """(binding:host_id, binding:profile.migrating_to) of the port."""
+    p = port_of() or {}
+    return p.get('binding:host_id'), (p.get('binding:profile') or {}).get('migrating_to')
+
+
+check(binding() == (src, None), f'the port is bound to {src}, no migrating_to ({binding()})')
 base = {n: used(n) for n in NODES}
 
 # ---- Refusals.
@@ -163,10 +181,13 @@ check(act(sid, {'os-start': None})[0] == 202, 'os-start 202')
 wait_for('lm1 ACTIVE again', status_is(sid, 'ACTIVE'))
 unchanged(sid, 'refusals', src)
 
-# ---- A live migration the source cannot carry out (the fake provider
-# reaches no other process): the destination prepares, the source fails,
-# everything is given back.  The source agent is frozen first so that the
-# destination's preparation can be looked at.
+# ---- A live migration the source cannot carry out (no fake receives at
+# the destination: its arrivals directory removed): the destination
+# prepares, the source fails, everything is given back.  The source agent
+# is frozen first so that the destination's preparation can be looked at.
+arrivals = {n: os.path.join(states[n], 'fake-arrivals') for n in NODES}
+check(all(os.path.isdir(d) for d in arrivals.values()), 'each fake receives guests moved live')
+os.rmdir(arrivals[dst])
 agents[src].send_signal(signal.SIGSTOP)
 st, _, b = live(sid, block=False)
 check(st == 202, f'os-migrateLive accepted ({st} {b})')
@@ -191,6 +212,25 @@ check(f"node='{dst}'" in xml and overlay in xml,
       f"the destination's definition (its node, its overlay) kept for the source ({xml[:200]})")
 check(sql(cloud, f"SELECT agent_action FROM instances WHERE uuid = '{sid}'") == 'live_migrate',
       "the source's turn")
+check(binding() == (src, dst),
+      f'while it moves the port is still bound to {src}, migrating_to {dst} ({binding()})')
+check(port_of(tok_b) is None, 'project B does not see the port')
+st, _, b = cloud.request('network', 'GET', f'/v2.0/ports/{port}', None, {'X-Auth-Token': tok_b})
+check(st == 404 and 'NeutronError' in b, f"project B's GET of the port -> 404 ({st})")
+st, _, b = cloud.request('network', 'GET', f'/v2.0/ports?binding:profile.migrating_to={dst}',
+                         None, {'X-Auth-Token': tok})
+check(st == 200 and [p['id'] for p in b['ports']] == [port],
+      f'the list filter binding:profile.migrating_to={dst} finds it ({st} {b})')
+st, _, b = cloud.request('network', 'GET', f'/v2.0/ports?binding:profile.migrating_to={dst}',
+                         None, {'X-Auth-Token': tok_b})
+check(st == 200 and b['ports'] == [], f'but not for project B ({st} {b})')
+# A profile written through the port API (as network agents write back the
+# one they read) neither sets nor drops migrating_to.
+st, _, b = cloud.request('network', 'PUT', f'/v2.0/ports/{port}',
+                         {'port': {'binding:profile': {'migrating_to': 'elsewhere'}}},
+                         {'X-Auth-Token': tok})
+check(st == 200 and b['port']['binding:profile'].get('migrating_to') == dst,
+      f'a PUT of binding:profile does not change migrating_to ({st} {b})')
 agents[src].send_signal(signal.SIGCONT)
 wait_for('the failure undoes the move: ACTIVE on the source, no task',
          lambda: status_is(sid, 'ACTIVE')() and host_of(sid) == src)
@@ -212,19 +252,39 @@ check(sql(cloud, f"SELECT vm_state || '/' || power_state FROM instances WHERE uu
       == 'active/1', 'the guest still runs on the source')
 s = server(sid)
 check(s['status'] == 'ACTIVE' and 'fault' not in s, f'no fault on the server ({s.get("fault")})')
+check(binding() == (src, None),
+      f'the port stays bound to {src}, migrating_to gone ({binding()})')
 
 # The server still acts: a reboot on the source.
 check(act(sid, {'reboot': {'type': 'SOFT'}})[0] == 202, 'reboot 202')
 wait_for('ACTIVE after the reboot', status_is(sid, 'ACTIVE'))
+
+# ---- A live migration that succeeds (the destination receives again).
+os.mkdir(arrivals[dst])
+st, _, b = live(sid, host=dst)
+check(st == 202, f'os-migrateLive to {dst} 202 ({st} {b})')
+wait_for(f'ACTIVE on {dst}, no task',
+         lambda: status_is(sid, 'ACTIVE')() and host_of(sid) == dst, timeout=60)
+m = migrations(sid)
+check(m and m[0]['status'] == 'completed', f'the row is completed ({m[:1]})')
+check(binding() == (dst, None), f'the port is bound to {dst}, no migrating_to ({binding()})')
+wait_for("the source's usage given back, the destination's kept",
+         lambda: used(src) == base[dst] and used(dst) == base[src])
+check(port_of(tok_b) is None, 'project B still does not see the port')
+src, dst = dst, src
+overlay = os.path.join(states[dst], 'instances', sid, 'disk.qcow2')
 
 # ---- Deleted during a live migration: both hosts give everything back.
 agents[src].send_signal(signal.SIGSTOP)
 st, _, b = live(sid)
 check(st == 202, f'os-migrateLive again 202 ({st} {b})')
 wait_for('prepared again', lambda: migrations(sid)[0]['status'] == 'running')
+check(binding() == (src, dst), f'migrating_to {dst} again ({binding()})')
 check(api.req('DELETE', f'/servers/{sid}')[0] == 204, 'deleted while migrating: 204')
 agents[src].send_signal(signal.SIGCONT)
 wait_for('gone', lambda: server(sid) == 404)
+check(port_of() is None and sql(cloud, f"SELECT count(*) FROM net.ports WHERE id = '{port}'")
+      == '0', 'the port the server created went with it')
 wait_for('both hosts gave their usage back',
          lambda: used(dst) == '0/0/0' and used(src) == '0/0/0', timeout=60)
 wait_for("the destination's storage deleted",

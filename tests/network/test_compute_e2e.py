@@ -15,26 +15,21 @@ port is added); stop and start of a container through the API (its port
 is plugged again); deleting the servers leaves no device, nftables table,
 dnsmasq, container or instance directory on either host.  Needs root,
 runc, dnsmasq, nft and busybox; skips (77) otherwise."""
-import atexit
 import json
 import os
-import random
 import shutil
-import signal
 import subprocess
 import sys
 import time
-import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'compute'))
 sys.path.insert(0, os.path.join(HERE, '..', 'image'))
 import compute_lib  # noqa: E402
 from compute_lib import Compute, Schedulers, check, done, make_project, nt, sql  # noqa: E402
-from test_netagent_netns import can_netns, sh, short  # noqa: E402
+from netns_hosts import COMPUTE, NETAGENT, Hosts  # noqa: E402
+from test_netagent_netns import can_netns, sh  # noqa: E402
 
-NETAGENT = os.path.join(nt.BUILD, 'network-agent', 'nimbus-network')
-COMPUTE = os.path.join(nt.BUILD, 'compute-agent', 'nimbus-compute')
 if not (os.path.exists(NETAGENT) and os.path.exists(COMPUTE)):
     print('nimbus-network or nimbus-compute is not built: skipped')
     sys.exit(77)
@@ -49,42 +44,13 @@ if subprocess.run([os.path.join(SOURCE, 'deploy', 'build-guest'), GUEST],
     print('cannot build the test guest (busybox rootfs): skipped')
     sys.exit(77)
 
-from image_test import ImageCloud  # noqa: E402
-
-TAG = uuid.uuid4().hex[:5]
 HOSTS = ('ha', 'hb')
-NS = {h: f'ce{TAG}-{h}' for h in HOSTS}
-NSP = {h: f'cq{TAG}{h[1]}-' for h in HOSTS}     # DHCP namespaces of each host
-UL = f'ceu{TAG}'
-SUB = random.randint(100, 199)                   # the underlay: 192.168.SUB.0/24
-GW = f'192.168.{SUB}.1'
-HOST_IP = {'ha': f'192.168.{SUB}.11', 'hb': f'192.168.{SUB}.12'}
-procs = []
 cloud = None
 
 
-def cleanup():
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    # Containers the agents may have left (on failure): runc state is per host.
-    try:
-        leftover_containers()
-    except Exception as e:   # noqa: BLE001 -- the namespaces must go regardless
-        print('cleanup:', e)
-    for n in sh('ip', 'netns', 'list').stdout.split('\n'):
-        n = n.split(' ')[0]
-        if n.startswith(tuple(NSP.values())):
-            sh('ip', 'netns', 'del', n, check=False)
-    for n in NS.values():
-        sh('ip', 'netns', 'del', n, check=False)
-    sh('ip', 'link', 'del', UL, check=False)
-    if cloud:
-        cloud.close()
-
-
 def leftover_containers():
+    """Containers and dnsmasq the agents may have left (on failure): runc
+    state is per host."""
     if cloud and cloud.dir:
         for h in HOSTS:
             root = os.path.join(cloud.dir, f'state-{h}', 'compute', 'runc')
@@ -108,31 +74,13 @@ def leftover_containers():
                 os.kill(int(p), 9)
 
 
-atexit.register(cleanup)
-
-# ---- The underlay and the two hosts.
-for n in NS.values():
-    sh('ip', 'netns', 'add', n)
-sh('ip', 'link', 'add', UL, 'type', 'bridge')
-sh('ip', 'addr', 'add', GW + '/24', 'dev', UL)
-sh('ip', 'link', 'set', UL, 'up')
-for h in HOSTS:
-    root_end = f'{UL}{h[1]}'
-    sh('ip', 'link', 'add', root_end, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', NS[h])
-    sh('ip', 'link', 'set', root_end, 'master', UL, 'up')
-    sh('ip', 'addr', 'add', HOST_IP[h] + '/24', 'dev', 'eth0', ns=NS[h])
-    sh('ip', 'link', 'set', 'eth0', 'up', ns=NS[h])
-    sh('ip', 'link', 'set', 'lo', 'up', ns=NS[h])
-
-# ---- The control plane in the root namespace, reachable over the underlay.
-cloud = ImageCloud(image_conf={'host': '0.0.0.0'}, extra_conf={'api': {'host': '0.0.0.0'}})
-os.chmod(cloud.dir, 0o755)   # dnsmasq drops privileges and reads its files here
+# ---- The underlay, the two hosts and the control plane in the root
+# namespace, reachable over the underlay.
+H = Hosts('ce', HOSTS, on_cleanup=leftover_containers)
+cloud, NS, NSP, procs, agents = H.cloud, H.ns, H.nsp, H.procs, H.agents
+url, logs, wait_for = H.url, H.logs, H.wait_for
 tok, body = cloud.token()
 admin = Compute(cloud, tok)
-
-
-def url(service, path=''):
-    return f'http://{GW}:{cloud.ports[service]}{path}'
 
 
 # A container image: the busybox rootfs tarball, with the command the
@@ -146,69 +94,8 @@ with open(os.path.join(GUEST, 'rootfs.tar'), 'rb') as f:
 check(st == 204, 'container image uploaded to nimbus-image (container_format docker)')
 IMAGE = img['id']
 
-# ---- The agents of each host.
-agents = {}
-
-
-def start_agents(h):
-    state = os.path.join(cloud.dir, f'state-{h}')
-    os.makedirs(state, exist_ok=True)
-    os.chmod(state, 0o755)
-    token_file = os.path.join(cloud.dir, f'{h}.token')
-    if not os.path.exists(token_file):
-        cloud.manage('node', 'add', h, '--output', token_file)
-    nconf = os.path.join(cloud.dir, f'net-{h}.conf')
-    with open(nconf, 'w') as f:
-        f.write(f"[agent]\nhost = {h}\nprovider = vxlan\nlocal_ip = {HOST_IP[h]}\n"
-                f"state_dir = {state}/net\nnetns_prefix = {NSP[h]}\ninterval = 1\n"
-                f"[api]\nnetwork_url = {url('network')}\nauth_url = {url('identity', '/v3')}\n"
-                f"username = admin\npassword = {nt.ADMIN_PASSWORD}\nproject = admin\n")
-    cconf = os.path.join(cloud.dir, f'compute-{h}.conf')
-    with open(cconf, 'w') as f:
-        f.write(f"[agent]\nnode = {h}\nstate_dir = {state}/compute\nimage_fetch = http\n"
-                f"image_url = {url('image')}\n"
-                f"reconcile_interval = 1\ndelete_grace = 5\n"
-                f"listen = 127.0.0.1\nport = 8790\n"
-                f"port_wait = 60\nstop_timeout = 3\nnetwork_agent = true\n"
-                f"[hypervisor]\ntype = oci\n"
-                f"[source]\ntype = http\napi_url = {url('compute', '/agent/v1')}\n"
-                f"node_token_file = {token_file}\npoll_wait = 20\nheartbeat = 1\n")
-    for name, argv in (('net', [NETAGENT, '--config', nconf]),
-                       ('compute', [COMPUTE, '--config', cconf])):
-        log = open(os.path.join(cloud.dir, f'{name}-{h}.log'), 'ab')
-        p = subprocess.Popen(['nsenter', f'--net=/run/netns/{NS[h]}'] + argv,
-                             stdout=log, stderr=log)
-        procs.append(p)
-        agents[(name, h)] = p
-
-
-def logs(h):
-    out = ''
-    for name in ('net', 'compute'):
-        with open(os.path.join(cloud.dir, f'{name}-{h}.log'), 'rb') as f:
-            out += f'---- {name}-{h}\n' + f.read().decode(errors='replace')[-4000:]
-    return out
-
-
-def wait_for(what, fn, timeout=30):
-    t0 = time.time()
-    v = None
-    while time.time() - t0 < timeout:
-        for (name, h), p in agents.items():
-            if p.poll() is not None:
-                check(False, f'{what}: nimbus-{name} on {h} exited with {p.returncode}')
-                return None
-        v = fn()
-        if v:
-            check(True, f'{what} ({time.time() - t0:.1f}s)')
-            return v
-        time.sleep(0.2)
-    check(False, f'{what} (last: {v!r})')
-    return None
-
-
 for h in HOSTS:
-    start_agents(h)
+    H.start_agents(h)
 scheds = Schedulers(cloud, 1)
 procs.extend(scheds.procs)
 wait_for('both nodes register as runc hosts', lambda: sql(
@@ -417,14 +304,7 @@ dns = [p for p in os.listdir('/proc') if p.isdigit() and cmdline(p).startswith(b
        and cloud.dir.encode() in cmdline(p)]
 check(dns == [], f'no dnsmasq of the test left ({dns})')
 
-for (name, h), p in agents.items():
-    p.send_signal(signal.SIGTERM)
-    try:
-        rc = p.wait(30)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        rc = 'timeout'
-    check(rc == 0, f'nimbus-{name} on {h} exits cleanly ({rc})')
+H.stop_agents()
 scheds.stop()
 if compute_lib.failures:
     for h in HOSTS:

@@ -11,7 +11,8 @@ items(void)
 {
     return json_loads("["
         "{\"id\":\"a\",\"name\":\"x\",\"shared\":false,\"mtu\":1450,\"subnets\":[\"s1\"],"
-        " \"fixed_ips\":[{\"subnet_id\":\"s1\",\"ip_address\":\"10.0.0.2\"}],\"gw\":null},"
+        " \"fixed_ips\":[{\"subnet_id\":\"s1\",\"ip_address\":\"10.0.0.2\"}],\"gw\":null,"
+        " \"binding:profile\":{\"migrating_to\":\"h2\"}},"
         "{\"id\":\"b\",\"name\":\"y\",\"shared\":true,\"mtu\":1500,\"subnets\":[],"
         " \"fixed_ips\":[],\"gw\":\"10.0.0.1\"},"
         "{\"id\":\"c\",\"name\":\"x\",\"shared\":true,\"mtu\":9000,\"subnets\":[\"s2\",\"s1\"],"
@@ -74,6 +75,11 @@ main(void)
     CHECK_STR(run(all, (const char *[]){ "fixed_ips", "subnet_id=s1", NULL }), "a");
     CHECK_STR(run(all, (const char *[]){ "gw", "", NULL }), "a,c");
     CHECK_STR(run(all, (const char *[]){ "no_such_attr", "1", NULL }), "");
+    /* A key inside an object attribute (Nimbus extension). */
+    CHECK_STR(run(all, (const char *[]){ "binding:profile.migrating_to", "h2", NULL }), "a");
+    CHECK_STR(run(all, (const char *[]){ "binding:profile.migrating_to", "h1", NULL }), "");
+    CHECK_STR(run(all, (const char *[]){ "fixed_ips.subnet_id", "s1", NULL }), "");
+    CHECK_STR(run(all, (const char *[]){ ".migrating_to", "h2", NULL }), "");
     CHECK_STR(run(all, (const char *[]){ "sort_key", "mtu", "sort_dir", "desc", NULL }), "c,b,a");
     CHECK_STR(run(all, (const char *[]){ "sort_key", "name", "sort_key", "mtu",
                                          "sort_dir", "desc", "sort_dir", "asc", NULL }), "b,a,c");

@@ -1,7 +1,10 @@
 """nimbus-network against a real nimbus-api (fake overlay provider): the
 agent finds the ports bound to its host, builds the desired state (VNI, MTU,
 remote VTEPs of the other hosts with ports on the same network), and reports
-the ports it wired: status DOWN → ACTIVE and its VTEP in binding:profile."""
+the ports it wired: status DOWN → ACTIVE and its VTEP in binding:profile.
+A port moving live to a host (binding:profile.migrating_to, set by the
+compute API) is wired there too but not reported from there: its binding,
+status and VTEP stay the source's."""
 import json
 import os
 import subprocess
@@ -119,6 +122,38 @@ class AgentApi(unittest.TestCase):
 
         # A host with nothing bound gets an empty state.
         self.assertEqual(self.agent('node-9', '192.0.2.9'), {'networks': [], 'ports': [], 'dhcp_ports': []})
+
+    def test_port_moving_live_is_wired_at_its_destination(self):
+        n = self.ok('POST', '/v2.0/networks', {'network': {'name': 'moving-net'}})['network']
+        self.ok('POST', '/v2.0/subnets', {'subnet': {'network_id': n['id'], 'cidr': '10.41.0.0/24',
+                                                     'ip_version': 4}})
+        port = self.ok('POST', '/v2.0/ports', {'port': {'network_id': n['id'], 'name': 'mv',
+                                                        'binding:host_id': 'src-1'}})['port']
+        src = self.agent('src-1', '192.0.2.31')
+        self.assertEqual([p['id'] for p in src['ports']], [port['id']])
+        # The compute API marks the port while its server moves live.
+        nt.psql(self.cloud.conninfo,
+                f"UPDATE net.ports SET migrating_to = 'dst-1' WHERE id = '{port['id']}'")
+        dst = self.agent('dst-1', '192.0.2.32')
+        self.assertEqual([(p['id'], p.get('arriving')) for p in dst['ports']], [(port['id'], True)])
+        self.assertEqual([x['id'] for x in dst['networks']], [n['id']])
+        self.assertEqual(dst['networks'][0]['remote_vteps'], ['192.0.2.31'])
+        got = self.ok('GET', f"/v2.0/ports/{port['id']}")['port']
+        self.assertEqual((got['binding:host_id'], got['status'], got['binding:profile']),
+                         ('src-1', 'ACTIVE', {'vtep_ip': '192.0.2.31', 'migrating_to': 'dst-1'}))
+        # The source keeps it (it is still bound there), and its report
+        # (the profile it read, migrating_to included) changes nothing.
+        src = self.agent('src-1', '192.0.2.31')
+        self.assertEqual([(p['id'], p.get('arriving')) for p in src['ports']], [(port['id'], None)])
+        # The move done: bound to the destination, migrating_to gone.
+        nt.psql(self.cloud.conninfo, "UPDATE net.ports SET migrating_to = NULL, host_id = 'dst-1' "
+                                     f"WHERE id = '{port['id']}'")
+        dst = self.agent('dst-1', '192.0.2.32')
+        self.assertEqual([(p['id'], p.get('arriving')) for p in dst['ports']], [(port['id'], None)])
+        got = self.ok('GET', f"/v2.0/ports/{port['id']}")['port']
+        self.assertEqual(got['binding:profile'], {'vtep_ip': '192.0.2.32'})
+        self.assertEqual(self.agent('src-1', '192.0.2.31')['ports'], [])
+        self.ok('DELETE', f"/v2.0/ports/{port['id']}")
 
 
 if __name__ == '__main__':
