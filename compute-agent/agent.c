@@ -62,6 +62,7 @@ struct agent {
 
     /* Results of the pass in flight, handed from the worker. */
     int pass_rc;
+    char pass_err[512];               /* The provider's message when pass_rc. */
     struct rc_pass_stats pass_stats;
     char *observed_json;
     size_t state_counts[RC_N_STATES];
@@ -172,6 +173,7 @@ pass_work(uv_work_t *w)
     struct agent *a = w->data;
     struct rc_pass_stats st = { 0 };
     a->pass_rc = rc_pass(a->rc, &a->desired, now_ms(), &st);
+    snprintf(a->pass_err, sizeof a->pass_err, "%s", a->pass_rc ? hv_err(a->hv) : "");
     a->pass_stats = st;
     memset(a->state_counts, 0, sizeof a->state_counts);
     a->observed_json = observed_now(a, a->state_counts);
@@ -225,7 +227,7 @@ pass_done(uv_work_t *w, int status)
         a->max_pass_ns = a->pass_stats.duration_ns;
     pthread_mutex_unlock(&a->mu);
     if (a->pass_rc)
-        log_warn("reconcile", "pass skipped: cannot list instances: %s", a->hv->err);
+        log_warn("reconcile", "pass skipped: cannot list instances: %s", a->pass_err);
     else if (a->pass_stats.actions)
         log_info("reconcile", "pass: %u desired, %u present, %u steps (%u failed) in %.1f ms",
                  a->pass_stats.desired, a->pass_stats.actual, a->pass_stats.actions,

@@ -373,7 +373,7 @@ prepare_live(struct reconciler *rc, struct rc_inst *ri, const struct inst_desire
     struct hv_create_args args = create_args(d, &p);
     char *xml = hv_migration_dest_xml(rc->hv, &args, d->generation);
     if (!xml) {
-        bfmt(err, errlen, "%s", rc->hv->err[0] ? rc->hv->err : "no definition");
+        bfmt(err, errlen, "%s", hv_err(rc->hv)[0] ? hv_err(rc->hv) : "no definition");
         return -ENOTSUP;
     }
     free(ri->live_xml);
@@ -394,7 +394,7 @@ migrate_live(struct reconciler *rc, struct rc_inst *ri, const struct inst_desire
 {
     struct hypervisor *hv = rc->hv;
     int r;
-    hv->err[0] = 0;
+    hv_clear_error(hv);
     if (!hv->class->migrate_live) {
         hv_set_error(hv, "the %s provider cannot migrate live", hv->class->name);
         r = -ENOTSUP;
@@ -417,10 +417,10 @@ migrate_live(struct reconciler *rc, struct rc_inst *ri, const struct inst_desire
         return 0;
     }
     bfmt(ri->fault, sizeof ri->fault, "live migration: %s",
-         hv->err[0] ? hv->err : strerror(-r));
+         hv_err(hv)[0] ? hv_err(hv) : strerror(-r));
     emit(rc, d->uuid, "live-migration-failed", ri->fault);
     if ((r = hv->class->set_generation(hv, d->uuid, d->generation))) {
-        bfmt(err, errlen, "%s", hv->err);
+        bfmt(err, errlen, "%s", hv_err(hv));
         return r;
     }
     a->generation = d->generation;
@@ -446,20 +446,21 @@ define(struct reconciler *rc, const struct inst_desired *d, bool start, char *er
          (double)(util_now_ns() - t0) / 1e6, (double)p.fetch_ns / 1e6,
          (double)p.overlay_ns / 1e6, p.fetched, p.fetched ? "no" : "yes");
     struct hv_create_args args = create_args(d, &p);
-    rc->hv->define_ns = rc->hv->start_ns = 0;
+    struct hv_timing *tm = hv_timing(rc->hv);
+    *tm = (struct hv_timing){ 0 };
     r = rc->hv->class->create(rc->hv, &args, start);
     /* Not while waiting for a port's device: that create comes again
      * every pass. */
     if (r != -EAGAIN)
         emit(rc, d->uuid, "image-ready", detail);
     if (r) {
-        bfmt(err, errlen, "%s", rc->hv->err[0] ? rc->hv->err : strerror(-r));
+        bfmt(err, errlen, "%s", hv_err(rc->hv)[0] ? hv_err(rc->hv) : strerror(-r));
         return r;
     }
-    bfmt(detail, sizeof detail, "define_ms=%.1f", (double)rc->hv->define_ns / 1e6);
+    bfmt(detail, sizeof detail, "define_ms=%.1f", (double)tm->define_ns / 1e6);
     emit(rc, d->uuid, "defined", detail);
     if (start) {
-        bfmt(detail, sizeof detail, "start_ms=%.1f", (double)rc->hv->start_ns / 1e6);
+        bfmt(detail, sizeof detail, "start_ms=%.1f", (double)tm->start_ns / 1e6);
         emit(rc, d->uuid, "started", detail);
     }
     return 0;
@@ -476,7 +477,7 @@ stop_guest(struct reconciler *rc, const struct inst_desired *d, struct inst_actu
         return 0;
     int r = hv->class->stop(hv, d->uuid, rc->cfg.stop_timeout_ms);
     if (r) {
-        bfmt(err, errlen, "stop: %s", hv->err[0] ? hv->err : strerror(-r));
+        bfmt(err, errlen, "stop: %s", hv_err(hv)[0] ? hv_err(hv) : strerror(-r));
         return r;
     }
     a->power = POWER_SHUTOFF;
@@ -558,7 +559,7 @@ export_disk(struct reconciler *rc, const struct inst_desired *d, struct inst_act
         if ((r = rc->storage.export_disk(rc->storage.ctx, d, err, errlen)))
             return r;
     if ((r = hv->class->destroy(hv, d->uuid))) {
-        bfmt(err, errlen, "undefine: %s", hv->err[0] ? hv->err : strerror(-r));
+        bfmt(err, errlen, "undefine: %s", hv_err(hv)[0] ? hv_err(hv) : strerror(-r));
         return r;
     }
     return 0;
@@ -580,7 +581,7 @@ snapshot(struct reconciler *rc, const struct inst_desired *d, struct inst_actual
     int r;
     if (a->power == POWER_RUNNING) {
         if ((r = hv->class->pause(hv, d->uuid))) {
-            bfmt(err, errlen, "pause: %s", hv->err[0] ? hv->err : strerror(-r));
+            bfmt(err, errlen, "pause: %s", hv_err(hv)[0] ? hv_err(hv) : strerror(-r));
             return r;
         }
         a->power = POWER_PAUSED;
@@ -590,7 +591,7 @@ snapshot(struct reconciler *rc, const struct inst_desired *d, struct inst_actual
     if (paused) {
         int u = hv->class->unpause(hv, d->uuid);
         if (u && !r) {
-            bfmt(err, errlen, "unpause: %s", hv->err[0] ? hv->err : strerror(-u));
+            bfmt(err, errlen, "unpause: %s", hv_err(hv)[0] ? hv_err(hv) : strerror(-u));
             r = u;
         }
         if (!u)
@@ -733,7 +734,7 @@ execute(struct reconciler *rc, struct rc_inst *ri, const struct inst_desired *d,
         if (!r)
             r = rc->storage.remove(rc->storage.ctx, uuid, err, errlen);
         else
-            bfmt(err, errlen, "%s", hv->err);
+            bfmt(err, errlen, "%s", hv_err(hv));
         if (!r) {
             *present = false;
             emit(rc, uuid, d ? "deleted" : "orphan-deleted", NULL);
@@ -741,7 +742,7 @@ execute(struct reconciler *rc, struct rc_inst *ri, const struct inst_desired *d,
         return r;
     }
     if (r) {
-        bfmt(err, errlen, "%s", hv->err[0] ? hv->err : strerror(-r));
+        bfmt(err, errlen, "%s", hv_err(hv)[0] ? hv_err(hv) : strerror(-r));
         return r;
     }
     a->power = after;
@@ -750,7 +751,7 @@ execute(struct reconciler *rc, struct rc_inst *ri, const struct inst_desired *d,
     if (s.mark && d) {
         r = hv->class->set_generation(hv, uuid, d->generation);
         if (r) {
-            bfmt(err, errlen, "%s", hv->err);
+            bfmt(err, errlen, "%s", hv_err(hv));
             return r;
         }
         a->generation = d->generation;
@@ -863,9 +864,9 @@ reconcile_one(struct reconciler *rc, const struct inst_desired *d, const char *u
         int r = rc->hv->class->sync_ports(rc->hv, d);
         if (r > 0)
             emit(rc, uuid, "ports-changed", NULL);
-        if (r < 0 && strncmp(ri->ports_fault, rc->hv->err, sizeof ri->ports_fault - 1)) {
-            bfmt(ri->ports_fault, sizeof ri->ports_fault, "%s", rc->hv->err);
-            emit(rc, uuid, r == -EAGAIN ? "waiting-for-port" : "step-failed", rc->hv->err);
+        if (r < 0 && strncmp(ri->ports_fault, hv_err(rc->hv), sizeof ri->ports_fault - 1)) {
+            bfmt(ri->ports_fault, sizeof ri->ports_fault, "%s", hv_err(rc->hv));
+            emit(rc, uuid, r == -EAGAIN ? "waiting-for-port" : "step-failed", hv_err(rc->hv));
         } else if (r >= 0) {
             ri->ports_fault[0] = 0;
         }
