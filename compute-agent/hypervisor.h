@@ -195,11 +195,19 @@ void hv_clear_error(struct hypervisor *hv);
  * zeroes them before a create() and reads them after. */
 struct hv_timing *hv_timing(struct hypervisor *hv);
 
-/* ---- The fake provider's test hooks. */
+/* ---- The fake provider's test hooks (safe from any thread). */
 
 /* Makes the next 'count' calls of operation 'op' ("create", "start", ...)
  * fail with 'error'. */
 void hv_fake_fail(struct hypervisor *hv, const char *op, int error, unsigned count);
+/* The same for the calls on instance 'uuid' only (NULL: any). */
+void hv_fake_fail_instance(struct hypervisor *hv, const char *op, const char *uuid, int error,
+                           unsigned count);
+/* Makes every later call of 'op' take 'ms' milliseconds more (0: none),
+ * slept without holding the fake's lock, as a hypervisor's own work. */
+void hv_fake_delay(struct hypervisor *hv, const char *op, unsigned ms);
+/* The most calls of 'op' that were in progress at once. */
+unsigned hv_fake_max_concurrent(struct hypervisor *hv, const char *op);
 /* Changes an instance's power state behind the agent's back (a guest that
  * powers itself off, a crash).  -ENOENT if unknown. */
 int hv_fake_set_power(struct hypervisor *hv, const char *uuid, enum power_state p);
