@@ -67,7 +67,8 @@ struct agent {
     char *observed_json;
     size_t state_counts[RC_N_STATES];
 
-    pthread_mutex_t mu;               /* The counters below (events come from the worker). */
+    pthread_mutex_t progress_mu;      /* on_progress: the reconciler's workers call it at once. */
+    pthread_mutex_t mu;               /* The counters below (events come from the workers). */
     uint64_t passes, pass_failures, actions, step_failures, events, guest_poweroffs;
     uint64_t last_pass_ns, max_pass_ns;
 };
@@ -78,7 +79,9 @@ now_ms(void)
     return util_now_ns() / 1000000u;
 }
 
-/* Called on the worker thread for each reconciler event. */
+/* Called on the pass's thread and the reconciler's workers, at once, for
+ * each reconciler event: the counters are under 'mu', the channel has its
+ * own lock, and each line is one write(2) to the events file. */
 static void
 on_event(void *ctx, const char *uuid, const char *event, const char *detail)
 {
@@ -149,8 +152,9 @@ observed_now(struct agent *a, size_t *counts)
 }
 
 /* An instance became active in the middle of a pass: its state goes to
- * nimbus-api now (the pass's thread; the channel takes reports from any
- * thread).  The file source waits for the end of the pass. */
+ * nimbus-api now (the pass's thread or a reconciler worker: one at a
+ * time, for the console report's memory and the order of the reports).
+ * The file source waits for the end of the pass. */
 static void
 on_progress(void *ctx)
 {
@@ -158,9 +162,11 @@ on_progress(void *ctx)
     struct agent *a = ctx;
     if (!a->chan)
         return;
+    pthread_mutex_lock(&a->progress_mu);
     char *json = observed_now(a, NULL);
     if (json)
         chan_report_observed(a->chan, json);
+    pthread_mutex_unlock(&a->progress_mu);
     free(json);
 #else
     (void)ctx;
@@ -522,6 +528,7 @@ agent_start(uv_loop_t *loop, const struct agent_config *cfg, struct agent **out,
     a->loop = loop;
     a->cfg = *cfg;
     pthread_mutex_init(&a->mu, NULL);
+    pthread_mutex_init(&a->progress_mu, NULL);
     int r = hv_open(&cfg->hv, &a->hv, err, errlen);
     if (r)
         return r;
@@ -720,6 +727,7 @@ agent_free(struct agent *a)
     desired_set_free(&a->next);
     free(a->observed_json);
     pthread_mutex_destroy(&a->mu);
+    pthread_mutex_destroy(&a->progress_mu);
     free(a);
 }
 

@@ -7,6 +7,7 @@
 #include "reconcile.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,14 @@
 #define UF "ffffffff-ffff-4fff-8fff-ffffffffffff"
 
 /* ---- a fake storage: a set of uuids with "directories" */
+
+/* The workers of every reconciler the transcripts make (0: the default);
+ * main() runs them all with one worker and with the default. */
+static unsigned test_workers;
+
+/* The fake storage and the event log: the reconciler's workers call them
+ * at once. */
+static pthread_mutex_t test_mu = PTHREAD_MUTEX_INITIALIZER;
 
 struct fstore {
     char dirs[16][37];
@@ -35,7 +44,7 @@ struct fstore {
 };
 
 static int
-fs_export(void *ctx, const struct inst_desired *d, char *err, size_t len)
+fs_export_locked(void *ctx, const struct inst_desired *d, char *err, size_t len)
 {
     struct fstore *s = ctx;
     (void)err;
@@ -48,14 +57,14 @@ fs_export(void *ctx, const struct inst_desired *d, char *err, size_t len)
 }
 
 static uint64_t
-fs_exported(void *ctx, const char *uuid)
+fs_exported_locked(void *ctx, const char *uuid)
 {
     struct fstore *s = ctx;
     return !strcmp(s->exported, uuid) ? s->export_gen : 0;
 }
 
 static void
-fs_unexport(void *ctx, const char *uuid)
+fs_unexport_locked(void *ctx, const char *uuid)
 {
     struct fstore *s = ctx;
     if (!strcmp(s->exported, uuid)) {
@@ -65,7 +74,7 @@ fs_unexport(void *ctx, const char *uuid)
 }
 
 static int
-fs_import(void *ctx, const struct inst_desired *d, char *err, size_t len)
+fs_import_locked(void *ctx, const struct inst_desired *d, char *err, size_t len)
 {
     struct fstore *s = ctx;
     (void)d;
@@ -80,7 +89,7 @@ fs_import(void *ctx, const struct inst_desired *d, char *err, size_t len)
 }
 
 static int
-fs_prepare(void *ctx, const struct inst_desired *d, struct rc_prepared *p, char *err, size_t len)
+fs_prepare_locked(void *ctx, const struct inst_desired *d, struct rc_prepared *p, char *err, size_t len)
 {
     struct fstore *s = ctx;
     s->prepares++;
@@ -102,7 +111,7 @@ fs_prepare(void *ctx, const struct inst_desired *d, struct rc_prepared *p, char 
 }
 
 static int
-fs_remove(void *ctx, const char *uuid, char *err, size_t len)
+fs_remove_locked(void *ctx, const char *uuid, char *err, size_t len)
 {
     struct fstore *s = ctx;
     s->removes++;
@@ -120,13 +129,77 @@ fs_remove(void *ctx, const char *uuid, char *err, size_t len)
 }
 
 static int
-fs_list(void *ctx, char (**out)[37], size_t *n)
+fs_list_locked(void *ctx, char (**out)[37], size_t *n)
 {
     struct fstore *s = ctx;
     *out = calloc(16, 37);
     memcpy(*out, s->dirs, sizeof s->dirs);
     *n = (size_t)s->n;
     return 0;
+}
+
+/* The fake storage's interface: each call under test_mu. */
+
+static int
+fs_export(void *ctx, const struct inst_desired *d, char *err, size_t len)
+{
+    pthread_mutex_lock(&test_mu);
+    int r = fs_export_locked(ctx, d, err, len);
+    pthread_mutex_unlock(&test_mu);
+    return r;
+}
+
+static uint64_t
+fs_exported(void *ctx, const char *uuid)
+{
+    pthread_mutex_lock(&test_mu);
+    uint64_t r = fs_exported_locked(ctx, uuid);
+    pthread_mutex_unlock(&test_mu);
+    return r;
+}
+
+static void
+fs_unexport(void *ctx, const char *uuid)
+{
+    pthread_mutex_lock(&test_mu);
+    fs_unexport_locked(ctx, uuid);
+    pthread_mutex_unlock(&test_mu);
+}
+
+static int
+fs_import(void *ctx, const struct inst_desired *d, char *err, size_t len)
+{
+    pthread_mutex_lock(&test_mu);
+    int r = fs_import_locked(ctx, d, err, len);
+    pthread_mutex_unlock(&test_mu);
+    return r;
+}
+
+static int
+fs_prepare(void *ctx, const struct inst_desired *d, struct rc_prepared *p, char *err, size_t len)
+{
+    pthread_mutex_lock(&test_mu);
+    int r = fs_prepare_locked(ctx, d, p, err, len);
+    pthread_mutex_unlock(&test_mu);
+    return r;
+}
+
+static int
+fs_remove(void *ctx, const char *uuid, char *err, size_t len)
+{
+    pthread_mutex_lock(&test_mu);
+    int r = fs_remove_locked(ctx, uuid, err, len);
+    pthread_mutex_unlock(&test_mu);
+    return r;
+}
+
+static int
+fs_list(void *ctx, char (**out)[37], size_t *n)
+{
+    pthread_mutex_lock(&test_mu);
+    int r = fs_list_locked(ctx, out, n);
+    pthread_mutex_unlock(&test_mu);
+    return r;
 }
 
 static bool
@@ -145,8 +218,10 @@ static char events[4096];
 static void
 on_event(void *ctx, const char *uuid, const char *event, const char *detail)
 {
+    pthread_mutex_lock(&test_mu);
     size_t n = strlen(events);
     snprintf(events + n, sizeof events - n, "%.8s:%s ", uuid, event);
+    pthread_mutex_unlock(&test_mu);
 }
 
 /* ---- helpers */
@@ -176,7 +251,8 @@ world_init_on(struct world *w, const char *node)
     w->st.exported = fs_exported;
     w->st.import_disk = fs_import;
     w->st.import_ctx = &w->fs;
-    w->cfg = (struct rc_config){ .grace_ms = 60000, .max_attempts = 3, .stop_timeout_ms = 1000 };
+    w->cfg = (struct rc_config){ .grace_ms = 60000, .max_attempts = 3, .stop_timeout_ms = 1000,
+                                 .workers = test_workers };
     if (rc_new(w->hv, &w->st, &w->cfg, on_event, NULL, &w->rc))
         abort();
     w->ds.insts = w->insts;
@@ -294,8 +370,12 @@ on_progress(void *ctx)
 static void
 test_progress(void)
 {
+    /* The order of one worker (several: test_parallel_creates). */
+    unsigned workers = test_workers;
+    test_workers = 1;
     struct world w;
     world_init(&w);
+    test_workers = workers;
     progress_world = &w;
     progress_seen[0] = 0;
     rc_set_progress(w.rc, on_progress);
@@ -764,7 +844,7 @@ test_scale(void)
     CHECK(hv_open(&hc, &hv, err, sizeof err) == 0);
     struct fstore fs = { 0 };
     struct rc_storage st = { fs_prepare, fs_remove, NULL, &fs };
-    struct rc_config cfg = { .grace_ms = 0, .max_attempts = 3 };
+    struct rc_config cfg = { .grace_ms = 0, .max_attempts = 3, .workers = test_workers };
     struct reconciler *rc;
     CHECK(rc_new(hv, &st, &cfg, NULL, NULL, &rc) == 0);
     struct desired_set ds = { .n = 1000 };
@@ -921,16 +1001,23 @@ int
 main(void)
 {
     test_decide_table();
-    test_create_and_power();
-    test_progress();
-    test_guest_powers_off();
-    test_orphan_grace_and_foreign();
-    test_moves();
-    test_retries_and_error();
-    test_waiting_for_port();
-    test_crash_convergence();
-    test_scale();
-    test_fake_migrate();
-    test_live_migration();
+    /* Every transcript with one worker (every step in order), then with
+     * the default number of workers (the creates of a pass at once). */
+    unsigned workers[] = { 1, 0 };
+    for (size_t i = 0; i < sizeof workers / sizeof workers[0]; i++) {
+        test_workers = workers[i];
+        fprintf(stderr, "transcripts with workers = %u\n", test_workers);
+        test_create_and_power();
+        test_progress();
+        test_guest_powers_off();
+        test_orphan_grace_and_foreign();
+        test_moves();
+        test_retries_and_error();
+        test_waiting_for_port();
+        test_crash_convergence();
+        test_scale();
+        test_fake_migrate();
+        test_live_migration();
+    }
     return check_exit();
 }
