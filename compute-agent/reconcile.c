@@ -895,14 +895,17 @@ settled(enum rc_state s)
 
 /* Whether the steps of desired instance 'd' are independent of every
  * other instance's, so that a worker may run them beside others: a
- * create (nothing on the hypervisor, wanted) that involves no other node
- * and no live migration's definition.  Everything else (power steps,
- * deletes, resizes, snapshots, moves) runs after them on the pass's
- * thread, in the order of the desired state. */
+ * create (nothing on the hypervisor, wanted, not given up for this
+ * generation) that involves no other node and no live migration's
+ * definition.  Everything else (power steps, deletes, resizes, snapshots,
+ * moves) runs after them on the pass's thread, in the order of the
+ * desired state. */
 static bool
 independent(const struct rc_inst *ri, const struct inst_desired *d, const struct inst_actual *a)
 {
-    return !a && !d->deleted && !ri->live_xml && strcmp(d->action, "migrate_in") &&
+    return !a && !d->deleted && !ri->live_xml &&
+           !(ri->state == RC_ERROR && ri->error_gen == d->generation) &&
+           strcmp(d->action, "migrate_in") &&
            strcmp(d->action, "migrate_out") && strcmp(d->action, "live_in") &&
            strcmp(d->action, "live_out");
 }
