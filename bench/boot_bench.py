@@ -42,7 +42,11 @@ is measured once.  Every server is deleted at the end.  Holds
 Environment: NIMBUS_BUILD (default <repo>/build), NIMBUS_TEST_PG (a running
 cluster; otherwise one is started), BENCH_COLD (3), BENCH_SEQ (10),
 BENCH_PARALLEL (20), BENCH_RAM_MB (128), BENCH_TIMEOUT (seconds per wait,
-300).  The alone measurement uses python3-libvirt when installed, else
+300), BENCH_WORKERS (the agent's [agent] workers; unset: its default).
+After the parallel creates, one line per create (by the time the agent
+began it, seconds from the first POST): when it was claimed, began,
+started and was ACTIVE, which shows how many creates ran at once and
+where each one waited.  The alone measurement uses python3-libvirt when installed, else
 virsh (whose connection adds some milliseconds)."""
 import atexit
 import datetime
@@ -71,6 +75,7 @@ N_COLD = int(os.environ.get('BENCH_COLD', '3'))
 N_SEQ = int(os.environ.get('BENCH_SEQ', '10'))
 N_PAR = int(os.environ.get('BENCH_PARALLEL', '20'))
 RAM_MB = int(os.environ.get('BENCH_RAM_MB', '128'))
+WORKERS = os.environ.get('BENCH_WORKERS', '')
 TIMEOUT = float(os.environ.get('BENCH_TIMEOUT', '300'))
 AGENT = os.path.join(nt.BUILD, 'compute-agent', 'nimbus-compute')
 URI = 'qemu:///system'
@@ -145,7 +150,8 @@ class Bench:
         c.manage('node', 'add', NODE, '--output', token_file)
         conf = compute_lib.write_agent_conf(
             c, NODE, token_file, state_dir=self.state, hypervisor='libvirt',
-            agent_extra='stop_timeout = 5\n', source_extra='heartbeat = 2\n')
+            agent_extra='stop_timeout = 5\n' + (f'workers = {int(WORKERS)}\n' if WORKERS else ''),
+            source_extra='heartbeat = 2\n')
         self.agent_log = os.path.join(c.dir, 'agent.log')
         self.agent = compute_lib.start_agent(conf, self.agent_log)
         self.scheds = Schedulers(c, 1)
@@ -481,6 +487,16 @@ def main():
         par = [b.phases(s, t) for s, t in res]
         wall_par = (max(p['launched'] for p in par) - t0) * 1000
         b.delete(sids)
+        say(f'parallel creates, s from the first POST (agent workers: {WORKERS or "default"}):')
+        say(f'{"":>4}{"claimed":>9}{"began":>8}{"start":>8}{"started":>9}{"active":>8}')
+        for i, p in enumerate(sorted(par, key=lambda p: p.get('started_at', 0)
+                                     - (p.get('start') or 0) / 1000)):
+            if p.get('started_at') is None:
+                continue
+            began = p['started_at'] - (p['image'] + p['define'] + p['start']) / 1000
+            claimed = began - p['dispatch'] / 1000 if p.get('dispatch') is not None else None
+            say(f'{i:>4}{(claimed - t0) if claimed else 0:>9.1f}{began - t0:>8.1f}'
+                f'{p["start"] / 1000:>8.1f}{p["started_at"] - t0:>9.1f}{p["launched"] - t0:>8.1f}')
 
     say('')
     say('POST /servers -> ACTIVE, ms (warm: image in the node\'s cache; '

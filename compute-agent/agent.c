@@ -62,11 +62,13 @@ struct agent {
 
     /* Results of the pass in flight, handed from the worker. */
     int pass_rc;
+    char pass_err[512];               /* The provider's message when pass_rc. */
     struct rc_pass_stats pass_stats;
     char *observed_json;
     size_t state_counts[RC_N_STATES];
 
-    pthread_mutex_t mu;               /* The counters below (events come from the worker). */
+    pthread_mutex_t progress_mu;      /* on_progress: the reconciler's workers call it at once. */
+    pthread_mutex_t mu;               /* The counters below (events come from the workers). */
     uint64_t passes, pass_failures, actions, step_failures, events, guest_poweroffs;
     uint64_t last_pass_ns, max_pass_ns;
 };
@@ -77,7 +79,9 @@ now_ms(void)
     return util_now_ns() / 1000000u;
 }
 
-/* Called on the worker thread for each reconciler event. */
+/* Called on the pass's thread and the reconciler's workers, at once, for
+ * each reconciler event: the counters are under 'mu', the channel has its
+ * own lock, and each line is one write(2) to the events file. */
 static void
 on_event(void *ctx, const char *uuid, const char *event, const char *detail)
 {
@@ -148,8 +152,9 @@ observed_now(struct agent *a, size_t *counts)
 }
 
 /* An instance became active in the middle of a pass: its state goes to
- * nimbus-api now (the pass's thread; the channel takes reports from any
- * thread).  The file source waits for the end of the pass. */
+ * nimbus-api now (the pass's thread or a reconciler worker: one at a
+ * time, for the console report's memory and the order of the reports).
+ * The file source waits for the end of the pass. */
 static void
 on_progress(void *ctx)
 {
@@ -157,9 +162,11 @@ on_progress(void *ctx)
     struct agent *a = ctx;
     if (!a->chan)
         return;
+    pthread_mutex_lock(&a->progress_mu);
     char *json = observed_now(a, NULL);
     if (json)
         chan_report_observed(a->chan, json);
+    pthread_mutex_unlock(&a->progress_mu);
     free(json);
 #else
     (void)ctx;
@@ -172,6 +179,7 @@ pass_work(uv_work_t *w)
     struct agent *a = w->data;
     struct rc_pass_stats st = { 0 };
     a->pass_rc = rc_pass(a->rc, &a->desired, now_ms(), &st);
+    snprintf(a->pass_err, sizeof a->pass_err, "%s", a->pass_rc ? hv_err(a->hv) : "");
     a->pass_stats = st;
     memset(a->state_counts, 0, sizeof a->state_counts);
     a->observed_json = observed_now(a, a->state_counts);
@@ -225,7 +233,7 @@ pass_done(uv_work_t *w, int status)
         a->max_pass_ns = a->pass_stats.duration_ns;
     pthread_mutex_unlock(&a->mu);
     if (a->pass_rc)
-        log_warn("reconcile", "pass skipped: cannot list instances: %s", a->hv->err);
+        log_warn("reconcile", "pass skipped: cannot list instances: %s", a->pass_err);
     else if (a->pass_stats.actions)
         log_info("reconcile", "pass: %u desired, %u present, %u steps (%u failed) in %.1f ms",
                  a->pass_stats.desired, a->pass_stats.actual, a->pass_stats.actions,
@@ -520,6 +528,7 @@ agent_start(uv_loop_t *loop, const struct agent_config *cfg, struct agent **out,
     a->loop = loop;
     a->cfg = *cfg;
     pthread_mutex_init(&a->mu, NULL);
+    pthread_mutex_init(&a->progress_mu, NULL);
     int r = hv_open(&cfg->hv, &a->hv, err, errlen);
     if (r)
         return r;
@@ -718,6 +727,7 @@ agent_free(struct agent *a)
     desired_set_free(&a->next);
     free(a->observed_json);
     pthread_mutex_destroy(&a->mu);
+    pthread_mutex_destroy(&a->progress_mu);
     free(a);
 }
 

@@ -1,5 +1,8 @@
 /* The fake hypervisor: instances in memory, with failure injection, for the
- * reconciler's unit tests and the scheduler's scale simulation. */
+ * reconciler's unit tests and the scheduler's scale simulation.  Safe for
+ * concurrent operations, like the real providers: one mutex guards the
+ * state of every fake in the process (a live migration moves an instance
+ * from one fake to another); a delay set by a test is slept outside it. */
 #include "hypervisor.h"
 
 #include <dirent.h>
@@ -11,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define FAKE_OPS(X) X(create) X(start) X(stop) X(reboot) X(pause) X(unpause) \
@@ -62,7 +66,10 @@ struct hv_fake {
     size_t n, cap;
     int fail_err[FOP_N];
     unsigned fail_count[FOP_N];
+    char fail_uuid[FOP_N][37];   /* Only this instance's calls fail; "" any. */
     unsigned calls[FOP_N];
+    unsigned delay_ms[FOP_N];
+    unsigned running[FOP_N], max_running[FOP_N];
     char node[256];
     char state_dir[256];         /* cfg->state_dir, "" for none. */
     /* state_dir/fake-arrivals: guests moved live here by the fake of
@@ -72,9 +79,10 @@ struct hv_fake {
 };
 
 /* The open fake providers, by node name: the destinations of live
- * migrations ("fake://<node>") in one process. */
+ * migrations ("fake://<node>") in one process.  fake_mu guards the list
+ * and the state of every fake. */
 static struct hv_fake *fake_nodes;
-static pthread_mutex_t fake_nodes_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t fake_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static struct hv_fake *
 fake_cast(struct hypervisor *hv)
@@ -100,10 +108,10 @@ fake_open(const struct hv_config *cfg, struct hypervisor **out)
         else if (mkdir(f->arrivals, 0755) < 0 && errno != EEXIST)
             f->arrivals[0] = 0;
     }
-    pthread_mutex_lock(&fake_nodes_mu);
+    pthread_mutex_lock(&fake_mu);
     f->next = fake_nodes;
     fake_nodes = f;
-    pthread_mutex_unlock(&fake_nodes_mu);
+    pthread_mutex_unlock(&fake_mu);
     return 0;
 }
 
@@ -111,27 +119,55 @@ static void
 fake_close(struct hypervisor *hv)
 {
     struct hv_fake *f = fake_cast(hv);
-    pthread_mutex_lock(&fake_nodes_mu);
+    pthread_mutex_lock(&fake_mu);
     for (struct hv_fake **p = &fake_nodes; *p; p = &(*p)->next)
         if (*p == f) {
             *p = f->next;
             break;
         }
-    pthread_mutex_unlock(&fake_nodes_mu);
+    pthread_mutex_unlock(&fake_mu);
     free(f->v);
     free(f);
 }
 
+/* Counts a call of 'op' (on instance 'uuid', NULL for list) and answers
+ * an injected failure.  With fake_mu held. */
 static int
-fake_enter(struct hv_fake *f, enum fake_op op)
+fake_enter(struct hv_fake *f, enum fake_op op, const char *uuid)
 {
     f->calls[op]++;
-    if (f->fail_count[op]) {
+    if (f->fail_count[op] && (!f->fail_uuid[op][0] || (uuid && !strcmp(uuid, f->fail_uuid[op])))) {
         f->fail_count[op]--;
         hv_set_error(&f->up, "fake: injected failure of %s", fake_op_names[op]);
         return f->fail_err[op];
     }
     return 0;
+}
+
+/* Takes fake_mu for operation 'op', after the delay a test set for it
+ * (slept without the lock, as a real provider waits for its hypervisor). */
+static void
+fake_begin(struct hv_fake *f, enum fake_op op)
+{
+    pthread_mutex_lock(&fake_mu);
+    if (++f->running[op] > f->max_running[op])
+        f->max_running[op] = f->running[op];
+    unsigned ms = f->delay_ms[op];
+    if (ms) {
+        pthread_mutex_unlock(&fake_mu);
+        struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+        while (nanosleep(&ts, &ts) < 0)
+            ;
+        pthread_mutex_lock(&fake_mu);
+    }
+}
+
+static int
+fake_end(struct hv_fake *f, enum fake_op op, int r)
+{
+    f->running[op]--;
+    pthread_mutex_unlock(&fake_mu);
+    return r;
 }
 
 static struct fake_inst *
@@ -206,10 +242,10 @@ fake_adopt_arrivals(struct hv_fake *f)
 }
 
 static int
-fake_list(struct hypervisor *hv, struct inst_actual **out, size_t *n)
+locked_list(struct hypervisor *hv, struct inst_actual **out, size_t *n)
 {
     struct hv_fake *f = fake_cast(hv);
-    int r = fake_enter(f, FOP_list);
+    int r = fake_enter(f, FOP_list, NULL);
     if (r)
         return r;
     fake_adopt_arrivals(f);
@@ -242,10 +278,10 @@ fake_add(struct hv_fake *f, const char *uuid)
 }
 
 static int
-fake_create(struct hypervisor *hv, const struct hv_create_args *a, bool start)
+locked_create(struct hypervisor *hv, const struct hv_create_args *a, bool start)
 {
     struct hv_fake *f = fake_cast(hv);
-    int r = fake_enter(f, FOP_create);
+    int r = fake_enter(f, FOP_create, a->d->uuid);
     if (r)
         return r;
     struct fake_inst *i = fake_find(f, a->d->uuid);
@@ -278,10 +314,10 @@ fake_create(struct hypervisor *hv, const struct hv_create_args *a, bool start)
 }
 
 #define FAKE_SIMPLE(fn, op, body)                                           \
-    static int fn(struct hypervisor *hv, const char *uuid)                  \
+    static int locked_##fn(struct hypervisor *hv, const char *uuid)         \
     {                                                                       \
         struct hv_fake *f = fake_cast(hv);                                  \
-        int r = fake_enter(f, op);                                          \
+        int r = fake_enter(f, op, uuid);                                          \
         if (r)                                                              \
             return r;                                                       \
         struct fake_inst *i = fake_owned(f, uuid);                          \
@@ -291,28 +327,28 @@ fake_create(struct hypervisor *hv, const struct hv_create_args *a, bool start)
         return 0;                                                           \
     }
 
-FAKE_SIMPLE(fake_start, FOP_start,
+FAKE_SIMPLE(start, FOP_start,
             if (i->a.power == POWER_SHUTOFF || i->a.power == POWER_CRASHED) {
                 i->a.power = POWER_RUNNING;
                 fake_console(i, "nimbus-fake: booted with %u vcpus, %u MiB RAM", i->vcpus,
                              i->ram_mb);
             })
-FAKE_SIMPLE(fake_pause, FOP_pause,
+FAKE_SIMPLE(pause, FOP_pause,
             if (i->a.power != POWER_RUNNING && i->a.power != POWER_PAUSED) return -EINVAL;
             i->a.power = POWER_PAUSED)
-FAKE_SIMPLE(fake_unpause, FOP_unpause,
+FAKE_SIMPLE(unpause, FOP_unpause,
             if (i->a.power == POWER_PAUSED) i->a.power = POWER_RUNNING)
-FAKE_SIMPLE(fake_suspend, FOP_suspend,
+FAKE_SIMPLE(suspend, FOP_suspend,
             if (i->a.power == POWER_SHUTOFF) return -EINVAL;
             i->a.power = POWER_SUSPENDED)
-FAKE_SIMPLE(fake_resume, FOP_resume,
+FAKE_SIMPLE(resume, FOP_resume,
             if (i->a.power == POWER_SUSPENDED) i->a.power = POWER_RUNNING)
 
 static int
-fake_stop(struct hypervisor *hv, const char *uuid, unsigned timeout_ms)
+locked_stop(struct hypervisor *hv, const char *uuid, unsigned timeout_ms)
 {
     struct hv_fake *f = fake_cast(hv);
-    int r = fake_enter(f, FOP_stop);
+    int r = fake_enter(f, FOP_stop, uuid);
     if (r)
         return r;
     struct fake_inst *i = fake_owned(f, uuid);
@@ -325,10 +361,10 @@ fake_stop(struct hypervisor *hv, const char *uuid, unsigned timeout_ms)
 }
 
 static int
-fake_reboot(struct hypervisor *hv, const char *uuid, bool hard)
+locked_reboot(struct hypervisor *hv, const char *uuid, bool hard)
 {
     struct hv_fake *f = fake_cast(hv);
-    int r = fake_enter(f, FOP_reboot);
+    int r = fake_enter(f, FOP_reboot, uuid);
     if (r)
         return r;
     struct fake_inst *i = fake_owned(f, uuid);
@@ -339,10 +375,10 @@ fake_reboot(struct hypervisor *hv, const char *uuid, bool hard)
 }
 
 static int
-fake_destroy(struct hypervisor *hv, const char *uuid)
+locked_destroy(struct hypervisor *hv, const char *uuid)
 {
     struct hv_fake *f = fake_cast(hv);
-    int r = fake_enter(f, FOP_destroy);
+    int r = fake_enter(f, FOP_destroy, uuid);
     if (r)
         return r;
     struct fake_inst *i = fake_find(f, uuid);
@@ -357,10 +393,10 @@ fake_destroy(struct hypervisor *hv, const char *uuid)
 }
 
 static int
-fake_set_generation(struct hypervisor *hv, const char *uuid, uint64_t gen)
+locked_set_generation(struct hypervisor *hv, const char *uuid, uint64_t gen)
 {
     struct hv_fake *f = fake_cast(hv);
-    int r = fake_enter(f, FOP_set_generation);
+    int r = fake_enter(f, FOP_set_generation, uuid);
     if (r)
         return r;
     struct fake_inst *i = fake_owned(f, uuid);
@@ -430,10 +466,10 @@ fake_send(struct hv_fake *f, const struct fake_inst *i, const char *inst_dir_des
  * a->inst_dir_dest; for any other URI, to the fake of another process on
  * this machine that owns a->inst_dir_dest (fake_send()). */
 static int
-fake_migrate_live(struct hypervisor *hv, const struct hv_migrate_args *a)
+locked_migrate_live(struct hypervisor *hv, const struct hv_migrate_args *a)
 {
     struct hv_fake *f = fake_cast(hv);
-    int r = fake_enter(f, FOP_migrate_live);
+    int r = fake_enter(f, FOP_migrate_live, a->d->uuid);
     if (r)
         return r;
     struct fake_inst *i = fake_owned(f, a->d->uuid);
@@ -453,7 +489,6 @@ fake_migrate_live(struct hypervisor *hv, const struct hv_migrate_args *a)
         *i = f->v[--f->n];
         return 0;
     }
-    pthread_mutex_lock(&fake_nodes_mu);
     struct hv_fake *dst = fake_nodes;
     while (dst && (dst == f || strcmp(dst->node, a->dest_uri + 7)))
         dst = dst->next;
@@ -476,8 +511,60 @@ fake_migrate_live(struct hypervisor *hv, const struct hv_migrate_args *a)
         fake_console(di, "nimbus-fake: arrived from %s, still running", f->node);
         *i = f->v[--f->n];
     }
-    pthread_mutex_unlock(&fake_nodes_mu);
     return r;
+}
+
+/* ---- The operations: each under fake_mu. */
+
+#define FAKE_LOCKED(op, call)                                               \
+    do {                                                                    \
+        struct hv_fake *f_ = fake_cast(hv);                                 \
+        fake_begin(f_, op);                                                 \
+        return fake_end(f_, op, call);                                      \
+    } while (0)
+
+static int
+fake_list(struct hypervisor *hv, struct inst_actual **out, size_t *n)
+{
+    FAKE_LOCKED(FOP_list, locked_list(hv, out, n));
+}
+
+static int
+fake_create(struct hypervisor *hv, const struct hv_create_args *a, bool start)
+{
+    FAKE_LOCKED(FOP_create, locked_create(hv, a, start));
+}
+
+#define X(fn)                                                               \
+    static int fake_##fn(struct hypervisor *hv, const char *uuid)           \
+    {                                                                       \
+        FAKE_LOCKED(FOP_##fn, locked_##fn(hv, uuid));                       \
+    }
+X(start) X(pause) X(unpause) X(suspend) X(resume) X(destroy)
+#undef X
+
+static int
+fake_stop(struct hypervisor *hv, const char *uuid, unsigned timeout_ms)
+{
+    FAKE_LOCKED(FOP_stop, locked_stop(hv, uuid, timeout_ms));
+}
+
+static int
+fake_reboot(struct hypervisor *hv, const char *uuid, bool hard)
+{
+    FAKE_LOCKED(FOP_reboot, locked_reboot(hv, uuid, hard));
+}
+
+static int
+fake_set_generation(struct hypervisor *hv, const char *uuid, uint64_t gen)
+{
+    FAKE_LOCKED(FOP_set_generation, locked_set_generation(hv, uuid, gen));
+}
+
+static int
+fake_migrate_live(struct hypervisor *hv, const struct hv_migrate_args *a)
+{
+    FAKE_LOCKED(FOP_migrate_live, locked_migrate_live(hv, a));
 }
 
 static const char *
@@ -517,66 +604,113 @@ fake_op_index(const char *op)
 void
 hv_fake_fail(struct hypervisor *hv, const char *op, int error, unsigned count)
 {
+    hv_fake_fail_instance(hv, op, NULL, error, count);
+}
+
+void
+hv_fake_fail_instance(struct hypervisor *hv, const char *op, const char *uuid, int error,
+                      unsigned count)
+{
     struct hv_fake *f = fake_cast(hv);
     int i = fake_op_index(op);
+    pthread_mutex_lock(&fake_mu);
     f->fail_err[i] = error;
     f->fail_count[i] = count;
+    snprintf(f->fail_uuid[i], sizeof f->fail_uuid[i], "%s", uuid ? uuid : "");
+    pthread_mutex_unlock(&fake_mu);
+}
+
+void
+hv_fake_delay(struct hypervisor *hv, const char *op, unsigned ms)
+{
+    int i = fake_op_index(op);
+    pthread_mutex_lock(&fake_mu);
+    fake_cast(hv)->delay_ms[i] = ms;
+    pthread_mutex_unlock(&fake_mu);
+}
+
+unsigned
+hv_fake_max_concurrent(struct hypervisor *hv, const char *op)
+{
+    int i = fake_op_index(op);
+    pthread_mutex_lock(&fake_mu);
+    unsigned m = fake_cast(hv)->max_running[i];
+    pthread_mutex_unlock(&fake_mu);
+    return m;
 }
 
 int
 hv_fake_set_power(struct hypervisor *hv, const char *uuid, enum power_state p)
 {
+    pthread_mutex_lock(&fake_mu);
     struct fake_inst *i = fake_find(fake_cast(hv), uuid);
-    if (!i)
-        return -ENOENT;
-    i->a.power = p;
-    return 0;
+    if (i)
+        i->a.power = p;
+    pthread_mutex_unlock(&fake_mu);
+    return i ? 0 : -ENOENT;
 }
 
 void
 hv_fake_add_foreign(struct hypervisor *hv, const char *uuid)
 {
+    pthread_mutex_lock(&fake_mu);
     struct fake_inst *i = fake_add(fake_cast(hv), uuid);
     if (i) {
         i->foreign = true;
         i->a.power = POWER_RUNNING;
     }
+    pthread_mutex_unlock(&fake_mu);
 }
 
 bool
 hv_fake_foreign_intact(struct hypervisor *hv, const char *uuid)
 {
+    pthread_mutex_lock(&fake_mu);
     struct fake_inst *i = fake_find(fake_cast(hv), uuid);
-    return i && i->foreign && !i->foreign_touched && i->a.power == POWER_RUNNING;
+    bool ok = i && i->foreign && !i->foreign_touched && i->a.power == POWER_RUNNING;
+    pthread_mutex_unlock(&fake_mu);
+    return ok;
 }
 
 unsigned
 hv_fake_calls(struct hypervisor *hv, const char *op)
 {
-    return fake_cast(hv)->calls[fake_op_index(op)];
+    int i = fake_op_index(op);
+    pthread_mutex_lock(&fake_mu);
+    unsigned n = fake_cast(hv)->calls[i];
+    pthread_mutex_unlock(&fake_mu);
+    return n;
 }
 
+/* The two below return pointers into the fake's state: for tests, between
+ * operations. */
 const char *
 hv_fake_rescue_disk(struct hypervisor *hv, const char *uuid)
 {
+    pthread_mutex_lock(&fake_mu);
     struct fake_inst *i = fake_find(fake_cast(hv), uuid);
+    pthread_mutex_unlock(&fake_mu);
     return i ? i->rescue_disk : NULL;
 }
 
 const char *
 hv_fake_disk(struct hypervisor *hv, const char *uuid)
 {
+    pthread_mutex_lock(&fake_mu);
     struct fake_inst *i = fake_find(fake_cast(hv), uuid);
+    pthread_mutex_unlock(&fake_mu);
     return i ? i->disk : NULL;
 }
 
 int
 hv_fake_flavor(struct hypervisor *hv, const char *uuid, unsigned *vcpus, unsigned *ram_mb)
 {
+    pthread_mutex_lock(&fake_mu);
     struct fake_inst *i = fake_owned(fake_cast(hv), uuid);
-    if (!i)
-        return -ENOENT;
-    *vcpus = i->vcpus;
-    *ram_mb = i->ram_mb;
-    return 0;
+    if (i) {
+        *vcpus = i->vcpus;
+        *ram_mb = i->ram_mb;
+    }
+    pthread_mutex_unlock(&fake_mu);
+    return i ? 0 : -ENOENT;
 }

@@ -232,13 +232,13 @@ lv_create(struct hypervisor *hv, const struct hv_create_args *a, bool start)
     virDomainPtr dom = virDomainDefineXML(lv->conn, xml);
     uint64_t t1 = util_now_ns();
     free(xml);
-    hv->define_ns = t1 - t0;
+    hv_timing(hv)->define_ns = t1 - t0;
     if (!dom)
         return lv_fail(hv, "define", a->d->uuid);
     if (start && virDomainIsActive(dom) == 0) {
         if (virDomainCreate(dom) < 0)
             r = lv_fail(hv, "start", a->d->uuid);
-        hv->start_ns = util_now_ns() - t1;
+        hv_timing(hv)->start_ns = util_now_ns() - t1;
     }
     virDomainFree(dom);
     return r;

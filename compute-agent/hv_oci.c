@@ -615,10 +615,10 @@ oci_create(struct hypervisor *hv, const struct hv_create_args *a, bool start)
     if (!r)
         r = write_marker(o, a->d->uuid, 0, a->rootfs_path);
     uint64_t t1 = util_now_ns();
-    hv->define_ns = t1 - t0;
+    hv_timing(hv)->define_ns = t1 - t0;
     if (!r && start) {
         r = oci_start(hv, a->d->uuid);
-        hv->start_ns = util_now_ns() - t1;
+        hv_timing(hv)->start_ns = util_now_ns() - t1;
     }
     return r;
 }
@@ -679,11 +679,11 @@ oci_start(struct hypervisor *hv, const char *uuid)
     if (!r)
         r = runc_cmd(o, "start", uuid, NULL);
     if (r) {
-        char keep[sizeof hv->err];
-        snprintf(keep, sizeof keep, "%s", hv->err);
+        char keep[512];
+        snprintf(keep, sizeof keep, "%s", hv_err(hv));
         unplug_ports(o, uuid, pid);
         (void)runc_cmd(o, "delete", uuid, NULL);
-        snprintf(hv->err, sizeof hv->err, "%s", keep);
+        hv_set_error(hv, "%s", keep);
     }
     return r;
 }

@@ -8,6 +8,13 @@
 #include <net/if.h>
 #include <unistd.h>
 
+/* Results of the calling thread's last provider operations: several
+ * threads run operations on one provider at once. */
+static _Thread_local struct {
+    char err[512];
+    struct hv_timing timing;
+} hv_tls;
+
 static const struct hypervisor_class *const classes[] = {
     &hv_fake_class,
 #ifdef NIMBUS_HAVE_LIBVIRT
@@ -24,10 +31,11 @@ hv_open(const struct hv_config *cfg, struct hypervisor **out, char *err, size_t 
         if (strcmp(classes[i]->name, cfg->type))
             continue;
         struct hypervisor *hv = NULL;
+        hv_clear_error(NULL);
         int r = classes[i]->open(cfg, &hv);
         if (r < 0) {
             snprintf(err, errlen, "%s provider: %s", cfg->type,
-                     hv && hv->err[0] ? hv->err : strerror(-r));
+                     hv_tls.err[0] ? hv_tls.err : strerror(-r));
             if (hv)
                 hv->class->close(hv);
             return r;
@@ -119,8 +127,30 @@ hv_set_error(struct hypervisor *hv, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(hv->err, sizeof hv->err, fmt, ap);
+    (void)hv;
+    vsnprintf(hv_tls.err, sizeof hv_tls.err, fmt, ap);
     va_end(ap);
+}
+
+const char *
+hv_err(const struct hypervisor *hv)
+{
+    (void)hv;
+    return hv_tls.err;
+}
+
+void
+hv_clear_error(struct hypervisor *hv)
+{
+    (void)hv;
+    hv_tls.err[0] = 0;
+}
+
+struct hv_timing *
+hv_timing(struct hypervisor *hv)
+{
+    (void)hv;
+    return &hv_tls.timing;
 }
 
 static const char *const power_names[] = {

@@ -20,9 +20,13 @@
  * Every operation is idempotent where it can be (create of an existing
  * instance redefines it, start of a running one succeeds, destroy of a
  * missing one succeeds), so the reconciler can repeat any step after a
- * crash.  Operations block: the daemon calls them from a worker thread,
- * never from the event loop.  All return 0 or a negative errno; a message
- * for people is left in hv->err. */
+ * crash.  Operations block: the daemon calls them from worker threads,
+ * never from the event loop.  Operations on different instances may run
+ * concurrently on several threads (the reconciler creates instances in
+ * parallel): a provider guards whatever state it shares between them.
+ * Operations on one instance never overlap.  All return 0 or a negative
+ * errno; a message for people is left for the calling thread, read with
+ * hv_err() (per thread, like errno and libvirt's virGetLastError()). */
 #ifndef NIMBUS_AGENT_HYPERVISOR_H
 #define NIMBUS_AGENT_HYPERVISOR_H
 
@@ -112,7 +116,7 @@ struct hypervisor_class {
     /* Where the console of a running instance is, for the console proxy:
      * "host:port" of its VNC server for protocol "vnc", its serial pty for
      * "serial".  Optional (NULL: none).  Called from the proxy's threads,
-     * concurrently with other operations: must not touch hv->err. */
+     * concurrently with other operations. */
     int (*console)(struct hypervisor *hv, const char *uuid, const char *protocol,
                    char *addr, size_t len);
     /* Makes an existing instance's ports those of 'd' (interfaces attached
@@ -135,14 +139,16 @@ struct hypervisor_class {
 /* The part every provider's struct starts with. */
 struct hypervisor {
     const struct hypervisor_class *class;
-    char err[512];
-    /* How long the last create() spent defining the instance and starting
-     * it (nanoseconds, 0 for a part it did not do): the agent reports them
-     * in its timing events.  Written by create() only, like err. */
-    uint64_t define_ns, start_ns;
     /* cfg->network_agent, set by hv_open(): the ports' devices are made
      * by nimbus-network, and whoever plugs a guest waits for them. */
     bool network_agent;
+};
+
+/* How long the calling thread's last create() spent defining the instance
+ * and starting it (nanoseconds, 0 for a part it did not do): the agent
+ * reports them in its timing events.  Written by create() only. */
+struct hv_timing {
+    uint64_t define_ns, start_ns;
 };
 
 extern const struct hypervisor_class hv_fake_class;
@@ -162,7 +168,7 @@ void hv_node_name(const struct hv_config *cfg, char *out, size_t len);
 /* The definition this node gives the instance of 'a' (its own node name,
  * the paths of 'a', generation 'gen'): what the destination of a live
  * migration hands the source as hv_migrate_args.dest_xml.  Malloc'd, the
- * caller frees; NULL with hv->err set when the provider has none (libvirt
+ * caller frees; NULL with hv_err() set when the provider has none (libvirt
  * and fake have). */
 char *hv_migration_dest_xml(struct hypervisor *hv, const struct hv_create_args *a, uint64_t gen);
 #ifdef NIMBUS_HAVE_LIBVIRT
@@ -175,20 +181,36 @@ bool hv_netdev_exists(const char *dev);
 
 /* 0 when the host device of every port of 'd' is there (the tap, or for a
  * veth port the peer to move into the container); -EAGAIN with a message
- * in hv->err naming the first one missing.  Callers skip it when the node
+ * in hv_err() naming the first one missing.  Callers skip it when the node
  * has no network agent. */
 int hv_ports_ready(struct hypervisor *hv, const struct inst_desired *d)
     __attribute__((warn_unused_result));
 
-/* Sets hv->err from a format. */
+/* Sets the calling thread's hypervisor error message from a format. */
 void hv_set_error(struct hypervisor *hv, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* The message the calling thread's last failed operation left ("" when
+ * none since hv_clear_error()); valid until the thread's next operation.
+ * Per thread, whatever 'hv' (which may be NULL). */
+const char *hv_err(const struct hypervisor *hv);
+void hv_clear_error(struct hypervisor *hv);
+/* The calling thread's create() timings (hv_timing above); the caller
+ * zeroes them before a create() and reads them after. */
+struct hv_timing *hv_timing(struct hypervisor *hv);
 
-/* ---- The fake provider's test hooks. */
+/* ---- The fake provider's test hooks (safe from any thread). */
 
 /* Makes the next 'count' calls of operation 'op' ("create", "start", ...)
  * fail with 'error'. */
 void hv_fake_fail(struct hypervisor *hv, const char *op, int error, unsigned count);
+/* The same for the calls on instance 'uuid' only (NULL: any). */
+void hv_fake_fail_instance(struct hypervisor *hv, const char *op, const char *uuid, int error,
+                           unsigned count);
+/* Makes every later call of 'op' take 'ms' milliseconds more (0: none),
+ * slept without holding the fake's lock, as a hypervisor's own work. */
+void hv_fake_delay(struct hypervisor *hv, const char *op, unsigned ms);
+/* The most calls of 'op' that were in progress at once. */
+unsigned hv_fake_max_concurrent(struct hypervisor *hv, const char *op);
 /* Changes an instance's power state behind the agent's back (a guest that
  * powers itself off, a crash).  -ENOENT if unknown. */
 int hv_fake_set_power(struct hypervisor *hv, const char *uuid, enum power_state p);

@@ -27,10 +27,19 @@ struct verified {
     struct timespec mtime;
 };
 
+/* An image some thread is fetching (or unpacking): others wanting the same
+ * one wait for it instead of writing the same temporary file. */
+struct claim {
+    char key[72];
+    struct claim *next;
+};
+
 struct img_cache {
     char dir[PATH_MAX - 128];
     struct img_fetcher fetcher;
-    pthread_mutex_t mu;           /* Stats and the verified memo. */
+    pthread_mutex_t mu;           /* Stats, the verified memo and the claims. */
+    pthread_cond_t released;      /* A claim was released. */
+    struct claim *claims;
     struct verified *ver;
     size_t n_ver, cap_ver;
     struct img_cache_stats st;
@@ -119,6 +128,7 @@ img_cache_new(const char *dir, struct img_fetcher fetcher, struct img_cache **ou
     bfmt(c->dir, sizeof c->dir, "%s", dir);
     c->fetcher = fetcher;
     pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->released, NULL);
     char p[PATH_MAX];
     int r = mkdir_p(dir);
     bfmt(p, sizeof p, "%s/base", dir);
@@ -141,6 +151,7 @@ img_cache_free(struct img_cache *c)
     if (!c)
         return;
     pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->released);
     free(c->ver);
     free(c);
 }
@@ -231,6 +242,40 @@ count(struct img_cache *c, uint64_t *field)
     pthread_mutex_unlock(&c->mu);
 }
 
+/* Claims 'kind'/'id' for the calling thread ('cl' is the caller's, until
+ * release()), after waiting for the thread that holds it, if any, to
+ * release it: the file may be there then, the caller looks again. */
+static void
+claim(struct img_cache *c, const char *kind, const char *id, struct claim *cl)
+{
+    bfmt(cl->key, sizeof cl->key, "%s/%s", kind, id);
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        struct claim *o = c->claims;
+        while (o && strcmp(o->key, cl->key))
+            o = o->next;
+        if (!o)
+            break;
+        pthread_cond_wait(&c->released, &c->mu);
+    }
+    cl->next = c->claims;
+    c->claims = cl;
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void
+release(struct img_cache *c, struct claim *cl)
+{
+    pthread_mutex_lock(&c->mu);
+    for (struct claim **p = &c->claims; *p; p = &(*p)->next)
+        if (*p == cl) {
+            *p = cl->next;
+            break;
+        }
+    pthread_cond_broadcast(&c->released);
+    pthread_mutex_unlock(&c->mu);
+}
+
 static void
 touch_used(const char *base)
 {
@@ -262,6 +307,9 @@ verify(struct img_cache *c, const struct inst_image *img, const char *path)
     return 0;
 }
 
+static int fetch_base(struct img_cache *c, const struct inst_image *img, const char *path,
+                      char *err, size_t errlen);
+
 int
 img_cache_base(struct img_cache *c, const struct inst_image *img,
                char path[PATH_MAX], char *err, size_t errlen)
@@ -271,6 +319,27 @@ img_cache_base(struct img_cache *c, const struct inst_image *img,
         return -EINVAL;
     }
     bfmt(path, PATH_MAX, "%s/base/%s", c->dir, img->id);
+    int r = verify(c, img, path);
+    if (r == 0) {
+        count(c, &c->st.hits);
+        touch_used(path);
+        return 0;
+    }
+    /* Fetched by one thread at a time; another wanting it meanwhile
+     * waits, then finds it (or fetches it itself if that failed). */
+    struct claim cl;
+    claim(c, "base", img->id, &cl);
+    r = fetch_base(c, img, path, err, errlen);
+    release(c, &cl);
+    return r;
+}
+
+/* img_cache_base() with the image's claim held: checks again (another
+ * thread may have fetched it), else fetches it. */
+static int
+fetch_base(struct img_cache *c, const struct inst_image *img, const char *path,
+           char *err, size_t errlen)
+{
     int r = verify(c, img, path);
     if (r == 0) {
         count(c, &c->st.hits);
@@ -420,6 +489,9 @@ rm_rf(const char *path)
     }
 }
 
+static int unpack_layer(struct img_cache *c, const struct inst_image *img, const char *base,
+                        const char *final, char *err, size_t errlen);
+
 int
 img_cache_layer(struct img_cache *c, const struct inst_image *img,
                 char path[PATH_MAX], char *err, size_t errlen)
@@ -434,7 +506,24 @@ img_cache_layer(struct img_cache *c, const struct inst_image *img,
     struct stat st;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
         return 0;
+    /* Unpacked by one thread at a time, like fetches. */
+    struct claim cl;
+    claim(c, "layer", img->id, &cl);
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        r = 0;
+    else
+        r = unpack_layer(c, img, base, final, err, errlen);
+    release(c, &cl);
+    return r;
+}
 
+/* Unpacks cached base 'base' of image 'img' into directory 'final', with
+ * the layer's claim held. */
+static int
+unpack_layer(struct img_cache *c, const struct inst_image *img, const char *base,
+             const char *final, char *err, size_t errlen)
+{
+    int r;
     char tmp[PATH_MAX], root[PATH_MAX], probe[PATH_MAX];
     bfmt(tmp, sizeof tmp, "%s/layers/.%s.tmp", c->dir, img->id);
     rm_rf(tmp);

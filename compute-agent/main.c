@@ -24,6 +24,9 @@ static const struct conf_option options[] = {
       "Seconds an instance Nimbus owns may exist without being desired before it is deleted." },
     { "agent", "stop_timeout", CONF_INT, "10", 0, 3600,
       "Seconds a guest gets to shut down cleanly (ACPI, SIGTERM) before it is forced off." },
+    { "agent", "workers", CONF_INT, "4", 1, 64,
+      "Threads a reconcile pass creates instances on at once (each create is mostly waiting "
+      "for the hypervisor); 1: every step one after the other." },
     { "agent", "max_attempts", CONF_INT, "3", 1, 100,
       "Failed steps for one instance and generation before it goes to ERROR." },
     { "agent", "network_agent", CONF_BOOL, "false", 0, 0,
@@ -229,6 +232,7 @@ main(int argc, char **argv)
             .max_attempts = (unsigned)conf_int(conf, "agent", "max_attempts"),
             .stop_timeout_ms = (unsigned)conf_int(conf, "agent", "stop_timeout") * 1000u,
             .port_wait_ms = (uint64_t)conf_int(conf, "agent", "port_wait") * 1000u,
+            .workers = (unsigned)conf_int(conf, "agent", "workers"),
         },
         .hv = {
             .type = conf_str(conf, "hypervisor", "type"),

@@ -1,6 +1,7 @@
 #include "reconcile.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,11 @@ struct reconciler {
     rc_event_fn ev;
     void *ev_ctx;
     rc_progress_fn progress;
+    /* The entries of 'insts' while workers run: a worker updates its own
+     * instances' entries under it, rc_observed() reads them under it.
+     * The array itself only changes on the pass's thread, with no worker
+     * running. */
+    pthread_mutex_t mu;
     struct rc_inst *insts;
     size_t n, cap;
 };
@@ -264,6 +270,9 @@ rc_new(struct hypervisor *hv, const struct rc_storage *storage,
         rc->cfg.max_attempts = 3;
     if (!rc->cfg.port_wait_ms)
         rc->cfg.port_wait_ms = 120000;
+    if (!rc->cfg.workers)
+        rc->cfg.workers = RC_DEFAULT_WORKERS;
+    pthread_mutex_init(&rc->mu, NULL);
     rc->ev = ev;
     rc->ev_ctx = ev_ctx;
     *out = rc;
@@ -283,6 +292,7 @@ rc_free(struct reconciler *rc)
         return;
     for (size_t i = 0; i < rc->n; i++)
         free(rc->insts[i].live_xml);
+    pthread_mutex_destroy(&rc->mu);
     free(rc->insts);
     free(rc);
 }
@@ -375,13 +385,13 @@ prepare_live(struct reconciler *rc, struct rc_inst *ri, const struct inst_desire
     if (r)
         return r;
     if (rc->hv->network_agent && (r = hv_ports_ready(rc->hv, d))) {
-        bfmt(err, errlen, "%s", rc->hv->err);
+        bfmt(err, errlen, "%s", hv_err(rc->hv));
         return r;
     }
     struct hv_create_args args = create_args(d, &p);
     char *xml = hv_migration_dest_xml(rc->hv, &args, d->generation);
     if (!xml) {
-        bfmt(err, errlen, "%s", rc->hv->err[0] ? rc->hv->err : "no definition");
+        bfmt(err, errlen, "%s", hv_err(rc->hv)[0] ? hv_err(rc->hv) : "no definition");
         return -ENOTSUP;
     }
     free(ri->live_xml);
@@ -402,7 +412,7 @@ migrate_live(struct reconciler *rc, struct rc_inst *ri, const struct inst_desire
 {
     struct hypervisor *hv = rc->hv;
     int r;
-    hv->err[0] = 0;
+    hv_clear_error(hv);
     if (!hv->class->migrate_live) {
         hv_set_error(hv, "the %s provider cannot migrate live", hv->class->name);
         r = -ENOTSUP;
@@ -425,10 +435,10 @@ migrate_live(struct reconciler *rc, struct rc_inst *ri, const struct inst_desire
         return 0;
     }
     bfmt(ri->fault, sizeof ri->fault, "live migration: %s",
-         hv->err[0] ? hv->err : strerror(-r));
+         hv_err(hv)[0] ? hv_err(hv) : strerror(-r));
     emit(rc, d->uuid, "live-migration-failed", ri->fault);
     if ((r = hv->class->set_generation(hv, d->uuid, d->generation))) {
-        bfmt(err, errlen, "%s", hv->err);
+        bfmt(err, errlen, "%s", hv_err(hv));
         return r;
     }
     a->generation = d->generation;
@@ -454,20 +464,21 @@ define(struct reconciler *rc, const struct inst_desired *d, bool start, char *er
          (double)(util_now_ns() - t0) / 1e6, (double)p.fetch_ns / 1e6,
          (double)p.overlay_ns / 1e6, p.fetched, p.fetched ? "no" : "yes");
     struct hv_create_args args = create_args(d, &p);
-    rc->hv->define_ns = rc->hv->start_ns = 0;
+    struct hv_timing *tm = hv_timing(rc->hv);
+    *tm = (struct hv_timing){ 0 };
     r = rc->hv->class->create(rc->hv, &args, start);
     /* Not while waiting for a port's device: that create comes again
      * every pass. */
     if (r != -EAGAIN)
         emit(rc, d->uuid, "image-ready", detail);
     if (r) {
-        bfmt(err, errlen, "%s", rc->hv->err[0] ? rc->hv->err : strerror(-r));
+        bfmt(err, errlen, "%s", hv_err(rc->hv)[0] ? hv_err(rc->hv) : strerror(-r));
         return r;
     }
-    bfmt(detail, sizeof detail, "define_ms=%.1f", (double)rc->hv->define_ns / 1e6);
+    bfmt(detail, sizeof detail, "define_ms=%.1f", (double)tm->define_ns / 1e6);
     emit(rc, d->uuid, "defined", detail);
     if (start) {
-        bfmt(detail, sizeof detail, "start_ms=%.1f", (double)rc->hv->start_ns / 1e6);
+        bfmt(detail, sizeof detail, "start_ms=%.1f", (double)tm->start_ns / 1e6);
         emit(rc, d->uuid, "started", detail);
     }
     return 0;
@@ -484,7 +495,7 @@ stop_guest(struct reconciler *rc, const struct inst_desired *d, struct inst_actu
         return 0;
     int r = hv->class->stop(hv, d->uuid, rc->cfg.stop_timeout_ms);
     if (r) {
-        bfmt(err, errlen, "stop: %s", hv->err[0] ? hv->err : strerror(-r));
+        bfmt(err, errlen, "stop: %s", hv_err(hv)[0] ? hv_err(hv) : strerror(-r));
         return r;
     }
     a->power = POWER_SHUTOFF;
@@ -566,7 +577,7 @@ export_disk(struct reconciler *rc, const struct inst_desired *d, struct inst_act
         if ((r = rc->storage.export_disk(rc->storage.ctx, d, err, errlen)))
             return r;
     if ((r = hv->class->destroy(hv, d->uuid))) {
-        bfmt(err, errlen, "undefine: %s", hv->err[0] ? hv->err : strerror(-r));
+        bfmt(err, errlen, "undefine: %s", hv_err(hv)[0] ? hv_err(hv) : strerror(-r));
         return r;
     }
     return 0;
@@ -588,7 +599,7 @@ snapshot(struct reconciler *rc, const struct inst_desired *d, struct inst_actual
     int r;
     if (a->power == POWER_RUNNING) {
         if ((r = hv->class->pause(hv, d->uuid))) {
-            bfmt(err, errlen, "pause: %s", hv->err[0] ? hv->err : strerror(-r));
+            bfmt(err, errlen, "pause: %s", hv_err(hv)[0] ? hv_err(hv) : strerror(-r));
             return r;
         }
         a->power = POWER_PAUSED;
@@ -598,7 +609,7 @@ snapshot(struct reconciler *rc, const struct inst_desired *d, struct inst_actual
     if (paused) {
         int u = hv->class->unpause(hv, d->uuid);
         if (u && !r) {
-            bfmt(err, errlen, "unpause: %s", hv->err[0] ? hv->err : strerror(-u));
+            bfmt(err, errlen, "unpause: %s", hv_err(hv)[0] ? hv_err(hv) : strerror(-u));
             r = u;
         }
         if (!u)
@@ -741,7 +752,7 @@ execute(struct reconciler *rc, struct rc_inst *ri, const struct inst_desired *d,
         if (!r)
             r = rc->storage.remove(rc->storage.ctx, uuid, err, errlen);
         else
-            bfmt(err, errlen, "%s", hv->err);
+            bfmt(err, errlen, "%s", hv_err(hv));
         if (!r) {
             *present = false;
             emit(rc, uuid, d ? "deleted" : "orphan-deleted", NULL);
@@ -749,7 +760,7 @@ execute(struct reconciler *rc, struct rc_inst *ri, const struct inst_desired *d,
         return r;
     }
     if (r) {
-        bfmt(err, errlen, "%s", hv->err[0] ? hv->err : strerror(-r));
+        bfmt(err, errlen, "%s", hv_err(hv)[0] ? hv_err(hv) : strerror(-r));
         return r;
     }
     a->power = after;
@@ -758,7 +769,7 @@ execute(struct reconciler *rc, struct rc_inst *ri, const struct inst_desired *d,
     if (s.mark && d) {
         r = hv->class->set_generation(hv, uuid, d->generation);
         if (r) {
-            bfmt(err, errlen, "%s", hv->err);
+            bfmt(err, errlen, "%s", hv_err(hv));
             return r;
         }
         a->generation = d->generation;
@@ -766,13 +777,13 @@ execute(struct reconciler *rc, struct rc_inst *ri, const struct inst_desired *d,
     return 0;
 }
 
+/* The steps of one instance in this pass, on the reconciler's memory of
+ * it 'ri' (the caller's: a worker's copy, or the entry itself). */
 static void
-reconcile_one(struct reconciler *rc, const struct inst_desired *d, const char *uuid,
+reconcile_one(struct reconciler *rc, struct rc_inst *ri, const struct inst_desired *d,
               struct inst_actual *a_in, uint64_t now_ms, struct rc_pass_stats *st)
 {
-    struct rc_inst *ri = get(rc, uuid);
-    if (!ri)
-        return;
+    const char *uuid = ri->uuid;
     struct inst_actual a = { 0 };
     bool present = a_in != NULL;
     if (a_in)
@@ -871,15 +882,147 @@ reconcile_one(struct reconciler *rc, const struct inst_desired *d, const char *u
         int r = rc->hv->class->sync_ports(rc->hv, d);
         if (r > 0)
             emit(rc, uuid, "ports-changed", NULL);
-        if (r < 0 && strncmp(ri->ports_fault, rc->hv->err, sizeof ri->ports_fault - 1)) {
-            bfmt(ri->ports_fault, sizeof ri->ports_fault, "%s", rc->hv->err);
-            emit(rc, uuid, r == -EAGAIN ? "waiting-for-port" : "step-failed", rc->hv->err);
+        if (r < 0 && strncmp(ri->ports_fault, hv_err(rc->hv), sizeof ri->ports_fault - 1)) {
+            bfmt(ri->ports_fault, sizeof ri->ports_fault, "%s", hv_err(rc->hv));
+            emit(rc, uuid, r == -EAGAIN ? "waiting-for-port" : "step-failed", hv_err(rc->hv));
         } else if (r >= 0) {
             ri->ports_fault[0] = 0;
         }
     }
     if (present && a_in)
         *a_in = a;
+}
+
+/* Whether the instance the pass settles on a power state (so that its
+ * owner may report it at once). */
+static bool
+settled(enum rc_state s)
+{
+    return s == RC_ACTIVE || s == RC_STOPPED || s == RC_PAUSED || s == RC_SUSPENDED;
+}
+
+/* Whether the steps of desired instance 'd' are independent of every
+ * other instance's, so that a worker may run them beside others: a
+ * create (nothing on the hypervisor, wanted, not given up for this
+ * generation) that involves no other node and no live migration's
+ * definition.  Everything else (power steps, deletes, resizes, snapshots,
+ * moves) runs after them on the pass's thread, in the order of the
+ * desired state. */
+static bool
+independent(const struct rc_inst *ri, const struct inst_desired *d, const struct inst_actual *a)
+{
+    return !a && !d->deleted && !ri->live_xml &&
+           !(ri->state == RC_ERROR && ri->error_gen == d->generation) &&
+           strcmp(d->action, "migrate_in") &&
+           strcmp(d->action, "migrate_out") && strcmp(d->action, "live_in") &&
+           strcmp(d->action, "live_out");
+}
+
+/* The creates of one pass, shared by its workers. */
+struct rc_pool {
+    struct reconciler *rc;
+    const struct desired_set *ds;
+    uint64_t now_ms;
+    size_t *idx;                 /* Indexes into ds->insts. */
+    struct rc_inst **ri;         /* Their entries, made before the workers start. */
+    size_t n;
+    bool more;                   /* The pass has other desired instances after these. */
+    pthread_mutex_t mu;          /* 'next', 'left', 'st'. */
+    size_t next, left;
+    struct rc_pass_stats st;
+};
+
+/* One worker: takes the pool's next create until none is left.  Each
+ * instance's steps run on a copy of its entry, written back under the
+ * reconciler's lock, so that rc_observed() meanwhile sees a consistent
+ * entry (the one before or the one after). */
+static void *
+pool_worker(void *arg)
+{
+    struct rc_pool *p = arg;
+    struct reconciler *rc = p->rc;
+    struct rc_pass_stats st = { 0 };
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        size_t k = p->next < p->n ? p->next++ : p->n;
+        pthread_mutex_unlock(&p->mu);
+        if (k == p->n)
+            break;
+        const struct inst_desired *d = &p->ds->insts[p->idx[k]];
+        pthread_mutex_lock(&rc->mu);
+        struct rc_inst ri = *p->ri[k];
+        pthread_mutex_unlock(&rc->mu);
+        bool building = ri.state == RC_NEW || ri.state == RC_BUILDING;
+        reconcile_one(rc, &ri, d, NULL, p->now_ms, &st);
+        pthread_mutex_lock(&rc->mu);
+        *p->ri[k] = ri;
+        pthread_mutex_unlock(&rc->mu);
+        pthread_mutex_lock(&p->mu);
+        size_t left = --p->left;
+        pthread_mutex_unlock(&p->mu);
+        if (rc->progress && building && settled(ri.state) && (left || p->more))
+            rc->progress(rc->ev_ctx);
+    }
+    pthread_mutex_lock(&p->mu);
+    p->st.actions += st.actions;
+    p->st.failures += st.failures;
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+/* Runs the independent creates of 'ds' on up to cfg.workers threads (the
+ * pass's own among them) and marks them done in 'done'.  Nothing when
+ * fewer than two: the pass does them in order, as with one worker. */
+static void
+run_creates(struct reconciler *rc, const struct desired_set *ds, struct inst_actual *const *a_of,
+            uint64_t now_ms, bool *done, struct rc_pass_stats *st)
+{
+    struct rc_pool p = { .rc = rc, .ds = ds, .now_ms = now_ms };
+    for (size_t i = 0; i < ds->n; i++)
+        if (!a_of[i] && !ds->insts[i].deleted)
+            p.n++;
+    if (p.n < 2)
+        return;
+    p.n = 0;
+    p.idx = calloc(ds->n, sizeof *p.idx);
+    p.ri = calloc(ds->n, sizeof *p.ri);
+    if (!p.idx || !p.ri)
+        goto out;
+    /* The entries first (get() may move the array), then their places. */
+    for (size_t i = 0; i < ds->n; i++)
+        if (!a_of[i] && !ds->insts[i].deleted && !get(rc, ds->insts[i].uuid))
+            goto out;
+    for (size_t i = 0; i < ds->n; i++) {
+        const struct inst_desired *d = &ds->insts[i];
+        struct rc_inst *ri = a_of[i] || d->deleted ? NULL : find(rc, d->uuid);
+        if (ri && independent(ri, d, a_of[i])) {
+            p.idx[p.n] = i;
+            p.ri[p.n++] = ri;
+        }
+    }
+    if (p.n < 2)
+        goto out;
+    p.more = p.n < ds->n;
+    p.left = p.n;
+    pthread_mutex_init(&p.mu, NULL);
+    size_t n_threads = rc->cfg.workers < p.n ? rc->cfg.workers : p.n;
+    pthread_t *threads = calloc(n_threads, sizeof *threads);
+    size_t started = 0;
+    while (threads && started + 1 < n_threads &&
+           pthread_create(&threads[started], NULL, pool_worker, &p) == 0)
+        started++;
+    pool_worker(&p);   /* The pass's thread works too (alone if no thread started). */
+    for (size_t i = 0; i < started; i++)
+        pthread_join(threads[i], NULL);
+    free(threads);
+    pthread_mutex_destroy(&p.mu);
+    for (size_t k = 0; k < p.n; k++)
+        done[p.idx[k]] = true;
+    st->actions += p.st.actions;
+    st->failures += p.st.failures;
+out:
+    free(p.idx);
+    free(p.ri);
 }
 
 int
@@ -897,21 +1040,42 @@ rc_pass(struct reconciler *rc, const struct desired_set *ds, uint64_t now_ms,
     st.desired = (unsigned)ds->n;
     st.actual = (unsigned)n_act;
 
+    /* What the provider has of each desired instance, and which of them
+     * workers created. */
+    struct inst_actual **a_of = calloc(ds->n ? ds->n : 1, sizeof *a_of);
+    bool *done = calloc(ds->n ? ds->n : 1, sizeof *done);
+    if (!a_of || !done) {
+        free(a_of);
+        free(done);
+        free(act);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < ds->n; i++)
+        a_of[i] = (struct inst_actual *)find_actual(act, n_act, ds->insts[i].uuid);
+    if (rc->cfg.workers > 1)
+        run_creates(rc, ds, a_of, now_ms, done, &st);
     for (size_t i = 0; i < ds->n; i++) {
+        if (done[i])
+            continue;
         const struct inst_desired *d = &ds->insts[i];
-        struct inst_actual *a = (struct inst_actual *)find_actual(act, n_act, d->uuid);
-        const struct rc_inst *ri = find(rc, d->uuid);
-        bool building = !ri || ri->state == RC_NEW || ri->state == RC_BUILDING;
-        reconcile_one(rc, d, d->uuid, a, now_ms, &st);
-        ri = find(rc, d->uuid);
-        if (rc->progress && building && ri && i + 1 < ds->n &&
-            (ri->state == RC_ACTIVE || ri->state == RC_STOPPED || ri->state == RC_PAUSED ||
-             ri->state == RC_SUSPENDED))
+        struct inst_actual *a = a_of[i];
+        struct rc_inst *ri = get(rc, d->uuid);
+        if (!ri)
+            continue;
+        bool building = ri->state == RC_NEW || ri->state == RC_BUILDING;
+        reconcile_one(rc, ri, d, a, now_ms, &st);
+        if (rc->progress && building && i + 1 < ds->n && settled(ri->state))
             rc->progress(rc->ev_ctx);
     }
-    for (size_t i = 0; i < n_act; i++)
-        if (!desired_set_find(ds, act[i].uuid))
-            reconcile_one(rc, NULL, act[i].uuid, &act[i], now_ms, &st);
+    free(done);
+    free(a_of);
+    for (size_t i = 0; i < n_act; i++) {
+        if (desired_set_find(ds, act[i].uuid))
+            continue;
+        struct rc_inst *ri = get(rc, act[i].uuid);
+        if (ri)
+            reconcile_one(rc, ri, NULL, &act[i], now_ms, &st);
+    }
 
     /* Storage nobody owns any more: left by a crash between undefine and
      * removal, or by an orphan deleted earlier. */
@@ -959,9 +1123,12 @@ rc_pass(struct reconciler *rc, const struct desired_set *ds, uint64_t now_ms,
 int
 rc_observed(struct reconciler *rc, struct rc_observed **out, size_t *n)
 {
+    pthread_mutex_lock(&rc->mu);
     *out = calloc(rc->n ? rc->n : 1, sizeof **out);
-    if (!*out)
+    if (!*out) {
+        pthread_mutex_unlock(&rc->mu);
         return -ENOMEM;
+    }
     for (size_t i = 0; i < rc->n; i++) {
         const struct rc_inst *ri = &rc->insts[i];
         struct rc_observed *o = &(*out)[i];
@@ -974,5 +1141,6 @@ rc_observed(struct reconciler *rc, struct rc_observed **out, size_t *n)
         o->live_dir = ri->live_xml ? ri->live_dir : NULL;
     }
     *n = rc->n;
+    pthread_mutex_unlock(&rc->mu);
     return 0;
 }

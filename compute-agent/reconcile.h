@@ -57,7 +57,18 @@
  * start over after a restart, on the safe side).  The per-instance state
  * machine (rc_decide) is a pure function of its inputs and the time passed
  * in; rc_pass() does the I/O.  Passes block: the daemon runs them on a
- * worker thread, one at a time. */
+ * worker thread, one at a time.
+ *
+ * Within a pass, the creates (desired, not on the hypervisor, not part of
+ * a move or a live migration) are independent of each other and of every
+ * other instance: they run first, on up to rc_config.workers threads at
+ * once (the pass's own thread and workers - 1 more), each thread taking
+ * the next create when it is done with one, so that twenty creates take
+ * about twenty / workers creates' time instead of twenty.  Every other
+ * step (power changes, deletes, resizes, snapshots, rescues, moves, orphans)
+ * then runs on the pass's thread, in the order of the desired state, as
+ * all of them do with one worker.  Providers and storage must therefore
+ * allow operations on different instances at once (hypervisor.h). */
 #ifndef NIMBUS_AGENT_RECONCILE_H
 #define NIMBUS_AGENT_RECONCILE_H
 
@@ -125,7 +136,12 @@ struct rc_config {
     unsigned max_attempts;       /* Failed steps per generation before ERROR. Default 3. */
     unsigned stop_timeout_ms;    /* ACPI shutdown before a forced stop. Default 10 s. */
     uint64_t port_wait_ms;       /* Waiting for the network agent's devices before ERROR. Default 120 s. */
+    /* Threads running a pass's creates at once; 0: RC_DEFAULT_WORKERS; 1:
+     * every step one after the other on the pass's thread. */
+    unsigned workers;
 };
+
+#define RC_DEFAULT_WORKERS 4
 
 /* Per-instance memory of the reconciler. */
 struct rc_inst {
@@ -248,6 +264,8 @@ struct rc_observed {
  * started too, "started" ("start_ms=80.2": the provider's start).  The
  * event's own time is when it was sent: the create began at the
  * "started" event's time less the three durations. */
+/* Called from the pass's thread and from its workers, possibly at once
+ * (events of one instance come from one thread, in order). */
 typedef void (*rc_event_fn)(void *ctx, const char *uuid, const char *event,
                             const char *detail);
 
@@ -259,12 +277,13 @@ int rc_new(struct hypervisor *hv, const struct rc_storage *storage,
            struct reconciler **out) __attribute__((warn_unused_result));
 void rc_free(struct reconciler *rc);
 
-/* Called on the pass's thread, with the event callback's context, each
- * time an instance the pass was building became active (or stopped,
- * paused, suspended as desired), so that its owner can report the
- * observed state (rc_observed) at once instead of when the pass ends: a
- * pass creating twenty guests one after the other would otherwise hold
- * back the first one's ACTIVE for all the others' starts.  NULL: none. */
+/* Called on the pass's thread or one of its workers, with the event
+ * callback's context, each time an instance the pass was building became
+ * active (or stopped, paused, suspended as desired), so that its owner can
+ * report the observed state (rc_observed) at once instead of when the pass
+ * ends: a pass creating twenty guests would otherwise hold back the first
+ * one's ACTIVE for all the others' starts.  Workers may call it at the
+ * same time: the owner serialises what it must.  NULL: none. */
 typedef void (*rc_progress_fn)(void *ctx);
 void rc_set_progress(struct reconciler *rc, rc_progress_fn fn);
 
@@ -278,7 +297,9 @@ struct rc_pass_stats {
 int rc_pass(struct reconciler *rc, const struct desired_set *ds, uint64_t now_ms,
             struct rc_pass_stats *stats) __attribute__((warn_unused_result));
 
-/* The observed state after the last pass; *out malloc'd, caller frees. */
+/* The observed state after the last pass, or during one, as far as it
+ * got (from the progress callback; entries being worked on by a worker
+ * are reported as they were before); *out malloc'd, caller frees. */
 int rc_observed(struct reconciler *rc, struct rc_observed **out, size_t *n)
     __attribute__((warn_unused_result));
 

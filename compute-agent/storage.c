@@ -9,28 +9,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <jansson.h>
-
 #include "proc.h"
+#include "qcow2.h"
 #include "strbuf.h"
 #include "util.h"
-
-/* A base image's format as qemu-img saw it, known while the file is the
- * same (cached bases are read-only; a refetched one is a new file). */
-struct probed {
-    char path[PATH_MAX];
-    uint64_t dev, ino, size, mtime_ns;
-    char fmt[8];
-};
-
-#define STORAGE_PROBED 16
 
 struct storage {
     char root[PATH_MAX - 64];
     struct img_cache *cache;
     bool containers;
-    struct probed probed[STORAGE_PROBED];   /* Used by the pass's thread only. */
-    unsigned next_probed;
 };
 
 static bool
@@ -82,51 +69,20 @@ storage_inst_dir(const struct storage *s, const char *uuid, char out[PATH_MAX])
     bfmt(out, PATH_MAX, "%s/%s", s->root, uuid);
 }
 
-/* The format qemu-img sees in 'path' ("qcow2", "raw"). */
+/* The format of base image 'path', from its header: "qcow2" when it is
+ * one (qcow2_info() reads it), "raw" otherwise, as qemu-img would take a
+ * file of neither format (an ami).  Reads a few bytes and starts no
+ * qemu-img, so that nothing needs remembering between creates. */
 static int
 probe_format(const char *path, char *fmt, size_t len, char *err, size_t errlen)
 {
-    char out[8192];
-    const char *argv[] = { "qemu-img", "info", "--output=json", "-U", (char *)path, NULL };
-    int r = proc_run(argv, out, sizeof out, err, errlen);
-    if (r)
+    uint64_t size;
+    int r = qcow2_info(path, NULL, 0, &size);
+    if (r && r != -EINVAL) {
+        bfmt(err, errlen, "base %s: %s", path, strerror(-r));
         return r;
-    json_t *j = json_loads(out, 0, NULL);
-    const char *f = json_string_value(json_object_get(j, "format"));
-    bfmt(fmt, len, "%s", f && (!strcmp(f, "qcow2") || !strcmp(f, "raw")) ? f : "raw");
-    json_decref(j);
-    return 0;
-}
-
-/* probe_format() once per base file: a create from a cached image then
- * starts no qemu-img for it. */
-static int
-probe_cached(struct storage *s, const char *path, char *fmt, size_t len, char *err,
-             size_t errlen)
-{
-    struct stat st;
-    if (stat(path, &st) < 0)
-        return probe_format(path, fmt, len, err, errlen);
-    uint64_t mt = (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
-    for (unsigned i = 0; i < STORAGE_PROBED; i++) {
-        const struct probed *p = &s->probed[i];
-        if (p->fmt[0] && !strcmp(p->path, path) && p->dev == (uint64_t)st.st_dev &&
-            p->ino == (uint64_t)st.st_ino && p->size == (uint64_t)st.st_size &&
-            p->mtime_ns == mt) {
-            bfmt(fmt, len, "%s", p->fmt);
-            return 0;
-        }
     }
-    int r = probe_format(path, fmt, len, err, errlen);
-    if (r)
-        return r;
-    struct probed *p = &s->probed[s->next_probed++ % STORAGE_PROBED];
-    bfmt(p->path, sizeof p->path, "%s", path);
-    p->dev = (uint64_t)st.st_dev;
-    p->ino = (uint64_t)st.st_ino;
-    p->size = (uint64_t)st.st_size;
-    p->mtime_ns = mt;
-    bfmt(p->fmt, sizeof p->fmt, "%s", fmt);
+    bfmt(fmt, len, "%s", r ? "raw" : "qcow2");
     return 0;
 }
 
@@ -143,7 +99,7 @@ image_base(struct storage *s, const struct inst_image *img, char base[PATH_MAX],
         bfmt(fmt, 8, "%s", img->disk_format);
         return 0;
     }
-    return probe_cached(s, base, fmt, 8, err, errlen);
+    return probe_format(base, fmt, 8, err, errlen);
 }
 
 int

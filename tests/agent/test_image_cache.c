@@ -2,12 +2,15 @@
  * copy and fetch it again, refuse a download that does not match, qcow2
  * overlays with qemu-img (backing file, size, idempotent), unpacked
  * container layers (plain rootfs tarball and OCI layout), cleaning by age,
- * and instance storage (console tails, listing, idempotent removal).
+ * instance storage (console tails, listing, idempotent removal), and two
+ * instances of one image prepared at once (one fetch, the other waits).
  * Exits 77 when qemu-img is missing. */
 #include "image_cache.h"
 #include "storage.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,6 +215,108 @@ test_storage(struct img_cache *c)
     storage_free(s);
 }
 
+/* A slow image store: the file arrives in two halves 300 ms apart, as
+ * over a network. */
+static int slow_fetches;
+
+static int
+slow_fetch(void *ctx, const struct inst_image *img, const char *dest, char *err, size_t errlen)
+{
+    __atomic_add_fetch(&slow_fetches, 1, __ATOMIC_SEQ_CST);
+    char tmp[PATH_MAX];
+    bfmt(tmp, sizeof tmp, "%s.half", dest);
+    int r = img_fetch_dir(ctx, img, tmp, err, errlen);
+    if (r)
+        return r;
+    struct stat st;
+    CHECK(stat(tmp, &st) == 0);
+    char cmd[3 * PATH_MAX];
+    bfmt(cmd, sizeof cmd, "head -c %lld %s > %s", (long long)st.st_size / 2, tmp, dest);
+    CHECK_INT(system(cmd), 0);
+    struct timespec ts = { 0, 300 * 1000000L };
+    nanosleep(&ts, NULL);
+    bfmt(cmd, sizeof cmd, "tail -c +%lld %s >> %s", (long long)st.st_size / 2 + 1, tmp, dest);
+    CHECK_INT(system(cmd), 0);
+    unlink(tmp);
+    return 0;
+}
+
+struct prep {
+    struct rc_storage si;
+    struct inst_desired d;
+    struct rc_prepared p;
+    int r;
+    char err[256];
+};
+
+static void *
+prep_thread(void *arg)
+{
+    struct prep *x = arg;
+    x->r = x->si.prepare(x->si.ctx, &x->d, &x->p, x->err, sizeof x->err);
+    return NULL;
+}
+
+/* Two instances of one image (an ami: a raw file, its format read from
+ * its header) prepared at once, as the reconciler's workers do: one
+ * fetch, the other waits for it and uses the cached base; each gets its
+ * own overlay on it. */
+static void
+test_concurrent_prepare(void)
+{
+    char dir[PATH_MAX], state[PATH_MAX], p[PATH_MAX];
+    bfmt(dir, sizeof dir, "%s/cache2", root);
+    bfmt(state, sizeof state, "%s/state2", root);
+    bfmt(p, sizeof p, "%s/ami1", src);
+    CHECK_INT(sh2("head -c 3000000 /dev/urandom >", p), 0);
+    struct img_cache *c;
+    CHECK_INT(img_cache_new(dir, (struct img_fetcher){ slow_fetch, src }, &c), 0);
+    struct storage *s;
+    CHECK_INT(storage_new(state, c, false, &s), 0);
+    struct prep x[2];
+    memset(x, 0, sizeof x);
+    const char *uuids[2] = { "1a9a3c1e-5f4d-4c2b-9a8e-7d6c5b4a3f21",
+                             "2b9a3c1e-5f4d-4c2b-9a8e-7d6c5b4a3f22" };
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        x[i].si = storage_interface(s);
+        bfmt(x[i].d.uuid, sizeof x[i].d.uuid, "%s", uuids[i]);
+        bfmt(x[i].d.image.id, sizeof x[i].d.image.id, "ami1");
+        bfmt(x[i].d.image.disk_format, sizeof x[i].d.image.disk_format, "ami");
+        CHECK_INT(img_sha512_file(p, x[i].d.image.sha512), 0);
+        x[i].d.disk_gb = 1;
+        CHECK_INT(pthread_create(&t[i], NULL, prep_thread, &x[i]), 0);
+    }
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    CHECK_INT(slow_fetches, 1);
+    struct img_cache_stats cs;
+    img_cache_stats(c, &cs);
+    CHECK_INT(cs.fetches, 1);
+    CHECK_INT(cs.hash_failures, 0);
+    CHECK_INT(cs.overlays_created, 2);
+    char base[PATH_MAX];
+    bfmt(base, sizeof base, "%s/base/ami1", dir);
+    char cmd[3 * PATH_MAX];
+    bfmt(cmd, sizeof cmd, "cmp -s %s %s", p, base);
+    CHECK_INT(system(cmd), 0);   /* Whole, not torn. */
+    for (int i = 0; i < 2; i++) {
+        CHECK_INT(x[i].r, 0);
+        if (x[i].r)
+            fprintf(stderr, "prepare %d: %s\n", i, x[i].err);
+        CHECK_STR(x[i].p.disk_format, "qcow2");
+        /* The overlay backs onto the cached base, read as raw. */
+        bfmt(cmd, sizeof cmd, "qemu-img info -U %s | grep -q 'backing file format: raw'",
+             x[i].p.disk);
+        CHECK_INT(system(cmd), 0);
+        bfmt(cmd, sizeof cmd, "qemu-img compare -U %s %s >/dev/null", x[i].p.disk, base);
+        CHECK_INT(system(cmd), 0);
+    }
+    CHECK(strcmp(x[0].p.disk, x[1].p.disk) != 0);
+    storage_free(s);
+    img_cache_free(c);
+}
+
 int
 main(void)
 {
@@ -233,6 +338,7 @@ main(void)
     test_clean(c);
     test_storage(c);
     img_cache_free(c);
+    test_concurrent_prepare();
     sh2("rm -rf", root);
     return check_exit();
 }

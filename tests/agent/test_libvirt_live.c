@@ -150,7 +150,7 @@ migrate(struct node *src, const char *src_uri, struct node *dst, const char *dst
     double t0 = t_now();
     int r = src->hv->class->migrate_live(src->hv, &m);
     fprintf(stderr, "live migration %s -> %s: %.2f s%s%s\n", src->name, dst->name,
-            t_now() - t0, r ? ": " : "", r ? src->hv->err : "");
+            t_now() - t0, r ? ": " : "", r ? hv_err(src->hv) : "");
     CHECK_INT(r, 0);
     free(xml);
 
@@ -301,7 +301,7 @@ main(void)
                                   .inst_dir_dest = b.p.inst_dir, .bandwidth_mib = 1 };
     double t0 = t_now();
     CHECK_INT(slow->class->migrate_live(slow, &sm), -ETIMEDOUT);
-    fprintf(stderr, "slow migration: %s after %.1f s\n", slow->err, t_now() - t0);
+    fprintf(stderr, "slow migration: %s after %.1f s\n", hv_err(slow), t_now() - t0);
     CHECK(t_now() - t0 < 30);
     free(bxml);
     hv_close(slow);

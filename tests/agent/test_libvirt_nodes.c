@@ -115,7 +115,7 @@ main(void)
 
     /* The network agent has not made the tap: nothing is defined. */
     CHECK_INT(ha->class->create(ha, &a, false), -EAGAIN);
-    CHECK(strstr(ha->err, "tap5e1f0a2b3c4") != NULL);
+    CHECK(strstr(hv_err(ha), "tap5e1f0a2b3c4") != NULL);
     CHECK(!defined(d.uuid));
 
     /* It has: defined, with the interface on the tap. */

@@ -2,11 +2,14 @@
  * create, power actions, a guest that powers itself off, deletion, the
  * grace period for instances nobody wants, retries and ERROR, foreign
  * instances never touched, convergence after a crash at every step
- * (a fresh reconciler, as after kill -9, over the same hypervisor), and
- * the two ends of a move between nodes. */
+ * (a fresh reconciler, as after kill -9, over the same hypervisor), the
+ * two ends of a move between nodes, and a pass's creates run at once by
+ * several workers.  The transcripts run with one worker and with the
+ * default number. */
 #include "reconcile.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +26,14 @@
 
 /* ---- a fake storage: a set of uuids with "directories" */
 
+/* The workers of every reconciler the transcripts make (0: the default);
+ * main() runs them all with one worker and with the default. */
+static unsigned test_workers;
+
+/* The fake storage and the event log: the reconciler's workers call them
+ * at once. */
+static pthread_mutex_t test_mu = PTHREAD_MUTEX_INITIALIZER;
+
 struct fstore {
     char dirs[16][37];
     int n;
@@ -37,7 +48,7 @@ struct fstore {
 };
 
 static int
-fs_export(void *ctx, const struct inst_desired *d, char *err, size_t len)
+fs_export_locked(void *ctx, const struct inst_desired *d, char *err, size_t len)
 {
     struct fstore *s = ctx;
     (void)err;
@@ -50,14 +61,14 @@ fs_export(void *ctx, const struct inst_desired *d, char *err, size_t len)
 }
 
 static uint64_t
-fs_exported(void *ctx, const char *uuid)
+fs_exported_locked(void *ctx, const char *uuid)
 {
     struct fstore *s = ctx;
     return !strcmp(s->exported, uuid) ? s->export_gen : 0;
 }
 
 static void
-fs_unexport(void *ctx, const char *uuid)
+fs_unexport_locked(void *ctx, const char *uuid)
 {
     struct fstore *s = ctx;
     if (!strcmp(s->exported, uuid)) {
@@ -67,7 +78,7 @@ fs_unexport(void *ctx, const char *uuid)
 }
 
 static int
-fs_import(void *ctx, const struct inst_desired *d, char *err, size_t len)
+fs_import_locked(void *ctx, const struct inst_desired *d, char *err, size_t len)
 {
     struct fstore *s = ctx;
     (void)d;
@@ -82,7 +93,7 @@ fs_import(void *ctx, const struct inst_desired *d, char *err, size_t len)
 }
 
 static int
-fs_prepare(void *ctx, const struct inst_desired *d, struct rc_prepared *p, char *err, size_t len)
+fs_prepare_locked(void *ctx, const struct inst_desired *d, struct rc_prepared *p, char *err, size_t len)
 {
     struct fstore *s = ctx;
     s->prepares++;
@@ -104,7 +115,7 @@ fs_prepare(void *ctx, const struct inst_desired *d, struct rc_prepared *p, char 
 }
 
 static int
-fs_remove(void *ctx, const char *uuid, char *err, size_t len)
+fs_remove_locked(void *ctx, const char *uuid, char *err, size_t len)
 {
     struct fstore *s = ctx;
     s->removes++;
@@ -122,13 +133,77 @@ fs_remove(void *ctx, const char *uuid, char *err, size_t len)
 }
 
 static int
-fs_list(void *ctx, char (**out)[37], size_t *n)
+fs_list_locked(void *ctx, char (**out)[37], size_t *n)
 {
     struct fstore *s = ctx;
     *out = calloc(16, 37);
     memcpy(*out, s->dirs, sizeof s->dirs);
     *n = (size_t)s->n;
     return 0;
+}
+
+/* The fake storage's interface: each call under test_mu. */
+
+static int
+fs_export(void *ctx, const struct inst_desired *d, char *err, size_t len)
+{
+    pthread_mutex_lock(&test_mu);
+    int r = fs_export_locked(ctx, d, err, len);
+    pthread_mutex_unlock(&test_mu);
+    return r;
+}
+
+static uint64_t
+fs_exported(void *ctx, const char *uuid)
+{
+    pthread_mutex_lock(&test_mu);
+    uint64_t r = fs_exported_locked(ctx, uuid);
+    pthread_mutex_unlock(&test_mu);
+    return r;
+}
+
+static void
+fs_unexport(void *ctx, const char *uuid)
+{
+    pthread_mutex_lock(&test_mu);
+    fs_unexport_locked(ctx, uuid);
+    pthread_mutex_unlock(&test_mu);
+}
+
+static int
+fs_import(void *ctx, const struct inst_desired *d, char *err, size_t len)
+{
+    pthread_mutex_lock(&test_mu);
+    int r = fs_import_locked(ctx, d, err, len);
+    pthread_mutex_unlock(&test_mu);
+    return r;
+}
+
+static int
+fs_prepare(void *ctx, const struct inst_desired *d, struct rc_prepared *p, char *err, size_t len)
+{
+    pthread_mutex_lock(&test_mu);
+    int r = fs_prepare_locked(ctx, d, p, err, len);
+    pthread_mutex_unlock(&test_mu);
+    return r;
+}
+
+static int
+fs_remove(void *ctx, const char *uuid, char *err, size_t len)
+{
+    pthread_mutex_lock(&test_mu);
+    int r = fs_remove_locked(ctx, uuid, err, len);
+    pthread_mutex_unlock(&test_mu);
+    return r;
+}
+
+static int
+fs_list(void *ctx, char (**out)[37], size_t *n)
+{
+    pthread_mutex_lock(&test_mu);
+    int r = fs_list_locked(ctx, out, n);
+    pthread_mutex_unlock(&test_mu);
+    return r;
 }
 
 static bool
@@ -147,8 +222,10 @@ static char events[4096];
 static void
 on_event(void *ctx, const char *uuid, const char *event, const char *detail)
 {
+    pthread_mutex_lock(&test_mu);
     size_t n = strlen(events);
     snprintf(events + n, sizeof events - n, "%.8s:%s ", uuid, event);
+    pthread_mutex_unlock(&test_mu);
 }
 
 /* ---- helpers */
@@ -178,7 +255,8 @@ world_init_on(struct world *w, const char *node)
     w->st.exported = fs_exported;
     w->st.import_disk = fs_import;
     w->st.import_ctx = &w->fs;
-    w->cfg = (struct rc_config){ .grace_ms = 60000, .max_attempts = 3, .stop_timeout_ms = 1000 };
+    w->cfg = (struct rc_config){ .grace_ms = 60000, .max_attempts = 3, .stop_timeout_ms = 1000,
+                                 .workers = test_workers };
     if (rc_new(w->hv, &w->st, &w->cfg, on_event, NULL, &w->rc))
         abort();
     w->ds.insts = w->insts;
@@ -296,8 +374,12 @@ on_progress(void *ctx)
 static void
 test_progress(void)
 {
+    /* The order of one worker (several: test_parallel_creates). */
+    unsigned workers = test_workers;
+    test_workers = 1;
     struct world w;
     world_init(&w);
+    test_workers = workers;
     progress_world = &w;
     progress_seen[0] = 0;
     rc_set_progress(w.rc, on_progress);
@@ -314,6 +396,146 @@ test_progress(void)
     CHECK(strstr(events, "11111111:image-ready 11111111:defined 11111111:started "
                          "11111111:created"));
     CHECK(strstr(events, "22222222:image-ready 22222222:defined 22222222:created"));
+    world_free(&w);
+}
+
+/* The events of the instance whose uuid starts with 'prefix' (8
+ * characters), in order, from the shared log where the workers' events
+ * interleave. */
+static void
+events_of(const char *prefix, char *out, size_t len)
+{
+    out[0] = 0;
+    size_t n = 0;
+    for (const char *e = events; *e;) {
+        const char *end = strchr(e, ' ');
+        size_t l = end ? (size_t)(end - e) : strlen(e);
+        if (l > 9 && !strncmp(e, prefix, 8) && n + l - 9 + 2 < len)
+            n += (size_t)snprintf(out + n, len - n, "%.*s ", (int)(l - 9), e + 9);
+        e += l + (end ? 1 : 0);
+    }
+}
+
+static pthread_mutex_t progress_mu = PTHREAD_MUTEX_INITIALIZER;
+static unsigned progress_calls, progress_active_max;
+
+/* Progress from the workers: the observed state read while other
+ * workers still create. */
+static void
+on_parallel_progress(void *ctx)
+{
+    struct rc_observed *obs;
+    size_t n;
+    if (rc_observed(progress_world->rc, &obs, &n))
+        return;
+    unsigned active = 0;
+    for (size_t i = 0; i < n; i++)
+        active += obs[i].state == RC_ACTIVE;
+    free(obs);
+    pthread_mutex_lock(&progress_mu);
+    progress_calls++;
+    if (active > progress_active_max)
+        progress_active_max = active;
+    pthread_mutex_unlock(&progress_mu);
+}
+
+/* Creates at once: eight instances whose creates take 200 ms each are all
+ * created in one pass taking about one create's time (not eight), each
+ * defined exactly once and ACTIVE at generation 1 with its own events in
+ * order; one instance's failing create leaves it building with the
+ * failure as its fault, without touching the others, and the next pass
+ * creates it.  The pass's statistics count every worker's steps. */
+static void
+test_parallel_creates(void)
+{
+    enum { N = 8, DELAY_MS = 200, BAD = 3 };
+    unsigned workers = test_workers;
+    test_workers = N;
+    struct world w;
+    world_init(&w);
+    test_workers = workers;
+    progress_world = &w;
+    progress_calls = progress_active_max = 0;
+    rc_set_progress(w.rc, on_parallel_progress);
+    struct inst_desired insts[N];
+    memset(insts, 0, sizeof insts);
+    char uuids[N][37];
+    for (int i = 0; i < N; i++) {
+        struct inst_desired *d = &insts[i];
+        snprintf(d->uuid, sizeof d->uuid, "%08d-aaaa-4aaa-8aaa-aaaaaaaaaaaa", i + 1);
+        memcpy(uuids[i], d->uuid, sizeof uuids[i]);
+        snprintf(d->name, sizeof d->name, "vm-%d", i + 1);
+        d->vcpus = 1;
+        d->ram_mb = 128;
+        d->disk_gb = 1;
+        snprintf(d->image.id, sizeof d->image.id, "img1");
+        snprintf(d->image.disk_format, sizeof d->image.disk_format, "qcow2");
+        d->power = POWER_RUNNING;
+        d->generation = 1;
+    }
+    w.ds.insts = insts;
+    w.ds.n = N;
+    hv_fake_delay(w.hv, "create", DELAY_MS);
+    hv_fake_fail_instance(w.hv, "create", uuids[BAD], -EIO, 1);
+
+    struct rc_pass_stats ps;
+    CHECK_INT(rc_pass(w.rc, &w.ds, 1000, &ps), 0);
+    fprintf(stderr, "parallel: %d creates of %d ms in a pass of %.1f ms, %u at once\n", N,
+            DELAY_MS, (double)ps.duration_ns / 1e6, hv_fake_max_concurrent(w.hv, "create"));
+    CHECK(ps.duration_ns >= DELAY_MS * 1000000ull);
+    CHECK(ps.duration_ns < 3 * DELAY_MS * 1000000ull);   /* One after the other: 8 x 200 ms. */
+    CHECK_INT(hv_fake_max_concurrent(w.hv, "create"), N);
+    CHECK_INT(hv_fake_calls(w.hv, "create"), N);
+    CHECK_INT(ps.desired, N);
+    CHECK_INT(ps.actions, N);
+    CHECK_INT(ps.failures, 1);
+    CHECK_INT(hv_count(&w), N - 1);
+    CHECK_INT(w.fs.prepares, N);
+    char ev[512], want[512];
+    for (int i = 0; i < N; i++) {
+        const struct rc_inst *ri = rc_find(w.rc, uuids[i]);
+        CHECK(ri != NULL);
+        if (!ri)
+            continue;
+        events_of(uuids[i], ev, sizeof ev);
+        if (i == BAD) {
+            CHECK_INT(ri->state, RC_BUILDING);
+            CHECK_INT(ri->attempts, 1);
+            CHECK(strstr(ri->fault, "create: fake: injected failure of create") != NULL);
+            CHECK_STR(ev, "image-ready step-failed ");
+            CHECK_INT(hv_power(&w, uuids[i]), POWER_NOSTATE);
+        } else {
+            CHECK_INT(ri->state, RC_ACTIVE);
+            CHECK_INT(ri->generation, 1);
+            CHECK_STR(ri->fault, "");
+            CHECK_STR(ev, "image-ready defined started created ");
+            CHECK_INT(hv_power(&w, uuids[i]), POWER_RUNNING);
+        }
+    }
+    /* Announced while others were still being created: every active
+     * instance but the last one done, and the failed one's report may
+     * come last. */
+    CHECK(progress_calls >= N - 2 && progress_calls <= N - 1);
+    CHECK(progress_active_max >= N - 2);
+
+    /* The next pass creates the one that failed, alone. */
+    events[0] = 0;
+    CHECK_INT(rc_pass(w.rc, &w.ds, 2000, &ps), 0);
+    CHECK_INT(ps.actions, 1);
+    CHECK_INT(ps.failures, 0);
+    CHECK_INT(hv_fake_calls(w.hv, "create"), N + 1);
+    CHECK_INT(state(&w, uuids[BAD]), RC_ACTIVE);
+    events_of(uuids[BAD], ev, sizeof ev);
+    CHECK_STR(ev, "image-ready defined started created ");
+    snprintf(want, sizeof want, "%.8s:image-ready %.8s:defined %.8s:started %.8s:created ",
+             uuids[BAD], uuids[BAD], uuids[BAD], uuids[BAD]);
+    CHECK_STR(events, want);
+    /* Steady: nothing to do, nothing created again. */
+    CHECK_INT(rc_pass(w.rc, &w.ds, 3000, &ps), 0);
+    CHECK_INT(ps.actions, 0);
+    CHECK_INT(hv_fake_calls(w.hv, "create"), N + 1);
+    w.ds.insts = w.insts;
+    w.ds.n = 0;
     world_free(&w);
 }
 
@@ -766,7 +988,7 @@ test_scale(void)
     CHECK(hv_open(&hc, &hv, err, sizeof err) == 0);
     struct fstore fs = { 0 };
     struct rc_storage st = { fs_prepare, fs_remove, NULL, &fs };
-    struct rc_config cfg = { .grace_ms = 0, .max_attempts = 3 };
+    struct rc_config cfg = { .grace_ms = 0, .max_attempts = 3, .workers = test_workers };
     struct reconciler *rc;
     CHECK(rc_new(hv, &st, &cfg, NULL, NULL, &rc) == 0);
     struct desired_set ds = { .n = 1000 };
@@ -1001,18 +1223,27 @@ int
 main(void)
 {
     test_decide_table();
-    test_create_and_power();
-    test_progress();
-    test_guest_powers_off();
-    test_orphan_grace_and_foreign();
-    test_moves();
-    test_retries_and_error();
-    test_waiting_for_port();
-    test_crash_convergence();
-    test_scale();
-    test_fake_migrate();
-    test_live_migration();
-    test_live_waits_for_ports();
+    /* Every transcript with one worker (every step in order), then with
+     * the default number of workers (the creates of a pass at once). */
+    unsigned workers[] = { 1, 0 };
+    for (size_t i = 0; i < sizeof workers / sizeof workers[0]; i++) {
+        test_workers = workers[i];
+        fprintf(stderr, "transcripts with workers = %u\n", test_workers);
+        test_create_and_power();
+        test_progress();
+        test_guest_powers_off();
+        test_orphan_grace_and_foreign();
+        test_moves();
+        test_retries_and_error();
+        test_waiting_for_port();
+        test_crash_convergence();
+        test_scale();
+        test_fake_migrate();
+        test_live_migration();
+        test_live_waits_for_ports();
+    }
+    test_workers = 0;
+    test_parallel_creates();
     test_fake_migrate_between_processes();
     return check_exit();
 }
