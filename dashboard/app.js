@@ -168,6 +168,7 @@ async function login(ev) {
         saveSession({
             token, expires: t.expires_at, endpoints: endpointsOf(t.catalog),
             user: t.user.name, project: t.project.name, projectId: t.project.id,
+            admin: (t.roles || []).some((r) => r.name === 'admin'),
         });
         clearError();
         /* A new hash draws the page through 'hashchange'; otherwise draw
@@ -299,7 +300,8 @@ function serverRow(s) {
         btn('Console', 'act-remote', () => { location.hash = `#console/${s.id}`; }),
         btn('Delete', 'act-delete', () => deleteServer(s)));
     return el('tr', { 'data-id': s.id, 'data-name': s.name },
-        el('td', { class: 'server-name' }, s.name), statusCell,
+        el('td', { class: 'server-name' }, el('a', { href: `#server/${s.id}`, class: 'server-link' }, s.name)),
+        statusCell,
         el('td', { class: 'server-addresses' }, addressesText(s.addresses)),
         el('td', { class: 'server-flavor' }, flavorText(s.flavor)),
         el('td', { class: 'server-image' }, imageText(s.image)), actions);
@@ -394,6 +396,169 @@ function closeConsole() {
 async function showServers() {
     await loadServerChoices();
     await loadServers();
+}
+
+/* ---- Server detail ------------------------------------------------------ */
+
+/* The page #server/<id>: the server's fields, its ports and the actions
+ * its state allows.  Which actions fit which state follows the compute
+ * API's rules (a task in progress allows only delete, and a hard reboot
+ * while rebooting); the API still decides, and its refusal is shown. */
+let detailTimer = null;
+
+function detailServerId() {
+    const m = /^#server\/([0-9a-fA-F-]{36})$/.exec(location.hash);
+    return m ? m[1] : null;
+}
+
+function stopDetailRefresh() {
+    if (detailTimer) {
+        clearTimeout(detailTimer);
+        detailTimer = null;
+    }
+}
+
+function allowedActions(s) {
+    const task = s['OS-EXT-STS:task_state'];
+    if (task)
+        return new Set(['delete'].concat(/^reboot/.test(task) ? ['reboot-hard'] : []));
+    const by = {
+        ACTIVE: ['stop', 'reboot', 'reboot-hard', 'pause', 'suspend', 'resize', 'snapshot', 'rebuild'],
+        SHUTOFF: ['start', 'reboot-hard', 'resize', 'snapshot', 'rebuild'],
+        PAUSED: ['unpause', 'reboot-hard', 'snapshot'],
+        SUSPENDED: ['resume', 'reboot-hard', 'snapshot'],
+        VERIFY_RESIZE: ['confirm', 'revert'],
+        ERROR: ['stop', 'reboot-hard', 'rebuild'],
+        RESCUE: ['stop'],
+    };
+    return new Set((by[s.status] || []).concat(['delete']));
+}
+
+function detailRow(label, value, key) {
+    return [el('dt', {}, label), el('dd', { 'data-field': key }, value == null ? '' : value)];
+}
+
+async function detailAction(id, body) {
+    const ok = await guarded(async () => {
+        await call('compute', 'POST', `/servers/${encodeURIComponent(id)}/action`, body);
+        clearError();
+        return true;
+    });
+    await loadServerDetail();
+    return ok;
+}
+
+async function showServerDetail() {
+    const id = detailServerId();
+    $('sd-name').textContent = '';
+    $('sd-fields').replaceChildren();
+    $('sd-ports').querySelector('tbody').replaceChildren();
+    $('sd-actions').replaceChildren();
+    $('sd-message').textContent = '';
+    await guarded(async () => {
+        const [flavors, images] = await Promise.all([call('compute', 'GET', '/flavors/detail'),
+            call('image', 'GET', '/v2/images')]);
+        flavorNames = Object.fromEntries(flavors.flavors.map((f) => [f.id, f.name]));
+        imageNames = Object.fromEntries(images.images.map((i) => [i.id, i.name || i.id]));
+        fillSelect('sd-resize-flavor', flavors.flavors,
+            (f) => `${f.name} (${f.vcpus} VCPU, ${f.ram} MiB, ${f.disk} GiB)`);
+        fillSelect('sd-rebuild-image', images.images.filter((i) => i.status === 'active'),
+            (i) => i.name || i.id);
+    });
+    if (detailServerId() === id)
+        await loadServerDetail();
+}
+
+async function loadServerDetail() {
+    stopDetailRefresh();
+    const id = detailServerId();
+    if (!id)
+        return;
+    const res = await guarded(async () => {
+        const [sv, ports] = await Promise.all([
+            call('compute', 'GET', `/servers/${encodeURIComponent(id)}`),
+            call('network', 'GET', `/v2.0/ports?device_id=${encodeURIComponent(id)}`)]);
+        return [sv.server, ports.ports];
+    });
+    if (!res || detailServerId() !== id)
+        return;
+    const [s, ports] = res;
+    const task = s['OS-EXT-STS:task_state'];
+    $('sd-name').textContent = s.name;
+    const rows = [
+        detailRow('Name', s.name, 'name'), detailRow('ID', s.id, 'id'),
+        detailRow('Status', task ? `${s.status} (${task})` : s.status, 'status'),
+        detailRow('Flavor', flavorText(s.flavor), 'flavor'),
+        detailRow('Image', imageText(s.image), 'image'),
+        detailRow('Addresses', addressesText(s.addresses), 'addresses'),
+        detailRow('Key pair', s.key_name || '', 'key_name'),
+        detailRow('Security groups', (s.security_groups || []).map((g) => g.name).join(', '),
+            'security_groups'),
+        detailRow('Created', s.created, 'created'),
+        detailRow('Launched', s['OS-SRV-USG:launched_at'] || '', 'launched_at'),
+    ];
+    /* Only administrators get these from the API. */
+    for (const k of Object.keys(s).sort()) {
+        if (k.startsWith('OS-EXT-SRV-ATTR:'))
+            rows.push(detailRow(k.slice('OS-EXT-SRV-ATTR:'.length), s[k], k));
+    }
+    $('sd-fields').replaceChildren(...rows.flat());
+    fillTable('sd-ports', ports.map((p) => el('tr', { 'data-id': p.id },
+        el('td', {}, p.id), el('td', {}, p.mac_address),
+        el('td', { class: 'port-ips' }, (p.fixed_ips || []).map((f) => f.ip_address).join(', ')),
+        el('td', {}, p.status), el('td', {}, (p.security_groups || []).join(', ')))),
+    'sd-ports-empty');
+
+    const allowed = allowedActions(s);
+    const btn = (key, label, fn) => el('button', { type: 'button', class: `sd-${key}`, onclick: fn }, label);
+    const act = (key, label, body) => btn(key, label, () => detailAction(s.id, body));
+    const buttons = [
+        act('start', 'Start', { 'os-start': null }), act('stop', 'Stop', { 'os-stop': null }),
+        act('reboot', 'Reboot', { reboot: { type: 'SOFT' } }),
+        act('reboot-hard', 'Hard reboot', { reboot: { type: 'HARD' } }),
+        act('pause', 'Pause', { pause: null }), act('unpause', 'Unpause', { unpause: null }),
+        act('suspend', 'Suspend', { suspend: null }), act('resume', 'Resume', { resume: null }),
+        act('confirm', 'Confirm resize', { confirmResize: null }),
+        act('revert', 'Revert resize', { revertResize: null }),
+        btn('delete', 'Delete', async () => {
+            if (!window.confirm(`Delete server ${s.name}?`))
+                return;
+            const ok = await guarded(async () => {
+                await call('compute', 'DELETE', `/servers/${encodeURIComponent(s.id)}`);
+                clearError();
+                return true;
+            });
+            if (ok)
+                location.hash = '#servers';
+        }),
+    ].filter((b) => allowed.has(b.className.slice(3)));
+    $('sd-actions').replaceChildren(...buttons);
+    $('sd-resize-form').hidden = !allowed.has('resize');
+    $('sd-snapshot-form').hidden = !allowed.has('snapshot');
+    $('sd-rebuild-form').hidden = !allowed.has('rebuild');
+    if (TRANSITIONAL.has(s.status) || task)
+        detailTimer = setTimeout(loadServerDetail, REFRESH_MS);
+}
+
+async function resizeServer(ev) {
+    ev.preventDefault();
+    await detailAction(detailServerId(), { resize: { flavorRef: $('sd-resize-flavor').value } });
+}
+
+async function snapshotServer(ev) {
+    ev.preventDefault();
+    const name = $('sd-snapshot-name').value.trim();
+    if (await detailAction(detailServerId(), { createImage: { name } })) {
+        $('sd-snapshot-name').value = '';
+        $('sd-message').textContent = `Snapshot ${name} requested: it is listed under Images.`;
+    }
+}
+
+async function rebuildServer(ev) {
+    ev.preventDefault();
+    if (!window.confirm('Rebuild the server? Its disk is replaced by the image.'))
+        return;
+    await detailAction(detailServerId(), { rebuild: { imageRef: $('sd-rebuild-image').value } });
 }
 
 /* ---- Images ------------------------------------------------------------- */
@@ -694,17 +859,21 @@ async function showConsolePage() {
 const PAGES = {
     servers: showServers, images: showImages, networks: showNetworks,
     flavors: showFlavors, keypairs: showKeypairs, console: showConsolePage,
+    server: showServerDetail,
 };
 
 function currentPage() {
     if (consoleServerId())
         return 'console';
+    if (detailServerId())
+        return 'server';
     const p = location.hash.replace(/^#/, '');
-    return PAGES[p] && p !== 'console' ? p : 'servers';
+    return PAGES[p] && p !== 'console' && p !== 'server' ? p : 'servers';
 }
 
 function route() {
     stopRefresh();
+    stopDetailRefresh();
     session = loadSession();
     const page = session ? currentPage() : 'login';
     for (const sec of document.querySelectorAll('.page'))
@@ -738,6 +907,9 @@ document.addEventListener('DOMContentLoaded', () => {
         () => connectConsole(consoleServerId(), remote ? remote.tab : 'vnc'));
     $('serial-output').addEventListener('keydown', serialKey);
     $('serial-form').addEventListener('submit', serialLine);
+    $('sd-resize-form').addEventListener('submit', resizeServer);
+    $('sd-snapshot-form').addEventListener('submit', snapshotServer);
+    $('sd-rebuild-form').addEventListener('submit', rebuildServer);
     window.addEventListener('hashchange', () => {
         clearError();
         route();

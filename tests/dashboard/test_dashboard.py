@@ -38,7 +38,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'image'))
 import compute_lib  # noqa: E402
 from compute_lib import NET, Schedulers, check, done, nt, sql  # noqa: E402
 
-from dashboard_lib import By, Page, dashboard_cloud, start_browser  # noqa: E402  (exits 77 without Selenium)
+from dashboard_lib import (By, NoSuchElementException, Page, StaleElementReferenceException,  # noqa: E402
+                           dashboard_cloud, start_browser)  # (exits 77 without Selenium)
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 NODE = 'dash-node-1'
@@ -66,6 +67,7 @@ with open(os.path.join(served, '.hidden'), 'w') as f:
 cloud, ORIGIN = dashboard_cloud(served)
 
 compute_lib.seed(cloud)
+sql(cloud, "INSERT INTO flavors (id, name, vcpus, ram, disk) VALUES ('dash2', 'dash.medium', 1, 1024, 1)")
 admin_tok, _ = cloud.token()
 PW_A, PW_B = 'pass-a-' + os.urandom(4).hex(), 'pass-b-' + os.urandom(4).hex()
 pid_a, tok_a = compute_lib.make_project(cloud, admin_tok, 'dash-a', password=PW_A)
@@ -199,6 +201,88 @@ def ssh_ed25519_key():
     return 'ssh-ed25519 ' + base64.b64encode(s(b'ssh-ed25519') + s(os.urandom(32))).decode() + ' dash'
 
 
+def field(key):
+    """The text of the field 'key' on the server detail page, or None."""
+    return browser.execute_script(
+        "const e = document.querySelector('#sd-fields dd[data-field=\"' + arguments[0] + '\"]');"
+        "return e ? e.textContent : null;", key)
+
+
+def action_buttons():
+    return sorted(b.text for b in browser.find_elements(By.CSS_SELECTOR, '#sd-actions button'))
+
+
+def click_action(cls):
+    for _ in range(5):
+        try:
+            browser.find_element(By.CSS_SELECTOR, f'#sd-actions button.sd-{cls}').click()
+            return
+        except (StaleElementReferenceException, NoSuchElementException):
+            time.sleep(0.2)
+    check(False, f'clicking {cls} on the detail page')
+
+
+def server_detail_checks():
+    """The detail page of web1 (ACTIVE): its fields and ports as the APIs
+    give them, the actions of its state; resize to dash.medium ->
+    VERIFY_RESIZE -> Confirm; a snapshot."""
+    sid = [s for s in cloud.request('compute', 'GET', '/v2.1/servers/detail',
+                                    headers={'X-Auth-Token': tok_a})[2]['servers']
+           if s['name'] == 'web1'][0]
+    browser.find_element(By.CSS_SELECTOR, '#servers-table tr[data-name="web1"] a.server-link').click()
+    wait('the detail page of web1 is shown', lambda: visible('page-server') and field('id') == sid['id'])
+    check(browser.current_url.endswith('#server/' + sid['id']), 'its address is #server/<id>')
+    check(field('name') == 'web1' and field('status') == 'ACTIVE' and field('flavor') == 'm1.tiny'
+          and field('image') == 'dash-image', f'name, status, flavor, image ({field("status")!r})')
+    want = '; '.join(f'{n}: ' + ', '.join(a['addr'] for a in lst) for n, lst in sid['addresses'].items())
+    check(field('addresses') == want, f'the addresses ({field("addresses")!r} = {want!r})')
+    check(field('security_groups') == 'default' and field('created') == sid['created']
+          and field('launched_at') == sid['OS-SRV-USG:launched_at'],
+          'security groups, created and launched times')
+    check(field('host') is None and field('hypervisor_hostname') is None,
+          'a member sees no host fields')
+    st, _, b = cloud.request('network', 'GET', f'/v2.0/ports?device_id={sid["id"]}',
+                             headers={'X-Auth-Token': tok_a})
+    port_ids = sorted(p['id'] for p in b['ports'])
+    wait('its port is listed with its MAC address', lambda: sorted(
+        r.get_attribute('data-id') for r in browser.find_elements(By.CSS_SELECTOR, '#sd-ports tbody tr'))
+        == port_ids and port_ids and b['ports'][0]['mac_address'] in by_id('sd-ports').text)
+    check(action_buttons() == sorted(['Stop', 'Reboot', 'Hard reboot', 'Pause', 'Suspend', 'Delete']),
+          f'ACTIVE offers stop, reboots, pause, suspend, delete ({action_buttons()})')
+    check(visible('sd-resize-form') and visible('sd-snapshot-form') and visible('sd-rebuild-form'),
+          'resize, snapshot and rebuild forms offered')
+    # Pause -> PAUSED offers Unpause, not Stop; Unpause -> ACTIVE.
+    click_action('pause')
+    wait('Pause: PAUSED with Unpause offered', lambda: field('status') == 'PAUSED'
+         and 'Unpause' in action_buttons() and 'Stop' not in action_buttons(), timeout=30)
+    check(not visible('sd-resize-form') and not visible('sd-rebuild-form'),
+          'no resize or rebuild while PAUSED')
+    click_action('unpause')
+    wait('Unpause: ACTIVE again', lambda: field('status') == 'ACTIVE', timeout=30)
+    # A refused action shows the compute API's words.
+    Select(by_id('sd-resize-flavor')).select_by_value('1')
+    by_id('sd-resize').click()
+    err = wait('resizing to its own flavor shows the API error',
+               lambda: visible('error') and by_id('error-text').text)
+    check(err and 'must change flavor' in err and '400' in err, f'the compute message: {err!r}')
+    by_id('error-close').click()
+    Select(by_id('sd-resize-flavor')).select_by_value('dash2')
+    by_id('sd-resize').click()
+    wait('resize: VERIFY_RESIZE with Confirm and Revert', lambda: field('status') == 'VERIFY_RESIZE'
+         and action_buttons() == sorted(['Confirm resize', 'Revert resize', 'Delete']), timeout=30)
+    click_action('confirm')
+    wait('Confirm: ACTIVE with the new flavor shown',
+         lambda: field('status') == 'ACTIVE' and field('flavor') == 'dash.medium', timeout=30)
+    st, _, b = cloud.request('compute', 'GET', f'/v2.1/servers/{sid["id"]}',
+                             headers={'X-Auth-Token': tok_a})
+    check(b['server']['flavor']['id'] == 'dash2', f'the API agrees: flavor dash2 ({b["server"]["flavor"]})')
+    by_id('sd-snapshot-name').send_keys('web1-snap')
+    by_id('sd-snapshot').click()
+    wait('the snapshot is acknowledged', lambda: 'web1-snap' in by_id('sd-message').text)
+    wait('the snapshot ends: ACTIVE without a task', lambda: field('status') == 'ACTIVE'
+         and 'Stop' in action_buttons(), timeout=30)
+
+
 def browser_checks():
     t0 = time.time()
     # A wrong password: the identity service's message, no session.
@@ -244,6 +328,9 @@ def browser_checks():
     wait('Stop: SHUTOFF shown', lambda: row_status('web1') == 'SHUTOFF', timeout=30)
     click_in_row('web1', 'act-start')
     wait('Start: ACTIVE again', lambda: row_status('web1') == 'ACTIVE', timeout=30)
+    server_detail_checks()
+    browser.get(ORIGIN + '/dashboard/#servers')
+    wait('back in the list: web1 ACTIVE', lambda: row_status('web1') == 'ACTIVE', timeout=30)
     click_in_row('web1', 'act-stop')
     wait('Stop again: SHUTOFF', lambda: row_status('web1') == 'SHUTOFF', timeout=30)
 
@@ -253,6 +340,9 @@ def browser_checks():
          lambda: any(e.text == 'dash-image' for e in browser.find_elements(By.CSS_SELECTOR, '.image-show')))
     [e for e in browser.find_elements(By.CSS_SELECTOR, '.image-show') if e.text == 'dash-image'][0].click()
     wait('image detail shows its id', lambda: visible('image-detail') and IMAGE in by_id('image-detail-list').text)
+    wait('the snapshot of web1 is listed, active', lambda: any(
+        r.find_element(By.CSS_SELECTOR, '.image-show').text == 'web1-snap' and 'active' in r.text
+        for r in browser.find_elements(By.CSS_SELECTOR, '#images-table tbody tr')), timeout=30)
 
     # Networks: a bad CIDR shows the network service's error; a good one
     # creates network + subnet.
