@@ -568,11 +568,94 @@ async function showImages() {
     const images = await guarded(async () => (await call('image', 'GET', '/v2/images')).images);
     if (!images)
         return;
-    fillTable('images-table', images.map((i) => el('tr', { 'data-id': i.id },
+    /* Public is offered to administrators only: the image service
+     * refuses it to others. */
+    const vis = $('image-visibility');
+    const pub = vis.querySelector('option[value="public"]');
+    if (session.admin && !pub)
+        vis.append(el('option', { value: 'public' }, 'public'));
+    else if (!session.admin && pub)
+        pub.remove();
+    fillTable('images-table', images.map((i) => el('tr', { 'data-id': i.id, 'data-name': i.name || '' },
         el('td', {}, el('button', { type: 'button', class: 'link image-show',
             onclick: () => showImage(i.id) }, i.name || i.id)),
-        el('td', {}, i.status), el('td', {}, i.visibility), el('td', {}, i.disk_format || ''),
-        el('td', {}, i.size == null ? '' : i.size))), 'images-empty');
+        el('td', { class: 'image-status' }, i.status), el('td', {}, i.visibility),
+        el('td', {}, i.disk_format || ''),
+        el('td', { class: 'image-size' }, i.size == null ? '' : i.size),
+        el('td', {}, !i.protected && (i.owner === session.projectId || session.admin)
+            ? el('button', { type: 'button', class: 'image-delete', onclick: () => deleteImage(i) },
+                'Delete') : ''))), 'images-empty');
+}
+
+async function deleteImage(i) {
+    if (!window.confirm(`Delete image ${i.name || i.id}?`))
+        return;
+    await guarded(async () => {
+        await call('image', 'DELETE', `/v2/images/${encodeURIComponent(i.id)}`);
+        clearError();
+    });
+    await showImages();
+}
+
+/* PUT of 'file' (a File, streamed by the browser) as the data of image
+ * 'id', reporting progress; XMLHttpRequest because fetch() reports no
+ * upload progress. */
+function uploadImageData(id, file) {
+    return new Promise((resolve, reject) => {
+        const xhr = new XMLHttpRequest();
+        xhr.open('PUT', `${session.endpoints.image}/v2/images/${encodeURIComponent(id)}/file`);
+        xhr.setRequestHeader('X-Auth-Token', session.token);
+        xhr.setRequestHeader('Content-Type', 'application/octet-stream');
+        xhr.upload.addEventListener('progress', (e) => {
+            if (e.lengthComputable) {
+                $('image-progress').value = e.loaded / e.total;
+                $('image-progress-text').textContent = `${e.loaded} of ${e.total} bytes sent`;
+            }
+        });
+        xhr.addEventListener('load', () => {
+            if (xhr.status >= 200 && xhr.status < 300)
+                resolve();
+            else
+                reject(new ApiError(xhr.status, errorMessage(xhr.status, xhr.responseText)));
+        });
+        xhr.addEventListener('error', () => reject(new Error(
+            `The image service cannot be reached (${session.endpoints.image}).`)));
+        xhr.send(file);
+    });
+}
+
+async function uploadImage(ev) {
+    ev.preventDefault();
+    const file = $('image-file').files[0];
+    if (!file || !session.endpoints.image)
+        return;
+    const image = { name: $('image-name').value.trim(), disk_format: $('image-disk-format').value,
+        container_format: $('image-container-format').value, visibility: $('image-visibility').value };
+    $('image-upload').disabled = true;
+    $('image-progress').value = 0;
+    $('image-progress-text').textContent = 'Creating the image…';
+    $('image-progress-line').hidden = false;
+    const ok = await guarded(async () => {
+        const img = await call('image', 'POST', '/v2/images', image);
+        try {
+            await uploadImageData(img.id, file);
+        } catch (e) {
+            /* No image left without data: the one just created goes
+             * again, and the upload's error is what the user sees. */
+            await call('image', 'DELETE', `/v2/images/${encodeURIComponent(img.id)}`)
+                .catch(() => undefined);
+            throw e;
+        }
+        clearError();
+        return true;
+    });
+    $('image-upload').disabled = false;
+    $('image-progress-text').textContent = ok ? `Uploaded ${file.size} bytes.` : 'The upload failed.';
+    if (ok) {
+        $('image-name').value = '';
+        $('image-file').value = '';
+    }
+    await showImages();
 }
 
 async function showImage(id) {
@@ -899,6 +982,7 @@ document.addEventListener('DOMContentLoaded', () => {
     $('server-form').addEventListener('submit', createServer);
     $('network-form').addEventListener('submit', createNetwork);
     $('keypair-form').addEventListener('submit', importKeypair);
+    $('image-form').addEventListener('submit', uploadImage);
     $('console-refresh').addEventListener('click', refreshConsole);
     $('console-close').addEventListener('click', closeConsole);
     $('tab-vnc').addEventListener('click', () => connectConsole(consoleServerId(), 'vnc'));

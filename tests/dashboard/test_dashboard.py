@@ -24,6 +24,7 @@ are covered by the end-to-end dev-cloud test; this test is about the UI).
 Skips (77) only when Chromium or Selenium is not installed or cannot
 start."""
 import base64
+import hashlib
 import http.client
 import os
 import shutil
@@ -170,6 +171,14 @@ def http_checks():
                                  headers=dict(pre, Origin='http://evil.example'))
         check('access-control-allow-origin' not in h,
               f'{svc}: another origin gets no CORS headers ({st})')
+    # The upload of an image's data from the page: PUT with a binary body.
+    st, h, _ = cloud.request('image', 'OPTIONS', f'/v2/images/{IMAGE}/file', headers={
+        'Origin': ORIGIN, 'Access-Control-Request-Method': 'PUT',
+        'Access-Control-Request-Headers': 'content-type,x-auth-token'})
+    check(st == 204 and h.get('access-control-allow-origin') == ORIGIN
+          and 'PUT' in h.get('access-control-allow-methods', '')
+          and 'Content-Type' in h.get('access-control-allow-headers', ''),
+          f'image: the preflight of a data upload (PUT, Content-Type) is answered ({st})')
     st, h, _ = cloud.request('identity', 'POST', '/v3/auth/tokens', {}, {'Origin': ORIGIN})
     check(h.get('access-control-allow-origin') == ORIGIN
           and 'X-Subject-Token' in h.get('access-control-expose-headers', ''),
@@ -283,6 +292,51 @@ def server_detail_checks():
          and 'Stop' in action_buttons(), timeout=30)
 
 
+UPLOAD_DATA = os.urandom(3 * 1024 * 1024 + 17)
+
+
+def image_cell(name, cls):
+    return browser.execute_script(
+        "const e = document.querySelector("
+        "'#images-table tbody tr[data-name=\"' + arguments[0] + '\"] .' + arguments[1]);"
+        "return e ? e.textContent : null;", name, cls)
+
+
+def image_upload_checks():
+    """A file chosen in the browser becomes an active image with the file's
+    size and checksum; a member is offered private only and no Delete of
+    the admin's public image."""
+    path = os.path.join(tmp, 'upload.img')
+    with open(path, 'wb') as f:
+        f.write(UPLOAD_DATA)
+    vis = [o.get_attribute('value') for o in Select(by_id('image-visibility')).options]
+    check(vis == ['private'], f'a member is offered private visibility only ({vis})')
+    check(not browser.find_elements(By.CSS_SELECTOR, f'#images-table tr[data-id="{IMAGE}"] .image-delete'),
+          'no Delete for the admin\'s public image')
+    by_id('image-name').send_keys('dash-upload')
+    Select(by_id('image-disk-format')).select_by_value('raw')
+    Select(by_id('image-container-format')).select_by_value('bare')
+    by_id('image-file').send_keys(path)
+    by_id('image-upload').click()
+    wait('the uploaded image is listed active with the file\'s size',
+         lambda: image_cell('dash-upload', 'image-status') == 'active'
+         and image_cell('dash-upload', 'image-size') == str(len(UPLOAD_DATA)), timeout=30)
+    check(by_id('image-progress-text').text == f'Uploaded {len(UPLOAD_DATA)} bytes.'
+          and by_id('image-progress').get_attribute('value') == '1',
+          f'the progress shows the whole file sent ({by_id("image-progress-text").text!r})')
+    st, _, b = cloud.request('image', 'GET', '/v2/images?name=dash-upload', headers={'X-Auth-Token': tok_a})
+    imgs = b.get('images', [])
+    check(st == 200 and len(imgs) == 1, f'one dash-upload image in A ({st}, {len(imgs)})')
+    if imgs:
+        st, _, im = cloud.request('image', 'GET', f'/v2/images/{imgs[0]["id"]}',
+                                  headers={'X-Auth-Token': tok_a})
+        check(im['status'] == 'active' and im['size'] == len(UPLOAD_DATA)
+              and im['checksum'] == hashlib.md5(UPLOAD_DATA).hexdigest()
+              and im['visibility'] == 'private' and im['owner'] == pid_a
+              and im['disk_format'] == 'raw' and im['container_format'] == 'bare',
+              f'the API: active, size, md5 of the file, private, A\'s ({im.get("checksum")})')
+
+
 def browser_checks():
     t0 = time.time()
     # A wrong password: the identity service's message, no session.
@@ -343,6 +397,7 @@ def browser_checks():
     wait('the snapshot of web1 is listed, active', lambda: any(
         r.find_element(By.CSS_SELECTOR, '.image-show').text == 'web1-snap' and 'active' in r.text
         for r in browser.find_elements(By.CSS_SELECTOR, '#images-table tbody tr')), timeout=30)
+    image_upload_checks()
 
     # Networks: a bad CIDR shows the network service's error; a good one
     # creates network + subnet.
@@ -396,6 +451,10 @@ def browser_checks():
     login('u-dash-b', PW_B, 'dash-b')
     wait('B logged in: the list is empty (A\'s server not shown)', lambda: visible('servers-empty'))
     check(row_status('web1') is None, 'web1 is not in B\'s list')
+    browser.get(ORIGIN + '/dashboard/#images')
+    wait('B\'s image list shows the public image', lambda: image_cell('dash-image', 'image-status') == 'active')
+    check(image_cell('dash-upload', 'image-status') is None and image_cell('web1-snap', 'image-status') is None,
+          'B does not see A\'s uploaded image nor its snapshot')
     logout()
 
     # A deletes the server.
@@ -406,6 +465,16 @@ def browser_checks():
     wait('web1 deleted: gone from the list', lambda: visible('servers-empty'), timeout=30)
     st, _, b = cloud.request('compute', 'GET', '/v2.1/servers', headers={'X-Auth-Token': tok_a})
     check(st == 200 and b['servers'] == [], 'the API agrees: no servers in A')
+
+    # A deletes the uploaded image.
+    browser.get(ORIGIN + '/dashboard/#images')
+    wait('A\'s uploaded image is listed', lambda: image_cell('dash-upload', 'image-status') == 'active')
+    browser.find_element(By.CSS_SELECTOR, '#images-table tr[data-name="dash-upload"] .image-delete').click()
+    WebDriverWait(browser, 5).until(lambda d: d.switch_to.alert).accept()
+    wait('the deleted image is gone from the list', lambda: image_cell('dash-upload', 'image-status') is None
+         and image_cell('dash-image', 'image-status') == 'active')
+    st, _, b = cloud.request('image', 'GET', '/v2/images?name=dash-upload', headers={'X-Auth-Token': tok_a})
+    check(st == 200 and b['images'] == [], f'the API agrees: dash-upload is gone ({st})')
 
     csp_errors = [e['message'] for e in browser.get_log('browser')
                   if 'Content Security Policy' in e['message']]
