@@ -722,6 +722,107 @@ async function createNetwork(ev) {
     await showNetworks();
 }
 
+/* ---- Security groups ---------------------------------------------------- */
+
+/* The project's groups (GET /v2.0/security-groups?project_id=, each with
+ * its rules, as Neutron lists them), created and deleted, and rules added
+ * and deleted; refusals show Neutron's message. */
+function ruleRange(r) {
+    if (r.port_range_min == null && r.port_range_max == null)
+        return 'any';
+    if (r.port_range_min === r.port_range_max || r.port_range_max == null)
+        return String(r.port_range_min);
+    return `${r.port_range_min == null ? '' : r.port_range_min}-${r.port_range_max}`;
+}
+
+function ruleRow(r, groupNames) {
+    const remote = r.remote_ip_prefix || (r.remote_group_id
+        ? `group ${groupNames[r.remote_group_id] || r.remote_group_id}` : 'any');
+    return el('tr', { 'data-id': r.id },
+        el('td', { class: 'sgr-direction' }, r.direction), el('td', {}, r.ethertype),
+        el('td', { class: 'sgr-protocol' }, r.protocol || 'any'),
+        el('td', { class: 'sgr-ports' }, ruleRange(r)), el('td', { class: 'sgr-remote' }, remote),
+        el('td', {}, el('button', { type: 'button', class: 'sgr-delete', onclick: () => deleteRule(r) },
+            'Delete')));
+}
+
+async function showSecurityGroups() {
+    const groups = await guarded(async () => (await call('network', 'GET',
+        `/v2.0/security-groups?project_id=${encodeURIComponent(session.projectId)}`)).security_groups);
+    if (!groups)
+        return;
+    const names = Object.fromEntries(groups.map((g) => [g.id, g.name]));
+    $('sg-list').replaceChildren(...groups.map((g) => el('div', { class: 'sg', 'data-id': g.id,
+        'data-name': g.name },
+    el('h3', {}, g.name, ' ', el('button', { type: 'button', class: 'sg-delete',
+        onclick: () => deleteGroup(g) }, 'Delete group')),
+    el('p', { class: 'sg-description' }, g.description || ''),
+    el('table', { class: 'sg-rules' },
+        el('thead', {}, el('tr', {}, ...['Direction', 'Ether type', 'Protocol', 'Ports', 'Remote', 'Actions']
+            .map((h) => el('th', {}, h)))),
+        el('tbody', {}, ...(g.security_group_rules || []).map((r) => ruleRow(r, names)))))));
+    $('sg-empty').hidden = groups.length > 0;
+    fillSelect('sgr-group', groups, (g) => g.name || g.id);
+}
+
+async function createGroup(ev) {
+    ev.preventDefault();
+    const security_group = { name: $('sg-name').value.trim(), description: $('sg-description').value.trim() };
+    const ok = await guarded(async () => {
+        await call('network', 'POST', '/v2.0/security-groups', { security_group });
+        clearError();
+        return true;
+    });
+    if (ok) {
+        $('sg-name').value = '';
+        $('sg-description').value = '';
+    }
+    await showSecurityGroups();
+}
+
+async function deleteGroup(g) {
+    if (!window.confirm(`Delete security group ${g.name}?`))
+        return;
+    await guarded(async () => {
+        await call('network', 'DELETE', `/v2.0/security-groups/${encodeURIComponent(g.id)}`);
+        clearError();
+    });
+    await showSecurityGroups();
+}
+
+async function addRule(ev) {
+    ev.preventDefault();
+    const remote = $('sgr-remote').value.trim();
+    const rule = { security_group_id: $('sgr-group').value, direction: $('sgr-direction').value,
+        ethertype: remote.includes(':') ? 'IPv6' : 'IPv4' };
+    if ($('sgr-protocol').value !== 'any')
+        rule.protocol = $('sgr-protocol').value;
+    for (const [id, key] of [['sgr-port-min', 'port_range_min'], ['sgr-port-max', 'port_range_max']]) {
+        if ($(id).value !== '')
+            rule[key] = Number($(id).value);
+    }
+    if (remote)
+        rule.remote_ip_prefix = remote;
+    const ok = await guarded(async () => {
+        await call('network', 'POST', '/v2.0/security-group-rules', { security_group_rule: rule });
+        clearError();
+        return true;
+    });
+    if (ok) {
+        for (const id of ['sgr-port-min', 'sgr-port-max', 'sgr-remote'])
+            $(id).value = '';
+    }
+    await showSecurityGroups();
+}
+
+async function deleteRule(r) {
+    await guarded(async () => {
+        await call('network', 'DELETE', `/v2.0/security-group-rules/${encodeURIComponent(r.id)}`);
+        clearError();
+    });
+    await showSecurityGroups();
+}
+
 /* ---- Flavors and key pairs ---------------------------------------------- */
 
 async function showFlavors() {
@@ -942,7 +1043,7 @@ async function showConsolePage() {
 const PAGES = {
     servers: showServers, images: showImages, networks: showNetworks,
     flavors: showFlavors, keypairs: showKeypairs, console: showConsolePage,
-    server: showServerDetail,
+    server: showServerDetail, 'security-groups': showSecurityGroups,
 };
 
 function currentPage() {
@@ -983,6 +1084,8 @@ document.addEventListener('DOMContentLoaded', () => {
     $('network-form').addEventListener('submit', createNetwork);
     $('keypair-form').addEventListener('submit', importKeypair);
     $('image-form').addEventListener('submit', uploadImage);
+    $('sg-form').addEventListener('submit', createGroup);
+    $('sgr-form').addEventListener('submit', addRule);
     $('console-refresh').addEventListener('click', refreshConsole);
     $('console-close').addEventListener('click', closeConsole);
     $('tab-vnc').addEventListener('click', () => connectConsole(consoleServerId(), 'vnc'));

@@ -16,10 +16,18 @@ are covered by the end-to-end dev-cloud test; this test is about the UI).
   starts it (ACTIVE) and stops it again.
 - The token is in sessionStorage only: not in localStorage, cookies or the
   URL.
-- Images list and detail, networks (create network + subnet; a bad CIDR
-  shows the network service's error), flavors, key pair import.
-- A member of project B does not see A's server; A deletes it and the row
-  goes away; logging out revokes the token.
+- The server's detail page: its fields and port as the APIs give them,
+  the actions of its state (pause -> PAUSED offers Unpause), Nova's
+  refusal shown, resize -> VERIFY_RESIZE -> Confirm -> the new flavor,
+  a snapshot that becomes an active image.
+- Images list and detail; an image uploaded from a file in the browser
+  becomes active with the file's size and MD5; networks (create network
+  + subnet; a bad CIDR shows the network service's error); security
+  groups (a group with a TCP 22 rule created, refusals in Neutron's words,
+  rule and group deleted); flavors, key pair import.
+- A member of project B does not see A's server, image, snapshot or
+  security group; A deletes the server and the image and they go away;
+  logging out revokes the token.
 
 Skips (77) only when Chromium or Selenium is not installed or cannot
 start."""
@@ -337,6 +345,85 @@ def image_upload_checks():
               f'the API: active, size, md5 of the file, private, A\'s ({im.get("checksum")})')
 
 
+def groups_shown():
+    return [e.get_attribute('data-name') for e in browser.find_elements(By.CSS_SELECTOR, '#sg-list .sg')]
+
+
+def group_rules(name):
+    """(direction, protocol, ports, remote) of each rule shown in group
+    'name'."""
+    return browser.execute_script(
+        "const g = document.querySelector('#sg-list .sg[data-name=\"' + arguments[0] + '\"]');"
+        "if (!g) return null;"
+        "return [...g.querySelectorAll('tbody tr')].map((r) => ['sgr-direction', 'sgr-protocol',"
+        " 'sgr-ports', 'sgr-remote'].map((c) => r.querySelector('.' + c).textContent));", name)
+
+
+def security_group_checks():
+    """A's groups: the default one with its rules; a new group (with the
+    egress rules Neutron gives it) and a TCP 22 rule from 192.0.2.0/24,
+    created and shown; a duplicate rule and
+    deleting the default group show Neutron's messages; the rule, then the
+    group, deleted."""
+    browser.get(ORIGIN + '/dashboard/#security-groups')
+    wait('the default group is listed', lambda: groups_shown() == ['default'])
+    st, _, b = cloud.request('network', 'GET', f'/v2.0/security-groups?project_id={pid_a}',
+                             headers={'X-Auth-Token': tok_a})
+    n_default = len(b['security_groups'][0]['security_group_rules'])
+    check(len(group_rules('default')) == n_default and n_default > 0,
+          f'its {n_default} rules are shown as the API lists them')
+    by_id('sg-name').send_keys('dash-ssh')
+    by_id('sg-description').send_keys('<b>ssh</b> in')
+    by_id('sg-create').click()
+    # Neutron gives a new group its egress rules (IPv4 and IPv6, any).
+    wait('the new group is listed with its egress rules', lambda: 'dash-ssh' in groups_shown()
+         and group_rules('dash-ssh') == [['egress', 'any', 'any', 'any']] * 2)
+    desc = browser.find_element(By.CSS_SELECTOR, '.sg[data-name="dash-ssh"] .sg-description')
+    check(desc.text == '<b>ssh</b> in' and not desc.find_elements(By.TAG_NAME, 'b'),
+          'the description is shown as text, not markup')
+    gid = browser.find_element(By.CSS_SELECTOR, '.sg[data-name="dash-ssh"]').get_attribute('data-id')
+
+    def add_rule():
+        Select(by_id('sgr-group')).select_by_value(gid)
+        Select(by_id('sgr-direction')).select_by_value('ingress')
+        Select(by_id('sgr-protocol')).select_by_value('tcp')
+        for i, v in (('sgr-port-min', '22'), ('sgr-port-max', '22'), ('sgr-remote', '192.0.2.0/24')):
+            by_id(i).clear()
+            by_id(i).send_keys(v)
+        by_id('sgr-add').click()
+    add_rule()
+    wait('the TCP 22 rule is shown', lambda: ['ingress', 'tcp', '22', '192.0.2.0/24'] in group_rules('dash-ssh')
+         and len(group_rules('dash-ssh')) == 3)
+    st, _, b = cloud.request('network', 'GET', f'/v2.0/security-group-rules?security_group_id={gid}',
+                             headers={'X-Auth-Token': tok_a})
+    rules = [r for r in b['security_group_rules'] if r['direction'] == 'ingress']
+    check(len(rules) == 1 and rules[0]['protocol'] == 'tcp' and rules[0]['port_range_min'] == 22
+          and rules[0]['port_range_max'] == 22 and rules[0]['remote_ip_prefix'] == '192.0.2.0/24'
+          and rules[0]['direction'] == 'ingress', f'the API has the rule ({rules})')
+    add_rule()
+    err = wait('the same rule again shows the network service\'s refusal',
+               lambda: visible('error') and by_id('error-text').text)
+    check(err and 'already exists' in err and '409' in err, f'Neutron\'s message: {err!r}')
+    by_id('error-close').click()
+    browser.find_element(By.CSS_SELECTOR, '.sg[data-name="default"] .sg-delete').click()
+    WebDriverWait(browser, 5).until(lambda d: d.switch_to.alert).accept()
+    err = wait('deleting the default group shows the refusal', lambda: visible('error') and by_id('error-text').text)
+    check(err and 'default security group not allowed' in err and '409' in err, f'Neutron\'s message: {err!r}')
+    by_id('error-close').click()
+    browser.find_element(By.CSS_SELECTOR, f'.sg[data-name="dash-ssh"] tr[data-id="{rules[0]["id"]}"] '
+                         '.sgr-delete').click()
+    wait('the rule is deleted', lambda: group_rules('dash-ssh') == [['egress', 'any', 'any', 'any']] * 2)
+    browser.find_element(By.CSS_SELECTOR, '.sg[data-name="dash-ssh"] .sg-delete').click()
+    WebDriverWait(browser, 5).until(lambda d: d.switch_to.alert).accept()
+    wait('the group is deleted', lambda: groups_shown() == ['default'])
+    st, _, _ = cloud.request('network', 'GET', f'/v2.0/security-groups/{gid}', headers={'X-Auth-Token': tok_a})
+    check(st == 404, f'the API agrees: the group is gone ({st})')
+    # One kept for project B to not see.
+    by_id('sg-name').send_keys('dash-kept')
+    by_id('sg-create').click()
+    wait('dash-kept is listed', lambda: 'dash-kept' in groups_shown())
+
+
 def browser_checks():
     t0 = time.time()
     # A wrong password: the identity service's message, no session.
@@ -426,6 +513,8 @@ def browser_checks():
         and '10.77.0.0/24' in r.text
         for r in browser.find_elements(By.CSS_SELECTOR, '#networks-table tbody tr')))
 
+    security_group_checks()
+
     # Flavors and key pairs.
     browser.get(ORIGIN + '/dashboard/#flavors')
     wait('flavors listed', lambda: 'm1.tiny' in by_id('flavors-table').text)
@@ -455,6 +544,12 @@ def browser_checks():
     wait('B\'s image list shows the public image', lambda: image_cell('dash-image', 'image-status') == 'active')
     check(image_cell('dash-upload', 'image-status') is None and image_cell('web1-snap', 'image-status') is None,
           'B does not see A\'s uploaded image nor its snapshot')
+    browser.get(ORIGIN + '/dashboard/#security-groups')
+    wait('B sees only its own default group (not A\'s dash-kept)', lambda: groups_shown() == ['default'])
+    b_default = browser.find_element(By.CSS_SELECTOR, '.sg[data-name="default"]').get_attribute('data-id')
+    st, _, b = cloud.request('network', 'GET', f'/v2.0/security-groups?project_id={pid_a}',
+                             headers={'X-Auth-Token': tok_a})
+    check(b_default not in [g['id'] for g in b['security_groups']], 'B\'s default group is not A\'s')
     logout()
 
     # A deletes the server.
