@@ -256,7 +256,7 @@ def server_detail_checks():
     check(field('security_groups') == 'default' and field('created') == sid['created']
           and field('launched_at') == sid['OS-SRV-USG:launched_at'],
           'security groups, created and launched times')
-    check(field('host') is None and field('hypervisor_hostname') is None,
+    check(not browser.find_elements(By.CSS_SELECTOR, '#sd-fields dd[data-field^="OS-EXT-SRV-ATTR:"]'),
           'a member sees no host fields')
     st, _, b = cloud.request('network', 'GET', f'/v2.0/ports?device_id={sid["id"]}',
                              headers={'X-Auth-Token': tok_a})
@@ -550,6 +550,22 @@ def browser_checks():
     st, _, b = cloud.request('network', 'GET', f'/v2.0/security-groups?project_id={pid_a}',
                              headers={'X-Auth-Token': tok_a})
     check(b_default not in [g['id'] for g in b['security_groups']], 'B\'s default group is not A\'s')
+    logout()
+
+    # The administrator sees the host of A's server and may make images
+    # public.
+    web1 = [x for x in cloud.request('compute', 'GET', '/v2.1/servers/detail',
+                                     headers={'X-Auth-Token': tok_a})[2]['servers'] if x['name'] == 'web1'][0]
+    st, _, b = cloud.request('compute', 'GET', f'/v2.1/servers/{web1["id"]}', headers={'X-Auth-Token': admin_tok})
+    host = b['server'].get('OS-EXT-SRV-ATTR:host')
+    login('admin', nt.ADMIN_PASSWORD, 'admin')
+    wait('the administrator is logged in', lambda: visible('page-servers'))
+    browser.get(ORIGIN + f'/dashboard/#server/{web1["id"]}')
+    wait('the administrator sees the host of web1 on its detail page',
+         lambda: field('id') == web1['id'] and host and field('OS-EXT-SRV-ATTR:host') == host)
+    browser.get(ORIGIN + '/dashboard/#images')
+    wait('the administrator is offered public visibility', lambda: [
+        o.get_attribute('value') for o in Select(by_id('image-visibility')).options] == ['private', 'public'])
     logout()
 
     # A deletes the server.
