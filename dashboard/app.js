@@ -66,7 +66,7 @@ class ApiError extends Error {
 
 /* The message of an OpenStack error body: identity {"error": {...}},
  * compute {"itemNotFound": {...}}, network {"NeutronError": {...}}, or the
- * image service's text. */
+ * image service's text (plain, or HTML as Glance's). */
 function errorMessage(status, text) {
     let body = null;
     try {
@@ -82,7 +82,17 @@ function errorMessage(status, text) {
         if (typeof body.message === 'string')
             return body.message;
     }
-    const plain = (text || '').replace(/\s+/g, ' ').trim();
+    let plain = text || '';
+    if (/^\s*<(!doctype|html)/i.test(plain)) {
+        /* The image service words errors as Glance does: a small HTML page
+         * whose heading repeats the status.  Its text is read from an inert
+         * document (nothing in it runs or loads) without the heading. */
+        const doc = new DOMParser().parseFromString(plain, 'text/html');
+        for (const h of doc.querySelectorAll('title, h1'))
+            h.remove();
+        plain = doc.body ? doc.body.textContent : '';
+    }
+    plain = plain.replace(/\s+/g, ' ').trim();
     return plain || `HTTP ${status}`;
 }
 

@@ -239,10 +239,18 @@ def click_action(cls):
     check(False, f'clicking {cls} on the detail page')
 
 
+def rebuilt(server_id):
+    """Whether the server's last instance action is a finished rebuild."""
+    st, _, b = cloud.request('compute', 'GET', f'/v2.1/servers/{server_id}/os-instance-actions',
+                             headers={'X-Auth-Token': tok_a})
+    acts = b.get('instanceActions', []) if st == 200 else []
+    return bool(acts) and acts[0]['action'] == 'rebuild'
+
+
 def server_detail_checks():
     """The detail page of web1 (ACTIVE): its fields and ports as the APIs
     give them, the actions of its state; resize to dash.medium ->
-    VERIFY_RESIZE -> Confirm; a snapshot."""
+    VERIFY_RESIZE -> Confirm; a snapshot; a rebuild."""
     sid = [s for s in cloud.request('compute', 'GET', '/v2.1/servers/detail',
                                     headers={'X-Auth-Token': tok_a})[2]['servers']
            if s['name'] == 'web1'][0]
@@ -298,6 +306,11 @@ def server_detail_checks():
     wait('the snapshot is acknowledged', lambda: 'web1-snap' in by_id('sd-message').text)
     wait('the snapshot ends: ACTIVE without a task', lambda: field('status') == 'ACTIVE'
          and 'Stop' in action_buttons(), timeout=30)
+    Select(by_id('sd-rebuild-image')).select_by_value(IMAGE)
+    by_id('sd-rebuild').click()
+    WebDriverWait(browser, 5).until(lambda d: d.switch_to.alert).accept()
+    wait('rebuild: REBUILD, then ACTIVE again', lambda: field('status') == 'ACTIVE'
+         and 'Stop' in action_buttons() and rebuilt(sid['id']), timeout=30)
 
 
 UPLOAD_DATA = os.urandom(3 * 1024 * 1024 + 17)
@@ -317,6 +330,23 @@ def image_upload_checks():
     path = os.path.join(tmp, 'upload.img')
     with open(path, 'wb') as f:
         f.write(UPLOAD_DATA)
+    # Data that is not what its disk format says: the image service's
+    # refusal is shown and the image made for it is taken back.
+    by_id('image-name').send_keys('dash-bad')
+    Select(by_id('image-disk-format')).select_by_value('qcow2')
+    by_id('image-file').send_keys(path)
+    by_id('image-upload').click()
+    err = wait('a refused upload shows the image service\'s message',
+               lambda: visible('error') and by_id('error-text').text)
+    check(err == 'The image data is not in the declared disk format qcow2. (HTTP 400)',
+          f'the image service\'s message: {err!r}')
+    by_id('error-close').click()
+    check(by_id('image-progress-text').text == 'The upload failed.', 'the progress line says it failed')
+    wait('no dash-bad image is left in the list', lambda: image_cell('dash-image', 'image-status') == 'active'
+         and image_cell('dash-bad', 'image-status') is None)
+    st, _, b = cloud.request('image', 'GET', '/v2/images?name=dash-bad', headers={'X-Auth-Token': tok_a})
+    check(st == 200 and b['images'] == [], f'the API agrees: no dash-bad image ({st})')
+    by_id('image-name').clear()
     vis = [o.get_attribute('value') for o in Select(by_id('image-visibility')).options]
     check(vis == ['private'], f'a member is offered private visibility only ({vis})')
     check(not browser.find_elements(By.CSS_SELECTOR, f'#images-table tr[data-id="{IMAGE}"] .image-delete'),
