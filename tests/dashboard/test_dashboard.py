@@ -250,7 +250,8 @@ def rebuilt(server_id):
 def server_detail_checks():
     """The detail page of web1 (ACTIVE): its fields and ports as the APIs
     give them, the actions of its state; resize to dash.medium ->
-    VERIFY_RESIZE -> Confirm; a snapshot; a rebuild."""
+    VERIFY_RESIZE -> Confirm, another resize -> Revert; a snapshot; a
+    rebuild."""
     sid = [s for s in cloud.request('compute', 'GET', '/v2.1/servers/detail',
                                     headers={'X-Auth-Token': tok_a})[2]['servers']
            if s['name'] == 'web1'][0]
@@ -301,6 +302,14 @@ def server_detail_checks():
     st, _, b = cloud.request('compute', 'GET', f'/v2.1/servers/{sid["id"]}',
                              headers={'X-Auth-Token': tok_a})
     check(b['server']['flavor']['id'] == 'dash2', f'the API agrees: flavor dash2 ({b["server"]["flavor"]})')
+    Select(by_id('sd-resize-flavor')).select_by_value('1')
+    by_id('sd-resize').click()
+    wait('resize back to m1.tiny: VERIFY_RESIZE', lambda: field('status') == 'VERIFY_RESIZE'
+         and 'Revert resize' in action_buttons(), timeout=30)
+    click_action('revert')
+    wait('Revert: ACTIVE with dash.medium still shown',
+         lambda: field('status') == 'ACTIVE' and field('flavor') == 'dash.medium'
+         and 'Stop' in action_buttons(), timeout=30)
     by_id('sd-snapshot-name').send_keys('web1-snap')
     by_id('sd-snapshot').click()
     wait('the snapshot is acknowledged', lambda: 'web1-snap' in by_id('sd-message').text)
