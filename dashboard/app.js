@@ -546,6 +546,8 @@ async function loadServerDetail() {
     $('sd-resize-form').hidden = !allowed.has('resize');
     $('sd-snapshot-form').hidden = !allowed.has('snapshot');
     $('sd-rebuild-form').hidden = !allowed.has('rebuild');
+    /* Another read may have finished meanwhile (an action's): one timer. */
+    stopDetailRefresh();
     if (TRANSITIONAL.has(s.status) || task)
         detailTimer = setTimeout(loadServerDetail, REFRESH_MS);
 }
