@@ -415,6 +415,7 @@ async function showServers() {
  * API's rules (a task in progress allows only delete, and a hard reboot
  * while rebooting); the API still decides, and its refusal is shown. */
 let detailTimer = null;
+let sgNames = {};
 
 function detailServerId() {
     const m = /^#server\/([0-9a-fA-F-]{36})$/.exec(location.hash);
@@ -466,8 +467,9 @@ async function showServerDetail() {
     $('sd-actions').replaceChildren();
     $('sd-message').textContent = '';
     await guarded(async () => {
-        const [flavors, images] = await Promise.all([call('compute', 'GET', '/flavors/detail'),
-            call('image', 'GET', '/v2/images')]);
+        const [flavors, images, groups] = await Promise.all([call('compute', 'GET', '/flavors/detail'),
+            call('image', 'GET', '/v2/images'), call('network', 'GET', '/v2.0/security-groups')]);
+        sgNames = Object.fromEntries(groups.security_groups.map((g) => [g.id, g.name || g.id]));
         flavorNames = Object.fromEntries(flavors.flavors.map((f) => [f.id, f.name]));
         imageNames = Object.fromEntries(images.images.map((i) => [i.id, i.name || i.id]));
         fillSelect('sd-resize-flavor', flavors.flavors,
@@ -516,7 +518,8 @@ async function loadServerDetail() {
     fillTable('sd-ports', ports.map((p) => el('tr', { 'data-id': p.id },
         el('td', {}, p.id), el('td', {}, p.mac_address),
         el('td', { class: 'port-ips' }, (p.fixed_ips || []).map((f) => f.ip_address).join(', ')),
-        el('td', {}, p.status), el('td', {}, (p.security_groups || []).join(', ')))),
+        el('td', {}, p.status),
+        el('td', { class: 'port-groups' }, (p.security_groups || []).map((g) => sgNames[g] || g).join(', ')))),
     'sd-ports-empty');
 
     const allowed = allowedActions(s);

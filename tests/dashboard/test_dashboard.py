@@ -273,6 +273,8 @@ def server_detail_checks():
     wait('its port is listed with its MAC address', lambda: sorted(
         r.get_attribute('data-id') for r in browser.find_elements(By.CSS_SELECTOR, '#sd-ports tbody tr'))
         == port_ids and port_ids and b['ports'][0]['mac_address'] in by_id('sd-ports').text)
+    check([e.text for e in browser.find_elements(By.CSS_SELECTOR, '#sd-ports .port-groups')] == ['default'],
+          'the port\'s security group by name')
     check(action_buttons() == sorted(['Stop', 'Reboot', 'Hard reboot', 'Pause', 'Suspend', 'Delete']),
           f'ACTIVE offers stop, reboots, pause, suspend, delete ({action_buttons()})')
     check(visible('sd-resize-form') and visible('sd-snapshot-form') and visible('sd-rebuild-form'),
