@@ -66,7 +66,7 @@ class ApiError extends Error {
 
 /* The message of an OpenStack error body: identity {"error": {...}},
  * compute {"itemNotFound": {...}}, network {"NeutronError": {...}}, or the
- * image service's text. */
+ * image service's text (plain, or HTML as Glance's). */
 function errorMessage(status, text) {
     let body = null;
     try {
@@ -82,7 +82,17 @@ function errorMessage(status, text) {
         if (typeof body.message === 'string')
             return body.message;
     }
-    const plain = (text || '').replace(/\s+/g, ' ').trim();
+    let plain = text || '';
+    if (/^\s*<(!doctype|html)/i.test(plain)) {
+        /* The image service words errors as Glance does: a small HTML page
+         * whose heading repeats the status.  Its text is read from an inert
+         * document (nothing in it runs or loads) without the heading. */
+        const doc = new DOMParser().parseFromString(plain, 'text/html');
+        for (const h of doc.querySelectorAll('title, h1'))
+            h.remove();
+        plain = doc.body ? doc.body.textContent : '';
+    }
+    plain = plain.replace(/\s+/g, ' ').trim();
     return plain || `HTTP ${status}`;
 }
 
@@ -168,6 +178,7 @@ async function login(ev) {
         saveSession({
             token, expires: t.expires_at, endpoints: endpointsOf(t.catalog),
             user: t.user.name, project: t.project.name, projectId: t.project.id,
+            admin: (t.roles || []).some((r) => r.name === 'admin'),
         });
         clearError();
         /* A new hash draws the page through 'hashchange'; otherwise draw
@@ -299,7 +310,8 @@ function serverRow(s) {
         btn('Console', 'act-remote', () => { location.hash = `#console/${s.id}`; }),
         btn('Delete', 'act-delete', () => deleteServer(s)));
     return el('tr', { 'data-id': s.id, 'data-name': s.name },
-        el('td', { class: 'server-name' }, s.name), statusCell,
+        el('td', { class: 'server-name' }, el('a', { href: `#server/${s.id}`, class: 'server-link' }, s.name)),
+        statusCell,
         el('td', { class: 'server-addresses' }, addressesText(s.addresses)),
         el('td', { class: 'server-flavor' }, flavorText(s.flavor)),
         el('td', { class: 'server-image' }, imageText(s.image)), actions);
@@ -396,6 +408,174 @@ async function showServers() {
     await loadServers();
 }
 
+/* ---- Server detail ------------------------------------------------------ */
+
+/* The page #server/<id>: the server's fields, its ports and the actions
+ * its state allows.  Which actions fit which state follows the compute
+ * API's rules (a task in progress allows only delete, and a hard reboot
+ * while rebooting); the API still decides, and its refusal is shown. */
+let detailTimer = null;
+let sgNames = {};
+
+function detailServerId() {
+    const m = /^#server\/([0-9a-fA-F-]{36})$/.exec(location.hash);
+    return m ? m[1] : null;
+}
+
+function stopDetailRefresh() {
+    if (detailTimer) {
+        clearTimeout(detailTimer);
+        detailTimer = null;
+    }
+}
+
+function allowedActions(s) {
+    const task = s['OS-EXT-STS:task_state'];
+    if (task)
+        return new Set(['delete'].concat(/^reboot/.test(task) ? ['reboot-hard'] : []));
+    const by = {
+        ACTIVE: ['stop', 'reboot', 'reboot-hard', 'pause', 'suspend', 'resize', 'snapshot', 'rebuild'],
+        SHUTOFF: ['start', 'reboot-hard', 'resize', 'snapshot', 'rebuild'],
+        PAUSED: ['unpause', 'reboot-hard', 'snapshot'],
+        SUSPENDED: ['resume', 'reboot-hard', 'snapshot'],
+        VERIFY_RESIZE: ['confirm', 'revert'],
+        ERROR: ['stop', 'reboot-hard', 'rebuild'],
+        RESCUE: ['stop'],
+    };
+    return new Set((by[s.status] || []).concat(['delete']));
+}
+
+function detailRow(label, value, key) {
+    return [el('dt', {}, label), el('dd', { 'data-field': key }, value == null ? '' : value)];
+}
+
+async function detailAction(id, body) {
+    const ok = await guarded(async () => {
+        await call('compute', 'POST', `/servers/${encodeURIComponent(id)}/action`, body);
+        clearError();
+        return true;
+    });
+    await loadServerDetail();
+    return ok;
+}
+
+async function showServerDetail() {
+    const id = detailServerId();
+    $('sd-name').textContent = '';
+    $('sd-fields').replaceChildren();
+    $('sd-ports').querySelector('tbody').replaceChildren();
+    $('sd-actions').replaceChildren();
+    $('sd-message').textContent = '';
+    await guarded(async () => {
+        const [flavors, images, groups] = await Promise.all([call('compute', 'GET', '/flavors/detail'),
+            call('image', 'GET', '/v2/images'), call('network', 'GET', '/v2.0/security-groups')]);
+        sgNames = Object.fromEntries(groups.security_groups.map((g) => [g.id, g.name || g.id]));
+        flavorNames = Object.fromEntries(flavors.flavors.map((f) => [f.id, f.name]));
+        imageNames = Object.fromEntries(images.images.map((i) => [i.id, i.name || i.id]));
+        fillSelect('sd-resize-flavor', flavors.flavors,
+            (f) => `${f.name} (${f.vcpus} VCPU, ${f.ram} MiB, ${f.disk} GiB)`);
+        fillSelect('sd-rebuild-image', images.images.filter((i) => i.status === 'active'),
+            (i) => i.name || i.id);
+    });
+    if (detailServerId() === id)
+        await loadServerDetail();
+}
+
+async function loadServerDetail() {
+    stopDetailRefresh();
+    const id = detailServerId();
+    if (!id)
+        return;
+    const res = await guarded(async () => {
+        const [sv, ports] = await Promise.all([
+            call('compute', 'GET', `/servers/${encodeURIComponent(id)}`),
+            call('network', 'GET', `/v2.0/ports?device_id=${encodeURIComponent(id)}`)]);
+        return [sv.server, ports.ports];
+    });
+    if (!res || detailServerId() !== id)
+        return;
+    const [s, ports] = res;
+    const task = s['OS-EXT-STS:task_state'];
+    $('sd-name').textContent = s.name;
+    const rows = [
+        detailRow('Name', s.name, 'name'), detailRow('ID', s.id, 'id'),
+        detailRow('Status', task ? `${s.status} (${task})` : s.status, 'status'),
+        detailRow('Flavor', flavorText(s.flavor), 'flavor'),
+        detailRow('Image', imageText(s.image), 'image'),
+        detailRow('Addresses', addressesText(s.addresses), 'addresses'),
+        detailRow('Key pair', s.key_name || '', 'key_name'),
+        detailRow('Security groups', (s.security_groups || []).map((g) => g.name).join(', '),
+            'security_groups'),
+        detailRow('Created', s.created, 'created'),
+        detailRow('Launched', s['OS-SRV-USG:launched_at'] || '', 'launched_at'),
+    ];
+    /* Only administrators get these from the API. */
+    for (const k of Object.keys(s).sort()) {
+        if (k.startsWith('OS-EXT-SRV-ATTR:'))
+            rows.push(detailRow(k.slice('OS-EXT-SRV-ATTR:'.length), s[k], k));
+    }
+    $('sd-fields').replaceChildren(...rows.flat());
+    fillTable('sd-ports', ports.map((p) => el('tr', { 'data-id': p.id },
+        el('td', {}, p.id), el('td', {}, p.mac_address),
+        el('td', { class: 'port-ips' }, (p.fixed_ips || []).map((f) => f.ip_address).join(', ')),
+        el('td', {}, p.status),
+        el('td', { class: 'port-groups' }, (p.security_groups || []).map((g) => sgNames[g] || g).join(', ')))),
+    'sd-ports-empty');
+
+    const allowed = allowedActions(s);
+    const btn = (key, label, fn) => el('button', { type: 'button', class: `sd-${key}`, onclick: fn }, label);
+    const act = (key, label, body) => btn(key, label, () => detailAction(s.id, body));
+    const buttons = [
+        act('start', 'Start', { 'os-start': null }), act('stop', 'Stop', { 'os-stop': null }),
+        act('reboot', 'Reboot', { reboot: { type: 'SOFT' } }),
+        act('reboot-hard', 'Hard reboot', { reboot: { type: 'HARD' } }),
+        act('pause', 'Pause', { pause: null }), act('unpause', 'Unpause', { unpause: null }),
+        act('suspend', 'Suspend', { suspend: null }), act('resume', 'Resume', { resume: null }),
+        act('confirm', 'Confirm resize', { confirmResize: null }),
+        act('revert', 'Revert resize', { revertResize: null }),
+        btn('delete', 'Delete', async () => {
+            if (!window.confirm(`Delete server ${s.name}?`))
+                return;
+            const ok = await guarded(async () => {
+                await call('compute', 'DELETE', `/servers/${encodeURIComponent(s.id)}`);
+                clearError();
+                return true;
+            });
+            if (ok)
+                location.hash = '#servers';
+        }),
+    ].filter((b) => allowed.has(b.className.slice(3)));
+    $('sd-actions').replaceChildren(...buttons);
+    $('sd-resize-form').hidden = !allowed.has('resize');
+    $('sd-snapshot-form').hidden = !allowed.has('snapshot');
+    $('sd-rebuild-form').hidden = !allowed.has('rebuild');
+    /* Another read may have finished meanwhile (an action's): one timer. */
+    stopDetailRefresh();
+    if (TRANSITIONAL.has(s.status) || task)
+        detailTimer = setTimeout(loadServerDetail, REFRESH_MS);
+}
+
+async function resizeServer(ev) {
+    ev.preventDefault();
+    await detailAction(detailServerId(), { resize: { flavorRef: $('sd-resize-flavor').value } });
+}
+
+async function snapshotServer(ev) {
+    ev.preventDefault();
+    const name = $('sd-snapshot-name').value.trim();
+    if (await detailAction(detailServerId(), { createImage: { name } })) {
+        $('sd-snapshot-name').value = '';
+        $('sd-message').textContent = `Snapshot ${name} requested: it is listed under Images.`;
+    }
+}
+
+async function rebuildServer(ev) {
+    ev.preventDefault();
+    if (!window.confirm('Rebuild the server? Its disk is replaced by the image.'))
+        return;
+    await detailAction(detailServerId(), { rebuild: { imageRef: $('sd-rebuild-image').value } });
+}
+
 /* ---- Images ------------------------------------------------------------- */
 
 async function showImages() {
@@ -403,11 +583,94 @@ async function showImages() {
     const images = await guarded(async () => (await call('image', 'GET', '/v2/images')).images);
     if (!images)
         return;
-    fillTable('images-table', images.map((i) => el('tr', { 'data-id': i.id },
+    /* Public is offered to administrators only: the image service
+     * refuses it to others. */
+    const vis = $('image-visibility');
+    const pub = vis.querySelector('option[value="public"]');
+    if (session.admin && !pub)
+        vis.append(el('option', { value: 'public' }, 'public'));
+    else if (!session.admin && pub)
+        pub.remove();
+    fillTable('images-table', images.map((i) => el('tr', { 'data-id': i.id, 'data-name': i.name || '' },
         el('td', {}, el('button', { type: 'button', class: 'link image-show',
             onclick: () => showImage(i.id) }, i.name || i.id)),
-        el('td', {}, i.status), el('td', {}, i.visibility), el('td', {}, i.disk_format || ''),
-        el('td', {}, i.size == null ? '' : i.size))), 'images-empty');
+        el('td', { class: 'image-status' }, i.status), el('td', {}, i.visibility),
+        el('td', {}, i.disk_format || ''),
+        el('td', { class: 'image-size' }, i.size == null ? '' : i.size),
+        el('td', {}, !i.protected && (i.owner === session.projectId || session.admin)
+            ? el('button', { type: 'button', class: 'image-delete', onclick: () => deleteImage(i) },
+                'Delete') : ''))), 'images-empty');
+}
+
+async function deleteImage(i) {
+    if (!window.confirm(`Delete image ${i.name || i.id}?`))
+        return;
+    await guarded(async () => {
+        await call('image', 'DELETE', `/v2/images/${encodeURIComponent(i.id)}`);
+        clearError();
+    });
+    await showImages();
+}
+
+/* PUT of 'file' (a File, streamed by the browser) as the data of image
+ * 'id', reporting progress; XMLHttpRequest because fetch() reports no
+ * upload progress. */
+function uploadImageData(id, file) {
+    return new Promise((resolve, reject) => {
+        const xhr = new XMLHttpRequest();
+        xhr.open('PUT', `${session.endpoints.image}/v2/images/${encodeURIComponent(id)}/file`);
+        xhr.setRequestHeader('X-Auth-Token', session.token);
+        xhr.setRequestHeader('Content-Type', 'application/octet-stream');
+        xhr.upload.addEventListener('progress', (e) => {
+            if (e.lengthComputable) {
+                $('image-progress').value = e.loaded / e.total;
+                $('image-progress-text').textContent = `${e.loaded} of ${e.total} bytes sent`;
+            }
+        });
+        xhr.addEventListener('load', () => {
+            if (xhr.status >= 200 && xhr.status < 300)
+                resolve();
+            else
+                reject(new ApiError(xhr.status, errorMessage(xhr.status, xhr.responseText)));
+        });
+        xhr.addEventListener('error', () => reject(new Error(
+            `The image service cannot be reached (${session.endpoints.image}).`)));
+        xhr.send(file);
+    });
+}
+
+async function uploadImage(ev) {
+    ev.preventDefault();
+    const file = $('image-file').files[0];
+    if (!file || !session.endpoints.image)
+        return;
+    const image = { name: $('image-name').value.trim(), disk_format: $('image-disk-format').value,
+        container_format: $('image-container-format').value, visibility: $('image-visibility').value };
+    $('image-upload').disabled = true;
+    $('image-progress').value = 0;
+    $('image-progress-text').textContent = 'Creating the image…';
+    $('image-progress-line').hidden = false;
+    const ok = await guarded(async () => {
+        const img = await call('image', 'POST', '/v2/images', image);
+        try {
+            await uploadImageData(img.id, file);
+        } catch (e) {
+            /* No image left without data: the one just created goes
+             * again, and the upload's error is what the user sees. */
+            await call('image', 'DELETE', `/v2/images/${encodeURIComponent(img.id)}`)
+                .catch(() => undefined);
+            throw e;
+        }
+        clearError();
+        return true;
+    });
+    $('image-upload').disabled = false;
+    $('image-progress-text').textContent = ok ? `Uploaded ${file.size} bytes.` : 'The upload failed.';
+    if (ok) {
+        $('image-name').value = '';
+        $('image-file').value = '';
+    }
+    await showImages();
 }
 
 async function showImage(id) {
@@ -472,6 +735,107 @@ async function createNetwork(ev) {
         $('network-cidr').value = '';
     }
     await showNetworks();
+}
+
+/* ---- Security groups ---------------------------------------------------- */
+
+/* The project's groups (GET /v2.0/security-groups?project_id=, each with
+ * its rules, as Neutron lists them), created and deleted, and rules added
+ * and deleted; refusals show Neutron's message. */
+function ruleRange(r) {
+    if (r.port_range_min == null && r.port_range_max == null)
+        return 'any';
+    if (r.port_range_min === r.port_range_max || r.port_range_max == null)
+        return String(r.port_range_min);
+    return `${r.port_range_min == null ? '' : r.port_range_min}-${r.port_range_max}`;
+}
+
+function ruleRow(r, groupNames) {
+    const remote = r.remote_ip_prefix || (r.remote_group_id
+        ? `group ${groupNames[r.remote_group_id] || r.remote_group_id}` : 'any');
+    return el('tr', { 'data-id': r.id },
+        el('td', { class: 'sgr-direction' }, r.direction), el('td', {}, r.ethertype),
+        el('td', { class: 'sgr-protocol' }, r.protocol || 'any'),
+        el('td', { class: 'sgr-ports' }, ruleRange(r)), el('td', { class: 'sgr-remote' }, remote),
+        el('td', {}, el('button', { type: 'button', class: 'sgr-delete', onclick: () => deleteRule(r) },
+            'Delete')));
+}
+
+async function showSecurityGroups() {
+    const groups = await guarded(async () => (await call('network', 'GET',
+        `/v2.0/security-groups?project_id=${encodeURIComponent(session.projectId)}`)).security_groups);
+    if (!groups)
+        return;
+    const names = Object.fromEntries(groups.map((g) => [g.id, g.name]));
+    $('sg-list').replaceChildren(...groups.map((g) => el('div', { class: 'sg', 'data-id': g.id,
+        'data-name': g.name },
+    el('h3', {}, g.name, ' ', el('button', { type: 'button', class: 'sg-delete',
+        onclick: () => deleteGroup(g) }, 'Delete group')),
+    el('p', { class: 'sg-description' }, g.description || ''),
+    el('table', { class: 'sg-rules' },
+        el('thead', {}, el('tr', {}, ...['Direction', 'Ether type', 'Protocol', 'Ports', 'Remote', 'Actions']
+            .map((h) => el('th', {}, h)))),
+        el('tbody', {}, ...(g.security_group_rules || []).map((r) => ruleRow(r, names)))))));
+    $('sg-empty').hidden = groups.length > 0;
+    fillSelect('sgr-group', groups, (g) => g.name || g.id);
+}
+
+async function createGroup(ev) {
+    ev.preventDefault();
+    const security_group = { name: $('sg-name').value.trim(), description: $('sg-description').value.trim() };
+    const ok = await guarded(async () => {
+        await call('network', 'POST', '/v2.0/security-groups', { security_group });
+        clearError();
+        return true;
+    });
+    if (ok) {
+        $('sg-name').value = '';
+        $('sg-description').value = '';
+    }
+    await showSecurityGroups();
+}
+
+async function deleteGroup(g) {
+    if (!window.confirm(`Delete security group ${g.name}?`))
+        return;
+    await guarded(async () => {
+        await call('network', 'DELETE', `/v2.0/security-groups/${encodeURIComponent(g.id)}`);
+        clearError();
+    });
+    await showSecurityGroups();
+}
+
+async function addRule(ev) {
+    ev.preventDefault();
+    const remote = $('sgr-remote').value.trim();
+    const rule = { security_group_id: $('sgr-group').value, direction: $('sgr-direction').value,
+        ethertype: remote.includes(':') ? 'IPv6' : 'IPv4' };
+    if ($('sgr-protocol').value !== 'any')
+        rule.protocol = $('sgr-protocol').value;
+    for (const [id, key] of [['sgr-port-min', 'port_range_min'], ['sgr-port-max', 'port_range_max']]) {
+        if ($(id).value !== '')
+            rule[key] = Number($(id).value);
+    }
+    if (remote)
+        rule.remote_ip_prefix = remote;
+    const ok = await guarded(async () => {
+        await call('network', 'POST', '/v2.0/security-group-rules', { security_group_rule: rule });
+        clearError();
+        return true;
+    });
+    if (ok) {
+        for (const id of ['sgr-port-min', 'sgr-port-max', 'sgr-remote'])
+            $(id).value = '';
+    }
+    await showSecurityGroups();
+}
+
+async function deleteRule(r) {
+    await guarded(async () => {
+        await call('network', 'DELETE', `/v2.0/security-group-rules/${encodeURIComponent(r.id)}`);
+        clearError();
+    });
+    await showSecurityGroups();
 }
 
 /* ---- Flavors and key pairs ---------------------------------------------- */
@@ -694,17 +1058,21 @@ async function showConsolePage() {
 const PAGES = {
     servers: showServers, images: showImages, networks: showNetworks,
     flavors: showFlavors, keypairs: showKeypairs, console: showConsolePage,
+    server: showServerDetail, 'security-groups': showSecurityGroups,
 };
 
 function currentPage() {
     if (consoleServerId())
         return 'console';
+    if (detailServerId())
+        return 'server';
     const p = location.hash.replace(/^#/, '');
-    return PAGES[p] && p !== 'console' ? p : 'servers';
+    return PAGES[p] && p !== 'console' && p !== 'server' ? p : 'servers';
 }
 
 function route() {
     stopRefresh();
+    stopDetailRefresh();
     session = loadSession();
     const page = session ? currentPage() : 'login';
     for (const sec of document.querySelectorAll('.page'))
@@ -730,6 +1098,9 @@ document.addEventListener('DOMContentLoaded', () => {
     $('server-form').addEventListener('submit', createServer);
     $('network-form').addEventListener('submit', createNetwork);
     $('keypair-form').addEventListener('submit', importKeypair);
+    $('image-form').addEventListener('submit', uploadImage);
+    $('sg-form').addEventListener('submit', createGroup);
+    $('sgr-form').addEventListener('submit', addRule);
     $('console-refresh').addEventListener('click', refreshConsole);
     $('console-close').addEventListener('click', closeConsole);
     $('tab-vnc').addEventListener('click', () => connectConsole(consoleServerId(), 'vnc'));
@@ -738,6 +1109,9 @@ document.addEventListener('DOMContentLoaded', () => {
         () => connectConsole(consoleServerId(), remote ? remote.tab : 'vnc'));
     $('serial-output').addEventListener('keydown', serialKey);
     $('serial-form').addEventListener('submit', serialLine);
+    $('sd-resize-form').addEventListener('submit', resizeServer);
+    $('sd-snapshot-form').addEventListener('submit', snapshotServer);
+    $('sd-rebuild-form').addEventListener('submit', rebuildServer);
     window.addEventListener('hashchange', () => {
         clearError();
         route();
