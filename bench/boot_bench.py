@@ -104,6 +104,36 @@ def pct(v, p):
     return v[k]
 
 
+def overlay(d, info):
+    """d/disk.qcow2: a new overlay of the base in 'info' (qemu-img info of
+    an instance's disk), as large."""
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', info['backing-filename'],
+                    '-F', info.get('backing-filename-format', 'raw'),
+                    os.path.join(d, 'disk.qcow2'), str(info['virtual-size'])], check=True)
+
+
+def at_once(fn, n):
+    """Runs fn(0) .. fn(n - 1) on n threads at once; returns when all are
+    done, with time.monotonic() at their start.  The first exception of
+    any is raised."""
+    errs = []
+
+    def run(k):
+        try:
+            fn(k)
+        except Exception as e:   # noqa: BLE001 -- raised below
+            errs.append(e)
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(n)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errs:
+        raise errs[0]
+    return t0
+
+
 def ms(x):
     return '-' if x is None else f'{x:.0f}'
 
@@ -333,9 +363,7 @@ class Bench:
         u = str(uuid.uuid4())
         d = os.path.join(self.work, str(n))
         os.makedirs(d)
-        subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b',
-                        info['backing-filename'], '-F', info.get('backing-filename-format', 'raw'),
-                        os.path.join(d, 'disk.qcow2'), str(info['virtual-size'])], check=True)
+        overlay(d, info)
         xml = tmpl.replace('@DIR@', d).replace('@UUID@', u)
         name = 'nbench-' + u
         self.alone.append(name)
@@ -375,11 +403,7 @@ class Bench:
             u = str(uuid.uuid4())
             d = os.path.join(self.work, f'par-{k}')
             os.makedirs(d)
-            subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b',
-                            info['backing-filename'], '-F',
-                            info.get('backing-filename-format', 'raw'),
-                            os.path.join(d, 'disk.qcow2'), str(info['virtual-size'])],
-                           check=True)
+            overlay(d, info)
             dirs.append(d)
             # Each copy its own tap (libvirt makes it: the node has no
             # network agent here); one name is what the copies share.
@@ -388,40 +412,31 @@ class Bench:
             xmls.append((u, xml))
             self.alone.append('nbench-' + u)
         done = [None] * n
-        errs = []
 
         def one(k):
             u, xml = xmls[k]
-            try:
-                if libvirt:
-                    c = libvirt.open(URI)
-                    c.defineXML(xml).create()
-                    c.close()
-                else:
-                    path = os.path.join(dirs[k], 'domain.xml')
-                    with open(path, 'w') as f:
-                        f.write(xml)
-                    for cmd in (['define', path], ['start', 'nbench-' + u]):
-                        r = subprocess.run(VIRSH + cmd, capture_output=True, text=True)
-                        if r.returncode:
-                            raise RuntimeError(f'virsh {cmd[0]}: {r.stderr.strip()}')
-                done[k] = time.monotonic()
-            except Exception as e:   # noqa: BLE001 -- reported below
-                errs.append(e)
-        threads = [threading.Thread(target=one, args=(k,)) for k in range(n)]
-        t0 = time.monotonic()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        for u, _ in xmls:
-            subprocess.run(VIRSH + ['destroy', 'nbench-' + u], capture_output=True)
-            subprocess.run(VIRSH + ['undefine', 'nbench-' + u], capture_output=True)
-            self.alone.remove('nbench-' + u)
-        for d in dirs:
-            shutil.rmtree(d, ignore_errors=True)
-        if errs:
-            raise errs[0]
+            if libvirt:
+                c = libvirt.open(URI)
+                c.defineXML(xml).create()
+                c.close()
+            else:
+                path = os.path.join(dirs[k], 'domain.xml')
+                with open(path, 'w') as f:
+                    f.write(xml)
+                for cmd in (['define', path], ['start', 'nbench-' + u]):
+                    r = subprocess.run(VIRSH + cmd, capture_output=True, text=True)
+                    if r.returncode:
+                        raise RuntimeError(f'virsh {cmd[0]}: {r.stderr.strip()}')
+            done[k] = time.monotonic()
+        try:
+            t0 = at_once(one, n)
+        finally:
+            for u, _ in xmls:
+                subprocess.run(VIRSH + ['destroy', 'nbench-' + u], capture_output=True)
+                subprocess.run(VIRSH + ['undefine', 'nbench-' + u], capture_output=True)
+                self.alone.remove('nbench-' + u)
+            for d in dirs:
+                shutil.rmtree(d, ignore_errors=True)
         return (max(done) - t0) * 1000
 
     def boot_time(self, sid, started_at):
@@ -528,21 +543,11 @@ def main():
     par = []
     if N_PAR:
         res = [None] * N_PAR
-        errs = []
 
         def one(i):
-            try:
-                res[i] = b.post(images[0], f'par-{i}')
-            except Exception as e:   # noqa: BLE001 -- reported below
-                errs.append(e)
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(N_PAR)]
+            res[i] = b.post(images[0], f'par-{i}')
         t0 = time.time()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errs:
-            raise errs[0]
+        at_once(one, N_PAR)
         sids = [r[0] for r in res]
         b.wait(f'{N_PAR} servers ACTIVE', lambda: b.active_all(sids), step=0.1)
         b.wait('events', lambda: b.events_in(sids), timeout=30, step=0.2)
