@@ -125,7 +125,8 @@ on_event(void *ctx, const char *uuid, const char *event, const char *detail)
 }
 
 /* The observed state as the reconciler knows it now, with console tails;
- * NULL when out of memory.  On the pass's thread.  'counts' gets the
+ * NULL when out of memory.  Under progress_mu (the pass's thread and the
+ * reconciler's pool).  'counts' gets the
  * number of instances per state when not NULL. */
 static char *
 observed_now(struct agent *a, size_t *counts)
@@ -212,7 +213,10 @@ pass_work(uv_work_t *w)
     snprintf(a->pass_err, sizeof a->pass_err, "%s", a->pass_rc ? hv_err(a->hv) : "");
     a->pass_stats = st;
     memset(a->state_counts, 0, sizeof a->state_counts);
+    /* The pool's threads report (on_progress) while the pass ends. */
+    pthread_mutex_lock(&a->progress_mu);
     a->observed_json = observed_now(a, a->state_counts);
+    pthread_mutex_unlock(&a->progress_mu);
     if (a->cfg.image_max_age_s && a->cache) {
         const char **ids = calloc(a->desired.n * 3 + 1, sizeof *ids);
         size_t k = 0;

@@ -24,7 +24,7 @@ static const struct conf_option options[] = {
       "Seconds an instance Nimbus owns may exist without being desired before it is deleted." },
     { "agent", "stop_timeout", CONF_INT, "10", 0, 3600,
       "Seconds a guest gets to shut down cleanly (ACPI, SIGTERM) before it is forced off." },
-    { "agent", "workers", CONF_INT, "8", 1, 64,
+    { "agent", "workers", CONF_INT, "20", 1, 64,
       "Threads of the reconciler's pool: the creates in flight at once (each is mostly waiting "
       "for the hypervisor), beyond the pass that handed them; 1: every step one after the "
       "other in the pass." },

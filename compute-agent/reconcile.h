@@ -148,7 +148,7 @@ struct rc_config {
     unsigned workers;
 };
 
-#define RC_DEFAULT_WORKERS 8
+#define RC_DEFAULT_WORKERS 20
 
 /* Per-instance memory of the reconciler. */
 struct rc_inst {
