@@ -48,6 +48,8 @@ struct agent {
 
     uv_timer_t timer;
     uv_fs_poll_t poll;
+    uv_async_t wake;                  /* A create of the reconciler's pool is done. */
+    bool wake_closing;
     uv_work_t work;
     bool running, pending, stopping;
     http_server *http;
@@ -67,7 +69,9 @@ struct agent {
     char *observed_json;
     size_t state_counts[RC_N_STATES];
 
-    pthread_mutex_t progress_mu;      /* on_progress: the reconciler's workers call it at once. */
+    /* on_progress and on_event (the reconciler's pool calls them at once),
+     * and what they read that the loop changes: 'chan', 'desired'. */
+    pthread_mutex_t progress_mu;
     pthread_mutex_t mu;               /* The counters below (events come from the workers). */
     uint64_t passes, pass_failures, actions, step_failures, events, guest_poweroffs;
     uint64_t last_pass_ns, max_pass_ns;
@@ -103,8 +107,10 @@ on_event(void *ctx, const char *uuid, const char *event, const char *detail)
     if (!line)
         return;
 #ifdef NIMBUS_HAVE_CURL
+    pthread_mutex_lock(&a->progress_mu);
     if (a->chan)
         chan_report_event(a->chan, line);
+    pthread_mutex_unlock(&a->progress_mu);
 #endif
     int fd = !a->cfg.events_file || !a->cfg.events_file[0] ? -1 :
              open(a->cfg.events_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -119,7 +125,8 @@ on_event(void *ctx, const char *uuid, const char *event, const char *detail)
 }
 
 /* The observed state as the reconciler knows it now, with console tails;
- * NULL when out of memory.  On the pass's thread.  'counts' gets the
+ * NULL when out of memory.  Under progress_mu (the pass's thread and the
+ * reconciler's pool).  'counts' gets the
  * number of instances per state when not NULL. */
 static char *
 observed_now(struct agent *a, size_t *counts)
@@ -147,7 +154,7 @@ observed_now(struct agent *a, size_t *counts)
             json = with;
         }
     }
-    free(obs);
+    rc_observed_free(obs, n);
     return json;
 }
 
@@ -160,9 +167,11 @@ on_progress(void *ctx)
 {
 #ifdef NIMBUS_HAVE_CURL
     struct agent *a = ctx;
-    if (!a->chan)
-        return;
     pthread_mutex_lock(&a->progress_mu);
+    if (!a->chan) {
+        pthread_mutex_unlock(&a->progress_mu);
+        return;
+    }
     char *json = observed_now(a, NULL);
     if (json)
         chan_report_observed(a->chan, json);
@@ -171,6 +180,28 @@ on_progress(void *ctx)
 #else
     (void)ctx;
 #endif
+}
+
+/* A create of the reconciler's pool is done (on the pool's thread): a
+ * pass soon, for the steps after it and the observed state. */
+static void
+on_rc_wake(void *ctx)
+{
+    struct agent *a = ctx;
+    uv_async_send(&a->wake);
+}
+
+static void kick(struct agent *a);
+static void maybe_done(struct agent *a);
+
+static void
+on_wake(uv_async_t *h)
+{
+    struct agent *a = h->data;
+    if (a->stopping)
+        maybe_done(a);
+    else
+        kick(a);
 }
 
 static void
@@ -182,7 +213,10 @@ pass_work(uv_work_t *w)
     snprintf(a->pass_err, sizeof a->pass_err, "%s", a->pass_rc ? hv_err(a->hv) : "");
     a->pass_stats = st;
     memset(a->state_counts, 0, sizeof a->state_counts);
+    /* The pool's threads report (on_progress) while the pass ends. */
+    pthread_mutex_lock(&a->progress_mu);
     a->observed_json = observed_now(a, a->state_counts);
+    pthread_mutex_unlock(&a->progress_mu);
     if (a->cfg.image_max_age_s && a->cache) {
         const char **ids = calloc(a->desired.n * 3 + 1, sizeof *ids);
         size_t k = 0;
@@ -214,8 +248,6 @@ write_atomic(const char *path, const char *text)
     return rename(tmp, path) < 0 ? -errno : 0;
 }
 
-static void kick(struct agent *a);
-static void maybe_done(struct agent *a);
 static void take_desired(struct agent *a, struct desired_set *ds);
 
 static void
@@ -272,8 +304,10 @@ kick(struct agent *a)
         return;
     }
     if (a->have_next) {
+        pthread_mutex_lock(&a->progress_mu);
         desired_set_free(&a->desired);
         a->desired = a->next;
+        pthread_mutex_unlock(&a->progress_mu);
         memset(&a->next, 0, sizeof a->next);
         a->have_next = false;
         a->have_desired = true;
@@ -585,6 +619,10 @@ agent_start(uv_loop_t *loop, const struct agent_config *cfg, struct agent **out,
         return r;
     }
     rc_set_progress(a->rc, on_progress);
+    uv_async_init(loop, &a->wake, on_wake);
+    a->wake.data = a;
+    a->open_handles++;
+    rc_set_wake(a->rc, on_rc_wake);
     log_info("agent", "node %s: hypervisor %s (%s), state in %s", cfg->node, cfg->hv.type,
              a->hv->class->virt_type(a->hv), cfg->state_dir);
 
@@ -670,6 +708,13 @@ http_closed(void *arg)
 static void
 maybe_done(struct agent *a)
 {
+    /* The creates in flight finish before the agent does: the wake-up
+     * stays open for them, then closes. */
+    if (a->stopping && !a->running && a->wake.loop && !a->wake_closing && rc_idle(a->rc)) {
+        a->wake_closing = true;
+        rc_set_wake(a->rc, NULL);
+        uv_close((uv_handle_t *)&a->wake, handle_closed);
+    }
     if (a->stopping && !a->running && a->open_handles == 0 && a->done) {
         void (*done)(void *) = a->done;
         a->done = NULL;
@@ -692,8 +737,10 @@ agent_stop(struct agent *a, void (*done)(void *arg), void *arg)
         uv_close((uv_handle_t *)&a->poll, handle_closed);
     }
 #ifdef NIMBUS_HAVE_CURL
+    pthread_mutex_lock(&a->progress_mu);
     chan_stop(a->chan);
     a->chan = NULL;
+    pthread_mutex_unlock(&a->progress_mu);
     cproxy_stop(a->proxy);
     a->proxy = NULL;
 #endif
@@ -709,11 +756,14 @@ agent_free(struct agent *a)
 {
     if (!a)
         return;
+    /* The pool's creates finish while the channel can still take events. */
+    if (a->rc)
+        rc_set_wake(a->rc, NULL);
+    rc_free(a->rc);
 #ifdef NIMBUS_HAVE_CURL
     chan_stop(a->chan);
     cproxy_stop(a->proxy);
 #endif
-    rc_free(a->rc);
     snap_free(a->snap);
     console_report_free(a->consoles);
     storage_free(a->storage);

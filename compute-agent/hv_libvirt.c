@@ -23,9 +23,24 @@
 #include "kvm_probe.h"
 #include "util.h"
 
+/* Connections: libvirtd runs at most max_client_requests (5 by default)
+ * calls of one client connection at once and queues the others, so the
+ * reconciler's threads, creating at once, each get their own connection,
+ * opened on a thread's first call and closed with the provider.  The
+ * thread that opened the provider uses 'conn'. */
+struct lv_thread_conn {
+    pthread_t thread;
+    virConnectPtr conn;
+};
+
 struct hv_libvirt {
     struct hypervisor up;
     virConnectPtr conn;
+    pthread_t opener;
+    char uri[512];
+    pthread_mutex_t conns_mu;
+    struct lv_thread_conn *conns;
+    size_t n_conns, cap_conns;
     char virt_type[8];
     char node[256];
     bool network_agent;
@@ -58,6 +73,42 @@ lv_fail(struct hypervisor *hv, const char *what, const char *uuid)
     return -EIO;
 }
 
+/* The calling thread's connection: its own, opened now on its first call,
+ * or the opener's one when opening another fails. */
+static virConnectPtr
+lv_conn(struct hv_libvirt *lv)
+{
+    pthread_t self = pthread_self();
+    if (pthread_equal(self, lv->opener))
+        return lv->conn;
+    virConnectPtr c = NULL;
+    pthread_mutex_lock(&lv->conns_mu);
+    for (size_t i = 0; i < lv->n_conns && !c; i++)
+        if (pthread_equal(lv->conns[i].thread, self))
+            c = lv->conns[i].conn;
+    pthread_mutex_unlock(&lv->conns_mu);
+    if (c)
+        return c;
+    c = virConnectOpen(lv->uri);
+    if (!c)
+        return lv->conn;
+    pthread_mutex_lock(&lv->conns_mu);
+    if (lv->n_conns == lv->cap_conns) {
+        size_t cap = lv->cap_conns ? lv->cap_conns * 2 : 16;
+        struct lv_thread_conn *v = realloc(lv->conns, cap * sizeof *v);
+        if (!v) {
+            pthread_mutex_unlock(&lv->conns_mu);
+            virConnectClose(c);
+            return lv->conn;
+        }
+        lv->conns = v;
+        lv->cap_conns = cap;
+    }
+    lv->conns[lv->n_conns++] = (struct lv_thread_conn){ self, c };
+    pthread_mutex_unlock(&lv->conns_mu);
+    return c;
+}
+
 static void
 sleep_ms(unsigned ms)
 {
@@ -72,12 +123,15 @@ lv_open(const struct hv_config *cfg, struct hypervisor **out)
     if (!lv)
         return -ENOMEM;
     lv->up.class = &hv_libvirt_class;
+    lv->opener = pthread_self();
+    pthread_mutex_init(&lv->conns_mu, NULL);
     *out = &lv->up;
     virSetErrorFunc(NULL, lv_quiet);
     hv_node_name(cfg, lv->node, sizeof lv->node);
     lv->network_agent = cfg->network_agent;
     lv->migrate_timeout_s = cfg->migrate_timeout_s;
     const char *uri = cfg->libvirt_uri && cfg->libvirt_uri[0] ? cfg->libvirt_uri : "qemu:///system";
+    snprintf(lv->uri, sizeof lv->uri, "%s", uri);
     lv->conn = virConnectOpen(uri);
     if (!lv->conn)
         return lv_fail(&lv->up, "connect", uri);
@@ -97,6 +151,10 @@ static void
 lv_close(struct hypervisor *hv)
 {
     struct hv_libvirt *lv = lv_cast(hv);
+    for (size_t i = 0; i < lv->n_conns; i++)
+        virConnectClose(lv->conns[i].conn);
+    free(lv->conns);
+    pthread_mutex_destroy(&lv->conns_mu);
     if (lv->conn)
         virConnectClose(lv->conn);
     free(lv);
@@ -155,7 +213,7 @@ lv_list(struct hypervisor *hv, struct inst_actual **out, size_t *n)
 {
     struct hv_libvirt *lv = lv_cast(hv);
     virDomainPtr *doms = NULL;
-    int nd = virConnectListAllDomains(lv->conn, &doms, 0);
+    int nd = virConnectListAllDomains(lv_conn(lv), &doms, 0);
     if (nd < 0)
         return lv_fail(hv, "list domains", NULL);
     *out = calloc(nd ? (size_t)nd : 1, sizeof **out);
@@ -182,7 +240,7 @@ lv_list(struct hypervisor *hv, struct inst_actual **out, size_t *n)
 static int
 lv_lookup(struct hv_libvirt *lv, const char *uuid, virDomainPtr *out)
 {
-    virDomainPtr dom = virDomainLookupByUUIDString(lv->conn, uuid);
+    virDomainPtr dom = virDomainLookupByUUIDString(lv_conn(lv), uuid);
     if (!dom) {
         hv_set_error(&lv->up, "no domain %s", uuid);
         return -ENOENT;
@@ -212,7 +270,7 @@ static int
 lv_create(struct hypervisor *hv, const struct hv_create_args *a, bool start)
 {
     struct hv_libvirt *lv = lv_cast(hv);
-    virDomainPtr old = virDomainLookupByUUIDString(lv->conn, a->d->uuid);
+    virDomainPtr old = virDomainLookupByUUIDString(lv_conn(lv), a->d->uuid);
     if (old) {
         char *md = lv_metadata(lv, old);
         virDomainFree(old);
@@ -229,7 +287,7 @@ lv_create(struct hypervisor *hv, const struct hv_create_args *a, bool start)
         return r;
     char *xml = hv_libvirt_dest_xml(hv, a, 0);
     uint64_t t0 = util_now_ns();
-    virDomainPtr dom = virDomainDefineXML(lv->conn, xml);
+    virDomainPtr dom = virDomainDefineXML(lv_conn(lv), xml);
     uint64_t t1 = util_now_ns();
     free(xml);
     hv_timing(hv)->define_ns = t1 - t0;
@@ -272,7 +330,7 @@ lv_console(struct hypervisor *hv, const char *uuid, const char *protocol, char *
            size_t len)
 {
     struct hv_libvirt *lv = lv_cast(hv);
-    virDomainPtr dom = virDomainLookupByUUIDString(lv->conn, uuid);
+    virDomainPtr dom = virDomainLookupByUUIDString(lv_conn(lv), uuid);
     if (!dom)
         return -ENOENT;
     char *md = lv_metadata(lv, dom);

@@ -24,9 +24,10 @@ static const struct conf_option options[] = {
       "Seconds an instance Nimbus owns may exist without being desired before it is deleted." },
     { "agent", "stop_timeout", CONF_INT, "10", 0, 3600,
       "Seconds a guest gets to shut down cleanly (ACPI, SIGTERM) before it is forced off." },
-    { "agent", "workers", CONF_INT, "4", 1, 64,
-      "Threads a reconcile pass creates instances on at once (each create is mostly waiting "
-      "for the hypervisor); 1: every step one after the other." },
+    { "agent", "workers", CONF_INT, "20", 1, 64,
+      "Threads of the reconciler's pool: the creates in flight at once (each is mostly waiting "
+      "for the hypervisor), beyond the pass that handed them; 1: every step one after the "
+      "other in the pass." },
     { "agent", "max_attempts", CONF_INT, "3", 1, 100,
       "Failed steps for one instance and generation before it goes to ERROR." },
     { "agent", "network_agent", CONF_BOOL, "false", 0, 0,

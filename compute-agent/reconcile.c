@@ -40,14 +40,38 @@ struct reconciler {
     rc_event_fn ev;
     void *ev_ctx;
     rc_progress_fn progress;
-    /* The entries of 'insts' while workers run: a worker updates its own
-     * instances' entries under it, rc_observed() reads them under it.
-     * The array itself only changes on the pass's thread, with no worker
-     * running. */
+    /* The entries of 'insts', the array itself (get() may move it, the
+     * pass forgets entries) and the pool's queue: whoever reads or writes
+     * them holds 'mu', and nobody keeps a pointer into the array across
+     * it (entries are found again by uuid). */
     pthread_mutex_t mu;
     struct rc_inst *insts;
     size_t n, cap;
+
+    /* The pool (workers > 1): long-lived threads running the creates the
+     * passes hand them, beyond the pass that handed them. */
+    pthread_t *threads;
+    size_t n_threads;
+    struct rc_job *head, **tail;     /* Creates not yet taken. */
+    unsigned in_flight;              /* Handed and not yet written back. */
+    uint64_t finished;               /* Creates written back so far. */
+    bool quit;                       /* rc_free(): finish the queue, then end. */
+    pthread_cond_t work_cv;          /* A job was queued, or 'quit'. */
+    pthread_cond_t idle_cv;          /* 'in_flight' dropped to 0. */
+    struct rc_pass_stats pool_st;    /* Steps of the pool, for the next pass's stats. */
+    pthread_mutex_t wake_mu;         /* 'wake': set and called under it. */
+    rc_wake_fn wake;
 };
+
+/* One create handed to the pool: a copy of its desired instance (the
+ * desired state may be replaced while it runs). */
+struct rc_job {
+    struct rc_job *next;
+    struct inst_desired d;
+    uint64_t now_ms;
+};
+
+static void *pool_worker(void *arg);
 
 static enum rc_state
 state_of_power(enum power_state p)
@@ -273,10 +297,54 @@ rc_new(struct hypervisor *hv, const struct rc_storage *storage,
     if (!rc->cfg.workers)
         rc->cfg.workers = RC_DEFAULT_WORKERS;
     pthread_mutex_init(&rc->mu, NULL);
+    pthread_mutex_init(&rc->wake_mu, NULL);
+    pthread_cond_init(&rc->work_cv, NULL);
+    pthread_cond_init(&rc->idle_cv, NULL);
+    rc->tail = &rc->head;
     rc->ev = ev;
     rc->ev_ctx = ev_ctx;
+    if (rc->cfg.workers > 1) {
+        rc->threads = calloc(rc->cfg.workers, sizeof *rc->threads);
+        while (rc->threads && rc->n_threads < rc->cfg.workers &&
+               pthread_create(&rc->threads[rc->n_threads], NULL, pool_worker, rc) == 0)
+            rc->n_threads++;
+        /* No thread at all: every step in the pass, as with one worker. */
+        if (!rc->n_threads)
+            rc->cfg.workers = 1;
+    }
     *out = rc;
     return 0;
+}
+
+void
+rc_set_wake(struct reconciler *rc, rc_wake_fn fn)
+{
+    pthread_mutex_lock(&rc->wake_mu);
+    rc->wake = fn;
+    pthread_mutex_unlock(&rc->wake_mu);
+}
+
+void
+rc_drain(struct reconciler *rc, struct rc_pass_stats *pool)
+{
+    pthread_mutex_lock(&rc->mu);
+    while (rc->in_flight)
+        pthread_cond_wait(&rc->idle_cv, &rc->mu);
+    if (pool) {
+        pool->actions += rc->pool_st.actions;
+        pool->failures += rc->pool_st.failures;
+        memset(&rc->pool_st, 0, sizeof rc->pool_st);
+    }
+    pthread_mutex_unlock(&rc->mu);
+}
+
+bool
+rc_idle(struct reconciler *rc)
+{
+    pthread_mutex_lock(&rc->mu);
+    bool idle = rc->in_flight == 0;
+    pthread_mutex_unlock(&rc->mu);
+    return idle;
 }
 
 void
@@ -290,8 +358,19 @@ rc_free(struct reconciler *rc)
 {
     if (!rc)
         return;
+    /* The creates in flight and queued finish: none is cut half-way. */
+    pthread_mutex_lock(&rc->mu);
+    rc->quit = true;
+    pthread_cond_broadcast(&rc->work_cv);
+    pthread_mutex_unlock(&rc->mu);
+    for (size_t i = 0; i < rc->n_threads; i++)
+        pthread_join(rc->threads[i], NULL);
+    free(rc->threads);
     for (size_t i = 0; i < rc->n; i++)
         free(rc->insts[i].live_xml);
+    pthread_cond_destroy(&rc->work_cv);
+    pthread_cond_destroy(&rc->idle_cv);
+    pthread_mutex_destroy(&rc->wake_mu);
     pthread_mutex_destroy(&rc->mu);
     free(rc->insts);
     free(rc);
@@ -394,8 +473,7 @@ prepare_live(struct reconciler *rc, struct rc_inst *ri, const struct inst_desire
         bfmt(err, errlen, "%s", hv_err(rc->hv)[0] ? hv_err(rc->hv) : "no definition");
         return -ENOTSUP;
     }
-    free(ri->live_xml);
-    ri->live_xml = xml;
+    ri->live_xml = xml;   /* The one it replaces: freed by the caller (pass_one). */
     bfmt(ri->live_dir, sizeof ri->live_dir, "%s", p.inst_dir);
     emit(rc, d->uuid, "live-prepared", NULL);
     return 0;
@@ -777,8 +855,10 @@ execute(struct reconciler *rc, struct rc_inst *ri, const struct inst_desired *d,
     return 0;
 }
 
-/* The steps of one instance in this pass, on the reconciler's memory of
- * it 'ri' (the caller's: a worker's copy, or the entry itself). */
+/* The steps of one instance in this pass, on a copy 'ri' of the
+ * reconciler's memory of it (a worker's or the pass's), written back by
+ * the caller under rc->mu.  A live_xml it drops or replaces is the
+ * caller's to free (pass_one). */
 static void
 reconcile_one(struct reconciler *rc, struct rc_inst *ri, const struct inst_desired *d,
               struct inst_actual *a_in, uint64_t now_ms, struct rc_pass_stats *st)
@@ -793,8 +873,7 @@ reconcile_one(struct reconciler *rc, struct rc_inst *ri, const struct inst_desir
     /* A live migration's destination no longer: its prepared definition
      * is not reported any more. */
     if (ri->live_xml && (!d || strcmp(d->action, "live_in"))) {
-        free(ri->live_xml);
-        ri->live_xml = NULL;
+        ri->live_xml = NULL;   /* Freed by the caller (pass_one). */
         ri->live_dir[0] = 0;
     }
 
@@ -918,111 +997,127 @@ independent(const struct rc_inst *ri, const struct inst_desired *d, const struct
            strcmp(d->action, "live_out");
 }
 
-/* The creates of one pass, shared by its workers. */
-struct rc_pool {
-    struct reconciler *rc;
-    const struct desired_set *ds;
-    uint64_t now_ms;
-    size_t *idx;                 /* Indexes into ds->insts. */
-    struct rc_inst **ri;         /* Their entries, made before the workers start. */
-    size_t n;
-    bool more;                   /* The pass has other desired instances after these. */
-    pthread_mutex_t mu;          /* 'next', 'left', 'st'. */
-    size_t next, left;
-    struct rc_pass_stats st;
-};
-
-/* One worker: takes the pool's next create until none is left.  Each
- * instance's steps run on a copy of its entry, written back under the
- * reconciler's lock, so that rc_observed() meanwhile sees a consistent
- * entry (the one before or the one after). */
+/* One thread of the pool: takes the next create handed by a pass, runs
+ * it on a copy of the instance's entry, writes the copy back by uuid,
+ * reports the instance when it settled and asks its owner for another
+ * pass (the steps after the create, the observed state).  Ends when the
+ * reconciler is freed and nothing is left in the queue. */
 static void *
 pool_worker(void *arg)
 {
-    struct rc_pool *p = arg;
-    struct reconciler *rc = p->rc;
-    struct rc_pass_stats st = { 0 };
+    struct reconciler *rc = arg;
+    pthread_mutex_lock(&rc->mu);
     for (;;) {
-        pthread_mutex_lock(&p->mu);
-        size_t k = p->next < p->n ? p->next++ : p->n;
-        pthread_mutex_unlock(&p->mu);
-        if (k == p->n)
+        while (!rc->head && !rc->quit)
+            pthread_cond_wait(&rc->work_cv, &rc->mu);
+        struct rc_job *job = rc->head;
+        if (!job)
             break;
-        const struct inst_desired *d = &p->ds->insts[p->idx[k]];
-        pthread_mutex_lock(&rc->mu);
-        struct rc_inst ri = *p->ri[k];
+        rc->head = job->next;
+        if (!rc->head)
+            rc->tail = &rc->head;
+        /* A busy entry is never forgotten nor handed twice. */
+        struct rc_inst *entry = find(rc, job->d.uuid);
+        if (!entry)
+            abort();
+        struct rc_inst ri = *entry;
         pthread_mutex_unlock(&rc->mu);
+
+        struct rc_pass_stats st = { 0 };
         bool building = ri.state == RC_NEW || ri.state == RC_BUILDING;
-        reconcile_one(rc, &ri, d, NULL, p->now_ms, &st);
+        reconcile_one(rc, &ri, &job->d, NULL, job->now_ms, &st);
+
         pthread_mutex_lock(&rc->mu);
-        *p->ri[k] = ri;
+        ri.busy = false;
+        ri.busy_end = ++rc->finished;
+        entry = find(rc, job->d.uuid);
+        if (!entry)
+            abort();
+        *entry = ri;
+        rc->pool_st.actions += st.actions;
+        rc->pool_st.failures += st.failures;
+        if (--rc->in_flight == 0)
+            pthread_cond_broadcast(&rc->idle_cv);
         pthread_mutex_unlock(&rc->mu);
-        pthread_mutex_lock(&p->mu);
-        size_t left = --p->left;
-        pthread_mutex_unlock(&p->mu);
-        if (rc->progress && building && settled(ri.state) && (left || p->more))
+        free(job);
+
+        if (rc->progress && building && settled(ri.state))
             rc->progress(rc->ev_ctx);
+        pthread_mutex_lock(&rc->wake_mu);
+        if (rc->wake)
+            rc->wake(rc->ev_ctx);
+        pthread_mutex_unlock(&rc->wake_mu);
+        pthread_mutex_lock(&rc->mu);
     }
-    pthread_mutex_lock(&p->mu);
-    p->st.actions += st.actions;
-    p->st.failures += st.failures;
-    pthread_mutex_unlock(&p->mu);
+    pthread_mutex_unlock(&rc->mu);
     return NULL;
 }
 
-/* Runs the independent creates of 'ds' on up to cfg.workers threads (the
- * pass's own among them) and marks them done in 'done'.  Nothing when
- * fewer than two: the pass does them in order, as with one worker. */
+/* Hands the independent creates of 'ds' to the pool and marks them, and
+ * every instance busy in the pool (or whose create finished after the
+ * pass listed the provider's instances: the list does not show it yet),
+ * in 'skip'.  A job that cannot be allocated stays for the pass. */
 static void
-run_creates(struct reconciler *rc, const struct desired_set *ds, struct inst_actual *const *a_of,
-            uint64_t now_ms, bool *done, struct rc_pass_stats *st)
+hand_creates(struct reconciler *rc, const struct desired_set *ds, struct inst_actual *const *a_of,
+             uint64_t listed, uint64_t now_ms, bool *skip)
 {
-    struct rc_pool p = { .rc = rc, .ds = ds, .now_ms = now_ms };
-    for (size_t i = 0; i < ds->n; i++)
-        if (!a_of[i] && !ds->insts[i].deleted)
-            p.n++;
-    if (p.n < 2)
-        return;
-    p.n = 0;
-    p.idx = calloc(ds->n, sizeof *p.idx);
-    p.ri = calloc(ds->n, sizeof *p.ri);
-    if (!p.idx || !p.ri)
-        goto out;
-    /* The entries first (get() may move the array), then their places. */
-    for (size_t i = 0; i < ds->n; i++)
-        if (!a_of[i] && !ds->insts[i].deleted && !get(rc, ds->insts[i].uuid))
-            goto out;
+    pthread_mutex_lock(&rc->mu);
     for (size_t i = 0; i < ds->n; i++) {
         const struct inst_desired *d = &ds->insts[i];
-        struct rc_inst *ri = a_of[i] || d->deleted ? NULL : find(rc, d->uuid);
-        if (ri && independent(ri, d, a_of[i])) {
-            p.idx[p.n] = i;
-            p.ri[p.n++] = ri;
+        struct rc_inst *ri = find(rc, d->uuid);
+        if (!ri && (a_of[i] || d->deleted || !(ri = get(rc, d->uuid))))
+            continue;
+        if (ri->busy || ri->busy_end > listed) {
+            skip[i] = true;
+            continue;
         }
+        if (!independent(ri, d, a_of[i]))
+            continue;
+        struct rc_job *job = malloc(sizeof *job);
+        if (!job)
+            continue;
+        job->next = NULL;
+        job->d = *d;
+        job->d.migration_xml = NULL;   /* Only for "live_out", never independent. */
+        job->now_ms = now_ms;
+        *rc->tail = job;
+        rc->tail = &job->next;
+        ri->busy = true;
+        rc->in_flight++;
+        skip[i] = true;
     }
-    if (p.n < 2)
-        goto out;
-    p.more = p.n < ds->n;
-    p.left = p.n;
-    pthread_mutex_init(&p.mu, NULL);
-    size_t n_threads = rc->cfg.workers < p.n ? rc->cfg.workers : p.n;
-    pthread_t *threads = calloc(n_threads, sizeof *threads);
-    size_t started = 0;
-    while (threads && started + 1 < n_threads &&
-           pthread_create(&threads[started], NULL, pool_worker, &p) == 0)
-        started++;
-    pool_worker(&p);   /* The pass's thread works too (alone if no thread started). */
-    for (size_t i = 0; i < started; i++)
-        pthread_join(threads[i], NULL);
-    free(threads);
-    pthread_mutex_destroy(&p.mu);
-    for (size_t k = 0; k < p.n; k++)
-        done[p.idx[k]] = true;
-    st->actions += p.st.actions;
-    st->failures += p.st.failures;
-out:
-    free(p.idx);
-    free(p.ri);
+    pthread_cond_broadcast(&rc->work_cv);
+    pthread_mutex_unlock(&rc->mu);
+}
+
+/* The steps of one instance on the pass's thread: on a copy of its
+ * entry, written back under the lock (the pool's threads meanwhile
+ * report and update other entries).  Nothing for a busy instance.
+ * Returns whether the instance was building and settled. */
+static bool
+pass_one(struct reconciler *rc, const char *uuid, const struct inst_desired *d,
+         struct inst_actual *a, uint64_t now_ms, struct rc_pass_stats *st)
+{
+    pthread_mutex_lock(&rc->mu);
+    struct rc_inst *entry = get(rc, uuid);
+    if (!entry || entry->busy) {
+        pthread_mutex_unlock(&rc->mu);
+        return false;
+    }
+    struct rc_inst ri = *entry;
+    pthread_mutex_unlock(&rc->mu);
+    char *xml_before = ri.live_xml;
+    bool building = ri.state == RC_NEW || ri.state == RC_BUILDING;
+    reconcile_one(rc, &ri, d, a, now_ms, st);
+    pthread_mutex_lock(&rc->mu);
+    entry = find(rc, uuid);
+    if (entry)
+        *entry = ri;
+    pthread_mutex_unlock(&rc->mu);
+    /* rc_observed() copies live_xml under the lock: no reader holds it. */
+    if (xml_before != ri.live_xml)
+        free(xml_before);
+    return building && settled(ri.state);
 }
 
 int
@@ -1034,6 +1129,13 @@ rc_pass(struct reconciler *rc, const struct desired_set *ds, uint64_t now_ms,
     struct rc_pass_stats st = { 0 };
     struct inst_actual *act = NULL;
     size_t n_act = 0;
+    /* Creates the pool finishes from now on may not be in the list. */
+    pthread_mutex_lock(&rc->mu);
+    uint64_t listed = rc->finished;
+    st.actions = rc->pool_st.actions;
+    st.failures = rc->pool_st.failures;
+    memset(&rc->pool_st, 0, sizeof rc->pool_st);
+    pthread_mutex_unlock(&rc->mu);
     int r = rc->hv->class->list(rc->hv, &act, &n_act);
     if (r)
         return r;
@@ -1041,7 +1143,7 @@ rc_pass(struct reconciler *rc, const struct desired_set *ds, uint64_t now_ms,
     st.actual = (unsigned)n_act;
 
     /* What the provider has of each desired instance, and which of them
-     * workers created. */
+     * are the pool's (handed now or still in flight). */
     struct inst_actual **a_of = calloc(ds->n ? ds->n : 1, sizeof *a_of);
     bool *done = calloc(ds->n ? ds->n : 1, sizeof *done);
     if (!a_of || !done) {
@@ -1052,30 +1154,20 @@ rc_pass(struct reconciler *rc, const struct desired_set *ds, uint64_t now_ms,
     }
     for (size_t i = 0; i < ds->n; i++)
         a_of[i] = (struct inst_actual *)find_actual(act, n_act, ds->insts[i].uuid);
-    if (rc->cfg.workers > 1)
-        run_creates(rc, ds, a_of, now_ms, done, &st);
+    if (rc->n_threads)
+        hand_creates(rc, ds, a_of, listed, now_ms, done);
     for (size_t i = 0; i < ds->n; i++) {
         if (done[i])
             continue;
         const struct inst_desired *d = &ds->insts[i];
-        struct inst_actual *a = a_of[i];
-        struct rc_inst *ri = get(rc, d->uuid);
-        if (!ri)
-            continue;
-        bool building = ri->state == RC_NEW || ri->state == RC_BUILDING;
-        reconcile_one(rc, ri, d, a, now_ms, &st);
-        if (rc->progress && building && i + 1 < ds->n && settled(ri->state))
+        if (pass_one(rc, d->uuid, d, a_of[i], now_ms, &st) && rc->progress && i + 1 < ds->n)
             rc->progress(rc->ev_ctx);
     }
     free(done);
     free(a_of);
-    for (size_t i = 0; i < n_act; i++) {
-        if (desired_set_find(ds, act[i].uuid))
-            continue;
-        struct rc_inst *ri = get(rc, act[i].uuid);
-        if (ri)
-            reconcile_one(rc, ri, NULL, &act[i], now_ms, &st);
-    }
+    for (size_t i = 0; i < n_act; i++)
+        if (!desired_set_find(ds, act[i].uuid))
+            pass_one(rc, act[i].uuid, NULL, &act[i], now_ms, &st);
 
     /* Storage nobody owns any more: left by a crash between undefine and
      * removal, or by an orphan deleted earlier. */
@@ -1086,12 +1178,14 @@ rc_pass(struct reconciler *rc, const struct desired_set *ds, uint64_t now_ms,
             const struct inst_desired *d = desired_set_find(ds, dirs[i]);
             if (d && !d->deleted)
                 continue;
-            if (find_actual(act, n_act, dirs[i])) {
-                /* Present unless this pass just deleted it. */
-                const struct rc_inst *ri = find(rc, dirs[i]);
-                if (!ri || ri->state != RC_DELETED)
-                    continue;
-            }
+            pthread_mutex_lock(&rc->mu);
+            const struct rc_inst *ri = find(rc, dirs[i]);
+            /* The pool's, or present unless this pass just deleted it. */
+            bool keep = (ri && (ri->busy || ri->busy_end > listed)) ||
+                        (find_actual(act, n_act, dirs[i]) && (!ri || ri->state != RC_DELETED));
+            pthread_mutex_unlock(&rc->mu);
+            if (keep)
+                continue;
             char err[256];
             if (rc->storage.remove(rc->storage.ctx, dirs[i], err, sizeof err) == 0)
                 emit(rc, dirs[i], "storage-removed", NULL);
@@ -1099,18 +1193,21 @@ rc_pass(struct reconciler *rc, const struct desired_set *ds, uint64_t now_ms,
         free(dirs);
     }
 
-    /* Forget instances that are gone and not desired. */
+    /* Forget instances that are gone and not desired (never the pool's). */
+    pthread_mutex_lock(&rc->mu);
     for (size_t i = 0; i < rc->n;) {
         struct rc_inst *ri = &rc->insts[i];
         const struct inst_desired *d = desired_set_find(ds, ri->uuid);
-        if ((ri->state == RC_DELETED && !d) ||
-            (!d && !find_actual(act, n_act, ri->uuid) && ri->state != RC_DELETED)) {
+        if (!ri->busy && ri->busy_end <= listed &&
+            ((ri->state == RC_DELETED && !d) ||
+             (!d && !find_actual(act, n_act, ri->uuid) && ri->state != RC_DELETED))) {
             free(ri->live_xml);
             rc->insts[i] = rc->insts[--rc->n];
             continue;
         }
         i++;
     }
+    pthread_mutex_unlock(&rc->mu);
     free(act);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     st.duration_ns = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000ULL +
@@ -1137,10 +1234,32 @@ rc_observed(struct reconciler *rc, struct rc_observed **out, size_t *n)
         o->power = ri->power;
         o->generation = ri->generation;
         bfmt(o->fault, sizeof o->fault, "%s", ri->fault);
-        o->live_xml = ri->live_xml;
-        o->live_dir = ri->live_xml ? ri->live_dir : NULL;
+        if (ri->live_xml) {
+            o->live_xml = strdup(ri->live_xml);
+            o->live_dir = strdup(ri->live_dir);
+            if (!o->live_xml || !o->live_dir) {
+                *n = i + 1;
+                pthread_mutex_unlock(&rc->mu);
+                rc_observed_free(*out, *n);
+                *out = NULL;
+                *n = 0;
+                return -ENOMEM;
+            }
+        }
     }
     *n = rc->n;
     pthread_mutex_unlock(&rc->mu);
     return 0;
+}
+
+void
+rc_observed_free(struct rc_observed *obs, size_t n)
+{
+    if (!obs)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        free(obs[i].live_xml);
+        free(obs[i].live_dir);
+    }
+    free(obs);
 }

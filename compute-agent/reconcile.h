@@ -59,16 +59,22 @@
  * in; rc_pass() does the I/O.  Passes block: the daemon runs them on a
  * worker thread, one at a time.
  *
- * Within a pass, the creates (desired, not on the hypervisor, not part of
- * a move or a live migration) are independent of each other and of every
- * other instance: they run first, on up to rc_config.workers threads at
- * once (the pass's own thread and workers - 1 more), each thread taking
- * the next create when it is done with one, so that twenty creates take
- * about twenty / workers creates' time instead of twenty.  Every other
- * step (power changes, deletes, resizes, snapshots, rescues, moves, orphans)
- * then runs on the pass's thread, in the order of the desired state, as
- * all of them do with one worker.  Providers and storage must therefore
- * allow operations on different instances at once (hypervisor.h). */
+ * The creates (desired, not on the hypervisor, not part of a move or a
+ * live migration) are independent of each other and of every other
+ * instance.  With rc_config.workers > 1 the reconciler owns a pool of
+ * that many long-lived threads: a pass hands each create to the pool,
+ * marks the instance busy and goes on at once; the next passes leave a
+ * busy instance alone (no step, no clean-up of its storage, not
+ * forgotten), so that a new desired state starts its own creates without
+ * waiting for the ones in flight.  A thread of the pool runs the create
+ * on a copy of the instance's entry, writes it back (the entry is no
+ * longer busy), reports the instance when it settled (rc_set_progress)
+ * and asks for another pass (rc_set_wake), which takes the steps after
+ * the create (a pause, a delete asked meanwhile) and reports.  Every
+ * other step runs on the pass's thread, in the order of the desired
+ * state, as all of them do with one worker.  Providers and storage must
+ * therefore allow operations on different instances at once
+ * (hypervisor.h). */
 #ifndef NIMBUS_AGENT_RECONCILE_H
 #define NIMBUS_AGENT_RECONCILE_H
 
@@ -136,12 +142,13 @@ struct rc_config {
     unsigned max_attempts;       /* Failed steps per generation before ERROR. Default 3. */
     unsigned stop_timeout_ms;    /* ACPI shutdown before a forced stop. Default 10 s. */
     uint64_t port_wait_ms;       /* Waiting for the network agent's devices before ERROR. Default 120 s. */
-    /* Threads running a pass's creates at once; 0: RC_DEFAULT_WORKERS; 1:
-     * every step one after the other on the pass's thread. */
+    /* Threads of the pool: the creates in flight at once; 0:
+     * RC_DEFAULT_WORKERS; 1: no pool, every step one after the other on
+     * the pass's thread. */
     unsigned workers;
 };
 
-#define RC_DEFAULT_WORKERS 4
+#define RC_DEFAULT_WORKERS 20
 
 /* Per-instance memory of the reconciler. */
 struct rc_inst {
@@ -162,6 +169,12 @@ struct rc_inst {
      * for the source.  NULL/"" otherwise. */
     char *live_xml;
     char live_dir[512];
+    /* Handed to the pool: its create is in flight, passes leave it alone. */
+    bool busy;
+    /* The pool's count of finished creates when this one finished (0:
+     * none): a pass that listed the provider's instances before it
+     * leaves the instance alone too, as its list may not show it. */
+    uint64_t busy_end;
 };
 
 struct rc_step {
@@ -239,10 +252,10 @@ struct rc_observed {
     enum power_state power;
     uint64_t generation;
     char fault[256];
-    /* A prepared live migration's destination (rc_inst.live_xml,
-     * live_dir): valid until the next rc_pass(); NULL otherwise. */
-    const char *live_xml;
-    const char *live_dir;
+    /* A prepared live migration's destination (copies of rc_inst.live_xml,
+     * live_dir, freed by rc_observed_free()); NULL otherwise. */
+    char *live_xml;
+    char *live_dir;
 };
 
 /* Called for every event worth telling the API (and the log):
@@ -264,21 +277,41 @@ struct rc_observed {
  * started too, "started" ("start_ms=80.2": the provider's start).  The
  * event's own time is when it was sent: the create began at the
  * "started" event's time less the three durations. */
-/* Called from the pass's thread and from its workers, possibly at once
+/* Called from the pass's thread and from the pool's, possibly at once
  * (events of one instance come from one thread, in order). */
 typedef void (*rc_event_fn)(void *ctx, const char *uuid, const char *event,
                             const char *detail);
 
 struct reconciler;
+struct rc_pass_stats;
 
-/* 'hv' and 'storage' must outlive the reconciler. */
+/* 'hv' and 'storage' must outlive the reconciler.  Starts the pool's
+ * threads when cfg->workers > 1. */
 int rc_new(struct hypervisor *hv, const struct rc_storage *storage,
            const struct rc_config *cfg, rc_event_fn ev, void *ev_ctx,
            struct reconciler **out) __attribute__((warn_unused_result));
+/* Waits for the creates in flight and queued (none is cut half-way), ends
+ * the pool, frees everything.  NULL: nothing. */
 void rc_free(struct reconciler *rc);
 
-/* Called on the pass's thread or one of its workers, with the event
- * callback's context, each time an instance the pass was building became
+/* Called on a thread of the pool, with the event callback's context,
+ * each time a create handed to the pool is done (written back, no longer
+ * busy), so that the owner runs another pass soon: the steps after the
+ * create and the observed state are the pass's.  Must not block; may be
+ * called by several threads at once.  After rc_set_wake() returns, the
+ * previous function is no longer running nor called.  NULL: none. */
+typedef void (*rc_wake_fn)(void *ctx);
+void rc_set_wake(struct reconciler *rc, rc_wake_fn fn);
+
+/* Waits until no create is in flight (tests).  When 'pool' is not NULL,
+ * adds to it the steps the pool finished since the last pass or drain
+ * (then not counted by the next pass). */
+void rc_drain(struct reconciler *rc, struct rc_pass_stats *pool);
+/* Whether no create is in flight. */
+bool rc_idle(struct reconciler *rc);
+
+/* Called on the pass's thread or a thread of the pool, with the event
+ * callback's context, each time an instance being built became
  * active (or stopped, paused, suspended as desired), so that its owner can
  * report the observed state (rc_observed) at once instead of when the pass
  * ends: a pass creating twenty guests would otherwise hold back the first
@@ -293,15 +326,18 @@ struct rc_pass_stats {
 };
 
 /* One pass at time 'now_ms'.  Fails (doing nothing) only when the provider
- * cannot list its instances. */
+ * cannot list its instances.  Returns without waiting for the creates it
+ * handed to the pool; the stats count the steps the pool finished since
+ * the previous pass. */
 int rc_pass(struct reconciler *rc, const struct desired_set *ds, uint64_t now_ms,
             struct rc_pass_stats *stats) __attribute__((warn_unused_result));
 
 /* The observed state after the last pass, or during one, as far as it
- * got (from the progress callback; entries being worked on by a worker
- * are reported as they were before); *out malloc'd, caller frees. */
+ * got (entries being worked on are reported as they were before); *out
+ * is the caller's, freed with rc_observed_free(*out, *n). */
 int rc_observed(struct reconciler *rc, struct rc_observed **out, size_t *n)
     __attribute__((warn_unused_result));
+void rc_observed_free(struct rc_observed *obs, size_t n);
 
 /* The reconciler's memory of one instance, or NULL (for tests). */
 const struct rc_inst *rc_find(const struct reconciler *rc, const char *uuid);

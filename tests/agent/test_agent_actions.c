@@ -103,11 +103,15 @@ on_event(void *ctx, const char *uuid, const char *event, const char *detail)
     snprintf(events + n, sizeof events - n, "%.8s:%s ", uuid, event);
 }
 
+/* A pass and the creates it handed to the reconciler's pool, with the
+ * steps of both. */
 static int
 pass(struct reconciler *rc, struct desired_set *ds)
 {
     struct rc_pass_stats st;
     int r = rc_pass(rc, ds, 1000, &st);
+    if (!r)
+        rc_drain(rc, &st);
     return r ? r : (int)st.actions;
 }
 

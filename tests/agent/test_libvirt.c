@@ -47,6 +47,7 @@ pass(uint64_t now)
     double t0 = t_now();
     int r = rc_pass(rc, &ds, now, &st);
     CHECK_INT(r, 0);
+    rc_drain(rc, &st);   /* The creates it handed to the pool. */
     if (st.failures)
         fprintf(stderr, "  pass had %u failed steps\n", st.failures);
     return t_now() - t0;

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "hypervisor.h"
+#include "util.h"
 #include "../check.h"
 
 #define U1 "11111111-1111-4111-8111-111111111111"
@@ -303,11 +304,23 @@ add(struct world *w, const char *uuid, enum power_state p, uint64_t gen)
     return d;
 }
 
+/* A pass and the creates it handed to the pool: the transcripts see the
+ * same result with one worker and with several. */
+static int
+rc_pass_all(struct reconciler *rc, const struct desired_set *ds, uint64_t now,
+            struct rc_pass_stats *st)
+{
+    int r = rc_pass(rc, ds, now, st);
+    if (!r)
+        rc_drain(rc, st);
+    return r;
+}
+
 static int
 pass(struct world *w, uint64_t now)
 {
     struct rc_pass_stats st;
-    int r = rc_pass(w->rc, &w->ds, now, &st);
+    int r = rc_pass_all(w->rc, &w->ds, now, &st);
     return r ? r : (int)st.actions;
 }
 
@@ -368,7 +381,7 @@ on_progress(void *ctx)
     }
     len = strlen(progress_seen);
     snprintf(progress_seen + len, sizeof progress_seen - len, " ");
-    free(obs);
+    rc_observed_free(obs, n);
 }
 
 static void
@@ -431,7 +444,7 @@ on_parallel_progress(void *ctx)
     unsigned active = 0;
     for (size_t i = 0; i < n; i++)
         active += obs[i].state == RC_ACTIVE;
-    free(obs);
+    rc_observed_free(obs, n);
     pthread_mutex_lock(&progress_mu);
     progress_calls++;
     if (active > progress_active_max)
@@ -479,11 +492,13 @@ test_parallel_creates(void)
     hv_fake_fail_instance(w.hv, "create", uuids[BAD], -EIO, 1);
 
     struct rc_pass_stats ps;
-    CHECK_INT(rc_pass(w.rc, &w.ds, 1000, &ps), 0);
-    fprintf(stderr, "parallel: %d creates of %d ms in a pass of %.1f ms, %u at once\n", N,
-            DELAY_MS, (double)ps.duration_ns / 1e6, hv_fake_max_concurrent(w.hv, "create"));
-    CHECK(ps.duration_ns >= DELAY_MS * 1000000ull);
-    CHECK(ps.duration_ns < 3 * DELAY_MS * 1000000ull);   /* One after the other: 8 x 200 ms. */
+    uint64_t t0 = util_now_ns();
+    CHECK_INT(rc_pass_all(w.rc, &w.ds, 1000, &ps), 0);
+    uint64_t took = util_now_ns() - t0;
+    fprintf(stderr, "parallel: %d creates of %d ms done in %.1f ms, %u at once\n", N,
+            DELAY_MS, (double)took / 1e6, hv_fake_max_concurrent(w.hv, "create"));
+    CHECK(took >= DELAY_MS * 1000000ull);
+    CHECK(took < 3 * DELAY_MS * 1000000ull);   /* One after the other: 8 x 200 ms. */
     CHECK_INT(hv_fake_max_concurrent(w.hv, "create"), N);
     CHECK_INT(hv_fake_calls(w.hv, "create"), N);
     CHECK_INT(ps.desired, N);
@@ -520,7 +535,7 @@ test_parallel_creates(void)
 
     /* The next pass creates the one that failed, alone. */
     events[0] = 0;
-    CHECK_INT(rc_pass(w.rc, &w.ds, 2000, &ps), 0);
+    CHECK_INT(rc_pass_all(w.rc, &w.ds, 2000, &ps), 0);
     CHECK_INT(ps.actions, 1);
     CHECK_INT(ps.failures, 0);
     CHECK_INT(hv_fake_calls(w.hv, "create"), N + 1);
@@ -531,7 +546,7 @@ test_parallel_creates(void)
              uuids[BAD], uuids[BAD], uuids[BAD], uuids[BAD]);
     CHECK_STR(events, want);
     /* Steady: nothing to do, nothing created again. */
-    CHECK_INT(rc_pass(w.rc, &w.ds, 3000, &ps), 0);
+    CHECK_INT(rc_pass_all(w.rc, &w.ds, 3000, &ps), 0);
     CHECK_INT(ps.actions, 0);
     CHECK_INT(hv_fake_calls(w.hv, "create"), N + 1);
     w.ds.insts = w.insts;
@@ -730,7 +745,7 @@ test_moves(void)
     size_t n_obs = 0;
     CHECK_INT(rc_observed(w.rc, &obs, &n_obs), 0);
     CHECK(n_obs == 1 && obs[0].state == RC_STOPPED && obs[0].generation == 2);
-    free(obs);
+    rc_observed_free(obs, n_obs);
     int prepares_before = w.fs.prepares;
     /* Revert: no longer served, and running again. */
     d->generation = 3;
@@ -999,9 +1014,9 @@ test_scale(void)
         ds.insts[i].generation = 1;
     }
     struct rc_pass_stats ps;
-    CHECK(rc_pass(rc, &ds, 1, &ps) == 0);
+    CHECK(rc_pass_all(rc, &ds, 1, &ps) == 0);
     CHECK_INT(ps.actions, 1000);
-    CHECK(rc_pass(rc, &ds, 2, &ps) == 0);
+    CHECK(rc_pass_all(rc, &ds, 2, &ps) == 0);
     CHECK_INT(ps.actions, 0);
     fprintf(stderr, "scale: steady-state pass over %u instances: %.2f ms\n", ps.desired,
             (double)ps.duration_ns / 1e6);
@@ -1088,7 +1103,7 @@ test_live_migration(void)
           strstr(o[0].live_xml, "node='live-b'") && strstr(o[0].live_xml, "/fake/" U1 "/disk.qcow2") &&
           o[0].live_dir && !strcmp(o[0].live_dir, "/fake/" U1));
     char *xml = n == 1 && o[0].live_xml ? strdup(o[0].live_xml) : NULL;
-    free(o);
+    rc_observed_free(o, n);
     /* A restarted destination prepares again (the storage keeps what is
      * there) and reports again. */
     world_restart(&b);
@@ -1219,6 +1234,159 @@ test_fake_migrate_between_processes(void)
     CHECK_INT(rmdir(db), 0);
 }
 
+/* ---- the pool: creates outliving the pass that handed them */
+
+static unsigned wakes;
+
+static void
+on_wake(void *ctx)
+{
+    (void)ctx;
+    pthread_mutex_lock(&test_mu);
+    wakes++;
+    pthread_mutex_unlock(&test_mu);
+}
+
+static unsigned
+wakes_now(void)
+{
+    pthread_mutex_lock(&test_mu);
+    unsigned n = wakes;
+    pthread_mutex_unlock(&test_mu);
+    return n;
+}
+
+static uint64_t
+ms_since(uint64_t t0)
+{
+    return (util_now_ns() - t0) / 1000000u;
+}
+
+/* Creates handed by two successive passes run at once: each pass returns
+ * at once, the second one's creates begin while the first one's still
+ * run, and all four are done in about one create's time.  Each done
+ * create asks for another pass, which finds nothing left to do. */
+static void
+test_pool_overlap(void)
+{
+    enum { DELAY_MS = 300 };
+    struct world w;
+    world_init(&w);
+    rc_set_wake(w.rc, on_wake);
+    wakes = 0;
+    hv_fake_delay(w.hv, "create", DELAY_MS);
+    add(&w, U1, POWER_RUNNING, 1);
+    add(&w, U2, POWER_RUNNING, 1);
+    uint64_t t0 = util_now_ns();
+    struct rc_pass_stats ps;
+    CHECK_INT(rc_pass(w.rc, &w.ds, 1000, &ps), 0);
+    uint64_t first = ms_since(t0);
+    /* A new desired state while the first two are in flight. */
+    add(&w, U3, POWER_RUNNING, 1);
+    add(&w, UF, POWER_RUNNING, 1);
+    uint64_t t1 = util_now_ns();
+    CHECK_INT(rc_pass(w.rc, &w.ds, 1001, &ps), 0);
+    uint64_t second = ms_since(t1);
+    struct rc_pass_stats pool = { 0 };
+    rc_drain(w.rc, &pool);
+    uint64_t all = ms_since(t0);
+    fprintf(stderr, "pool: passes of %llu and %llu ms, 4 creates of %d ms done in %llu ms, "
+            "%u at once\n", (unsigned long long)first, (unsigned long long)second, DELAY_MS,
+            (unsigned long long)all, hv_fake_max_concurrent(w.hv, "create"));
+    CHECK(first < DELAY_MS / 3);
+    CHECK(second < DELAY_MS / 3);
+    CHECK_INT(hv_fake_max_concurrent(w.hv, "create"), 4);
+    CHECK(all >= DELAY_MS && all < 2 * DELAY_MS);
+    CHECK_INT(pool.actions, 4);
+    CHECK_INT(hv_fake_calls(w.hv, "create"), 4);
+    CHECK(state(&w, U1) == RC_ACTIVE && state(&w, U2) == RC_ACTIVE &&
+          state(&w, U3) == RC_ACTIVE && state(&w, UF) == RC_ACTIVE);
+    CHECK_INT(pass(&w, 2000), 0);
+    CHECK_INT(hv_fake_calls(w.hv, "create"), 4);
+    /* One wake-up per create (each is asked after the write-back: the
+     * pool's threads are joined first). */
+    rc_free(w.rc);
+    w.rc = NULL;
+    CHECK_INT(wakes_now(), 4);
+    world_free(&w);
+}
+
+/* An instance whose create is in flight is left alone by other passes:
+ * a new generation (stop it) waits for the create, a desired state
+ * without it neither removes its storage nor forgets it, and a delete
+ * waits too, then happens on the pass after the create. */
+static void
+test_pool_busy(void)
+{
+    enum { DELAY_MS = 300 };
+    struct world w;
+    world_init(&w);
+    hv_fake_delay(w.hv, "create", DELAY_MS);
+    add(&w, U1, POWER_RUNNING, 1);
+    struct rc_pass_stats ps;
+    CHECK_INT(rc_pass(w.rc, &w.ds, 1000, &ps), 0);
+    /* Stop it, generation 2, while it is being created. */
+    w.insts[0].power = POWER_SHUTOFF;
+    w.insts[0].generation = 2;
+    CHECK_INT(rc_pass(w.rc, &w.ds, 1001, &ps), 0);
+    CHECK_INT(ps.actions, 0);
+    /* Not desired any more: no orphan, no storage removed, not forgotten. */
+    w.ds.n = 0;
+    CHECK_INT(rc_pass(w.rc, &w.ds, 1002, &ps), 0);
+    CHECK_INT(ps.actions, 0);
+    CHECK_INT(w.fs.removes, 0);
+    CHECK(rc_find(w.rc, U1) != NULL);
+    /* Deleted while in flight: nothing destroyed yet. */
+    w.ds.n = 1;
+    w.insts[0].deleted = true;
+    CHECK_INT(rc_pass(w.rc, &w.ds, 1003, &ps), 0);
+    CHECK_INT(ps.actions, 0);
+    CHECK_INT(hv_fake_calls(w.hv, "destroy"), 0);
+    CHECK_INT(hv_fake_calls(w.hv, "stop"), 0);
+    rc_drain(w.rc, NULL);
+    CHECK_INT(hv_count(&w), 1);
+    CHECK_INT(state(&w, U1), RC_ACTIVE);
+    CHECK(!strstr(events, "orphan") && !strstr(events, "storage-removed") &&
+          !strstr(events, "deleted"));
+    /* The create is done: the next pass deletes it and its storage. */
+    CHECK(pass(&w, 2000) >= 1);
+    CHECK_INT(hv_count(&w), 0);
+    CHECK_INT(hv_fake_calls(w.hv, "destroy"), 1);
+    CHECK_INT(w.fs.removes, 1);
+    CHECK_INT(state(&w, U1), RC_DELETED);
+    CHECK_INT(hv_fake_calls(w.hv, "create"), 1);
+    world_free(&w);
+}
+
+/* rc_free() waits for the creates in flight and queued: none is cut
+ * half-way, each instance is defined and running once it returns. */
+static void
+test_pool_free_waits(void)
+{
+    enum { DELAY_MS = 200 };
+    unsigned workers = test_workers;
+    test_workers = 2;
+    struct world w;
+    world_init(&w);
+    test_workers = workers;
+    hv_fake_delay(w.hv, "create", DELAY_MS);
+    add(&w, U1, POWER_RUNNING, 1);
+    add(&w, U2, POWER_RUNNING, 1);
+    add(&w, U3, POWER_RUNNING, 1);   /* Queued behind the two threads. */
+    uint64_t t0 = util_now_ns();
+    struct rc_pass_stats ps;
+    CHECK_INT(rc_pass(w.rc, &w.ds, 1000, &ps), 0);
+    CHECK(ms_since(t0) < DELAY_MS / 2);
+    rc_free(w.rc);
+    uint64_t took = ms_since(t0);
+    CHECK(took >= 2 * DELAY_MS);
+    CHECK_INT(hv_count(&w), 3);
+    CHECK(hv_power(&w, U1) == POWER_RUNNING && hv_power(&w, U2) == POWER_RUNNING &&
+          hv_power(&w, U3) == POWER_RUNNING);
+    w.rc = NULL;
+    world_free(&w);
+}
+
 int
 main(void)
 {
@@ -1244,6 +1412,9 @@ main(void)
     }
     test_workers = 0;
     test_parallel_creates();
+    test_pool_overlap();
+    test_pool_busy();
+    test_pool_free_waits();
     test_fake_migrate_between_processes();
     return check_exit();
 }
