@@ -40,12 +40,63 @@ def cluster_conninfo():
     return _own_cluster[1]
 
 
+PORT_DIR = '/tmp/nimbus-test-ports'
+_my_ports = []
+
+
+def _release_ports():
+    for p in _my_ports:
+        try:
+            os.unlink(os.path.join(PORT_DIR, str(p)))
+        except OSError:
+            pass
+
+
+atexit.register(_release_ports)
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(('127.0.0.1', 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+    """A loopback port free now and reserved for this test process: tests
+    run in parallel, and a port one of them was given (free when it asked,
+    bound only later by its daemon) is never handed to another while the
+    first lives (a file per port in PORT_DIR holding the owner's pid)."""
+    os.makedirs(PORT_DIR, mode=0o1777, exist_ok=True)
+    for _ in range(100):
+        s = socket.socket()
+        s.bind(('127.0.0.1', 0))
+        p = s.getsockname()[1]
+        s.close()
+        path = os.path.join(PORT_DIR, str(p))
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                with open(path) as f:
+                    owner = int(f.read().strip() or 0)
+            except (OSError, ValueError):
+                owner = 0
+            if owner and _pid_alive(owner):
+                continue
+            try:
+                os.unlink(path)     # left by a test that died
+            except OSError:
+                pass
+            continue
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        _my_ports.append(p)
+        return p
+    raise RuntimeError('no free port found')
 
 
 def psql(conninfo, sql):
@@ -106,7 +157,7 @@ class Cloud:
                 raise RuntimeError(f'nimbus-api exited with {self.proc.returncode}: ' + self.log_tail())
             try:
                 st, _, _ = self.request('identity', 'GET', '/healthz')
-                if st == 200:
+                if st == 200 and self.proc.poll() is None:
                     return
             except OSError:
                 pass

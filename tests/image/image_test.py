@@ -73,7 +73,7 @@ class ImageCloud(nt.Cloud):
                                    + self.image_log_tail())
             try:
                 st, _, _ = self.request('image', 'GET', '/healthz')
-                if st == 200:
+                if st == 200 and self.image_proc.poll() is None:
                     return
             except OSError:
                 pass
