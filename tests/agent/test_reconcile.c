@@ -19,6 +19,7 @@
 #include "hypervisor.h"
 #include "util.h"
 #include "../check.h"
+#include "agent_test_util.h"
 
 #define U1 "11111111-1111-4111-8111-111111111111"
 #define U2 "22222222-2222-4222-8222-222222222222"
@@ -324,21 +325,6 @@ pass(struct world *w, uint64_t now)
     return r ? r : (int)st.actions;
 }
 
-static enum power_state
-hv_power(struct world *w, const char *uuid)
-{
-    struct inst_actual *v;
-    size_t n;
-    enum power_state p = POWER_NOSTATE;
-    if (w->hv->class->list(w->hv, &v, &n))
-        return p;
-    for (size_t i = 0; i < n; i++)
-        if (!strcmp(v[i].uuid, uuid))
-            p = v[i].power;
-    free(v);
-    return p;
-}
-
 static size_t
 hv_count(struct world *w)
 {
@@ -518,13 +504,13 @@ test_parallel_creates(void)
             CHECK_INT(ri->attempts, 1);
             CHECK(strstr(ri->fault, "create: fake: injected failure of create") != NULL);
             CHECK_STR(ev, "image-ready step-failed ");
-            CHECK_INT(hv_power(&w, uuids[i]), POWER_NOSTATE);
+            CHECK_INT(t_power(w.hv, uuids[i]), POWER_NOSTATE);
         } else {
             CHECK_INT(ri->state, RC_ACTIVE);
             CHECK_INT(ri->generation, 1);
             CHECK_STR(ri->fault, "");
             CHECK_STR(ev, "image-ready defined started created ");
-            CHECK_INT(hv_power(&w, uuids[i]), POWER_RUNNING);
+            CHECK_INT(t_power(w.hv, uuids[i]), POWER_RUNNING);
         }
     }
     /* Announced while others were still being created: every active
@@ -562,7 +548,7 @@ test_create_and_power(void)
     struct inst_desired *d = add(&w, U1, POWER_RUNNING, 1);
 
     CHECK(pass(&w, 1000) > 0);
-    CHECK_INT(hv_power(&w, U1), POWER_RUNNING);
+    CHECK_INT(t_power(w.hv, U1), POWER_RUNNING);
     CHECK_INT(state(&w, U1), RC_ACTIVE);
     CHECK(strstr(events, "11111111:created"));
     CHECK_STR(hv_fake_disk(w.hv, U1), "/fake/" U1 "/disk.qcow2");
@@ -574,7 +560,7 @@ test_create_and_power(void)
     d->power = POWER_SHUTOFF;
     d->generation = 2;
     CHECK(pass(&w, 3000) > 0);
-    CHECK_INT(hv_power(&w, U1), POWER_SHUTOFF);
+    CHECK_INT(t_power(w.hv, U1), POWER_SHUTOFF);
     CHECK_INT(state(&w, U1), RC_STOPPED);
     CHECK_INT(pass(&w, 4000), 0);
 
@@ -582,7 +568,7 @@ test_create_and_power(void)
     d->power = POWER_RUNNING;
     d->generation = 3;
     pass(&w, 5000);
-    CHECK_INT(hv_power(&w, U1), POWER_RUNNING);
+    CHECK_INT(t_power(w.hv, U1), POWER_RUNNING);
     CHECK_INT(hv_fake_calls(w.hv, "start"), 1);
     snprintf(d->reboot, sizeof d->reboot, "soft");
     d->generation = 4;
@@ -594,30 +580,30 @@ test_create_and_power(void)
     d->power = POWER_PAUSED;
     d->generation = 5;
     pass(&w, 8000);
-    CHECK_INT(hv_power(&w, U1), POWER_PAUSED);
+    CHECK_INT(t_power(w.hv, U1), POWER_PAUSED);
     CHECK_INT(state(&w, U1), RC_PAUSED);
     d->power = POWER_SUSPENDED;
     d->generation = 6;
     pass(&w, 9000);
-    CHECK_INT(hv_power(&w, U1), POWER_SUSPENDED);
+    CHECK_INT(t_power(w.hv, U1), POWER_SUSPENDED);
     CHECK_INT(state(&w, U1), RC_SUSPENDED);
     d->power = POWER_RUNNING;
     d->generation = 7;
     pass(&w, 10000);
-    CHECK_INT(hv_power(&w, U1), POWER_RUNNING);
+    CHECK_INT(t_power(w.hv, U1), POWER_RUNNING);
     CHECK_INT(hv_fake_calls(w.hv, "resume"), 1);
     CHECK_INT(state(&w, U1), RC_ACTIVE);
 
     /* Created straight into PAUSED: create, then pause, in one pass. */
     add(&w, U2, POWER_PAUSED, 1);
     pass(&w, 11000);
-    CHECK_INT(hv_power(&w, U2), POWER_PAUSED);
+    CHECK_INT(t_power(w.hv, U2), POWER_PAUSED);
     CHECK_INT(state(&w, U2), RC_PAUSED);
 
     /* Delete now. */
     d->deleted = true;
     pass(&w, 12000);
-    CHECK_INT(hv_power(&w, U1), POWER_NOSTATE);
+    CHECK_INT(t_power(w.hv, U1), POWER_NOSTATE);
     CHECK(!fs_has(&w.fs, U1));
     CHECK_INT(state(&w, U1), RC_DELETED);
     CHECK(strstr(events, "11111111:deleted"));
@@ -637,7 +623,7 @@ test_guest_powers_off(void)
     pass(&w, 2000);
     /* Reported SHUTOFF, not restarted behind the user's back. */
     CHECK_INT(state(&w, U1), RC_STOPPED);
-    CHECK_INT(hv_power(&w, U1), POWER_SHUTOFF);
+    CHECK_INT(t_power(w.hv, U1), POWER_SHUTOFF);
     CHECK_INT(hv_fake_calls(w.hv, "start"), 0);
     CHECK(strstr(events, "11111111:power-off-by-guest"));
     /* Same after a restart of the agent. */
@@ -647,7 +633,7 @@ test_guest_powers_off(void)
     /* The user starts it again: a new generation. */
     w.insts[0].generation = 2;
     pass(&w, 4000);
-    CHECK_INT(hv_power(&w, U1), POWER_RUNNING);
+    CHECK_INT(t_power(w.hv, U1), POWER_RUNNING);
     world_free(&w);
 }
 
@@ -668,7 +654,7 @@ test_orphan_grace_and_foreign(void)
     CHECK_INT(state(&w, U1), RC_ORPHANED);
     CHECK(strstr(events, "11111111:orphan-found"));
     pass(&w, 69999);
-    CHECK_INT(hv_power(&w, U1), POWER_RUNNING);
+    CHECK_INT(t_power(w.hv, U1), POWER_RUNNING);
     /* Back within the grace period: kept. */
     w.ds.n = 1;
     pass(&w, 70000);
@@ -676,9 +662,9 @@ test_orphan_grace_and_foreign(void)
     w.ds.n = 0;
     pass(&w, 80000);
     pass(&w, 139999);
-    CHECK_INT(hv_power(&w, U1), POWER_RUNNING);
+    CHECK_INT(t_power(w.hv, U1), POWER_RUNNING);
     pass(&w, 140000);
-    CHECK_INT(hv_power(&w, U1), POWER_NOSTATE);
+    CHECK_INT(t_power(w.hv, U1), POWER_NOSTATE);
     CHECK(!fs_has(&w.fs, U1));
     CHECK(strstr(events, "11111111:orphan-deleted"));
 
@@ -715,14 +701,14 @@ test_moves(void)
     world_init(&w);
     struct inst_desired *d = add(&w, U1, POWER_RUNNING, 1);
     pass(&w, 1000);
-    CHECK_INT(hv_power(&w, U1), POWER_RUNNING);
+    CHECK_INT(t_power(w.hv, U1), POWER_RUNNING);
     d->generation = 2;
     d->power = POWER_SHUTOFF;
     snprintf(d->action, sizeof d->action, "migrate_out");
     memset(d->migration_secret, 'a', 64);
     events[0] = 0;
     pass(&w, 2000);
-    CHECK_INT(hv_power(&w, U1), POWER_NOSTATE);   /* Undefined... */
+    CHECK_INT(t_power(w.hv, U1), POWER_NOSTATE);   /* Undefined... */
     CHECK(fs_has(&w.fs, U1));                      /* ...its disk kept. */
     CHECK_INT(w.fs.exports, 1);
     CHECK_STR(w.fs.exported, U1);
@@ -754,7 +740,7 @@ test_moves(void)
     pass(&w, 6000);
     CHECK_INT(w.fs.unexports, 1);
     CHECK(!w.fs.exported[0]);
-    CHECK_INT(hv_power(&w, U1), POWER_RUNNING);
+    CHECK_INT(t_power(w.hv, U1), POWER_RUNNING);
     CHECK_INT(w.fs.prepares, prepares_before + 1);   /* Defined again from its disk. */
 
     /* The source lost its guest: ERROR, nothing created. */
@@ -765,7 +751,7 @@ test_moves(void)
     pass(&w, 7000);
     CHECK_INT(state(&w, U2), RC_ERROR);
     CHECK_INT(w.fs.prepares, prepares);
-    CHECK_INT(hv_power(&w, U2), POWER_NOSTATE);
+    CHECK_INT(t_power(w.hv, U2), POWER_NOSTATE);
     world_free(&w);
 
     /* The destination. */
@@ -775,7 +761,7 @@ test_moves(void)
     w.fs.import_eagain = 2;
     events[0] = 0;
     pass(&w, 1000);
-    CHECK_INT(hv_power(&w, U2), POWER_NOSTATE);
+    CHECK_INT(t_power(w.hv, U2), POWER_NOSTATE);
     CHECK(strstr(events, "22222222:waiting-for-port"));
     CHECK_INT(w.fs.prepares, 0);
     pass(&w, 2000);
@@ -784,14 +770,14 @@ test_moves(void)
     CHECK_INT(w.fs.imports, 3);
     CHECK_INT(w.fs.prepares_at_import, 0);   /* Imported before prepared. */
     CHECK_INT(w.fs.prepares, 1);
-    CHECK_INT(hv_power(&w, U2), POWER_RUNNING);
+    CHECK_INT(t_power(w.hv, U2), POWER_RUNNING);
     pass(&w, 4000);
     CHECK_INT(state(&w, U2), RC_ACTIVE);
     CHECK_INT(w.fs.imports, 3);
     /* Revert on this side: the copy becomes deleted in the document. */
     d->deleted = true;
     pass(&w, 5000);
-    CHECK_INT(hv_power(&w, U2), POWER_NOSTATE);
+    CHECK_INT(t_power(w.hv, U2), POWER_NOSTATE);
     CHECK(!fs_has(&w.fs, U2));
     world_free(&w);
 }
@@ -901,7 +887,7 @@ test_crash_convergence(void)
     hv_fake_set_power(w.hv, U1, POWER_SHUTOFF);   /* As if start never happened. */
     world_restart(&w);
     pass(&w, 2000);
-    CHECK_INT(hv_power(&w, U1), POWER_RUNNING);
+    CHECK_INT(t_power(w.hv, U1), POWER_RUNNING);
     CHECK_INT(state(&w, U1), RC_ACTIVE);
     world_free(&w);
 
@@ -1122,7 +1108,7 @@ test_live_migration(void)
     const struct rc_inst *ri = rc_find(a.rc, U1);
     CHECK(ri && ri->state == RC_ACTIVE && ri->generation == 2 &&
           strstr(ri->fault, "live migration:"));
-    CHECK(hv_power(&a, U1) == POWER_RUNNING);
+    CHECK(t_power(a.hv, U1) == POWER_RUNNING);
     CHECK(strstr(events, "live-migration-failed") != NULL);
     CHECK_INT(pass(&a, 5000), 0);
     ri = rc_find(a.rc, U1);
@@ -1137,7 +1123,7 @@ test_live_migration(void)
     CHECK(ri && ri->state == RC_DELETED && ri->generation == 3 && !ri->fault[0]);
     CHECK(strstr(events, "migrated") != NULL);
     CHECK_INT((int)hv_count(&a), 0);
-    CHECK(hv_power(&b, U1) == POWER_RUNNING);
+    CHECK(t_power(b.hv, U1) == POWER_RUNNING);
     CHECK_INT(pass(&b, 7000), 0);
     CHECK(state(&b, U1) == RC_ACTIVE);
     /* A restarted source finds the guest gone: deleted, nothing made. */
@@ -1381,8 +1367,8 @@ test_pool_free_waits(void)
     uint64_t took = ms_since(t0);
     CHECK(took >= 2 * DELAY_MS);
     CHECK_INT(hv_count(&w), 3);
-    CHECK(hv_power(&w, U1) == POWER_RUNNING && hv_power(&w, U2) == POWER_RUNNING &&
-          hv_power(&w, U3) == POWER_RUNNING);
+    CHECK(t_power(w.hv, U1) == POWER_RUNNING && t_power(w.hv, U2) == POWER_RUNNING &&
+          t_power(w.hv, U3) == POWER_RUNNING);
     w.rc = NULL;
     world_free(&w);
 }

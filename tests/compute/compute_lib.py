@@ -382,6 +382,33 @@ def libvirt_guest_or_skip():
     return guest
 
 
+def admin_cloud():
+    """An ImageCloud (nimbus-api and nimbus-image) with the shared network
+    NET, the admin's token and Compute client, and no instance, core or RAM
+    quota on the admin's project: (cloud, token, admin project id, api)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'image'))
+    from image_test import ImageCloud
+    cloud = ImageCloud()
+    seed(cloud)
+    tok, body = cloud.token()
+    project = body['token']['project']['id']
+    for r in ('instances', 'cores', 'ram'):
+        sql(cloud, f"INSERT INTO quotas VALUES ('{project}', '{r}', -1)")
+    return cloud, tok, project, Compute(cloud, tok)
+
+
+BLANK = bytes(range(256)) * 4096       # 1 MiB: blank_image()'s bytes
+
+
+def blank_image(cloud, tok, **fields):
+    """A 1 MiB raw image named 'blank' (more create fields in 'fields'),
+    uploaded and checked; its id."""
+    img = cloud.create_image(tok, name='blank', **fields)['id']
+    st, _ = cloud.upload(tok, img, BLANK)
+    check(st == 204, f'base image uploaded ({st})')
+    return img
+
+
 def upload_image(cloud, tok, name, path, disk_format, **props):
     """The file at 'path' uploaded to the cloud's nimbus-image as a public
     image (container_format = disk_format); returns its id."""

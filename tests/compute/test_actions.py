@@ -23,35 +23,23 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import time
 
 import compute_lib
 import ws_lib
 from compute_lib import NET, Compute, Schedulers, check, done, nt, sql
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'image'))
-from image_test import ImageCloud  # noqa: E402
 
 NODE = 'actions-node-1'
 
-cloud = ImageCloud()
-compute_lib.seed(cloud)
-tok, body = cloud.token()
-admin_project = body['token']['project']['id']
-api = Compute(cloud, tok)
-for r in ('instances', 'cores', 'ram'):
-    sql(cloud, f"INSERT INTO quotas VALUES ('{admin_project}', '{r}', -1)")
+cloud, tok, admin_project, api = compute_lib.admin_cloud()
 sql(cloud, "INSERT INTO flavors (id, name, vcpus, ram, disk) VALUES "
            "('r2', 'r2.small', 2, 1024, 2), ('r4', 'r4.big', 4, 1024, 2)")
 
 token_file = os.path.join(cloud.dir, 'node.token')
 cloud.manage('node', 'add', NODE, '--output', token_file)
 
-data = bytes(range(256)) * 4096        # 1 MiB raw base image
-IMAGE = cloud.create_image(tok, name='blank', min_ram=0)['id']
-st, _ = cloud.upload(tok, IMAGE, data)
-check(st == 204, f'base image uploaded ({st})')
+IMAGE = compute_lib.blank_image(cloud, tok, min_ram=0)
 state_dir = os.path.join(cloud.dir, 'agent-state')
 agent_conf = compute_lib.write_agent_conf(cloud, NODE, token_file, state_dir=state_dir,
                                           console=True)
@@ -296,7 +284,7 @@ check(info.get('virtual-size') == 2 << 30 and 'backing-filename' not in info,
 r = subprocess.run(['qemu-img', 'dd', '-f', 'qcow2', '-O', 'raw', 'bs=1M', 'count=1',
                     f'if={path}', f'of={path}.raw'], capture_output=True)
 check(r.returncode == 0 and hashlib.sha512(open(f'{path}.raw', 'rb').read()).hexdigest()
-      == hashlib.sha512(data).hexdigest(), 'holding the base image\'s bytes')
+      == hashlib.sha512(compute_lib.BLANK).hexdigest(), 'holding the base image\'s bytes')
 check(not os.path.exists(os.path.join(state_dir, 'instances', sid, 'snapshot.qcow2')),
       'the agent removed its local copy')
 

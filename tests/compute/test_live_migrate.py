@@ -31,28 +31,15 @@ tests/network/test_live_migrate_e2e.py with real network agents.
 import atexit
 import os
 import signal
-import sys
 
 import compute_lib
 from compute_lib import NET, Compute, Schedulers, check, done, sql
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'image'))
-from image_test import ImageCloud  # noqa: E402
 
 NODES = ('lm-node-a', 'lm-node-b')
 
-cloud = ImageCloud()
-compute_lib.seed(cloud)
-tok, body = cloud.token()
-admin_project = body['token']['project']['id']
-api = Compute(cloud, tok)
-for r in ('instances', 'cores', 'ram'):
-    sql(cloud, f"INSERT INTO quotas VALUES ('{admin_project}', '{r}', -1)")
-
-data = bytes(range(256)) * 4096        # 1 MiB raw base image
-IMAGE = cloud.create_image(tok, name='blank', min_ram=0)['id']
-st, _ = cloud.upload(tok, IMAGE, data)
-check(st == 204, f'base image uploaded ({st})')
+cloud, tok, admin_project, api = compute_lib.admin_cloud()
+IMAGE = compute_lib.blank_image(cloud, tok, min_ram=0)
 
 run = compute_lib.MoveRun(cloud, api, NODES)
 agents, states = run.agents, run.states

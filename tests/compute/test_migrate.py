@@ -31,32 +31,19 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 
 import compute_lib
 from compute_lib import NET, Compute, Schedulers, check, done, nt, sql
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'image'))
-from image_test import ImageCloud  # noqa: E402
 
 NODES = ('mig-node-a', 'mig-node-b')
 
-cloud = ImageCloud()
-compute_lib.seed(cloud)
-tok, body = cloud.token()
-admin_project = body['token']['project']['id']
-api = Compute(cloud, tok)
-for r in ('instances', 'cores', 'ram'):
-    sql(cloud, f"INSERT INTO quotas VALUES ('{admin_project}', '{r}', -1)")
+cloud, tok, admin_project, api = compute_lib.admin_cloud()
 sql(cloud, "INSERT INTO flavors (id, name, vcpus, ram, disk) VALUES "
            "('r2', 'r2.small', 2, 1024, 2)")
-
-data = bytes(range(256)) * 4096        # 1 MiB raw base image
-IMAGE = cloud.create_image(tok, name='blank', min_ram=0)['id']
-st, _ = cloud.upload(tok, IMAGE, data)
-check(st == 204, f'base image uploaded ({st})')
+IMAGE = compute_lib.blank_image(cloud, tok, min_ram=0)
 
 run = compute_lib.MoveRun(cloud, api, NODES)
 agents, logs, states, confs = run.agents, run.logs, run.states, run.confs

@@ -52,10 +52,7 @@ wait_for('both agents register, with the libvirt URI the other reaches them at',
          lambda: sql(cloud, "SELECT count(*) FROM agent_nodes WHERE libvirt_uri LIKE "
                             "'qemu+tcp://h_.example/system'") == '2')
 
-data = bytes(range(256)) * 4096        # 1 MiB raw base image
-image = cloud.create_image(tok, name='blank', visibility='public')['id']
-st, _ = cloud.upload(tok, image, data)
-check(st == 204, f'base image uploaded ({st})')
+image = compute_lib.blank_image(cloud, tok, visibility='public')
 
 pa, ta = make_project(cloud, tok, 'lp-a')
 pb, tb = make_project(cloud, tok, 'lp-b')
